@@ -1,0 +1,334 @@
+//! One pass over a frame: L2 (with one 802.1Q tag), L3, L4, into a [`Parsed`] summary of
+//! offsets and fields that classification and rewrites use. Malformed frames get a
+//! [`Malformed`] reason that names the layer and the fault, which the data path counts.
+
+use crate::ethernet::{
+    EthernetFrame, VlanTag, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN,
+};
+use crate::icmp::IcmpPacket;
+use crate::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use crate::ipv6::Ipv6Packet;
+use crate::tcp::TcpPacket;
+use crate::udp::UdpPacket;
+use crate::{Error, FlowKey};
+use core::net::{IpAddr, Ipv4Addr};
+
+/// Why a frame could not be parsed. Each variant is a drop reason with a stable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    EthernetTruncated,
+    VlanTruncated,
+    Ipv4Truncated,
+    Ipv4BadVersion,
+    Ipv4BadHeaderLength,
+    Ipv4BadLength,
+    Ipv4BadChecksum,
+    Ipv6Truncated,
+    Ipv6BadLength,
+    Ipv6BadExtensionHeader,
+    TcpTruncated,
+    TcpBadHeaderLength,
+    UdpTruncated,
+    UdpBadLength,
+    IcmpTruncated,
+}
+
+impl Malformed {
+    pub const ALL: [Malformed; 15] = [
+        Malformed::EthernetTruncated,
+        Malformed::VlanTruncated,
+        Malformed::Ipv4Truncated,
+        Malformed::Ipv4BadVersion,
+        Malformed::Ipv4BadHeaderLength,
+        Malformed::Ipv4BadLength,
+        Malformed::Ipv4BadChecksum,
+        Malformed::Ipv6Truncated,
+        Malformed::Ipv6BadLength,
+        Malformed::Ipv6BadExtensionHeader,
+        Malformed::TcpTruncated,
+        Malformed::TcpBadHeaderLength,
+        Malformed::UdpTruncated,
+        Malformed::UdpBadLength,
+        Malformed::IcmpTruncated,
+    ];
+
+    /// The stable snake_case name used in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Malformed::EthernetTruncated => "ethernet_truncated",
+            Malformed::VlanTruncated => "vlan_truncated",
+            Malformed::Ipv4Truncated => "ipv4_truncated",
+            Malformed::Ipv4BadVersion => "ipv4_bad_version",
+            Malformed::Ipv4BadHeaderLength => "ipv4_bad_header_length",
+            Malformed::Ipv4BadLength => "ipv4_bad_total_length",
+            Malformed::Ipv4BadChecksum => "ipv4_bad_checksum",
+            Malformed::Ipv6Truncated => "ipv6_truncated",
+            Malformed::Ipv6BadLength => "ipv6_bad_payload_length",
+            Malformed::Ipv6BadExtensionHeader => "ipv6_bad_extension_header",
+            Malformed::TcpTruncated => "tcp_truncated",
+            Malformed::TcpBadHeaderLength => "tcp_bad_data_offset",
+            Malformed::UdpTruncated => "udp_truncated",
+            Malformed::UdpBadLength => "udp_bad_length",
+            Malformed::IcmpTruncated => "icmp_truncated",
+        }
+    }
+}
+
+/// The network layer of a parsed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Ipv4,
+    Ipv6,
+    Arp,
+    /// Any other ethertype (LLDP, STP, QinQ, …): not the balancer's.
+    Other,
+}
+
+/// Offsets and fields of one frame, found in a single pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    /// Length of the L2 header: 14, or 18 with an 802.1Q tag.
+    pub l2_len: usize,
+    /// The 802.1Q tag control information, if the frame carried a tag.
+    pub vlan_tci: Option<u16>,
+    /// The ethertype after any tag.
+    pub ethertype: u16,
+    pub network: Network,
+    /// End of the IP datagram in the frame (anything after is Ethernet padding).
+    pub l3_end: usize,
+    /// Offset of the transport header (after IPv4 options / IPv6 extension headers).
+    pub l4_off: usize,
+    /// Transport protocol number (upper-layer protocol for IPv6).
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Ports for TCP/UDP; zero otherwise.
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// The datagram is a fragment (first or later); its transport header is not parsed.
+    pub fragment: bool,
+}
+
+impl Parsed {
+    pub fn is_ip(&self) -> bool {
+        matches!(self.network, Network::Ipv4 | Network::Ipv6)
+    }
+    pub fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            proto: self.proto,
+        }
+    }
+}
+
+const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// Parses one Ethernet frame. Never panics; every fault is a [`Malformed`].
+pub fn parse_frame(frame: &[u8]) -> Result<Parsed, Malformed> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed::EthernetTruncated)?;
+    let mut p = Parsed {
+        l2_len: EthernetFrame::<&[u8]>::HEADER_LEN,
+        vlan_tci: None,
+        ethertype: eth.ethertype(),
+        network: Network::Other,
+        l3_end: frame.len(),
+        l4_off: frame.len(),
+        proto: 0,
+        src: UNSPECIFIED,
+        dst: UNSPECIFIED,
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        ttl: 0,
+        fragment: false,
+    };
+    if p.ethertype == ETHERTYPE_VLAN {
+        let tag = VlanTag::new_checked(eth.payload()).map_err(|_| Malformed::VlanTruncated)?;
+        p.vlan_tci = Some(tag.tci());
+        p.ethertype = tag.inner_ethertype();
+        p.l2_len += VlanTag::<&[u8]>::LEN;
+    }
+    let l3 = &frame[p.l2_len..];
+    match p.ethertype {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(l3).map_err(|e| match e {
+                Error::Truncated => Malformed::Ipv4Truncated,
+                Error::BadVersion => Malformed::Ipv4BadVersion,
+                Error::BadHeaderLength => Malformed::Ipv4BadHeaderLength,
+                _ => Malformed::Ipv4BadLength,
+            })?;
+            if !ip.verify_checksum() {
+                return Err(Malformed::Ipv4BadChecksum);
+            }
+            p.network = Network::Ipv4;
+            p.l3_end = p.l2_len + ip.total_len() as usize;
+            p.l4_off = p.l2_len + ip.header_len();
+            p.proto = ip.protocol();
+            p.src = IpAddr::V4(ip.src_addr());
+            p.dst = IpAddr::V4(ip.dst_addr());
+            p.ttl = ip.ttl();
+            p.fragment = ip.is_fragment();
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(l3).map_err(|e| match e {
+                Error::BadLength => Malformed::Ipv6BadLength,
+                _ => Malformed::Ipv6Truncated,
+            })?;
+            let upper = ip
+                .upper_layer()
+                .map_err(|_| Malformed::Ipv6BadExtensionHeader)?;
+            p.network = Network::Ipv6;
+            p.l3_end = p.l2_len + ip.end();
+            p.l4_off = p.l2_len + upper.offset;
+            p.proto = upper.protocol;
+            p.src = IpAddr::V6(ip.src_addr());
+            p.dst = IpAddr::V6(ip.dst_addr());
+            p.ttl = ip.hop_limit();
+            p.fragment = upper.fragment;
+        }
+        ETHERTYPE_ARP => {
+            p.network = Network::Arp;
+            return Ok(p);
+        }
+        _ => return Ok(p),
+    }
+    if p.fragment {
+        return Ok(p);
+    }
+    let l4 = frame.get(p.l4_off..p.l3_end).unwrap_or(&[]);
+    match p.proto {
+        PROTO_TCP => {
+            let t = TcpPacket::new_checked(l4).map_err(|e| match e {
+                Error::Truncated => Malformed::TcpTruncated,
+                _ => Malformed::TcpBadHeaderLength,
+            })?;
+            p.src_port = t.src_port();
+            p.dst_port = t.dst_port();
+            p.tcp_flags = t.flags();
+        }
+        PROTO_UDP => {
+            let u = UdpPacket::new_checked(l4).map_err(|e| match e {
+                Error::Truncated => Malformed::UdpTruncated,
+                _ => Malformed::UdpBadLength,
+            })?;
+            p.src_port = u.src_port();
+            p.dst_port = u.dst_port();
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let i = IcmpPacket::new_checked(l4).map_err(|_| Malformed::IcmpTruncated)?;
+            p.icmp_type = i.msg_type();
+            p.icmp_code = i.msg_code();
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// The transport endpoints quoted inside an ICMP error: the invoking datagram's addresses and
+/// ports, as that datagram was sent (so for a reply that bounced, source is our side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quoted {
+    pub key: FlowKey,
+    /// Offset of the quoted IP header within the frame.
+    pub ip_off: usize,
+    /// Offset of the quoted transport header within the frame.
+    pub l4_off: usize,
+}
+
+/// Parses the datagram quoted in an ICMP/ICMPv6 error message of a parsed frame. The quote
+/// carries at least the first 8 bytes of the transport header (RFC 792), enough for ports.
+pub fn parse_quoted(frame: &[u8], p: &Parsed) -> Option<Quoted> {
+    let ip_off = p.l4_off + IcmpPacket::<&[u8]>::HEADER_LEN;
+    let q = frame.get(ip_off..p.l3_end)?;
+    let (src, dst, proto, l4_rel) = match p.network {
+        Network::Ipv4 => {
+            let ip = Ipv4Packet::new_quoted(q).ok()?;
+            if ip.is_fragment() && ip.frag_offset() != 0 {
+                return None;
+            }
+            (
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                ip.protocol(),
+                ip.header_len(),
+            )
+        }
+        Network::Ipv6 => {
+            let ip = Ipv6Packet::new_quoted(q).ok()?;
+            let u = ip.upper_layer().ok()?;
+            if u.later_fragment {
+                return None;
+            }
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                u.protocol,
+                u.offset,
+            )
+        }
+        _ => return None,
+    };
+    let l4 = q.get(l4_rel..l4_rel + 4)?;
+    let key = FlowKey {
+        src,
+        dst,
+        src_port: u16::from_be_bytes([l4[0], l4[1]]),
+        dst_port: u16::from_be_bytes([l4[2], l4[3]]),
+        proto,
+    };
+    Some(Quoted {
+        key,
+        ip_off,
+        l4_off: ip_off + l4_rel,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_tagged_udp() {
+        let mut f = [0u8; 18 + 20 + 8];
+        f[12..18].copy_from_slice(&[0x81, 0x00, 0x20, 0x0a, 0x08, 0x00]);
+        let ip = &mut f[18..38];
+        ip.copy_from_slice(&[
+            0x45, 0, 0, 28, 0, 0, 0, 0, 7, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        let c = crate::checksum::finish(0, ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f[38..46].copy_from_slice(&[0x12, 0x34, 0x00, 0x35, 0, 8, 0, 0]);
+        let p = parse_frame(&f).unwrap();
+        assert_eq!(
+            (p.l2_len, p.vlan_tci, p.l4_off, p.l3_end),
+            (18, Some(0x200a), 38, 46)
+        );
+        assert_eq!(
+            (p.proto, p.src_port, p.dst_port, p.ttl),
+            (17, 0x1234, 53, 7)
+        );
+        f[22] = 0xff; // identification changed: checksum no longer verifies
+        assert_eq!(parse_frame(&f), Err(Malformed::Ipv4BadChecksum));
+        assert_eq!(parse_frame(&f[..16]), Err(Malformed::VlanTruncated));
+        assert_eq!(parse_frame(&f[..10]), Err(Malformed::EthernetTruncated));
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in Malformed::ALL.iter().enumerate() {
+            for b in &Malformed::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+    }
+}
