@@ -1,1 +1,802 @@
-pub fn x() {}
+//! The sluice configuration: the TOML schema (serde), defaults, and validation whose errors
+//! name the file, line and key, say what is wrong and how to fix it. A [`Config`] that
+//! [`Config::from_toml`] returns is valid: the data path never re-checks it.
+
+use packet::MacAddr;
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use toml::Spanned;
+
+/// Default Maglev table size: prime, and large enough for ~650 backends at 1% balance.
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+/// Largest Maglev table size accepted.
+pub const MAX_TABLE_SIZE: u32 = 16_777_213;
+/// Backends per service the data path can index (u16).
+pub const MAX_BACKENDS: usize = 65535;
+/// The IANA-assigned GUE port.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// How packets reach a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Destination NAT; replies come back through the balancer and are reverse-translated.
+    Nat,
+    /// Full NAT: the source is rewritten too, so backends need no route back to clients.
+    Snat,
+    /// L2 direct server return: only the destination MAC changes.
+    Dsr,
+    /// IP-in-IP encapsulation from the node to the backend.
+    Ipip,
+    /// Generic UDP encapsulation.
+    Gue,
+}
+
+impl Forwarding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarding::Nat => "nat",
+            Forwarding::Snat => "snat",
+            Forwarding::Dsr => "dsr",
+            Forwarding::Ipip => "ipip",
+            Forwarding::Gue => "gue",
+        }
+    }
+    /// Whether replies come back through the balancer.
+    pub fn translates(self) -> bool {
+        matches!(self, Forwarding::Nat | Forwarding::Snat)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub mac: MacAddr,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub gateway_mac: MacAddr,
+    /// Source ports SNAT allocates from (inclusive), split evenly between workers.
+    pub snat_ports: (u16, u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub address: SocketAddr,
+    pub mac: MacAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub vip: SocketAddr,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    pub table_size: u32,
+    pub gue_port: u16,
+    pub backends: Vec<Backend>,
+}
+
+/// Connection tracking sizing and timeouts (seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conntrack {
+    /// Flows tracked per worker; the table is reserved at this size up front.
+    pub capacity: usize,
+    pub tcp_syn_timeout: u64,
+    pub tcp_established_timeout: u64,
+    pub tcp_closing_timeout: u64,
+    pub udp_timeout: u64,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            capacity: 262_144,
+            tcp_syn_timeout: 30,
+            tcp_established_timeout: 900,
+            tcp_closing_timeout: 15,
+            udp_timeout: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub node: Node,
+    pub conntrack: Conntrack,
+    pub services: Vec<Service>,
+}
+
+/// A configuration error: where, what, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when read from one.
+    pub file: Option<String>,
+    /// 1-based line of the offending value, when known.
+    pub line: Option<usize>,
+    /// The key path, like `service[0].backend[2].weight`.
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.as_deref().unwrap_or("config");
+        match self.line {
+            Some(l) => write!(f, "{file}:{l}: ")?,
+            None => write!(f, "{file}: ")?,
+        }
+        if !self.key.is_empty() {
+            write!(f, "`{}`: ", self.key)?;
+        }
+        write!(f, "{}", self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, "\n  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- the raw, spanned schema ------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Spanned<RawNode>,
+    #[serde(default)]
+    conntrack: Option<Spanned<RawConntrack>>,
+    #[serde(default)]
+    service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    mac: Spanned<String>,
+    ipv4: Option<Spanned<String>>,
+    ipv6: Option<Spanned<String>>,
+    gateway_mac: Spanned<String>,
+    snat_ports: Option<Spanned<[u16; 2]>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    capacity: Option<Spanned<u64>>,
+    tcp_syn_timeout: Option<Spanned<u64>>,
+    tcp_established_timeout: Option<Spanned<u64>>,
+    tcp_closing_timeout: Option<Spanned<u64>>,
+    udp_timeout: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    vip: Spanned<String>,
+    protocol: Spanned<Protocol>,
+    forwarding: Spanned<Forwarding>,
+    table_size: Option<Spanned<u64>>,
+    gue_port: Option<Spanned<u16>>,
+    #[serde(default)]
+    backend: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: Spanned<String>,
+    mac: Spanned<String>,
+    weight: Option<Spanned<u64>>,
+}
+
+/// Collects context (source text, file name) for error construction.
+struct Ctx<'a> {
+    src: &'a str,
+    file: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.src
+            .get(..offset)
+            .map_or(1, |s| s.matches('\n').count() + 1)
+    }
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.map(str::to_owned),
+            line: Some(self.line_of(span.start)),
+            key: key.into(),
+            message: message.into(),
+            fix: fix.into(),
+        })
+    }
+}
+
+/// True when `n` is prime (trial division; table sizes are at most ~2^24).
+pub fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n % 2 == 0 {
+        return n == 2;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// The smallest prime >= n (for suggesting a table size).
+pub fn next_prime(mut n: u64) -> u64 {
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(name.clone()),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the configuration file: {e}"),
+            fix: "check the path given to --config and that the file is readable".into(),
+        })?;
+        Config::from_toml(&src, Some(&name))
+    }
+
+    /// Parses and validates TOML text. `file` names the source in errors.
+    pub fn from_toml(src: &str, file: Option<&str>) -> Result<Config, ConfigError> {
+        let ctx = Ctx { src, file };
+        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError {
+            file: file.map(str::to_owned),
+            line: e.span().map(|s| ctx.line_of(s.start)),
+            key: String::new(),
+            message: e.message().trim().to_string(),
+            fix: "see the configuration reference in README.md".into(),
+        })?;
+        let node = validate_node(&ctx, raw.node.get_ref())?;
+        let conntrack = match &raw.conntrack {
+            Some(c) => validate_conntrack(&ctx, c.get_ref())?,
+            None => Conntrack::default(),
+        };
+        let mut services: Vec<Service> = Vec::with_capacity(raw.service.len());
+        for (i, s) in raw.service.iter().enumerate() {
+            let svc = validate_service(&ctx, i, s, &node)?;
+            let key = format!("service[{i}]");
+            if let Some(o) = services.iter().find(|o| o.name == svc.name) {
+                return ctx.err(
+                    s.get_ref().name.span(),
+                    format!("{key}.name"),
+                    format!("service name `{}` is used twice", o.name),
+                    "give every [[service]] a distinct name",
+                );
+            }
+            if let Some(o) = services
+                .iter()
+                .find(|o| o.vip == svc.vip && o.protocol == svc.protocol)
+            {
+                return ctx.err(
+                    s.get_ref().vip.span(),
+                    format!("{key}.vip"),
+                    format!(
+                        "{} {} is already the VIP of service `{}`",
+                        svc.protocol.name(),
+                        svc.vip,
+                        o.name
+                    ),
+                    "use a different address or port, or merge the two services",
+                );
+            }
+            services.push(svc);
+        }
+        Ok(Config {
+            node,
+            conntrack,
+            services,
+        })
+    }
+}
+
+fn parse_mac(ctx: &Ctx, v: &Spanned<String>, key: &str) -> Result<MacAddr, ConfigError> {
+    v.get_ref().parse().or_else(|e| {
+        ctx.err(
+            v.span(),
+            key,
+            format!("`{}` is not a MAC address: {e}", v.get_ref()),
+            "write it as six hex octets, like \"02:00:00:00:00:01\"",
+        )
+    })
+}
+
+fn validate_node(ctx: &Ctx, n: &RawNode) -> Result<Node, ConfigError> {
+    let mac = parse_mac(ctx, &n.mac, "node.mac")?;
+    let gateway_mac = parse_mac(ctx, &n.gateway_mac, "node.gateway_mac")?;
+    let ipv4 = match &n.ipv4 {
+        Some(v) => Some(v.get_ref().parse::<Ipv4Addr>().or_else(|_| {
+            ctx.err(
+                v.span(),
+                "node.ipv4",
+                format!("`{}` is not an IPv4 address", v.get_ref()),
+                "write a dotted quad such as \"192.0.2.1\"",
+            )
+        })?),
+        None => None,
+    };
+    let ipv6 = match &n.ipv6 {
+        Some(v) => Some(v.get_ref().parse::<Ipv6Addr>().or_else(|_| {
+            ctx.err(
+                v.span(),
+                "node.ipv6",
+                format!("`{}` is not an IPv6 address", v.get_ref()),
+                "write it without brackets, such as \"2001:db8::1\"",
+            )
+        })?),
+        None => None,
+    };
+    let snat_ports = match &n.snat_ports {
+        Some(r) => {
+            let [lo, hi] = *r.get_ref();
+            if lo == 0 || lo >= hi || (hi - lo) < 63 {
+                return ctx.err(
+                    r.span(),
+                    "node.snat_ports",
+                    format!("[{lo}, {hi}] is not a usable port range"),
+                    "give [low, high] with 0 < low and at least 64 ports, such as [1024, 65535]",
+                );
+            }
+            (lo, hi)
+        }
+        None => (1024, 65535),
+    };
+    Ok(Node {
+        mac,
+        ipv4,
+        ipv6,
+        gateway_mac,
+        snat_ports,
+    })
+}
+
+fn validate_conntrack(ctx: &Ctx, c: &RawConntrack) -> Result<Conntrack, ConfigError> {
+    let d = Conntrack::default();
+    let capacity = match &c.capacity {
+        Some(v) if *v.get_ref() == 0 || *v.get_ref() > 100_000_000 => {
+            return ctx.err(
+                v.span(),
+                "conntrack.capacity",
+                format!("{} flows per worker is out of range", v.get_ref()),
+                "give between 1 and 100000000 flows per worker (each costs about 100 bytes)",
+            );
+        }
+        Some(v) => *v.get_ref() as usize,
+        None => d.capacity,
+    };
+    let secs = |v: &Option<Spanned<u64>>, key: &str, default: u64| -> Result<u64, ConfigError> {
+        match v {
+            Some(s) if *s.get_ref() == 0 || *s.get_ref() > 604_800 => ctx.err(
+                s.span(),
+                format!("conntrack.{key}"),
+                format!("timeout {} s is out of range", s.get_ref()),
+                "give whole seconds between 1 and 604800 (a week)",
+            ),
+            Some(s) => Ok(*s.get_ref()),
+            None => Ok(default),
+        }
+    };
+    Ok(Conntrack {
+        capacity,
+        tcp_syn_timeout: secs(&c.tcp_syn_timeout, "tcp_syn_timeout", d.tcp_syn_timeout)?,
+        tcp_established_timeout: secs(
+            &c.tcp_established_timeout,
+            "tcp_established_timeout",
+            d.tcp_established_timeout,
+        )?,
+        tcp_closing_timeout: secs(
+            &c.tcp_closing_timeout,
+            "tcp_closing_timeout",
+            d.tcp_closing_timeout,
+        )?,
+        udp_timeout: secs(&c.udp_timeout, "udp_timeout", d.udp_timeout)?,
+    })
+}
+
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+fn validate_service(
+    ctx: &Ctx,
+    i: usize,
+    s: &Spanned<RawService>,
+    node: &Node,
+) -> Result<Service, ConfigError> {
+    let key = format!("service[{i}]");
+    let r = s.get_ref();
+    let name = r.name.get_ref().clone();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return ctx.err(
+            r.name.span(),
+            format!("{key}.name"),
+            format!("`{name}` is not a valid service name"),
+            "use 1 to 64 letters, digits, '-', '_' or '.'",
+        );
+    }
+    let key = format!("service[{i}] (\"{name}\")");
+    let vip: SocketAddr = r.vip.get_ref().parse().or_else(|_| {
+        ctx.err(
+            r.vip.span(),
+            format!("{key}.vip"),
+            format!("`{}` is not an address with a port", r.vip.get_ref()),
+            "write \"198.51.100.10:80\" or \"[2001:db8:100::10]:80\"",
+        )
+    })?;
+    if vip.port() == 0 {
+        return ctx.err(
+            r.vip.span(),
+            format!("{key}.vip"),
+            "port 0 cannot be a service port",
+            "give the port clients connect to, such as \":80\"",
+        );
+    }
+    let protocol = *r.protocol.get_ref();
+    let forwarding = *r.forwarding.get_ref();
+    let table_size = match &r.table_size {
+        Some(t) => {
+            let n = *t.get_ref();
+            if !is_prime(n) || n > MAX_TABLE_SIZE as u64 || n < 7 {
+                let hint = if n <= MAX_TABLE_SIZE as u64 {
+                    format!(
+                        "the nearest prime at or above is {}; ",
+                        next_prime(n.max(7))
+                    )
+                } else {
+                    String::new()
+                };
+                return ctx.err(
+                    t.span(),
+                    format!("{key}.table_size"),
+                    format!("Maglev table size {n} must be a prime between 7 and {MAX_TABLE_SIZE}"),
+                    format!("{hint}common choices are 65537 (default) and 655373"),
+                );
+            }
+            n as u32
+        }
+        None => DEFAULT_TABLE_SIZE,
+    };
+    let gue_port = match &r.gue_port {
+        Some(p) if *p.get_ref() == 0 => return ctx.err(p.span(), format!("{key}.gue_port"), "port 0 cannot carry GUE", format!("use the GUE port your backends' `ip fou add port` listens on (IANA's is {DEFAULT_GUE_PORT})")),
+        Some(p) => *p.get_ref(),
+        None => DEFAULT_GUE_PORT,
+    };
+    let node_addr_needed = matches!(
+        forwarding,
+        Forwarding::Snat | Forwarding::Ipip | Forwarding::Gue
+    );
+    if node_addr_needed {
+        let missing = match vip {
+            SocketAddr::V4(_) => node.ipv4.is_none().then_some("node.ipv4"),
+            SocketAddr::V6(_) => node.ipv6.is_none().then_some("node.ipv6"),
+        };
+        if let Some(k) = missing {
+            return ctx.err(
+                r.forwarding.span(),
+                format!("{key}.forwarding"),
+                format!(
+                    "forwarding `{}` sends from the node's own {} address, and `{k}` is not set",
+                    forwarding.name(),
+                    family(vip.ip())
+                ),
+                format!("set `{k}` in [node]"),
+            );
+        }
+    }
+    if r.backend.is_empty() {
+        return ctx.err(
+            s.span(),
+            key,
+            format!("service `{name}` has no backends"),
+            "add at least one [[service.backend]] table after the service",
+        );
+    }
+    if r.backend.len() > MAX_BACKENDS {
+        return ctx.err(
+            s.span(),
+            key,
+            format!(
+                "{} backends is more than the {MAX_BACKENDS} a service can have",
+                r.backend.len()
+            ),
+            "split the backends over several services",
+        );
+    }
+    let mut backends: Vec<Backend> = Vec::with_capacity(r.backend.len());
+    for (j, b) in r.backend.iter().enumerate() {
+        let bkey = format!("{key}.backend[{j}]");
+        let b = b.get_ref();
+        let address: SocketAddr = b.address.get_ref().parse().or_else(|_| {
+            ctx.err(
+                b.address.span(),
+                format!("{bkey}.address"),
+                format!("`{}` is not an address with a port", b.address.get_ref()),
+                "write \"10.1.0.1:8080\" or \"[2001:db8:1::1]:8080\"",
+            )
+        })?;
+        if address.is_ipv4() != vip.is_ipv4() {
+            return ctx.err(b.address.span(), format!("{bkey}.address"), format!("backend {address} is {} but the VIP {vip} is {}", family(address.ip()), family(vip.ip())), "give backends of the VIP's address family, or make a separate service for the other family");
+        }
+        if address.port() == 0 {
+            return ctx.err(
+                b.address.span(),
+                format!("{bkey}.address"),
+                "port 0 cannot be a backend port",
+                "give the port the backend listens on",
+            );
+        }
+        if !forwarding.translates() && address.port() != vip.port() {
+            return ctx.err(
+                b.address.span(),
+                format!("{bkey}.address"),
+                format!("forwarding `{}` delivers packets with the VIP's port unchanged, so the backend port must be {} (got {})", forwarding.name(), vip.port(), address.port()),
+                format!("use port {} here, or forwarding = \"nat\" to translate ports", vip.port()),
+            );
+        }
+        if backends.iter().any(|o| o.address == address) {
+            return ctx.err(
+                b.address.span(),
+                format!("{bkey}.address"),
+                format!("backend {address} is listed twice in service `{name}`"),
+                "list each backend once; use `weight` to give it a larger share",
+            );
+        }
+        let mac = parse_mac(ctx, &b.mac, &format!("{bkey}.mac"))?;
+        let weight = match &b.weight {
+            Some(w) if *w.get_ref() == 0 || *w.get_ref() > 65535 => {
+                return ctx.err(
+                    w.span(),
+                    format!("{bkey}.weight"),
+                    format!("weight {} is out of range", w.get_ref()),
+                    "give a weight from 1 to 65535; to stop new flows to a backend, remove it",
+                );
+            }
+            Some(w) => *w.get_ref() as u32,
+            None => 1,
+        };
+        backends.push(Backend {
+            address,
+            mac,
+            weight,
+        });
+    }
+    if (table_size as usize) < backends.len() * 100 {
+        return ctx.err(
+            r.table_size.as_ref().map_or(s.span(), |t| t.span()),
+            format!("{key}.table_size"),
+            format!("a Maglev table of {table_size} entries is too small for {} backends (it needs at least 100 entries per backend to balance)", backends.len()),
+            format!("set table_size to a prime of at least {}", next_prime(backends.len() as u64 * 100)),
+        );
+    }
+    Ok(Service {
+        name,
+        vip,
+        protocol,
+        forwarding,
+        table_size,
+        gue_port,
+        backends,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "192.0.2.1"
+ipv6 = "2001:db8::1"
+gateway_mac = "02:00:00:00:00:fe"
+
+[[service]]
+name = "web"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+forwarding = "nat"
+table_size = 65537
+
+[[service.backend]]
+address = "10.1.0.1:8080"
+mac = "02:00:00:00:01:01"
+weight = 1
+
+[[service.backend]]
+address = "10.1.0.2:8080"
+mac = "02:00:00:00:01:02"
+weight = 3
+
+[[service]]
+name = "web6"
+vip = "[2001:db8:100::10]:80"
+protocol = "tcp"
+forwarding = "dsr"
+
+[[service.backend]]
+address = "[2001:db8:1::1]:80"
+mac = "02:00:00:00:01:01"
+"#;
+
+    fn err(src: &str) -> ConfigError {
+        Config::from_toml(src, Some("t.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::from_toml(GOOD, None).unwrap();
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services[0].backends[1].weight, 3);
+        assert_eq!(c.services[1].table_size, DEFAULT_TABLE_SIZE);
+        assert_eq!(c.services[1].backends[0].weight, 1);
+        assert_eq!(c.conntrack, Conntrack::default());
+        assert_eq!(c.node.snat_ports, (1024, 65535));
+    }
+
+    #[test]
+    fn non_prime_table_size_names_key_line_and_fix() {
+        let e = err(&GOOD.replace("table_size = 65537", "table_size = 65536"));
+        assert_eq!(e.line, Some(13));
+        assert_eq!(e.key, "service[0] (\"web\").table_size");
+        assert!(e.to_string().contains("65537"), "{e}");
+        assert!(e.to_string().starts_with("t.toml:13: "), "{e}");
+    }
+
+    #[test]
+    fn large_primes_are_accepted() {
+        let c = Config::from_toml(
+            &GOOD.replace("table_size = 65537", "table_size = 655373"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.services[0].table_size, 655373);
+    }
+
+    #[test]
+    fn each_bad_value_is_reported_at_its_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("weight = 3", "weight = 0", "backend[1].weight"),
+            (
+                "\"10.1.0.2:8080\"",
+                "\"10.1.0.1:8080\"",
+                "backend[1].address",
+            ),
+            (
+                "\"10.1.0.2:8080\"",
+                "\"[2001:db8::5]:8080\"",
+                "backend[1].address",
+            ),
+            (
+                "\"02:00:00:00:01:02\"",
+                "\"02:00:00:01:02\"",
+                "backend[1].mac",
+            ),
+            (
+                "vip = \"198.51.100.10:80\"",
+                "vip = \"198.51.100.10\"",
+                "vip",
+            ),
+            (
+                "\"[2001:db8:1::1]:80\"",
+                "\"[2001:db8:1::1]:8080\"",
+                "backend[0].address",
+            ),
+            ("name = \"web6\"", "name = \"web\"", "service[1].name"),
+            (
+                "gateway_mac = \"02:00:00:00:00:fe\"",
+                "gateway_mac = \"nope\"",
+                "node.gateway_mac",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let e = err(&GOOD.replacen(from, to, 1));
+            assert!(e.key.ends_with(key), "{from} -> {to}: key {} in {e}", e.key);
+            assert!(e.line.is_some() && !e.fix.is_empty(), "{e}");
+        }
+    }
+
+    #[test]
+    fn syntax_unknown_keys_and_enums_report_lines() {
+        let e = err(&GOOD.replace("table_size = 65537", "tabel_size = 65537"));
+        assert_eq!(e.line, Some(13));
+        assert!(e.message.contains("tabel_size"), "{e}");
+        let e = err(&GOOD.replace("forwarding = \"nat\"", "forwarding = \"tunnel\""));
+        assert!(
+            e.message.contains("tunnel") && e.message.contains("snat"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(12));
+        let e = err("[node\nmac=1");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn snat_without_node_address_is_refused() {
+        let src = GOOD
+            .replace("ipv4 = \"192.0.2.1\"\n", "")
+            .replace("forwarding = \"nat\"", "forwarding = \"snat\"");
+        let e = err(&src);
+        assert!(
+            e.message.contains("node.ipv4") && e.fix.contains("node.ipv4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn service_without_backends_and_too_small_table() {
+        let e = err(&GOOD[..GOOD.find("[[service.backend]]").unwrap()]);
+        assert!(e.message.contains("no backends"), "{e}");
+        let e = err(&GOOD.replace("table_size = 65537", "table_size = 101"));
+        assert!(e.message.contains("too small"), "{e}");
+    }
+
+    #[test]
+    fn primes() {
+        assert!(
+            is_prime(65537)
+                && is_prime(655373)
+                && is_prime(2)
+                && !is_prime(65536)
+                && !is_prime(1)
+                && !is_prime(9)
+        );
+        assert_eq!(next_prime(65536), 65537);
+    }
+}
