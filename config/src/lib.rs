@@ -387,7 +387,7 @@ fn validate_node(ctx: &Ctx, n: &RawNode) -> Result<Node, ConfigError> {
             }
             (lo, hi)
         }
-        None => (1024, 65535),
+        None => (1024, 32767),
     };
     Ok(Node {
         mac,
@@ -687,7 +687,7 @@ mac = "02:00:00:00:01:01"
         assert_eq!(c.services[1].table_size, DEFAULT_TABLE_SIZE);
         assert_eq!(c.services[1].backends[0].weight, 1);
         assert_eq!(c.conntrack, Conntrack::default());
-        assert_eq!(c.node.snat_ports, (1024, 65535));
+        assert_eq!(c.node.snat_ports, (1024, 32767));
     }
 
     #[test]

@@ -1,1 +1,22 @@
-pub fn x() {}
+//! The sluice data path: port drivers behind one [`port::Port`] trait, the per-core
+//! [`worker::Worker`] poll loop, VIP classification, connection tracking
+//! ([`conntrack::ConnTrack`]), Maglev steering ([`maglev::MaglevTable`]), the forwarding
+//! rewrites ([`forward`]), flow ownership across workers ([`steering::Steering`]) and per-core
+//! counters ([`stats`]). Configuration reaches it as an immutable [`snapshot::Snapshot`].
+
+pub mod conntrack;
+pub mod fasthash;
+pub mod forward;
+pub mod maglev;
+pub mod port;
+pub mod snapshot;
+pub mod stats;
+pub mod steering;
+pub mod worker;
+
+pub use maglev::MaglevTable;
+pub use port::{Frame, MemPort, PacketBuf, Port};
+pub use snapshot::Snapshot;
+pub use stats::{DropReason, WorkerStats};
+pub use steering::Steering;
+pub use worker::{Bursts, Rings, Verdict, Worker};

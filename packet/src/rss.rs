@@ -52,6 +52,23 @@ pub fn hash_tuple(key: &[u8; 40], src: IpAddr, dst: IpAddr, sport: u16, dport: u
     toeplitz(key, &buf[..n + 4])
 }
 
+/// The 2-tuple hash a NIC computes for IP packets without ports (ICMP, fragments, …).
+pub fn hash_addrs(key: &[u8; 40], src: IpAddr, dst: IpAddr) -> u32 {
+    let mut buf = [0u8; 32];
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            buf[0..4].copy_from_slice(&s.octets());
+            buf[4..8].copy_from_slice(&d.octets());
+            toeplitz(key, &buf[..8])
+        }
+        (s, d) => {
+            buf[0..16].copy_from_slice(&v6_octets(s));
+            buf[16..32].copy_from_slice(&v6_octets(d));
+            toeplitz(key, &buf)
+        }
+    }
+}
+
 fn v6_octets(a: IpAddr) -> [u8; 16] {
     match a {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),

@@ -1,0 +1,428 @@
+//! Per-worker connection tracking.
+//!
+//! A hashbrown table of flows, reserved at its full capacity up front so inserting never
+//! allocates, plus a reverse index (reply tuple -> flow) for NAT and SNAT replies. Every flow
+//! key also sits once in a fixed-size ring, which is walked a few entries per burst (CLOCK
+//! style): an expired flow at the head is removed, a live one goes to the back. When the table
+//! is full, an insert looks at most [`EVICT_SCAN`] ring entries and evicts the first expired one
+//! or else the least recently seen of them, so a full table costs a bounded amount of work and
+//! never stalls forwarding.
+//!
+//! A flow keeps the backend it was given for as long as it is tracked, whatever happens to the
+//! Maglev table: that is what keeps established connections in place when backends change.
+
+use crate::fasthash::FastMap;
+use config::Conntrack as Timeouts;
+use packet::{FlowKey, MacAddr};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// Ring entries an insert into a full table may examine.
+pub const EVICT_SCAN: usize = 8;
+
+/// Protocol state, which picks the idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    /// TCP: only a SYN seen so far.
+    TcpSyn,
+    TcpEstablished,
+    /// TCP: a FIN or RST seen.
+    TcpClosing,
+    Udp,
+}
+
+/// What the data path remembers about one flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub service: u16,
+    pub backend: u16,
+    pub backend_addr: SocketAddr,
+    pub backend_mac: MacAddr,
+    /// SNAT source port (0 unless the service is `snat`).
+    pub snat_port: u16,
+    pub state: FlowState,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// The reverse-index key, for NAT and SNAT flows.
+    pub reply_key: Option<FlowKey>,
+}
+
+/// Conntrack counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnTrackCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub inserts: u64,
+    pub evictions: u64,
+    pub expiries: u64,
+    /// Tracked flows found idle past their timeout on lookup and started afresh.
+    pub restarts: u64,
+}
+
+impl ConnTrackCounters {
+    pub fn merge(&mut self, o: &ConnTrackCounters) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.inserts += o.inserts;
+        self.evictions += o.evictions;
+        self.expiries += o.expiries;
+        self.restarts += o.restarts;
+    }
+}
+
+pub struct ConnTrack {
+    flows: FastMap<FlowKey, Flow>,
+    replies: FastMap<FlowKey, FlowKey>,
+    ring: VecDeque<FlowKey>,
+    capacity: usize,
+    timeouts_ns: [u64; 4],
+    pub counters: ConnTrackCounters,
+}
+
+impl ConnTrack {
+    /// Reserves room for `t.capacity` flows (and as many reply keys) now.
+    pub fn new(t: &Timeouts) -> Self {
+        let cap = t.capacity.max(1);
+        let s = 1_000_000_000u64;
+        let mut flows = FastMap::default();
+        flows.reserve(cap);
+        let mut replies = FastMap::default();
+        replies.reserve(cap);
+        ConnTrack {
+            flows,
+            replies,
+            ring: VecDeque::with_capacity(cap),
+            capacity: cap,
+            timeouts_ns: [
+                t.tcp_syn_timeout * s,
+                t.tcp_established_timeout * s,
+                t.tcp_closing_timeout * s,
+                t.udp_timeout * s,
+            ],
+            counters: ConnTrackCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn timeout(&self, s: FlowState) -> u64 {
+        self.timeouts_ns[match s {
+            FlowState::TcpSyn => 0,
+            FlowState::TcpEstablished => 1,
+            FlowState::TcpClosing => 2,
+            FlowState::Udp => 3,
+        }]
+    }
+
+    /// True when the flow has been idle past its state's timeout at `now`.
+    pub fn is_expired(&self, f: &Flow, now: u64) -> bool {
+        now.saturating_sub(f.last_seen_ns) > self.timeout(f.state)
+    }
+
+    /// Looks up a live flow and refreshes it with the packet's TCP flags. An entry idle past
+    /// its timeout, or a closed TCP flow that a fresh SYN reopens, is reported as a miss so the
+    /// caller chooses again and calls [`ConnTrack::insert`], which reuses the slot.
+    pub fn lookup(&mut self, key: &FlowKey, tcp_flags: Option<u8>, now: u64) -> Option<&mut Flow> {
+        let timeout = match self.flows.get(key) {
+            Some(f) => self.timeout(f.state),
+            None => {
+                self.counters.misses += 1;
+                return None;
+            }
+        };
+        let f = self.flows.get_mut(key)?;
+        let reopened = f.state == FlowState::TcpClosing
+            && tcp_flags
+                .is_some_and(|fl| fl & (packet::tcp::SYN | packet::tcp::ACK) == packet::tcp::SYN);
+        if now.saturating_sub(f.last_seen_ns) > timeout || reopened {
+            self.counters.misses += 1;
+            self.counters.restarts += 1;
+            return None;
+        }
+        self.counters.hits += 1;
+        f.last_seen_ns = f.last_seen_ns.max(now);
+        if let Some(fl) = tcp_flags {
+            f.state = next_state(f.state, fl);
+        }
+        Some(f)
+    }
+
+    /// Looks up the flow a reply belongs to, refreshing it.
+    pub fn lookup_reply(
+        &mut self,
+        reply: &FlowKey,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Option<(FlowKey, Flow)> {
+        let fwd = *self.replies.get(reply)?;
+        let expired = self.flows.get(&fwd).map(|f| self.is_expired(f, now))?;
+        if expired {
+            return None;
+        }
+        let f = self.flows.get_mut(&fwd)?;
+        f.last_seen_ns = f.last_seen_ns.max(now);
+        if let Some(fl) = tcp_flags {
+            if fl & (packet::tcp::FIN | packet::tcp::RST) != 0 {
+                f.state = FlowState::TcpClosing;
+            }
+        }
+        Some((fwd, *f))
+    }
+
+    /// Read-only lookup (ICMP steering), which neither refreshes nor counts.
+    pub fn peek(&self, key: &FlowKey) -> Option<&Flow> {
+        self.flows.get(key)
+    }
+
+    /// True when a reply key is already taken (SNAT port selection).
+    pub fn reply_key_in_use(&self, reply: &FlowKey) -> bool {
+        self.replies.contains_key(reply)
+    }
+
+    /// Tracks a new flow (or restarts an existing entry in place). Evicts first if full.
+    pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) {
+        if let Some(old) = self.flows.get_mut(&key) {
+            let old_reply = old.reply_key;
+            *old = flow;
+            if let Some(r) = old_reply {
+                self.replies.remove(&r);
+            }
+        } else {
+            if self.flows.len() >= self.capacity {
+                self.evict_one(now);
+            }
+            self.flows.insert(key, flow);
+            self.ring.push_back(key);
+        }
+        if let Some(r) = flow.reply_key {
+            self.replies.insert(r, key);
+        }
+        self.counters.inserts += 1;
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        if let Some(f) = self.flows.remove(key) {
+            if let Some(r) = f.reply_key {
+                if self.replies.get(&r) == Some(key) {
+                    self.replies.remove(&r);
+                }
+            }
+        }
+    }
+
+    fn evict_one(&mut self, now: u64) {
+        // (ring position, last seen, expired)
+        let mut victim: Option<(usize, u64, bool)> = None;
+        for i in 0..EVICT_SCAN.min(self.ring.len()) {
+            let Some(f) = self.ring.get(i).and_then(|k| self.flows.get(k)) else {
+                continue;
+            };
+            if self.is_expired(f, now) {
+                victim = Some((i, f.last_seen_ns, true));
+                break;
+            }
+            if victim.is_none_or(|(_, seen, _)| f.last_seen_ns < seen) {
+                victim = Some((i, f.last_seen_ns, false));
+            }
+        }
+        let Some((i, _, expired)) = victim else {
+            return;
+        };
+        // Entries scanned ahead of the victim go to the back, as a sweep would move them.
+        for _ in 0..i {
+            if let Some(k) = self.ring.pop_front() {
+                self.ring.push_back(k);
+            }
+        }
+        if let Some(k) = self.ring.pop_front() {
+            self.remove(&k);
+            if expired {
+                self.counters.expiries += 1;
+            } else {
+                self.counters.evictions += 1;
+            }
+        }
+    }
+
+    /// Examines up to `budget` ring entries: expired flows are removed, live ones rotate to
+    /// the back. Called once per burst.
+    pub fn sweep(&mut self, now: u64, budget: usize) {
+        for _ in 0..budget.min(self.ring.len()) {
+            let Some(k) = self.ring.pop_front() else {
+                return;
+            };
+            match self.flows.get(&k) {
+                Some(f) if self.is_expired(f, now) => {
+                    self.remove(&k);
+                    self.counters.expiries += 1;
+                }
+                Some(_) => self.ring.push_back(k),
+                None => {}
+            }
+        }
+    }
+
+    /// A sample of tracked flows (for tools and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Flow)> {
+        self.flows.iter()
+    }
+}
+
+/// The TCP state after a packet with `flags` from the client.
+pub fn next_state(s: FlowState, flags: u8) -> FlowState {
+    use packet::tcp::{ACK, FIN, RST, SYN};
+    if s == FlowState::Udp {
+        return s;
+    }
+    if flags & (FIN | RST) != 0 {
+        FlowState::TcpClosing
+    } else if s == FlowState::TcpSyn && flags & ACK != 0 && flags & SYN == 0 {
+        FlowState::TcpEstablished
+    } else {
+        s
+    }
+}
+
+/// The state of a flow created by a packet with `tcp_flags` (None for UDP).
+pub fn initial_state(tcp_flags: Option<u8>) -> FlowState {
+    match tcp_flags {
+        None => FlowState::Udp,
+        Some(f) if f & packet::tcp::SYN != 0 && f & packet::tcp::ACK == 0 => FlowState::TcpSyn,
+        Some(f) => next_state(FlowState::TcpEstablished, f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const S: u64 = 1_000_000_000;
+
+    fn key(p: u16) -> FlowKey {
+        FlowKey {
+            src: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)),
+            dst: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)),
+            src_port: p,
+            dst_port: 80,
+            proto: 6,
+        }
+    }
+
+    fn flow(now: u64, state: FlowState) -> Flow {
+        Flow {
+            service: 0,
+            backend: 1,
+            backend_addr: "10.1.0.1:8080".parse().unwrap(),
+            backend_mac: MacAddr([2, 0, 0, 0, 1, 1]),
+            snat_port: 0,
+            state,
+            created_ns: now,
+            last_seen_ns: now,
+            reply_key: None,
+        }
+    }
+
+    fn ct(cap: usize) -> ConnTrack {
+        ConnTrack::new(&Timeouts {
+            capacity: cap,
+            tcp_syn_timeout: 5,
+            tcp_established_timeout: 100,
+            tcp_closing_timeout: 10,
+            udp_timeout: 30,
+        })
+    }
+
+    #[test]
+    fn timeouts_follow_tcp_state() {
+        let mut t = ct(16);
+        t.insert(key(1), flow(0, FlowState::TcpSyn), 0);
+        assert!(t.lookup(&key(1), Some(packet::tcp::SYN), 4 * S).is_some());
+        // 6 s idle after the last SYN: past the 5 s SYN timeout.
+        assert!(t
+            .lookup(&key(1), Some(packet::tcp::ACK), 10 * S + 1)
+            .is_none());
+        t.insert(key(2), flow(0, FlowState::TcpSyn), 0);
+        let f = t.lookup(&key(2), Some(packet::tcp::ACK), S).unwrap();
+        assert_eq!(f.state, FlowState::TcpEstablished);
+        assert!(t.lookup(&key(2), Some(packet::tcp::ACK), 90 * S).is_some());
+        assert_eq!(
+            t.lookup(&key(2), Some(packet::tcp::FIN | packet::tcp::ACK), 91 * S)
+                .unwrap()
+                .state,
+            FlowState::TcpClosing
+        );
+        assert!(t.lookup(&key(2), Some(packet::tcp::ACK), 102 * S).is_none());
+        assert_eq!(t.counters.restarts, 2);
+    }
+
+    #[test]
+    fn sweep_removes_only_expired() {
+        let mut t = ct(16);
+        for p in 0..10 {
+            t.insert(key(p), flow(p as u64 * S, FlowState::Udp), p as u64 * S);
+        }
+        // At 35 s, flows last seen before 5 s are past the 30 s UDP timeout: ports 0..=4.
+        t.sweep(35 * S, 100);
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.counters.expiries, 5);
+        assert!(t.peek(&key(4)).is_none() && t.peek(&key(5)).is_some());
+    }
+
+    #[test]
+    fn full_table_evicts_least_recent_without_growing() {
+        let mut t = ct(4);
+        for p in 0..4 {
+            t.insert(key(p), flow(p as u64, FlowState::TcpEstablished), p as u64);
+        }
+        t.lookup(&key(0), Some(packet::tcp::ACK), 10);
+        t.insert(key(9), flow(11, FlowState::TcpEstablished), 11);
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.counters.evictions, 1);
+        assert!(t.peek(&key(0)).is_some(), "recently seen flow kept");
+        assert!(
+            t.peek(&key(1)).is_none(),
+            "least recently seen flow evicted"
+        );
+        for p in 100..1000 {
+            t.insert(key(p), flow(p as u64, FlowState::TcpEstablished), p as u64);
+            assert!(t.len() <= 4);
+        }
+    }
+
+    #[test]
+    fn reply_index_follows_flow_lifetime() {
+        let mut t = ct(4);
+        let r = key(7).reversed();
+        t.insert(
+            key(7),
+            Flow {
+                reply_key: Some(r),
+                ..flow(0, FlowState::Udp)
+            },
+            0,
+        );
+        assert_eq!(t.lookup_reply(&r, None, S).map(|(k, _)| k), Some(key(7)));
+        assert!(t.reply_key_in_use(&r));
+        t.sweep(100 * S, 10);
+        assert!(!t.reply_key_in_use(&r) && t.lookup_reply(&r, None, 100 * S).is_none());
+    }
+
+    #[test]
+    fn syn_reopens_a_closed_flow() {
+        let mut t = ct(4);
+        t.insert(key(1), flow(0, FlowState::TcpClosing), 0);
+        assert!(t.lookup(&key(1), Some(packet::tcp::ACK), S).is_some());
+        assert!(t.lookup(&key(1), Some(packet::tcp::SYN), S).is_none());
+    }
+}

@@ -1,0 +1,226 @@
+//! In-place rewrites for each forwarding mode: address and port translation with incremental
+//! checksum updates (NAT, SNAT and their replies), MAC rewrite (every mode, and all DSR does),
+//! and the translation of ICMP errors whose quoted datagram belongs to a translated flow.
+//! All of them work on a frame already parsed into [`Parsed`]; none allocates or panics.
+
+use crate::stats::DropReason;
+use packet::checksum;
+use packet::ethernet::EthernetFrame;
+use packet::icmp::IcmpPacket;
+use packet::ipv4::Ipv4Packet;
+use packet::ipv6::Ipv6Packet;
+use packet::parse::{Malformed, Network, Parsed, Quoted};
+use packet::tcp::TcpPacket;
+use packet::udp::UdpPacket;
+use packet::MacAddr;
+use std::net::IpAddr;
+
+/// An address as its wire bytes, without allocating.
+#[derive(Clone, Copy)]
+struct Octets {
+    b: [u8; 16],
+    n: usize,
+}
+
+impl Octets {
+    fn of(a: IpAddr) -> Octets {
+        let mut b = [0u8; 16];
+        let n = match a {
+            IpAddr::V4(v4) => {
+                b[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            IpAddr::V6(v6) => {
+                b.copy_from_slice(&v6.octets());
+                16
+            }
+        };
+        Octets { b, n }
+    }
+    fn get(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+/// Sets the Ethernet source and destination MACs.
+#[inline]
+pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+    if let Ok(mut eth) = EthernetFrame::new_checked(frame) {
+        eth.set_src_addr(src);
+        eth.set_dst_addr(dst);
+    }
+}
+
+/// Rewrites the source and/or destination endpoint of a TCP/UDP datagram, updates the IP and
+/// transport checksums incrementally, and decrements the TTL / hop limit (we route it).
+pub fn translate(
+    frame: &mut [u8],
+    p: &Parsed,
+    new_src: Option<(IpAddr, u16)>,
+    new_dst: Option<(IpAddr, u16)>,
+) -> Result<(), DropReason> {
+    if p.ttl <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    let (old_src, old_dst) = (Octets::of(p.src), Octets::of(p.dst));
+    let l3 = frame
+        .get_mut(p.l2_len..p.l3_end)
+        .ok_or(DropReason::Malformed(Malformed::Ipv4BadLength))?;
+    match p.network {
+        Network::Ipv4 => {
+            let mut ip = Ipv4Packet::new_checked(l3)
+                .map_err(|_| DropReason::Malformed(Malformed::Ipv4BadLength))?;
+            if let Some((IpAddr::V4(a), _)) = new_src {
+                ip.set_src_addr(a);
+            }
+            if let Some((IpAddr::V4(a), _)) = new_dst {
+                ip.set_dst_addr(a);
+            }
+            ip.decrement_ttl();
+        }
+        Network::Ipv6 => {
+            let mut ip = Ipv6Packet::new_checked(l3)
+                .map_err(|_| DropReason::Malformed(Malformed::Ipv6BadLength))?;
+            if let Some((IpAddr::V6(a), _)) = new_src {
+                ip.set_src_addr(a);
+            }
+            if let Some((IpAddr::V6(a), _)) = new_dst {
+                ip.set_dst_addr(a);
+            }
+            ip.set_hop_limit(p.ttl - 1);
+        }
+        _ => return Err(DropReason::NotOurs),
+    }
+    let l4 = frame
+        .get_mut(p.l4_off..p.l3_end)
+        .ok_or(DropReason::Malformed(Malformed::TcpTruncated))?;
+    match p.proto {
+        6 => {
+            let mut t = TcpPacket::new_checked(l4)
+                .map_err(|_| DropReason::Malformed(Malformed::TcpTruncated))?;
+            if let Some((a, port)) = new_src {
+                t.update_checksum_for_addr(old_src.get(), Octets::of(a).get());
+                t.set_src_port(port);
+            }
+            if let Some((a, port)) = new_dst {
+                t.update_checksum_for_addr(old_dst.get(), Octets::of(a).get());
+                t.set_dst_port(port);
+            }
+        }
+        17 => {
+            let mut u = UdpPacket::new_checked(l4)
+                .map_err(|_| DropReason::Malformed(Malformed::UdpTruncated))?;
+            if let Some((a, port)) = new_src {
+                u.update_checksum_for_addr(old_src.get(), Octets::of(a).get());
+                u.set_src_port(port);
+            }
+            if let Some((a, port)) = new_dst {
+                u.update_checksum_for_addr(old_dst.get(), Octets::of(a).get());
+                u.set_dst_port(port);
+            }
+        }
+        _ => return Err(DropReason::NoService),
+    }
+    Ok(())
+}
+
+/// Retargets an ICMP error about a translated flow at the backend that owns it: the outer
+/// destination becomes `outer_dst`, the quoted datagram's source becomes `quoted_src` and,
+/// for SNAT, its destination `quoted_dst`, so the backend's stack matches the quote to its
+/// socket. Quoted checksums are updated incrementally; the ICMP checksum is recomputed.
+pub fn translate_icmp_error(
+    frame: &mut [u8],
+    p: &Parsed,
+    q: &Quoted,
+    outer_dst: IpAddr,
+    quoted_src: (IpAddr, u16),
+    quoted_dst: Option<(IpAddr, u16)>,
+) -> Result<(), DropReason> {
+    if p.ttl <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    let bad = DropReason::Malformed(Malformed::IcmpTruncated);
+    // Outer header.
+    let l3 = frame.get_mut(p.l2_len..p.l3_end).ok_or(bad)?;
+    match (p.network, outer_dst) {
+        (Network::Ipv4, IpAddr::V4(a)) => {
+            let mut ip = Ipv4Packet::new_checked(l3).map_err(|_| bad)?;
+            ip.set_dst_addr(a);
+            ip.decrement_ttl();
+        }
+        (Network::Ipv6, IpAddr::V6(a)) => {
+            let mut ip = Ipv6Packet::new_checked(l3).map_err(|_| bad)?;
+            ip.set_dst_addr(a);
+            ip.set_hop_limit(p.ttl - 1);
+        }
+        _ => return Err(bad),
+    }
+    // Quoted IP header.
+    let quote = frame.get_mut(q.ip_off..p.l3_end).ok_or(bad)?;
+    match p.network {
+        Network::Ipv4 => {
+            let mut ip = Ipv4Packet::new_quoted(quote).map_err(|_| bad)?;
+            if let IpAddr::V4(a) = quoted_src.0 {
+                ip.set_src_addr(a);
+            }
+            if let Some((IpAddr::V4(a), _)) = quoted_dst {
+                ip.set_dst_addr(a);
+            }
+        }
+        _ => {
+            let mut ip = Ipv6Packet::new_quoted(quote).map_err(|_| bad)?;
+            if let IpAddr::V6(a) = quoted_src.0 {
+                ip.set_src_addr(a);
+            }
+            if let Some((IpAddr::V6(a), _)) = quoted_dst {
+                ip.set_dst_addr(a);
+            }
+        }
+    }
+    // Quoted transport ports, and its checksum when the quote reaches it.
+    let l4 = frame.get_mut(q.l4_off..p.l3_end).ok_or(bad)?;
+    if l4.len() < 4 {
+        return Err(bad);
+    }
+    let csum_off = match q.key.proto {
+        6 if l4.len() >= 18 => Some(16),
+        17 if l4.len() >= 8 && l4[6..8] != [0, 0] => Some(6),
+        _ => None,
+    };
+    let mut changes: [(Octets, Octets); 2] = [
+        (Octets::of(q.key.src), Octets::of(quoted_src.0)),
+        (
+            Octets::of(q.key.dst),
+            Octets::of(quoted_dst.map_or(q.key.dst, |d| d.0)),
+        ),
+    ];
+    let old_ports = [q.key.src_port, q.key.dst_port];
+    let new_ports = [quoted_src.1, quoted_dst.map_or(q.key.dst_port, |d| d.1)];
+    l4[0..2].copy_from_slice(&new_ports[0].to_be_bytes());
+    l4[2..4].copy_from_slice(&new_ports[1].to_be_bytes());
+    if let Some(off) = csum_off {
+        let mut c = u16::from_be_bytes([l4[off], l4[off + 1]]);
+        for (o, n) in changes.iter_mut() {
+            c = checksum::update(c, o.get(), n.get());
+        }
+        for i in 0..2 {
+            c = checksum::update16(c, old_ports[i], new_ports[i]);
+        }
+        if q.key.proto == 17 && c == 0 {
+            c = 0xffff;
+        }
+        l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    // The ICMP checksum covers the whole message (and, for ICMPv6, the pseudo header).
+    let pseudo = match (p.network, p.src, outer_dst) {
+        (Network::Ipv6, IpAddr::V6(s), IpAddr::V6(d)) => {
+            checksum::pseudo_v6(s, d, 58, (p.l3_end - p.l4_off) as u32)
+        }
+        _ => 0,
+    };
+    let icmp = frame.get_mut(p.l4_off..p.l3_end).ok_or(bad)?;
+    IcmpPacket::new_checked(icmp)
+        .map_err(|_| bad)?
+        .fill_checksum_with(pseudo);
+    Ok(())
+}

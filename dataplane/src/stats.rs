@@ -1,0 +1,177 @@
+//! Per-worker counters: packets in and out, drops by named reason, per-backend traffic. Each
+//! worker owns its counters (no sharing on the hot path); readers sum them.
+
+use packet::Malformed;
+
+/// Why a frame was dropped. Every drop in the data path has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The frame failed to parse; the inner reason names layer and fault.
+    Malformed(Malformed),
+    /// An IP fragment addressed to a VIP (fragments carry no ports to steer by).
+    Fragment,
+    /// Addressed to a VIP address, but no service listens on that protocol and port.
+    NoService,
+    /// Not the balancer's, and the port has no host path to give it to.
+    NotOurs,
+    /// TTL / hop limit would reach zero where we route (NAT modes).
+    TtlExceeded,
+    /// An ICMP error about a VIP flow this worker does not track.
+    IcmpNoFlow,
+    /// A reply from a NAT backend, or to an SNAT port, for a flow not (or no longer) tracked.
+    ReplyNoFlow,
+    /// No free SNAT source port for this backend in this worker's range.
+    SnatPortsExhausted,
+    /// The buffer had no headroom for encapsulation, or the result exceeds 64 KiB.
+    NoHeadroom,
+    /// The ring to the worker owning the flow was full.
+    HandoffRingFull,
+    /// The frame is larger than the port's buffers.
+    Oversize,
+}
+
+const OTHER: [DropReason; 10] = [
+    DropReason::Fragment,
+    DropReason::NoService,
+    DropReason::NotOurs,
+    DropReason::TtlExceeded,
+    DropReason::IcmpNoFlow,
+    DropReason::ReplyNoFlow,
+    DropReason::SnatPortsExhausted,
+    DropReason::NoHeadroom,
+    DropReason::HandoffRingFull,
+    DropReason::Oversize,
+];
+
+impl DropReason {
+    pub const COUNT: usize = Malformed::ALL.len() + OTHER.len();
+
+    /// Every reason, in counter order.
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        Malformed::ALL
+            .iter()
+            .map(|m| DropReason::Malformed(*m))
+            .chain(OTHER)
+    }
+
+    /// Position in the counter array.
+    pub fn index(self) -> usize {
+        match self {
+            DropReason::Malformed(m) => m as usize,
+            other => Malformed::ALL.len() + OTHER.iter().position(|o| *o == other).unwrap_or(0),
+        }
+    }
+
+    /// Stable snake_case name (stats JSON keys).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed(m) => m.name(),
+            DropReason::Fragment => "fragment",
+            DropReason::NoService => "no_service",
+            DropReason::NotOurs => "not_ours",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::IcmpNoFlow => "icmp_no_flow",
+            DropReason::ReplyNoFlow => "reply_no_flow",
+            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::HandoffRingFull => "handoff_ring_full",
+            DropReason::Oversize => "oversize",
+        }
+    }
+}
+
+/// Traffic one backend received from one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// One worker's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub to_host: u64,
+    /// Frames this worker passed to another worker that owns their flow.
+    pub handed_off: u64,
+    /// Replies reverse-translated back towards clients.
+    pub replies: u64,
+    /// ICMP errors steered to the backend of the quoted flow.
+    pub icmp_steered: u64,
+    pub drops: [u64; DropReason::COUNT],
+    /// `[service][backend]`, sized from the snapshot before the worker starts.
+    pub backends: Vec<Vec<BackendCounters>>,
+}
+
+impl WorkerStats {
+    pub fn new(backends_per_service: &[usize]) -> Self {
+        WorkerStats {
+            packets_in: 0,
+            packets_out: 0,
+            bytes_in: 0,
+            to_host: 0,
+            handed_off: 0,
+            replies: 0,
+            icmp_steered: 0,
+            drops: [0; DropReason::COUNT],
+            backends: backends_per_service
+                .iter()
+                .map(|n| vec![BackendCounters::default(); *n])
+                .collect(),
+        }
+    }
+
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r.index()] += 1;
+    }
+
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r.index()]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another worker's counters into these.
+    pub fn merge(&mut self, o: &WorkerStats) {
+        self.packets_in += o.packets_in;
+        self.packets_out += o.packets_out;
+        self.bytes_in += o.bytes_in;
+        self.to_host += o.to_host;
+        self.handed_off += o.handed_off;
+        self.replies += o.replies;
+        self.icmp_steered += o.icmp_steered;
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+        for (sa, sb) in self.backends.iter_mut().zip(&o.backends) {
+            for (a, b) in sa.iter_mut().zip(sb) {
+                a.packets += b.packets;
+                a.bytes += b.bytes;
+                a.new_flows += b.new_flows;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_have_distinct_indices_and_names() {
+        let all: Vec<DropReason> = DropReason::all().collect();
+        assert_eq!(all.len(), DropReason::COUNT);
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+            for o in &all[i + 1..] {
+                assert_ne!(r.name(), o.name());
+            }
+        }
+    }
+}

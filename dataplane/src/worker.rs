@@ -1,0 +1,527 @@
+//! The per-core worker: one poll loop over one port queue, with its own connection tracking
+//! and counters. Per frame: parse, classify (VIP, NAT/SNAT reply, ICMP error about a VIP flow,
+//! or not ours), find or choose the backend (conntrack, then Maglev), rewrite in place, and
+//! queue for transmit. No allocation, no locks, no panics on any input.
+
+use crate::conntrack::{initial_state, ConnTrack, Flow};
+use crate::forward::{set_macs, translate, translate_icmp_error};
+use crate::port::{Frame, Port, BURST};
+use crate::snapshot::{ServiceEntry, Snapshot};
+use crate::stats::{DropReason, WorkerStats};
+use crate::steering::Steering;
+use config::Forwarding;
+use crossbeam::queue::ArrayQueue;
+use packet::encap::{self, InnerInfo, Outer, Tunnel};
+use packet::icmp;
+use packet::ipv4::Ipv4Packet;
+use packet::ipv6::Ipv6Packet;
+use packet::parse::{parse_frame, parse_quoted, Network, Parsed};
+use packet::FlowKey;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Conntrack ring entries examined for expiry per burst.
+pub const SWEEP_BUDGET: usize = 64;
+/// SNAT ports tried for a new flow before giving up.
+const SNAT_TRIES: usize = 64;
+
+/// What to do with a processed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Transmit,
+    ToHost,
+    Drop(DropReason),
+    /// Another worker owns the flow: pass the (unmodified) frame to it.
+    Handoff(usize),
+}
+
+/// Bounded inbound rings, one per worker, carrying frames to the worker that owns their flow.
+pub struct Rings<F> {
+    inbound: Vec<ArrayQueue<F>>,
+}
+
+impl<F> Rings<F> {
+    pub fn new(workers: usize, capacity: usize) -> Self {
+        Rings {
+            inbound: (0..workers.max(1))
+                .map(|_| ArrayQueue::new(capacity.max(1)))
+                .collect(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.inbound.iter().all(|q| q.is_empty())
+    }
+}
+
+/// A worker's burst vectors, reserved once at [`BURST`] frames and reused.
+pub struct Bursts<F> {
+    rx: Vec<F>,
+    tx: Vec<F>,
+    host: Vec<F>,
+}
+
+impl<F> Bursts<F> {
+    pub fn new() -> Self {
+        Bursts {
+            rx: Vec::with_capacity(BURST),
+            tx: Vec::with_capacity(BURST),
+            host: Vec::with_capacity(BURST),
+        }
+    }
+}
+
+impl<F> Default for Bursts<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Worker {
+    pub id: usize,
+    steering: Steering,
+    snap: Arc<Snapshot>,
+    pub ct: ConnTrack,
+    pub stats: WorkerStats,
+    snat_range: (u16, u16),
+    snat_next: u16,
+    host_path: bool,
+}
+
+impl Worker {
+    pub fn new(id: usize, steering: Steering, snap: Arc<Snapshot>, host_path: bool) -> Self {
+        let snat_range = steering.snat_range(id);
+        Worker {
+            id,
+            steering,
+            ct: ConnTrack::new(&snap.conntrack),
+            stats: WorkerStats::new(&snap.backend_counts()),
+            snap,
+            snat_range,
+            snat_next: snat_range.0,
+            host_path,
+        }
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    /// One iteration of the poll loop: frames handed over by other workers, then a burst
+    /// from the port; each processed; transmit and host bursts sent; a slice of conntrack
+    /// swept. Returns the number of frames processed.
+    pub fn poll<P: Port>(
+        &mut self,
+        port: &mut P,
+        b: &mut Bursts<P::Frame>,
+        rings: &Rings<P::Frame>,
+    ) -> usize {
+        if let Some(q) = rings.inbound.get(self.id) {
+            while b.rx.len() < BURST {
+                match q.pop() {
+                    Some(f) => b.rx.push(f),
+                    None => break,
+                }
+            }
+        }
+        let handed_in = b.rx.len();
+        port.rx_burst(&mut b.rx);
+        let n = b.rx.len();
+        self.stats.packets_in += (n - handed_in) as u64;
+        let mut now = 0;
+        for (i, mut f) in b.rx.drain(..).enumerate() {
+            now = f.timestamp_ns();
+            if i >= handed_in {
+                self.stats.bytes_in += f.data().len() as u64;
+            }
+            match self.process(&mut f, now) {
+                Verdict::Transmit => b.tx.push(f),
+                Verdict::ToHost => {
+                    self.stats.to_host += 1;
+                    b.host.push(f);
+                }
+                Verdict::Drop(r) => {
+                    self.stats.drop(r);
+                    port.free(f);
+                }
+                Verdict::Handoff(w) => match rings.inbound.get(w).map(|q| q.push(f)) {
+                    Some(Ok(())) => self.stats.handed_off += 1,
+                    Some(Err(f)) => {
+                        self.stats.drop(DropReason::HandoffRingFull);
+                        port.free(f);
+                    }
+                    None => {}
+                },
+            }
+        }
+        self.stats.packets_out += b.tx.len() as u64;
+        if !b.tx.is_empty() {
+            port.tx_burst(&mut b.tx);
+        }
+        if !b.host.is_empty() {
+            port.to_host(&mut b.host);
+        }
+        if n > 0 {
+            self.ct.sweep(now, SWEEP_BUDGET);
+        }
+        n
+    }
+
+    fn not_ours(&self) -> Verdict {
+        if self.host_path {
+            Verdict::ToHost
+        } else {
+            Verdict::Drop(DropReason::NotOurs)
+        }
+    }
+
+    /// Classifies one frame and rewrites it in place for its verdict.
+    pub fn process<F: Frame>(&mut self, f: &mut F, now: u64) -> Verdict {
+        let p = match parse_frame(f.data()) {
+            Ok(p) => p,
+            Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
+        };
+        if !p.is_ip() {
+            return self.not_ours();
+        }
+        let snap = Arc::clone(&self.snap);
+        if snap.is_vip_addr(p.dst) {
+            if p.fragment {
+                return Verdict::Drop(DropReason::Fragment);
+            }
+            if is_icmp_error(&p) {
+                return self.steer_icmp_error(f, &p, &snap);
+            }
+            return match snap.service_for(p.dst, p.dst_port, p.proto) {
+                Some(s) => self.forward(f, &p, &snap, s as usize, now),
+                None => Verdict::Drop(DropReason::NoService),
+            };
+        }
+        if p.fragment || !(p.proto == 6 || p.proto == 17) {
+            return self.not_ours();
+        }
+        if snap.is_node_addr(p.dst) {
+            if let Some(owner) = self.steering.snat_owner(p.dst_port) {
+                return self.snat_reply(f, &p, &snap, owner, now);
+            }
+        }
+        if let Some(s) = snap.nat_service_of_backend(p.src, p.src_port, p.proto) {
+            return self.nat_reply(f, &p, &snap.services[s as usize], &snap, now);
+        }
+        self.not_ours()
+    }
+
+    fn forward<F: Frame>(
+        &mut self,
+        f: &mut F,
+        p: &Parsed,
+        snap: &Snapshot,
+        s: usize,
+        now: u64,
+    ) -> Verdict {
+        let svc = &snap.services[s];
+        let key = p.flow_key();
+        let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
+        let flow = match self.ct.lookup(&key, tcp_flags, now) {
+            Some(fl) => *fl,
+            None => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
+                Ok(fl) => fl,
+                Err(r) => return Verdict::Drop(r),
+            },
+        };
+        let node = &snap.node;
+        let result = match svc.forwarding {
+            Forwarding::Nat => translate(
+                f.data_mut(),
+                p,
+                None,
+                Some((flow.backend_addr.ip(), flow.backend_addr.port())),
+            ),
+            Forwarding::Snat => match snap.node_addr(p.dst.is_ipv6()) {
+                Some(src) => translate(
+                    f.data_mut(),
+                    p,
+                    Some((src, flow.snat_port)),
+                    Some((flow.backend_addr.ip(), flow.backend_addr.port())),
+                ),
+                None => Err(DropReason::NoService),
+            },
+            Forwarding::Dsr => Ok(()),
+            Forwarding::Ipip | Forwarding::Gue => {
+                encapsulate(f, p, svc, snap, flow.backend_addr, key.stable_hash())
+            }
+        };
+        if let Err(r) = result {
+            return Verdict::Drop(r);
+        }
+        set_macs(f.data_mut(), node.mac, flow.backend_mac);
+        if let Some(c) = self
+            .stats
+            .backends
+            .get_mut(s)
+            .and_then(|v| v.get_mut(flow.backend as usize))
+        {
+            c.packets += 1;
+            c.bytes += f.data().len() as u64;
+        }
+        Verdict::Transmit
+    }
+
+    /// Chooses a backend by Maglev and tracks the flow (allocating an SNAT port if needed).
+    fn new_flow(
+        &mut self,
+        key: &FlowKey,
+        p: &Parsed,
+        snap: &Snapshot,
+        s: usize,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Result<Flow, DropReason> {
+        let svc = &snap.services[s];
+        let b = svc.table.lookup(key.stable_hash());
+        let be = svc.backends.get(b as usize).ok_or(DropReason::NoService)?;
+        let (snat_port, reply_key) = match svc.forwarding {
+            Forwarding::Nat => (
+                0,
+                Some(FlowKey {
+                    src: be.addr.ip(),
+                    dst: p.src,
+                    src_port: be.addr.port(),
+                    dst_port: p.src_port,
+                    proto: p.proto,
+                }),
+            ),
+            Forwarding::Snat => {
+                let node_ip = snap
+                    .node_addr(p.dst.is_ipv6())
+                    .ok_or(DropReason::NoService)?;
+                let port = self.alloc_snat_port(be.addr, node_ip, p.proto)?;
+                (
+                    port,
+                    Some(FlowKey {
+                        src: be.addr.ip(),
+                        dst: node_ip,
+                        src_port: be.addr.port(),
+                        dst_port: port,
+                        proto: p.proto,
+                    }),
+                )
+            }
+            _ => (0, None),
+        };
+        let flow = Flow {
+            service: s as u16,
+            backend: b,
+            backend_addr: be.addr,
+            backend_mac: be.mac,
+            snat_port,
+            state: initial_state(tcp_flags),
+            created_ns: now,
+            last_seen_ns: now,
+            reply_key,
+        };
+        self.ct.insert(*key, flow, now);
+        if let Some(c) = self
+            .stats
+            .backends
+            .get_mut(s)
+            .and_then(|v| v.get_mut(b as usize))
+        {
+            c.new_flows += 1;
+        }
+        Ok(flow)
+    }
+
+    fn alloc_snat_port(
+        &mut self,
+        backend: SocketAddr,
+        node_ip: IpAddr,
+        proto: u8,
+    ) -> Result<u16, DropReason> {
+        let (lo, hi) = self.snat_range;
+        for _ in 0..SNAT_TRIES {
+            let port = self.snat_next;
+            self.snat_next = if port >= hi { lo } else { port + 1 };
+            let rk = FlowKey {
+                src: backend.ip(),
+                dst: node_ip,
+                src_port: backend.port(),
+                dst_port: port,
+                proto,
+            };
+            if !self.ct.reply_key_in_use(&rk) {
+                return Ok(port);
+            }
+        }
+        Err(DropReason::SnatPortsExhausted)
+    }
+
+    /// A reply from a `nat` backend: the source becomes the VIP again.
+    fn nat_reply<F: Frame>(
+        &mut self,
+        f: &mut F,
+        p: &Parsed,
+        svc: &ServiceEntry,
+        snap: &Snapshot,
+        now: u64,
+    ) -> Verdict {
+        let owner = self
+            .steering
+            .owner_of(p.dst, p.dst_port, svc.vip.ip(), svc.vip.port());
+        if owner != self.id {
+            return Verdict::Handoff(owner);
+        }
+        let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
+        if self
+            .ct
+            .lookup_reply(&p.flow_key(), tcp_flags, now)
+            .is_none()
+        {
+            return Verdict::Drop(DropReason::ReplyNoFlow);
+        }
+        if let Err(r) = translate(f.data_mut(), p, Some((svc.vip.ip(), svc.vip.port())), None) {
+            return Verdict::Drop(r);
+        }
+        set_macs(f.data_mut(), snap.node.mac, snap.node.gateway_mac);
+        self.stats.replies += 1;
+        Verdict::Transmit
+    }
+
+    /// A reply to an SNAT port: back to the client, from the VIP. Untracked packets to the
+    /// node's address go to the host, whose own connections use its address too.
+    fn snat_reply<F: Frame>(
+        &mut self,
+        f: &mut F,
+        p: &Parsed,
+        snap: &Snapshot,
+        owner: usize,
+        now: u64,
+    ) -> Verdict {
+        if owner != self.id {
+            return Verdict::Handoff(owner);
+        }
+        let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
+        let Some((fwd, flow)) = self.ct.lookup_reply(&p.flow_key(), tcp_flags, now) else {
+            return self.not_ours();
+        };
+        let Some(svc) = snap.services.get(flow.service as usize) else {
+            return Verdict::Drop(DropReason::ReplyNoFlow);
+        };
+        if let Err(r) = translate(
+            f.data_mut(),
+            p,
+            Some((svc.vip.ip(), svc.vip.port())),
+            Some((fwd.src, fwd.src_port)),
+        ) {
+            return Verdict::Drop(r);
+        }
+        set_macs(f.data_mut(), snap.node.mac, snap.node.gateway_mac);
+        self.stats.replies += 1;
+        Verdict::Transmit
+    }
+
+    /// An ICMP error sent to a VIP (a router on the way to the client could not deliver a
+    /// packet the VIP sent: "fragmentation needed", "packet too big", …). It goes to the
+    /// backend that owns the quoted flow, so path MTU discovery works through the balancer.
+    fn steer_icmp_error<F: Frame>(&mut self, f: &mut F, p: &Parsed, snap: &Snapshot) -> Verdict {
+        let Some(q) = parse_quoted(f.data(), p) else {
+            return Verdict::Drop(DropReason::IcmpNoFlow);
+        };
+        // The quote is VIP -> client; the tracked flow is client -> VIP.
+        let fwd = q.key.reversed();
+        let Some(s) = snap.service_for(fwd.dst, fwd.dst_port, fwd.proto) else {
+            return Verdict::Drop(DropReason::IcmpNoFlow);
+        };
+        let owner = self
+            .steering
+            .owner_of(fwd.src, fwd.src_port, fwd.dst, fwd.dst_port);
+        if owner != self.id {
+            return Verdict::Handoff(owner);
+        }
+        let Some(flow) = self.ct.peek(&fwd).copied() else {
+            return Verdict::Drop(DropReason::IcmpNoFlow);
+        };
+        let svc = &snap.services[s as usize];
+        let be = (flow.backend_addr.ip(), flow.backend_addr.port());
+        let result = match svc.forwarding {
+            Forwarding::Dsr => Ok(()),
+            Forwarding::Ipip | Forwarding::Gue => {
+                encapsulate(f, p, svc, snap, flow.backend_addr, fwd.stable_hash())
+            }
+            Forwarding::Nat => translate_icmp_error(f.data_mut(), p, &q, be.0, be, None),
+            Forwarding::Snat => match snap.node_addr(p.dst.is_ipv6()) {
+                Some(node_ip) => translate_icmp_error(
+                    f.data_mut(),
+                    p,
+                    &q,
+                    be.0,
+                    be,
+                    Some((node_ip, flow.snat_port)),
+                ),
+                None => Err(DropReason::IcmpNoFlow),
+            },
+        };
+        if let Err(r) = result {
+            return Verdict::Drop(r);
+        }
+        set_macs(f.data_mut(), snap.node.mac, flow.backend_mac);
+        self.stats.icmp_steered += 1;
+        Verdict::Transmit
+    }
+}
+
+fn is_icmp_error(p: &Parsed) -> bool {
+    match (p.network, p.proto) {
+        (Network::Ipv4, 1) => icmp::v4_is_error(p.icmp_type),
+        (Network::Ipv6, 58) => icmp::v6_is_error(p.icmp_type),
+        _ => false,
+    }
+}
+
+/// Wraps the datagram in IPIP or GUE from the node's address to the backend, in the frame's
+/// headroom. Ethernet padding after the datagram is trimmed first.
+fn encapsulate<F: Frame>(
+    f: &mut F,
+    p: &Parsed,
+    svc: &ServiceEntry,
+    snap: &Snapshot,
+    backend: SocketAddr,
+    flow_hash: u64,
+) -> Result<(), DropReason> {
+    let inner = {
+        let l3 = f.data().get(p.l2_len..p.l3_end).unwrap_or(&[]);
+        match p.network {
+            Network::Ipv4 => Ipv4Packet::new_quoted(l3).map(|ip| InnerInfo {
+                is_ipv6: false,
+                dscp_ecn: ip.dscp_ecn(),
+                dont_fragment: ip.dont_fragment(),
+                flow_label: 0,
+            }),
+            _ => Ipv6Packet::new_quoted(l3).map(|ip| InnerInfo {
+                is_ipv6: true,
+                dscp_ecn: ip.traffic_class(),
+                dont_fragment: false,
+                flow_label: ip.flow_label(),
+            }),
+        }
+        .map_err(|_| DropReason::NoHeadroom)?
+    };
+    let outer = match (backend.ip(), snap.node.ipv4, snap.node.ipv6) {
+        (IpAddr::V4(dst), Some(src), _) => Outer::V4 { src, dst },
+        (IpAddr::V6(dst), _, Some(src)) => Outer::V6 { src, dst },
+        _ => return Err(DropReason::NoService),
+    };
+    let tunnel = match svc.forwarding {
+        // Source port from the flow hash: entropy for ECMP and RSS between us and the backend.
+        Forwarding::Gue => Tunnel::Gue {
+            src_port: 49152 | (flow_hash as u16 & 0x3fff),
+            dst_port: svc.gue_port,
+        },
+        _ => Tunnel::Ipip,
+    };
+    f.truncate(p.l3_end);
+    if !f.prepend(encap::overhead(&outer, &tunnel)) {
+        return Err(DropReason::NoHeadroom);
+    }
+    encap::encapsulate(f.data_mut(), p.l2_len, inner, outer, tunnel)
+        .map_err(|_| DropReason::NoHeadroom)
+}
