@@ -1,1 +1,123 @@
-fn main() {}
+//! The sluice daemon and tools. `sluice replay` runs a capture through the data path;
+//! `sluice check` validates a configuration.
+
+mod replay;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Userspace L4 packet balancer: Maglev steering, NAT and DSR forwarding", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a capture through the data path and write what it would transmit.
+    ///
+    /// Every input frame goes through the same worker loop a live port uses, at its capture
+    /// timestamp (so flow expiry is reproducible). Each transmitted frame is written in input
+    /// order with the timestamp of the frame that caused it. Frames that are not the
+    /// balancer's (ARP, traffic to other hosts) are dropped as `not_ours`, or written to
+    /// --host-output when given.
+    ///
+    /// Example:
+    ///   sluice replay --config examples/sluice.toml --input examples/sample.pcap --output out.pcap --stats stats.json
+    #[command(verbatim_doc_comment)]
+    Replay {
+        /// Configuration file (TOML; see README.md for the keys).
+        #[arg(long, value_name = "FILE.toml")]
+        config: PathBuf,
+        /// Capture to replay: libpcap format, Ethernet link type.
+        #[arg(long, value_name = "IN.pcap")]
+        input: PathBuf,
+        /// Where to write the frames sluice transmits.
+        #[arg(long, value_name = "OUT.pcap")]
+        output: PathBuf,
+        /// Write counters as JSON: packets in/out, drops by reason, per-backend traffic, conntrack.
+        #[arg(long, value_name = "STATS.json")]
+        stats: Option<PathBuf>,
+        /// Worker count. Frames are spread over workers by their RSS hash, as a NIC would;
+        /// backend choices are the same for any count.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
+        /// Write frames that are not the balancer's (the kernel exception path) here.
+        #[arg(long, value_name = "FILE.pcap")]
+        host_output: Option<PathBuf>,
+        /// Print nothing on success.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Validate a configuration file and print the services it defines.
+    Check {
+        #[arg(long, value_name = "FILE.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay {
+            config,
+            input,
+            output,
+            stats,
+            workers,
+            host_output,
+            quiet,
+        } => {
+            let opts = replay::ReplayOptions {
+                config,
+                input,
+                output,
+                host_output,
+                workers: workers as usize,
+            };
+            replay::replay(&opts).and_then(|report| {
+                if let Some(path) = &stats {
+                    let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+                    std::fs::write(path, text + "\n").map_err(|e| {
+                        format!("cannot write the stats file {}: {e}", path.display())
+                    })?;
+                }
+                if !quiet {
+                    print!("{}", report.summary());
+                }
+                Ok(())
+            })
+        }
+        Command::Check { config } => config::Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                dataplane::Snapshot::build(&cfg).map_err(|e| e.to_string())?;
+                println!(
+                    "{}: valid, {} service(s)",
+                    config.display(),
+                    cfg.services.len()
+                );
+                for s in &cfg.services {
+                    println!(
+                        "  {:<12} {} {:<24} {:<5} {} backend(s), table {}",
+                        s.name,
+                        s.protocol.name(),
+                        s.vip,
+                        s.forwarding.name(),
+                        s.backends.len(),
+                        s.table_size
+                    );
+                }
+                Ok(())
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
