@@ -1,0 +1,355 @@
+//! Helpers shared by the integration tests: running the `sluice` binary, writing configs, and
+//! an independent decoder and checksum (written here from the RFCs, not taken from the
+//! `packet` crate, so the tests check the data path against a second implementation).
+#![allow(dead_code)]
+
+use packet::MacAddr;
+use pcap::synth::{FrameBuilder, Transport};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const NODE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+pub const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
+pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+pub const VIP_PORT: u16 = 80;
+pub const SNAT_PORTS: (u16, u16) = (1024, 32767);
+pub const T0: u64 = 1_767_225_600_000_000_000;
+
+pub fn backend_mac(i: usize) -> [u8; 6] {
+    [2, 0, 0, 0, 1, i as u8 + 1]
+}
+
+pub fn backend_ip(v6: bool, i: usize) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i as u16 + 1))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(10, 1, 0, i as u8 + 1))
+    }
+}
+
+pub fn vip(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(VIP_V6)
+    } else {
+        IpAddr::V4(VIP_V4)
+    }
+}
+
+pub fn node_ip(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(NODE_V6)
+    } else {
+        IpAddr::V4(NODE_V4)
+    }
+}
+
+pub fn client_ip(v6: bool, i: u32) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0xc,
+            0,
+            0,
+            0,
+            (i >> 16) as u16,
+            i as u16 + 1,
+        ))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(
+            0xcb00_7100u32 + (i % 250) + 1 + ((i / 250) << 8) % 0x0001_0000,
+        ))
+    }
+}
+
+/// The port backends listen on: translated for nat/snat, the VIP's own otherwise.
+pub fn backend_port(mode: &str) -> u16 {
+    if mode == "nat" || mode == "snat" {
+        8080
+    } else {
+        VIP_PORT
+    }
+}
+
+fn fmt_addr(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// A one-service config for `mode` and family with the given backend weights.
+pub fn config(mode: &str, v6: bool, proto: &str, weights: &[u32], extra: &str) -> String {
+    let mut s = format!(
+        "[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"{NODE_V4}\"\nipv6 = \"{NODE_V6}\"\ngateway_mac = \"02:00:00:00:00:fe\"\nsnat_ports = [{}, {}]\n{extra}\n[[service]]\nname = \"svc\"\nvip = \"{}\"\nprotocol = \"{proto}\"\nforwarding = \"{mode}\"\n",
+        SNAT_PORTS.0,
+        SNAT_PORTS.1,
+        fmt_addr(vip(v6), VIP_PORT)
+    );
+    for (i, w) in weights.iter().enumerate() {
+        let m = backend_mac(i);
+        s += &format!(
+            "\n[[service.backend]]\naddress = \"{}\"\nmac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"\nweight = {w}\n",
+            fmt_addr(backend_ip(v6, i), backend_port(mode)),
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        );
+    }
+    s
+}
+
+/// A scratch directory for one test, removed and recreated.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn write_capture(path: &Path, frames: &[(u64, Vec<u8>)]) {
+    std::fs::write(
+        path,
+        pcap::to_bytes(frames.iter().map(|(t, f)| (*t, f.as_slice()))),
+    )
+    .unwrap();
+}
+
+pub fn read_capture(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    pcap::read_all(std::fs::File::open(path).unwrap()).unwrap()
+}
+
+pub fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("running sluice")
+}
+
+/// Result of one replay run.
+pub struct Run {
+    pub out: Vec<(u64, Vec<u8>)>,
+    pub host: Vec<(u64, Vec<u8>)>,
+    pub stats: serde_json::Value,
+}
+
+/// Replays `frames` through `config_text` with `workers` workers; panics with sluice's stderr
+/// if it fails.
+pub fn replay(dir: &Path, config_text: &str, frames: &[(u64, Vec<u8>)], workers: usize) -> Run {
+    let cfg = dir.join("sluice.toml");
+    std::fs::write(&cfg, config_text).unwrap();
+    let input = dir.join("in.pcap");
+    write_capture(&input, frames);
+    let (out, host, stats) = (
+        dir.join("out.pcap"),
+        dir.join("host.pcap"),
+        dir.join("stats.json"),
+    );
+    let w = workers.to_string();
+    let o = sluice(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--stats",
+        stats.to_str().unwrap(),
+        "--host-output",
+        host.to_str().unwrap(),
+        "--workers",
+        &w,
+        "--quiet",
+    ]);
+    assert!(
+        o.status.success(),
+        "sluice replay failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Run {
+        out: read_capture(&out),
+        host: read_capture(&host),
+        stats: serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap(),
+    }
+}
+
+pub fn builder(v6: bool, client: u32, vlan: Option<u16>) -> FrameBuilder {
+    let mut b = FrameBuilder::new(
+        MacAddr(GW_MAC),
+        MacAddr(NODE_MAC),
+        client_ip(v6, client),
+        vip(v6),
+    );
+    b.vlan_tci = vlan;
+    b
+}
+
+pub fn tcp<'a>(sport: u16, dport: u16, flags: u8, payload: &'a [u8]) -> Transport<'a> {
+    Transport::Tcp {
+        src_port: sport,
+        dst_port: dport,
+        flags,
+        seq: 1000,
+        ack: if flags & 0x10 != 0 { 1 } else { 0 },
+        payload,
+    }
+}
+
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Transport<'_> {
+    Transport::Udp {
+        src_port: sport,
+        dst_port: dport,
+        payload,
+    }
+}
+
+// ---- independent decoding and checksums ------------------------------------------------
+
+/// RFC 1071 sum, folded, not inverted.
+pub fn ones_sum(chunks: &[&[u8]]) -> u16 {
+    let mut s: u32 = 0;
+    for c in chunks {
+        let mut i = 0;
+        while i + 1 < c.len() {
+            s += ((c[i] as u32) << 8) | c[i + 1] as u32;
+            i += 2;
+        }
+        if i < c.len() {
+            s += (c[i] as u32) << 8;
+        }
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+    }
+    s as u16
+}
+
+/// A frame decoded with plain offsets.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub ethertype: u16,
+    /// The IP datagram (up to its length field).
+    pub ip: Vec<u8>,
+}
+
+pub fn decode(f: &[u8]) -> Decoded {
+    let mut dst_mac = [0; 6];
+    let mut src_mac = [0; 6];
+    dst_mac.copy_from_slice(&f[0..6]);
+    src_mac.copy_from_slice(&f[6..12]);
+    let mut et = u16::from_be_bytes([f[12], f[13]]);
+    let mut off = 14;
+    let mut vlan = None;
+    if et == 0x8100 {
+        vlan = Some(u16::from_be_bytes([f[14], f[15]]));
+        et = u16::from_be_bytes([f[16], f[17]]);
+        off = 18;
+    }
+    let ip = &f[off..];
+    let len = if et == 0x0800 {
+        u16::from_be_bytes([ip[2], ip[3]]) as usize
+    } else {
+        40 + u16::from_be_bytes([ip[4], ip[5]]) as usize
+    };
+    Decoded {
+        dst_mac,
+        src_mac,
+        vlan,
+        ethertype: et,
+        ip: ip[..len].to_vec(),
+    }
+}
+
+/// Fields of an IP datagram (no IPv6 extension headers in test traffic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ip {
+    pub v6: bool,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub ttl: u8,
+    pub proto: u8,
+    pub header_len: usize,
+}
+
+pub fn ip_fields(d: &[u8]) -> Ip {
+    if d[0] >> 4 == 4 {
+        Ip {
+            v6: false,
+            src: IpAddr::V4(Ipv4Addr::new(d[12], d[13], d[14], d[15])),
+            dst: IpAddr::V4(Ipv4Addr::new(d[16], d[17], d[18], d[19])),
+            ttl: d[8],
+            proto: d[9],
+            header_len: (d[0] & 15) as usize * 4,
+        }
+    } else {
+        let a = |o: usize| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&d[o..o + 16]);
+            IpAddr::V6(Ipv6Addr::from(b))
+        };
+        Ip {
+            v6: true,
+            src: a(8),
+            dst: a(24),
+            ttl: d[7],
+            proto: d[6],
+            header_len: 40,
+        }
+    }
+}
+
+/// True when the IPv4 header checksum verifies (always true for IPv6, which has none).
+pub fn ip_checksum_ok(d: &[u8]) -> bool {
+    let ip = ip_fields(d);
+    ip.v6 || ones_sum(&[&d[..ip.header_len]]) == 0xffff
+}
+
+fn pseudo(ip: &Ip, len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    let push = |p: &mut Vec<u8>, a: IpAddr| match a {
+        IpAddr::V4(v) => p.extend_from_slice(&v.octets()),
+        IpAddr::V6(v) => p.extend_from_slice(&v.octets()),
+    };
+    push(&mut p, ip.src);
+    push(&mut p, ip.dst);
+    if ip.v6 {
+        p.extend_from_slice(&(len as u32).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, ip.proto]);
+    } else {
+        p.extend_from_slice(&[0, ip.proto]);
+        p.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    p
+}
+
+/// True when the transport checksum (TCP, UDP, ICMP, ICMPv6) of a whole datagram verifies.
+/// A zero UDP checksum over IPv4 means "none" and passes.
+pub fn l4_checksum_ok(d: &[u8]) -> bool {
+    let ip = ip_fields(d);
+    let l4 = &d[ip.header_len..];
+    match ip.proto {
+        1 => ones_sum(&[l4]) == 0xffff,
+        17 if !ip.v6 && l4[6..8] == [0, 0] => true,
+        _ => ones_sum(&[&pseudo(&ip, l4.len()), l4]) == 0xffff,
+    }
+}
+
+/// (src port, dst port) of the transport header.
+pub fn ports(d: &[u8]) -> (u16, u16) {
+    let h = ip_fields(d).header_len;
+    (
+        u16::from_be_bytes([d[h], d[h + 1]]),
+        u16::from_be_bytes([d[h + 2], d[h + 3]]),
+    )
+}
+
+/// The transport header and payload.
+pub fn l4(d: &[u8]) -> &[u8] {
+    &d[ip_fields(d).header_len..]
+}

@@ -1,0 +1,707 @@
+//! Golden replay tests: captures built by `pcap::synth` go through `sluice replay` for every
+//! forwarding mode over IPv4 and IPv6, and every header field of every output frame is
+//! checked against the input with an independent decoder and checksum (tests/common).
+
+mod common;
+
+use common::*;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+const MODES: [&str; 5] = ["nat", "snat", "dsr", "ipip", "gue"];
+const WEIGHTS: [u32; 3] = [1, 1, 2];
+
+/// `n` TCP flows, three frames each (SYN, request, FIN), interleaved round by round. Every
+/// other flow is VLAN-tagged; every fourth IPv4 flow carries an IP option.
+fn tcp_flows(v6: bool, n: u32) -> (Vec<(u64, Vec<u8>)>, Vec<u32>) {
+    let mut frames = Vec::new();
+    let mut flow_of = Vec::new();
+    for round in 0..3 {
+        for i in 0..n {
+            let mut b = builder(v6, i, (i % 2 == 1).then_some(100 + i as u16));
+            if !v6 && i % 4 == 1 {
+                b.ipv4_options = vec![0x94, 0x04, 0, 0]; // router alert
+            }
+            let sport = 30000 + i as u16;
+            let req = format!("GET /flow-{i} HTTP/1.1\r\n\r\n");
+            let t = match round {
+                0 => tcp(sport, VIP_PORT, 0x02, b""),
+                1 => tcp(sport, VIP_PORT, 0x18, req.as_bytes()),
+                _ => tcp(sport, VIP_PORT, 0x11, b""),
+            };
+            frames.push((T0 + frames.len() as u64 * 1_000_000, b.frame(&t)));
+            flow_of.push(i);
+        }
+    }
+    (frames, flow_of)
+}
+
+fn backend_index(v6: bool, a: IpAddr) -> usize {
+    (0..WEIGHTS.len())
+        .find(|i| backend_ip(v6, *i) == a)
+        .unwrap_or_else(|| panic!("{a} is not a backend"))
+}
+
+/// Checks one forwarded frame against its input; returns the backend it went to.
+fn check_forwarded(mode: &str, v6: bool, fin: &[u8], fout: &[u8]) -> (usize, u16) {
+    let (din, dout) = (decode(fin), decode(fout));
+    let ipin = ip_fields(&din.ip);
+    assert_eq!(dout.src_mac, NODE_MAC, "source MAC is the node's");
+    assert_eq!(dout.vlan, din.vlan, "802.1Q tag kept");
+    let (b, snat_port) = match mode {
+        "nat" | "snat" => {
+            let ipo = ip_fields(&dout.ip);
+            let b = backend_index(v6, ipo.dst);
+            assert_eq!(ports(&dout.ip).1, 8080, "destination port translated");
+            assert_eq!(ipo.ttl, ipin.ttl - 1, "TTL decremented");
+            assert!(ip_checksum_ok(&dout.ip), "IPv4 header checksum");
+            assert!(l4_checksum_ok(&dout.ip), "TCP checksum");
+            let (lo, li) = (l4(&dout.ip), l4(&din.ip));
+            assert_eq!(
+                (&lo[4..16], &lo[18..]),
+                (&li[4..16], &li[18..]),
+                "sequence numbers, flags, window, payload untouched"
+            );
+            assert_eq!(dout.ip.len(), din.ip.len());
+            let mut sp = 0;
+            if mode == "nat" {
+                assert_eq!(
+                    (ipo.src, ports(&dout.ip).0),
+                    (ipin.src, ports(&din.ip).0),
+                    "source untouched"
+                );
+            } else {
+                assert_eq!(ipo.src, node_ip(v6), "source is the node's address");
+                sp = ports(&dout.ip).0;
+                assert!(
+                    (SNAT_PORTS.0..=SNAT_PORTS.1).contains(&sp),
+                    "SNAT port {sp} in range"
+                );
+            }
+            (b, sp)
+        }
+        "dsr" => {
+            assert_eq!(dout.ip, din.ip, "DSR leaves the datagram byte for byte");
+            let b = (0..WEIGHTS.len())
+                .find(|i| backend_mac(*i) == dout.dst_mac)
+                .expect("destination MAC is a backend's");
+            (b, 0)
+        }
+        _ => {
+            let outer = ip_fields(&dout.ip);
+            assert_eq!(dout.ethertype, if v6 { 0x86dd } else { 0x0800 });
+            assert_eq!(outer.src, node_ip(v6), "tunnel source is the node");
+            assert_eq!(outer.ttl, 64, "outer TTL");
+            assert!(ip_checksum_ok(&dout.ip), "outer IPv4 header checksum");
+            let b = backend_index(v6, outer.dst);
+            let inner_proto = if v6 { 41 } else { 4 };
+            let inner_off = if mode == "ipip" {
+                assert_eq!(outer.proto, inner_proto);
+                outer.header_len
+            } else {
+                assert_eq!(outer.proto, 17);
+                let u = l4(&dout.ip);
+                assert_eq!(u16::from_be_bytes([u[2], u[3]]), 6080, "GUE port");
+                assert!(
+                    u16::from_be_bytes([u[0], u[1]]) >= 49152,
+                    "GUE source port from the flow hash"
+                );
+                assert_eq!(
+                    u16::from_be_bytes([u[4], u[5]]) as usize,
+                    u.len(),
+                    "UDP length"
+                );
+                assert_eq!(
+                    &u[8..12],
+                    &[0, inner_proto, 0, 0],
+                    "GUE header: variant 0, inner protocol"
+                );
+                if v6 {
+                    assert!(l4_checksum_ok(&dout.ip), "outer UDP checksum over IPv6");
+                }
+                outer.header_len + 12
+            };
+            assert_eq!(
+                &dout.ip[inner_off..],
+                &din.ip[..],
+                "inner datagram is the client's, unchanged"
+            );
+            (b, 0)
+        }
+    };
+    assert_eq!(
+        dout.dst_mac,
+        backend_mac(b),
+        "destination MAC is the chosen backend's"
+    );
+    (b, snat_port)
+}
+
+fn forwarding_mode(mode: &str, v6: bool) {
+    let dir = scratch(&format!("forward-{mode}-{}", if v6 { "v6" } else { "v4" }));
+    let (frames, flow_of) = tcp_flows(v6, 60);
+    let run = replay(&dir, &config(mode, v6, "tcp", &WEIGHTS, ""), &frames, 1);
+    assert_eq!(
+        run.out.len(),
+        frames.len(),
+        "every frame forwarded: {}",
+        run.stats
+    );
+    let mut chosen: HashMap<u32, (usize, u16)> = HashMap::new();
+    for (k, ((tin, fin), (tout, fout))) in frames.iter().zip(&run.out).enumerate() {
+        assert_eq!(tin, tout, "output frame keeps the input frame's timestamp");
+        let got = check_forwarded(mode, v6, fin, fout);
+        let first = *chosen.entry(flow_of[k]).or_insert(got);
+        assert_eq!(
+            first, got,
+            "flow {} keeps its backend (and SNAT port)",
+            flow_of[k]
+        );
+    }
+    let used: HashSet<usize> = chosen.values().map(|c| c.0).collect();
+    assert_eq!(
+        used.len(),
+        WEIGHTS.len(),
+        "60 flows reach all three backends"
+    );
+    if mode == "snat" {
+        let tuples: HashSet<(usize, u16)> = chosen.values().copied().collect();
+        assert_eq!(
+            tuples.len(),
+            chosen.len(),
+            "SNAT ports are unique per backend"
+        );
+    }
+    let s = &run.stats;
+    assert_eq!(s["packets_out"], frames.len() as u64);
+    assert_eq!(s["dropped"], 0);
+    assert_eq!(s["conntrack"]["inserts"], 60);
+    let new_flows: u64 = s["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["new_flows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(new_flows, 60);
+}
+
+#[test]
+fn nat_v4() {
+    forwarding_mode("nat", false)
+}
+#[test]
+fn nat_v6() {
+    forwarding_mode("nat", true)
+}
+#[test]
+fn snat_v4() {
+    forwarding_mode("snat", false)
+}
+#[test]
+fn snat_v6() {
+    forwarding_mode("snat", true)
+}
+#[test]
+fn dsr_v4() {
+    forwarding_mode("dsr", false)
+}
+#[test]
+fn dsr_v6() {
+    forwarding_mode("dsr", true)
+}
+#[test]
+fn ipip_v4() {
+    forwarding_mode("ipip", false)
+}
+#[test]
+fn ipip_v6() {
+    forwarding_mode("ipip", true)
+}
+#[test]
+fn gue_v4() {
+    forwarding_mode("gue", false)
+}
+#[test]
+fn gue_v6() {
+    forwarding_mode("gue", true)
+}
+
+/// 12,000 new flows over weights 1:2:3 land within 2 percentage points of 1/6, 2/6, 3/6, by
+/// both the output frames and the stats file; and a second, UDP service splits the same way.
+#[test]
+fn split_over_many_flows_follows_weights() {
+    for (proto, v6) in [("tcp", false), ("udp", true)] {
+        let dir = scratch(&format!("split-{proto}"));
+        let weights = [1u32, 2, 3];
+        let mut rng = pcap::synth::Rng::new(42);
+        let frames: Vec<(u64, Vec<u8>)> = (0..12_000u32)
+            .map(|i| {
+                let sport = 1024 + rng.below(60000) as u16;
+                let t = if proto == "tcp" {
+                    tcp(sport, VIP_PORT, 0x02, b"")
+                } else {
+                    udp(sport, VIP_PORT, b"q")
+                };
+                (T0 + i as u64 * 1000, builder(v6, i, None).frame(&t))
+            })
+            .collect();
+        let run = replay(&dir, &config("nat", v6, proto, &weights, ""), &frames, 1);
+        let mut counts = [0u64; 3];
+        for (_, f) in &run.out {
+            let d = decode(f);
+            counts[(0..3)
+                .find(|i| backend_ip(v6, *i) == ip_fields(&d.ip).dst)
+                .unwrap()] += 1;
+        }
+        let stats_counts: Vec<u64> = run.stats["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["new_flows"].as_u64().unwrap())
+            .collect();
+        assert_eq!(stats_counts, counts.to_vec());
+        for (i, c) in counts.iter().enumerate() {
+            let share = *c as f64 / 12_000.0;
+            let want = weights[i] as f64 / 6.0;
+            assert!(
+                (share - want).abs() < 0.02,
+                "{proto}: backend {i} got {share:.4}, weight share {want:.4}"
+            );
+        }
+    }
+}
+
+/// Forward SYNs, then learn from the output which backend (and SNAT port) each flow got.
+fn learn(
+    dir: &std::path::Path,
+    cfg: &str,
+    v6: bool,
+    n: u32,
+    workers: usize,
+) -> (Vec<(u64, Vec<u8>)>, Vec<(IpAddr, u16)>) {
+    let syns: Vec<(u64, Vec<u8>)> = (0..n)
+        .map(|i| {
+            (
+                T0 + i as u64 * 1000,
+                builder(v6, i, None).frame(&tcp(40000 + i as u16, VIP_PORT, 0x02, b"")),
+            )
+        })
+        .collect();
+    let run = replay(dir, cfg, &syns, workers);
+    assert_eq!(run.out.len(), syns.len());
+    // (backend address, found by destination MAC; the port the backend sees as its peer)
+    let peers = run
+        .out
+        .iter()
+        .map(|(_, f)| {
+            let d = decode(f);
+            let b = (0..WEIGHTS.len())
+                .find(|i| backend_mac(*i) == d.dst_mac)
+                .expect("destination MAC is a backend's");
+            (backend_ip(v6, b), ports(&d.ip).0)
+        })
+        .collect();
+    (syns, peers)
+}
+
+fn reverse_translation(mode: &str, v6: bool, workers: usize) -> Run {
+    let dir = scratch(&format!("reply-{mode}-{v6}-{workers}"));
+    let cfg = config(mode, v6, "tcp", &WEIGHTS, "");
+    let n = 40;
+    let (syns, peers) = learn(&dir, &cfg, v6, n, workers);
+    let mut frames = syns.clone();
+    let t1 = T0 + 1_000_000_000;
+    for (i, (backend, peer_port)) in peers.iter().enumerate() {
+        let b = backend_index(v6, *backend);
+        let dst = if mode == "nat" {
+            client_ip(v6, i as u32)
+        } else {
+            node_ip(v6)
+        };
+        let fb = pcap::synth::FrameBuilder::new(
+            packet::MacAddr(backend_mac(b)),
+            packet::MacAddr(NODE_MAC),
+            *backend,
+            dst,
+        );
+        frames.push((
+            t1 + i as u64,
+            fb.frame(&tcp(8080, *peer_port, 0x12, b"HTTP/1.1 200 OK\r\n")),
+        ));
+    }
+    // A reply nobody asked for: to a client port (nat) or SNAT port (snat) with no flow.
+    let stray_dst = if mode == "nat" {
+        client_ip(v6, 999)
+    } else {
+        node_ip(v6)
+    };
+    let fb = pcap::synth::FrameBuilder::new(
+        packet::MacAddr(backend_mac(0)),
+        packet::MacAddr(NODE_MAC),
+        backend_ip(v6, 0),
+        stray_dst,
+    );
+    frames.push((t1 + 999, fb.frame(&tcp(8080, 31000, 0x12, b""))));
+    let run = replay(&dir, &cfg, &frames, workers);
+    assert_eq!(run.out.len(), 2 * n as usize, "{}", run.stats);
+    for (i, (_, f)) in run.out[n as usize..].iter().enumerate() {
+        let din = decode(&frames[n as usize + i].1);
+        let d = decode(f);
+        let ip = ip_fields(&d.ip);
+        assert_eq!(
+            (d.src_mac, d.dst_mac),
+            (NODE_MAC, GW_MAC),
+            "reply goes to the gateway from the node"
+        );
+        assert_eq!(
+            (ip.src, ports(&d.ip).0),
+            (vip(v6), VIP_PORT),
+            "reply comes from the VIP"
+        );
+        assert_eq!(
+            (ip.dst, ports(&d.ip).1),
+            (client_ip(v6, i as u32), 40000 + i as u16),
+            "reply goes to the client"
+        );
+        assert_eq!(ip.ttl, ip_fields(&din.ip).ttl - 1);
+        assert!(
+            ip_checksum_ok(&d.ip) && l4_checksum_ok(&d.ip),
+            "checksums of the reverse-translated reply"
+        );
+        assert_eq!(&l4(&d.ip)[20..], b"HTTP/1.1 200 OK\r\n");
+    }
+    assert_eq!(run.stats["replies_translated"], n as u64);
+    if mode == "nat" {
+        assert_eq!(run.stats["drops"]["reply_no_flow"], 1);
+        assert!(run.host.is_empty());
+    } else {
+        assert_eq!(
+            run.host.len(),
+            1,
+            "untracked traffic to the node's address goes to the host"
+        );
+        assert_eq!(run.host[0].1, frames.last().unwrap().1);
+    }
+    run
+}
+
+#[test]
+fn nat_replies_are_reverse_translated() {
+    reverse_translation("nat", false, 1);
+    reverse_translation("nat", true, 1);
+}
+
+#[test]
+fn snat_replies_are_reverse_translated() {
+    reverse_translation("snat", false, 1);
+    reverse_translation("snat", true, 1);
+}
+
+/// With two workers, replies that land on the worker not owning their flow are handed over,
+/// and the output is the same, frame for frame, as with one worker.
+#[test]
+fn two_workers_make_the_same_choices() {
+    let one = reverse_translation("nat", false, 1);
+    let two = reverse_translation("nat", false, 2);
+    assert_eq!(
+        one.out, two.out,
+        "NAT output identical with 1 and 2 workers"
+    );
+    assert!(
+        two.stats["handed_off"].as_u64().unwrap() > 0,
+        "some replies crossed workers: {}",
+        two.stats
+    );
+    let snat = reverse_translation("snat", true, 2);
+    assert!(snat.stats["handed_off"].as_u64().unwrap() > 0);
+    for mode in ["dsr", "ipip", "gue"] {
+        let (frames, _) = tcp_flows(false, 50);
+        let cfg = config(mode, false, "tcp", &WEIGHTS, "");
+        let a = replay(&scratch(&format!("w1-{mode}")), &cfg, &frames, 1);
+        let b = replay(&scratch(&format!("w2-{mode}")), &cfg, &frames, 2);
+        assert_eq!(a.out, b.out, "{mode}: same output with 2 workers");
+    }
+}
+
+/// The datagram the VIP sent to the client that a router bounced, as it would have been quoted.
+fn quoted_reply(v6: bool, client: u32, client_port: u16) -> Vec<u8> {
+    let fb = pcap::synth::FrameBuilder::new(
+        packet::MacAddr(NODE_MAC),
+        packet::MacAddr(GW_MAC),
+        vip(v6),
+        client_ip(v6, client),
+    );
+    fb.datagram(&tcp(VIP_PORT, client_port, 0x18, b"0123456789abcdef"))
+}
+
+fn icmp_steering(mode: &str, v6: bool) {
+    let dir = scratch(&format!("icmp-{mode}-{v6}"));
+    let cfg = config(mode, v6, "tcp", &WEIGHTS, "");
+    let n = 12;
+    let (syns, peers) = learn(&dir, &cfg, v6, n, 1);
+    let router: IpAddr = if v6 {
+        "2001:db8::fe".parse().unwrap()
+    } else {
+        "192.0.2.254".parse().unwrap()
+    };
+    let mut frames = syns.clone();
+    let icmp = |client: u32, port: u16| {
+        let fb = pcap::synth::FrameBuilder::new(
+            packet::MacAddr(GW_MAC),
+            packet::MacAddr(NODE_MAC),
+            router,
+            vip(v6),
+        );
+        let quote = quoted_reply(v6, client, port);
+        let t = if v6 {
+            pcap::synth::Transport::Icmp {
+                msg_type: 2,
+                code: 0,
+                rest: 1280u32.to_be_bytes(),
+                payload: &quote,
+            }
+        } else {
+            pcap::synth::Transport::Icmp {
+                msg_type: 3,
+                code: 4,
+                rest: [0, 0, 0x05, 0x78],
+                payload: &quote,
+            }
+        };
+        fb.frame(&t)
+    };
+    for i in 0..n {
+        frames.push((T0 + 2_000_000_000 + i as u64, icmp(i, 40000 + i as u16)));
+    }
+    frames.push((T0 + 3_000_000_000, icmp(500, 12345))); // quotes a flow nobody has
+    let run = replay(&dir, &cfg, &frames, 1);
+    assert_eq!(run.out.len(), 2 * n as usize, "{}", run.stats);
+    assert_eq!(run.stats["icmp_errors_steered"], n as u64);
+    assert_eq!(run.stats["drops"]["icmp_no_flow"], 1);
+    for i in 0..n as usize {
+        let (backend, peer_port) = peers[i];
+        let b = backend_index(v6, backend);
+        let din = decode(&frames[n as usize + i].1);
+        let d = decode(&run.out[n as usize + i].1);
+        assert_eq!(
+            (d.src_mac, d.dst_mac),
+            (NODE_MAC, backend_mac(b)),
+            "{mode}: ICMP error goes to the flow's backend"
+        );
+        match mode {
+            "dsr" => assert_eq!(d.ip, din.ip),
+            "ipip" | "gue" => {
+                assert_eq!(ip_fields(&d.ip).dst, backend);
+                let hl = ip_fields(&d.ip).header_len + if mode == "gue" { 12 } else { 0 };
+                assert_eq!(&d.ip[hl..], &din.ip[..], "inner ICMP error unchanged");
+            }
+            _ => {
+                let outer = ip_fields(&d.ip);
+                assert_eq!(
+                    (outer.src, outer.dst, outer.ttl),
+                    (router, backend, ip_fields(&din.ip).ttl - 1)
+                );
+                assert!(ip_checksum_ok(&d.ip), "outer IP checksum");
+                assert!(l4_checksum_ok(&d.ip), "ICMP checksum");
+                let quote = &l4(&d.ip)[8..];
+                let q = ip_fields(quote);
+                assert_eq!(
+                    (q.src, ports(quote).0),
+                    (backend, 8080),
+                    "quoted source is the backend's socket"
+                );
+                let want_dst = if mode == "nat" {
+                    (client_ip(v6, i as u32), 40000 + i as u16)
+                } else {
+                    (node_ip(v6), peer_port)
+                };
+                assert_eq!(
+                    (q.dst, ports(quote).1),
+                    want_dst,
+                    "quoted destination is the backend's peer"
+                );
+                assert!(ip_checksum_ok(quote), "quoted IP header checksum");
+                assert!(l4_checksum_ok(quote), "quoted TCP checksum");
+            }
+        }
+    }
+}
+
+#[test]
+fn icmp_errors_reach_the_flows_backend() {
+    for mode in MODES {
+        icmp_steering(mode, false);
+        icmp_steering(mode, true);
+    }
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted_by_reason() {
+    let dir = scratch("malformed");
+    let frames = read_capture(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/malformed.pcap"),
+    );
+    let run = replay(&dir, &config("nat", false, "tcp", &WEIGHTS, ""), &frames, 1);
+    assert!(run.out.is_empty() && run.host.is_empty());
+    let mut want: HashMap<&str, u64> = HashMap::new();
+    for (reason, _) in pcap::synth::malformed_frames() {
+        *want.entry(reason).or_default() += 1;
+    }
+    for (reason, count) in run.stats["drops"].as_object().unwrap() {
+        assert_eq!(
+            count.as_u64().unwrap(),
+            want.get(reason.as_str()).copied().unwrap_or(0),
+            "drops.{reason}"
+        );
+    }
+    assert_eq!(run.stats["dropped"], frames.len() as u64);
+}
+
+/// Traffic the balancer must not forward: wrong port on a VIP, fragments, TTL 1 in NAT, ARP
+/// and traffic for other hosts (to the host path).
+#[test]
+fn classification_of_traffic_that_is_not_forwarded() {
+    let dir = scratch("classify");
+    let b = builder(false, 1, None);
+    let wrong_port = b.frame(&tcp(1234, 443, 0x02, b""));
+    let mut fragment = b.frame(&tcp(1234, VIP_PORT, 0x02, b""));
+    fragment[20] |= 0x20; // more fragments
+    fragment[24] = 0;
+    fragment[25] = 0;
+    let c = !ones_sum(&[&fragment[14..34]]);
+    fragment[24..26].copy_from_slice(&c.to_be_bytes());
+    let mut ttl1 = b.clone();
+    ttl1.ttl = 1;
+    let ttl1 = ttl1.frame(&tcp(1235, VIP_PORT, 0x02, b""));
+    let arp = pcap::synth::arp_request(
+        packet::MacAddr(GW_MAC),
+        "192.0.2.254".parse().unwrap(),
+        NODE_V4,
+    );
+    let other = pcap::synth::FrameBuilder::new(
+        packet::MacAddr(GW_MAC),
+        packet::MacAddr(NODE_MAC),
+        client_ip(false, 1),
+        "192.0.2.77".parse().unwrap(),
+    )
+    .frame(&tcp(5, 22, 0x02, b""));
+    let frames: Vec<(u64, Vec<u8>)> = [wrong_port, fragment, ttl1, arp.clone(), other.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| (T0 + i as u64, f))
+        .collect();
+    let run = replay(&dir, &config("nat", false, "tcp", &WEIGHTS, ""), &frames, 1);
+    assert!(run.out.is_empty());
+    let d = &run.stats["drops"];
+    assert_eq!(
+        (
+            d["no_service"].as_u64(),
+            d["fragment"].as_u64(),
+            d["ttl_exceeded"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(
+        run.host.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(),
+        vec![arp, other],
+        "ARP and other hosts' traffic to the host path, unchanged"
+    );
+    // Without --host-output the same frames are counted as not ours.
+    let cfg = dir.join("sluice.toml");
+    let (input, out, stats) = (dir.join("in.pcap"), dir.join("o.pcap"), dir.join("s.json"));
+    let o = sluice(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--stats",
+        stats.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(stats).unwrap()).unwrap();
+    assert_eq!(s["drops"]["not_ours"], 2);
+}
+
+/// Expiry follows capture time: a UDP flow idle past its timeout is started afresh, one
+/// within it is a hit.
+#[test]
+fn expiry_is_reproducible_from_capture_timestamps() {
+    let dir = scratch("expiry");
+    let b = builder(false, 3, None);
+    let f = b.frame(&udp(5353, VIP_PORT, b"x"));
+    let frames = vec![
+        (T0, f.clone()),
+        (T0 + 61_000_000_000, f.clone()),
+        (T0 + 62_000_000_000, f),
+    ];
+    let short = replay(
+        &dir,
+        &config(
+            "nat",
+            false,
+            "udp",
+            &WEIGHTS,
+            "\n[conntrack]\nudp_timeout = 60\n",
+        ),
+        &frames,
+        1,
+    );
+    let c = &short.stats["conntrack"];
+    assert_eq!(
+        (
+            c["inserts"].as_u64(),
+            c["hits"].as_u64(),
+            c["restarts"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{c}"
+    );
+    let long = replay(
+        &dir,
+        &config(
+            "nat",
+            false,
+            "udp",
+            &WEIGHTS,
+            "\n[conntrack]\nudp_timeout = 120\n",
+        ),
+        &frames,
+        1,
+    );
+    let c = &long.stats["conntrack"];
+    assert_eq!(
+        (c["inserts"].as_u64(), c["hits"].as_u64()),
+        (Some(1), Some(2)),
+        "{c}"
+    );
+    assert_eq!(
+        short.out, long.out,
+        "the same flow goes to the same backend either way"
+    );
+}
+
+/// The committed captures are exactly what the committed generator makes.
+#[test]
+fn committed_fixtures_match_their_generator() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = pcap::synth::sample_capture();
+    assert_eq!(
+        std::fs::read(root.join("examples/sample.pcap")).unwrap(),
+        pcap::to_bytes(sample.iter().map(|(t, f)| (*t, f.as_slice()))),
+        "examples/sample.pcap is stale: run `cargo run -p pcap --bin make-fixtures -- .`"
+    );
+    let bad = read_capture(&root.join("tests/fixtures/malformed.pcap"));
+    let want: Vec<Vec<u8>> = pcap::synth::malformed_frames()
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        bad.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
+        want,
+        "tests/fixtures/malformed.pcap is stale"
+    );
+}
