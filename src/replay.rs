@@ -14,7 +14,7 @@ use dataplane::{Bursts, MemPort, PacketBuf, Rings, Snapshot, Steering, Worker, W
 use pcap::{PcapReader, PcapWriter};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,8 +55,8 @@ fn open_writer(
 
 fn write_frames(
     w: &mut PcapWriter<BufWriter<File>>,
-    path: &PathBuf,
-    frames: &mut Vec<PacketBuf>,
+    path: &Path,
+    frames: &mut [PacketBuf],
     sort: bool,
 ) -> Result<(), String> {
     use dataplane::Frame;

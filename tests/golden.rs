@@ -8,6 +8,9 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+/// (timestamp ns, frame) records.
+type Capture = Vec<(u64, Vec<u8>)>;
+
 const MODES: [&str; 5] = ["nat", "snat", "dsr", "ipip", "gue"];
 const WEIGHTS: [u32; 3] = [1, 1, 2];
 
@@ -278,7 +281,7 @@ fn learn(
     v6: bool,
     n: u32,
     workers: usize,
-) -> (Vec<(u64, Vec<u8>)>, Vec<(IpAddr, u16)>) {
+) -> (Capture, Vec<(IpAddr, u16)>) {
     let syns: Vec<(u64, Vec<u8>)> = (0..n)
         .map(|i| {
             (

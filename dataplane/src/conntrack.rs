@@ -272,6 +272,13 @@ impl ConnTrack {
         }
     }
 
+    /// Visits every tracked flow mutably (configuration swaps re-point indices).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&FlowKey, &mut Flow)) {
+        for (k, v) in self.flows.iter_mut() {
+            f(k, v);
+        }
+    }
+
     /// A sample of tracked flows (for tools and tests).
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Flow)> {
         self.flows.iter()

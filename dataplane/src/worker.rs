@@ -106,6 +106,53 @@ impl Worker {
         &self.snap
     }
 
+    /// Swaps in a new configuration snapshot, between bursts. Tracked flows keep the backend
+    /// they were given (its address and MAC live in the flow), whatever the new Maglev table
+    /// says; their service and backend indices are re-pointed at the new snapshot so counters
+    /// stay attributed (`u16::MAX` where the backend is gone). Counters of backends that
+    /// remain are carried over. Cost: one pass over the tracked flows.
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        let old = std::mem::replace(&mut self.snap, snap);
+        let new = &self.snap;
+        let mut stats = WorkerStats::new(&new.backend_counts());
+        let find = |svc: &crate::snapshot::ServiceEntry, b: &crate::snapshot::BackendEntry| {
+            new.service_for(svc.vip.ip(), svc.vip.port(), svc.proto)
+                .and_then(|ns| {
+                    new.services[ns as usize]
+                        .backends
+                        .iter()
+                        .position(|nb| nb.addr == b.addr)
+                        .map(|nb| (ns, nb as u16))
+                })
+        };
+        for (si, svc) in old.services.iter().enumerate() {
+            for (bi, b) in svc.backends.iter().enumerate() {
+                if let (Some((ns, nb)), Some(c)) = (
+                    find(svc, b),
+                    self.stats.backends.get(si).and_then(|v| v.get(bi)),
+                ) {
+                    stats.backends[ns as usize][nb as usize] = *c;
+                }
+            }
+        }
+        let WorkerStats { backends, .. } = stats;
+        self.stats.backends = backends;
+        self.ct.for_each_mut(|_, f| {
+            let remapped = old.services.get(f.service as usize).and_then(|svc| {
+                let ns = new.service_for(svc.vip.ip(), svc.vip.port(), svc.proto)?;
+                let nb = new.services[ns as usize]
+                    .backends
+                    .iter()
+                    .position(|nb| nb.addr == f.backend_addr)
+                    .map_or(u16::MAX, |i| i as u16);
+                Some((ns, nb))
+            });
+            let (ns, nb) = remapped.unwrap_or((u16::MAX, u16::MAX));
+            f.service = ns;
+            f.backend = nb;
+        });
+    }
+
     /// One iteration of the poll loop: frames handed over by other workers, then a burst
     /// from the port; each processed; transmit and host bursts sent; a slice of conntrack
     /// swept. Returns the number of frames processed.
@@ -221,9 +268,10 @@ impl Worker {
         let svc = &snap.services[s];
         let key = p.flow_key();
         let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
+        // A flow tracked under another service (its VIP was re-assigned) is started afresh.
         let flow = match self.ct.lookup(&key, tcp_flags, now) {
-            Some(fl) => *fl,
-            None => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
+            Some(fl) if fl.service as usize == s => *fl,
+            _ => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
                 Ok(fl) => fl,
                 Err(r) => return Verdict::Drop(r),
             },
@@ -524,4 +572,107 @@ fn encapsulate<F: Frame>(
     }
     encap::encapsulate(f.data_mut(), p.l2_len, inner, outer, tunnel)
         .map_err(|_| DropReason::NoHeadroom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::PacketBuf;
+
+    fn cfg(backends: &[u8]) -> config::Config {
+        let mut t = String::from("[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"192.0.2.1\"\ngateway_mac = \"02:00:00:00:00:fe\"\n[[service]]\nname = \"web\"\nvip = \"198.51.100.10:80\"\nprotocol = \"tcp\"\nforwarding = \"nat\"\n");
+        for b in backends {
+            t += &format!("[[service.backend]]\naddress = \"10.1.0.{b}:8080\"\nmac = \"02:00:00:00:01:{b:02x}\"\n");
+        }
+        config::Config::from_toml(&t, None).unwrap()
+    }
+
+    fn syn(i: u16, flags: u8) -> PacketBuf {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0xfe, 0x08, 0x00];
+        let mut ip = vec![
+            0x45,
+            0,
+            0,
+            40,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+            203,
+            0,
+            113,
+            (i % 200) as u8 + 1,
+            198,
+            51,
+            100,
+            10,
+        ];
+        let c = packet::checksum::finish(0, &ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&(10000 + i).to_be_bytes());
+        f.extend_from_slice(&[
+            0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        let mut b = PacketBuf::new();
+        assert!(b.load(&f, 0, 0));
+        b
+    }
+
+    fn dst_of(b: &PacketBuf) -> [u8; 4] {
+        let d = b.data();
+        [d[30], d[31], d[32], d[33]]
+    }
+
+    /// Established flows keep their backend across a change of the backend set; new flows
+    /// use the new table; the removed backend gets nothing new.
+    #[test]
+    fn established_flows_keep_their_backend_across_snapshot_swaps() {
+        let a = Arc::new(Snapshot::build(&cfg(&[1, 2, 3])).unwrap());
+        let b = Arc::new(Snapshot::build(&cfg(&[1, 3, 4, 5])).unwrap());
+        let mut w = Worker::new(0, Steering::new(1, (1024, 32767)), Arc::clone(&a), false);
+        let mut before = Vec::new();
+        for i in 0..300 {
+            let mut f = syn(i, packet::tcp::SYN);
+            assert_eq!(w.process(&mut f, 1), Verdict::Transmit);
+            before.push(dst_of(&f));
+        }
+        w.set_snapshot(Arc::clone(&b));
+        let mut moved_by_table = 0;
+        for i in 0..300u16 {
+            let mut f = syn(i, packet::tcp::ACK);
+            assert_eq!(w.process(&mut f, 2), Verdict::Transmit);
+            assert_eq!(dst_of(&f), before[i as usize], "flow {i} kept its backend");
+            let key = packet::parse_frame(syn(i, 0).data()).unwrap().flow_key();
+            let fresh = b.services[0].table.lookup(key.stable_hash());
+            if b.services[0].backends[fresh as usize].addr.ip().to_string()
+                != format!(
+                    "{}.{}.{}.{}",
+                    before[i as usize][0],
+                    before[i as usize][1],
+                    before[i as usize][2],
+                    before[i as usize][3]
+                )
+            {
+                moved_by_table += 1;
+            }
+        }
+        assert!(
+            moved_by_table > 50,
+            "the new table would move {moved_by_table} flows: the test must exercise that"
+        );
+        // New flows follow the new table and never reach the removed backend 10.1.0.2.
+        for i in 1000..1300 {
+            let mut f = syn(i, packet::tcp::SYN);
+            w.process(&mut f, 3);
+            assert_ne!(dst_of(&f), [10, 1, 0, 2]);
+        }
+        // Counters of the kept backends carried over, re-pointed at their new indices.
+        let kept: u64 = w.stats.backends[0].iter().map(|c| c.new_flows).sum();
+        assert!(kept > 300, "{kept}");
+    }
 }
