@@ -20,8 +20,10 @@ use packet::FlowKey;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// Conntrack ring entries examined for expiry per burst.
-pub const SWEEP_BUDGET: usize = 64;
+/// Conntrack ring entries examined for expiry per burst of up to 32 frames: at 1 Mpps that
+/// walks a full 1M-flow table about every two seconds, while costing ~100 instructions per
+/// packet rather than the ~345 a budget of 64 cost (measured with callgrind).
+pub const SWEEP_BUDGET: usize = 16;
 /// SNAT ports tried for a new flow before giving up.
 const SNAT_TRIES: usize = 64;
 

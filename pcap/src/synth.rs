@@ -325,6 +325,38 @@ pub fn sample_capture() -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
+/// A throughput capture: `flows` TCP flows to the example web VIP, `per_flow` frames each
+/// (a SYN, then ACKs carrying 6 bytes, 64-byte frames), flows interleaved so consecutive
+/// frames belong to different flows, one microsecond apart.
+pub fn bench_capture(flows: u32, per_flow: u32) -> Vec<(u64, Vec<u8>)> {
+    use example::*;
+    let t0 = 1_767_225_600_000_000_000u64;
+    let mut out = Vec::with_capacity((flows * per_flow) as usize);
+    for k in 0..per_flow {
+        for i in 0..flows {
+            let src = Ipv4Addr::from(0x0a40_0000u32 + i);
+            let b = FrameBuilder::new(
+                CLIENT_GW_MAC,
+                NODE_MAC,
+                IpAddr::V4(src),
+                IpAddr::V4(WEB_VIP),
+            );
+            let flags = if k == 0 { 0x02 } else { 0x10 };
+            let payload: &[u8] = if k == 0 { b"" } else { b"abcdef" };
+            let f = b.frame(&Transport::Tcp {
+                src_port: 1024 + (i % 50000) as u16,
+                dst_port: 80,
+                flags,
+                seq: k,
+                ack: 1,
+                payload,
+            });
+            out.push((t0 + out.len() as u64 * 1000, f));
+        }
+    }
+    out
+}
+
 /// An ARP who-has request, broadcast.
 pub fn arp_request(sender_mac: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
