@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"
-cargo test --workspace
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 echo "== cargo bench --no-run"
 cargo bench --workspace --no-run -q
+# One closing line with the totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
