@@ -610,23 +610,15 @@ fn classification_of_traffic_that_is_not_forwarded() {
         "ARP and other hosts' traffic to the host path, unchanged"
     );
     // Without --host-output the same frames are counted as not ours.
-    let cfg = dir.join("sluice.toml");
-    let (input, out, stats) = (dir.join("in.pcap"), dir.join("o.pcap"), dir.join("s.json"));
-    let o = sluice(&[
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--stats",
-        stats.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success());
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(stats).unwrap()).unwrap();
-    assert_eq!(s["drops"]["not_ours"], 2);
+    let run = replay_with(
+        &dir,
+        &config("nat", false, "tcp", &WEIGHTS, ""),
+        &frames,
+        1,
+        false,
+    );
+    assert_eq!(run.stats["drops"]["not_ours"], 2);
+    assert_eq!(run.stats["to_host"], 0);
 }
 
 /// Expiry follows capture time: a UDP flow idle past its timeout is started afresh, one

@@ -95,33 +95,74 @@ pub fn translate(
         .get_mut(p.l4_off..p.l3_end)
         .ok_or(DropReason::Malformed(Malformed::TcpTruncated))?;
     match p.proto {
-        6 => {
-            let mut t = TcpPacket::new_checked(l4)
-                .map_err(|_| DropReason::Malformed(Malformed::TcpTruncated))?;
-            if let Some((a, port)) = new_src {
-                t.update_checksum_for_addr(old_src.get(), Octets::of(a).get());
-                t.set_src_port(port);
-            }
-            if let Some((a, port)) = new_dst {
-                t.update_checksum_for_addr(old_dst.get(), Octets::of(a).get());
-                t.set_dst_port(port);
-            }
-        }
-        17 => {
-            let mut u = UdpPacket::new_checked(l4)
-                .map_err(|_| DropReason::Malformed(Malformed::UdpTruncated))?;
-            if let Some((a, port)) = new_src {
-                u.update_checksum_for_addr(old_src.get(), Octets::of(a).get());
-                u.set_src_port(port);
-            }
-            if let Some((a, port)) = new_dst {
-                u.update_checksum_for_addr(old_dst.get(), Octets::of(a).get());
-                u.set_dst_port(port);
-            }
-        }
+        6 => rewrite_ports(
+            &mut TcpPacket::new_checked(l4)
+                .map_err(|_| DropReason::Malformed(Malformed::TcpTruncated))?,
+            old_src,
+            old_dst,
+            new_src,
+            new_dst,
+        ),
+        17 => rewrite_ports(
+            &mut UdpPacket::new_checked(l4)
+                .map_err(|_| DropReason::Malformed(Malformed::UdpTruncated))?,
+            old_src,
+            old_dst,
+            new_src,
+            new_dst,
+        ),
         _ => return Err(DropReason::NoService),
     }
     Ok(())
+}
+
+/// The transport-header rewrites TCP and UDP share.
+trait PortRewrite {
+    fn update_checksum_for_addr(&mut self, old: &[u8], new: &[u8]);
+    fn set_src_port(&mut self, p: u16);
+    fn set_dst_port(&mut self, p: u16);
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> PortRewrite for TcpPacket<T> {
+    fn update_checksum_for_addr(&mut self, old: &[u8], new: &[u8]) {
+        TcpPacket::update_checksum_for_addr(self, old, new)
+    }
+    fn set_src_port(&mut self, p: u16) {
+        TcpPacket::set_src_port(self, p)
+    }
+    fn set_dst_port(&mut self, p: u16) {
+        TcpPacket::set_dst_port(self, p)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> PortRewrite for UdpPacket<T> {
+    fn update_checksum_for_addr(&mut self, old: &[u8], new: &[u8]) {
+        UdpPacket::update_checksum_for_addr(self, old, new)
+    }
+    fn set_src_port(&mut self, p: u16) {
+        UdpPacket::set_src_port(self, p)
+    }
+    fn set_dst_port(&mut self, p: u16) {
+        UdpPacket::set_dst_port(self, p)
+    }
+}
+
+/// Folds each address change into the transport checksum and rewrites the ports.
+fn rewrite_ports(
+    l4: &mut impl PortRewrite,
+    old_src: Octets,
+    old_dst: Octets,
+    new_src: Option<(IpAddr, u16)>,
+    new_dst: Option<(IpAddr, u16)>,
+) {
+    if let Some((a, port)) = new_src {
+        l4.update_checksum_for_addr(old_src.get(), Octets::of(a).get());
+        l4.set_src_port(port);
+    }
+    if let Some((a, port)) = new_dst {
+        l4.update_checksum_for_addr(old_dst.get(), Octets::of(a).get());
+        l4.set_dst_port(port);
+    }
 }
 
 /// Retargets an ICMP error about a translated flow at the backend that owns it: the outer

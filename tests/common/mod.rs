@@ -138,6 +138,17 @@ pub struct Run {
 /// Replays `frames` through `config_text` with `workers` workers; panics with sluice's stderr
 /// if it fails.
 pub fn replay(dir: &Path, config_text: &str, frames: &[(u64, Vec<u8>)], workers: usize) -> Run {
+    replay_with(dir, config_text, frames, workers, true)
+}
+
+/// [`replay`], choosing whether the run has a host path (`--host-output`).
+pub fn replay_with(
+    dir: &Path,
+    config_text: &str,
+    frames: &[(u64, Vec<u8>)],
+    workers: usize,
+    host_path: bool,
+) -> Run {
     let cfg = dir.join("sluice.toml");
     std::fs::write(&cfg, config_text).unwrap();
     let input = dir.join("in.pcap");
@@ -148,7 +159,7 @@ pub fn replay(dir: &Path, config_text: &str, frames: &[(u64, Vec<u8>)], workers:
         dir.join("stats.json"),
     );
     let w = workers.to_string();
-    let o = sluice(&[
+    let mut args = vec![
         "replay",
         "--config",
         cfg.to_str().unwrap(),
@@ -158,12 +169,14 @@ pub fn replay(dir: &Path, config_text: &str, frames: &[(u64, Vec<u8>)], workers:
         out.to_str().unwrap(),
         "--stats",
         stats.to_str().unwrap(),
-        "--host-output",
-        host.to_str().unwrap(),
         "--workers",
         &w,
         "--quiet",
-    ]);
+    ];
+    if host_path {
+        args.extend(["--host-output", host.to_str().unwrap()]);
+    }
+    let o = sluice(&args);
     assert!(
         o.status.success(),
         "sluice replay failed: {}",
@@ -171,7 +184,11 @@ pub fn replay(dir: &Path, config_text: &str, frames: &[(u64, Vec<u8>)], workers:
     );
     Run {
         out: read_capture(&out),
-        host: read_capture(&host),
+        host: if host_path {
+            read_capture(&host)
+        } else {
+            Vec::new()
+        },
         stats: serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap(),
     }
 }
