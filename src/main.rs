@@ -1,7 +1,10 @@
-//! The sluice daemon and tools. `sluice replay` runs a capture through the data path;
-//! `sluice check` validates a configuration.
+//! The sluice daemon and tools. `sluice run` is the daemon; `sluice replay` runs a capture
+//! through the data path; `sluice check` validates a configuration.
 
 mod replay;
+mod report;
+#[cfg(feature = "dpdk")]
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,11 +54,57 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run the balancer on the ports in [dataplane] until SIGINT or SIGTERM.
+    ///
+    /// One worker thread per core in `dataplane.cores`, pinned, each polling its own RX/TX
+    /// queue pair with its own connection tracking. On exit it prints final counters (and
+    /// writes them with --stats).
+    ///
+    /// Example (DPDK virtual devices, no NIC needed):
+    ///   sluice run --config examples/dpdk-pcap.toml --idle-exit 1 --stats stats.json
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// Configuration file with a [dataplane] section.
+        #[arg(long, value_name = "FILE.toml")]
+        config: PathBuf,
+        /// Write final counters as JSON (the replay stats, plus port and buffer-pool figures).
+        #[arg(long, value_name = "STATS.json")]
+        stats: Option<PathBuf>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Stop once no packet has arrived for this many seconds (for finite inputs).
+        #[arg(long, value_name = "SECONDS")]
+        idle_exit: Option<f64>,
+        /// Print a progress line every this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        progress: Option<f64>,
+        /// Print nothing but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Validate a configuration file and print the services it defines.
     Check {
         #[arg(long, value_name = "FILE.toml")]
         config: PathBuf,
     },
+}
+
+/// Writes the stats file (if asked) and prints the summary (unless quiet).
+fn finish(
+    report: &report::Report,
+    stats: Option<&std::path::Path>,
+    quiet: bool,
+) -> Result<(), String> {
+    if let Some(path) = stats {
+        let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write the stats file {}: {e}", path.display()))?;
+    }
+    if !quiet {
+        print!("{}", report.summary());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -77,19 +126,25 @@ fn main() -> ExitCode {
                 host_output,
                 workers: workers as usize,
             };
-            replay::replay(&opts).and_then(|report| {
-                if let Some(path) = &stats {
-                    let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
-                    std::fs::write(path, text + "\n").map_err(|e| {
-                        format!("cannot write the stats file {}: {e}", path.display())
-                    })?;
-                }
-                if !quiet {
-                    print!("{}", report.summary());
-                }
-                Ok(())
-            })
+            replay::replay(&opts).and_then(|report| finish(&report, stats.as_deref(), quiet))
         }
+        #[cfg(feature = "dpdk")]
+        Command::Run { config, stats, duration, idle_exit, progress, quiet } => {
+            let secs = |v: Option<f64>, flag: &str| -> Result<Option<std::time::Duration>, String> {
+                match v {
+                    Some(s) if !(s.is_finite() && s > 0.0) => Err(format!("{flag} takes a positive number of seconds (got {s})")),
+                    Some(s) => Ok(Some(std::time::Duration::from_secs_f64(s))),
+                    None => Ok(None),
+                }
+            };
+            (|| {
+                let opts = run::RunOptions { config, duration: secs(duration, "--duration")?, idle_exit: secs(idle_exit, "--idle-exit")?, progress: secs(progress, "--progress")? };
+                let report = run::run(&opts)?;
+                finish(&report, stats.as_deref(), quiet)
+            })()
+        }
+        #[cfg(not(feature = "dpdk"))]
+        Command::Run { .. } => Err("this sluice was built without DPDK support (the `dpdk` feature); rebuild with default features and libdpdk-dev installed".into()),
         Command::Check { config } => config::Config::load(&config)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {

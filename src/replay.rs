@@ -7,6 +7,7 @@
 //! a run is a pure function of its inputs; every transmitted frame is written in input order,
 //! with the timestamp of the frame that caused it.
 
+use crate::report::Report;
 use config::Config;
 use dataplane::conntrack::ConnTrackCounters;
 use dataplane::port::BURST;
@@ -16,7 +17,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Capacity of each inter-worker hand-off ring.
 const RING_CAPACITY: usize = 1024;
@@ -28,18 +29,6 @@ pub struct ReplayOptions {
     pub output: PathBuf,
     pub host_output: Option<PathBuf>,
     pub workers: usize,
-}
-
-/// What a replay did.
-pub struct ReplayReport {
-    pub snapshot: Arc<Snapshot>,
-    pub workers: usize,
-    pub frames_read: u64,
-    pub stats: WorkerStats,
-    pub conntrack: ConnTrackCounters,
-    pub active_flows: usize,
-    pub conntrack_capacity: usize,
-    pub elapsed: Duration,
 }
 
 fn open_writer(
@@ -71,7 +60,7 @@ fn write_frames(
 }
 
 /// Replays `opts.input` through the data path configured by `opts.config`.
-pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport, String> {
+pub fn replay(opts: &ReplayOptions) -> Result<Report, String> {
     let cfg = Config::load(&opts.config).map_err(|e| e.to_string())?;
     let snap =
         Arc::new(Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?);
@@ -162,7 +151,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport, String> {
     }
     stats.packets_in += oversize;
     stats.drops[dataplane::DropReason::Oversize.index()] += oversize;
-    Ok(ReplayReport {
+    Ok(Report {
         snapshot: snap,
         workers: n,
         frames_read: seq,
@@ -171,125 +160,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport, String> {
         active_flows,
         conntrack_capacity: cfg.conntrack.capacity,
         elapsed,
+        extra: serde_json::Map::new(),
+        notes: Vec::new(),
+        verb: "replayed",
     })
-}
-
-impl ReplayReport {
-    pub fn packets_per_second(&self) -> f64 {
-        self.frames_read as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// The stats document written by `--stats`.
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::{json, Map, Value};
-        let s = &self.stats;
-        let mut drops = Map::new();
-        for r in dataplane::DropReason::all() {
-            drops.insert(r.name().to_string(), Value::from(s.dropped(r)));
-        }
-        let mut backends = Vec::new();
-        let mut services = Vec::new();
-        for (si, svc) in self.snapshot.services.iter().enumerate() {
-            let mut list = Vec::new();
-            for (bi, b) in svc.backends.iter().enumerate() {
-                let c = s
-                    .backends
-                    .get(si)
-                    .and_then(|v| v.get(bi))
-                    .copied()
-                    .unwrap_or_default();
-                let row = json!({"service": svc.name, "address": b.addr.to_string(), "weight": b.weight, "packets": c.packets, "bytes": c.bytes, "new_flows": c.new_flows});
-                backends.push(row.clone());
-                list.push(row);
-            }
-            services.push(json!({"name": svc.name, "vip": svc.vip.to_string(), "protocol": if svc.proto == 6 {"tcp"} else {"udp"}, "forwarding": svc.forwarding.name(), "table_size": svc.table.size(), "backends": list}));
-        }
-        let c = &self.conntrack;
-        json!({
-            "workers": self.workers,
-            "frames_read": self.frames_read,
-            "packets_in": s.packets_in,
-            "packets_out": s.packets_out,
-            "bytes_in": s.bytes_in,
-            "to_host": s.to_host,
-            "replies_translated": s.replies,
-            "icmp_errors_steered": s.icmp_steered,
-            "handed_off": s.handed_off,
-            "dropped": s.total_drops(),
-            "drops": drops,
-            "backends": backends,
-            "services": services,
-            "conntrack": {"hits": c.hits, "misses": c.misses, "inserts": c.inserts, "evictions": c.evictions, "expiries": c.expiries, "restarts": c.restarts, "active": self.active_flows, "capacity_per_worker": self.conntrack_capacity},
-            "elapsed_seconds": self.elapsed.as_secs_f64(),
-            "packets_per_second": self.packets_per_second(),
-        })
-    }
-
-    /// A human summary: totals, then traffic per backend, then drops.
-    pub fn summary(&self) -> String {
-        use std::fmt::Write as _;
-        let s = &self.stats;
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "replayed {} frames in {:.3} s ({:.0} packets/s, {} worker{}): {} forwarded, {} to host, {} dropped",
-            self.frames_read,
-            self.elapsed.as_secs_f64(),
-            self.packets_per_second(),
-            self.workers,
-            if self.workers == 1 { "" } else { "s" },
-            s.packets_out,
-            s.to_host,
-            s.total_drops()
-        );
-        let _ = writeln!(
-            o,
-            "\n{:<12} {:<8} {:<28} {:>6} {:>10} {:>7} {:>10}",
-            "SERVICE", "MODE", "BACKEND", "WEIGHT", "PACKETS", "SHARE", "NEW FLOWS"
-        );
-        for (si, svc) in self.snapshot.services.iter().enumerate() {
-            let rows = s.backends.get(si).cloned().unwrap_or_default();
-            let total: u64 = rows.iter().map(|c| c.new_flows).sum();
-            for (bi, b) in svc.backends.iter().enumerate() {
-                let c = rows.get(bi).copied().unwrap_or_default();
-                let share = if total == 0 {
-                    0.0
-                } else {
-                    100.0 * c.new_flows as f64 / total as f64
-                };
-                let _ = writeln!(
-                    o,
-                    "{:<12} {:<8} {:<28} {:>6} {:>10} {:>6.1}% {:>10}",
-                    svc.name,
-                    svc.forwarding.name(),
-                    b.addr.to_string(),
-                    b.weight,
-                    c.packets,
-                    share,
-                    c.new_flows
-                );
-            }
-        }
-        if s.replies > 0 || s.icmp_steered > 0 {
-            let _ = writeln!(
-                o,
-                "\nreplies translated back to clients: {}; ICMP errors steered to backends: {}",
-                s.replies, s.icmp_steered
-            );
-        }
-        let drops: Vec<String> = dataplane::DropReason::all()
-            .filter(|r| s.dropped(*r) > 0)
-            .map(|r| format!("{} {}", r.name(), s.dropped(r)))
-            .collect();
-        if !drops.is_empty() {
-            let _ = writeln!(o, "\ndrops by reason: {}", drops.join(", "));
-        }
-        let c = &self.conntrack;
-        let _ = writeln!(
-            o,
-            "conntrack: {} flows active, {} hits, {} misses, {} inserts, {} evictions, {} expiries",
-            self.active_flows, c.hits, c.misses, c.inserts, c.evictions, c.expiries
-        );
-        o
-    }
 }

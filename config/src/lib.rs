@@ -123,11 +123,43 @@ impl Default for Conntrack {
     }
 }
 
+/// The port driver `sluice run` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// Any DPDK ethdev: a NIC or SR-IOV VF bound to vfio-pci, or a virtual device.
+    Dpdk,
+}
+
+/// DPDK settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dpdk {
+    /// Arguments for DPDK's EAL, e.g. `["-a", "0000:3b:00.1"]` or `["--vdev", "net_pcap0,..."]`.
+    pub eal_args: Vec<String>,
+    /// The ethdev to balance on: its DPDK name (`net_pcap0`) or PCI address (`0000:3b:00.1`).
+    pub port: String,
+    /// Packet buffers in the pool (a power of two minus one is most efficient).
+    pub mbufs: u32,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+}
+
+/// How `sluice run` drives packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataplane {
+    pub driver: Driver,
+    /// CPU cores for workers, one worker (and one RX/TX queue pair) per core.
+    pub cores: Vec<usize>,
+    pub dpdk: Option<Dpdk>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub node: Node,
     pub conntrack: Conntrack,
     pub services: Vec<Service>,
+    /// Present when the file has a `[dataplane]` section (needed by `sluice run`).
+    pub dataplane: Option<Dataplane>,
 }
 
 /// A configuration error: where, what, and what to do.
@@ -173,6 +205,26 @@ struct RawConfig {
     conntrack: Option<Spanned<RawConntrack>>,
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
+    dataplane: Option<Spanned<RawDataplane>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    driver: Spanned<Driver>,
+    cores: Spanned<Vec<usize>>,
+    dpdk: Option<Spanned<RawDpdk>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDpdk {
+    #[serde(default)]
+    eal_args: Vec<String>,
+    port: Spanned<String>,
+    mbufs: Option<Spanned<u32>>,
+    rx_descriptors: Option<Spanned<u16>>,
+    tx_descriptors: Option<Spanned<u16>>,
 }
 
 #[derive(Deserialize)]
@@ -330,10 +382,15 @@ impl Config {
             }
             services.push(svc);
         }
+        let dataplane = match &raw.dataplane {
+            Some(d) => Some(validate_dataplane(&ctx, d)?),
+            None => None,
+        };
         Ok(Config {
             node,
             conntrack,
             services,
+            dataplane,
         })
     }
 }
@@ -438,6 +495,79 @@ fn validate_conntrack(ctx: &Ctx, c: &RawConntrack) -> Result<Conntrack, ConfigEr
             d.tcp_closing_timeout,
         )?,
         udp_timeout: secs(&c.udp_timeout, "udp_timeout", d.udp_timeout)?,
+    })
+}
+
+fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane, ConfigError> {
+    let r = d.get_ref();
+    let cores = r.cores.get_ref().clone();
+    if cores.is_empty() || cores.len() > 64 {
+        return ctx.err(
+            r.cores.span(),
+            "dataplane.cores",
+            format!("{} worker cores given", cores.len()),
+            "list 1 to 64 CPU core numbers, one worker each, such as [1, 2]",
+        );
+    }
+    for (i, c) in cores.iter().enumerate() {
+        if cores[..i].contains(c) {
+            return ctx.err(
+                r.cores.span(),
+                "dataplane.cores",
+                format!("core {c} is listed twice"),
+                "list each core once: every worker owns its core",
+            );
+        }
+    }
+    let dpdk = match (&r.dpdk, *r.driver.get_ref()) {
+        (None, Driver::Dpdk) => {
+            return ctx.err(
+                r.driver.span(),
+                "dataplane.driver",
+                "driver \"dpdk\" needs a [dataplane.dpdk] section",
+                "add [dataplane.dpdk] with at least `port`, the ethdev name or PCI address",
+            )
+        }
+        (Some(x), _) => {
+            let x = x.get_ref();
+            if x.port.get_ref().trim().is_empty() {
+                return ctx.err(x.port.span(), "dataplane.dpdk.port", "the port name is empty", "give the ethdev name (like \"net_pcap0\") or PCI address (like \"0000:3b:00.1\")");
+            }
+            let mbufs = match &x.mbufs {
+                Some(m) if *m.get_ref() < 1023 => return ctx.err(
+                    m.span(),
+                    "dataplane.dpdk.mbufs",
+                    format!("{} packet buffers is too few", m.get_ref()),
+                    "give at least 1023; descriptors of every queue plus bursts in flight must fit",
+                ),
+                Some(m) => *m.get_ref(),
+                None => 16383,
+            };
+            let desc = |v: &Option<Spanned<u16>>, key: &str| -> Result<u16, ConfigError> {
+                match v {
+                    Some(n) if *n.get_ref() < 64 || !n.get_ref().is_power_of_two() => ctx.err(
+                        n.span(),
+                        format!("dataplane.dpdk.{key}"),
+                        format!("{} descriptors is not usable", n.get_ref()),
+                        "give a power of two from 64 to 32768, such as 1024",
+                    ),
+                    Some(n) => Ok(*n.get_ref()),
+                    None => Ok(1024),
+                }
+            };
+            Some(Dpdk {
+                eal_args: x.eal_args.clone(),
+                port: x.port.get_ref().clone(),
+                mbufs,
+                rx_descriptors: desc(&x.rx_descriptors, "rx_descriptors")?,
+                tx_descriptors: desc(&x.tx_descriptors, "tx_descriptors")?,
+            })
+        }
+    };
+    Ok(Dataplane {
+        driver: *r.driver.get_ref(),
+        cores,
+        dpdk,
     })
 }
 
@@ -785,6 +915,46 @@ mac = "02:00:00:00:01:01"
         assert!(e.message.contains("no backends"), "{e}");
         let e = err(&GOOD.replace("table_size = 65537", "table_size = 101"));
         assert!(e.message.contains("too small"), "{e}");
+    }
+
+    #[test]
+    fn dataplane_section() {
+        let dp = "\n[dataplane]\ndriver = \"dpdk\"\ncores = [1, 2]\n[dataplane.dpdk]\neal_args = [\"--in-memory\"]\nport = \"net_null0\"\n";
+        let c = Config::from_toml(&format!("{GOOD}{dp}"), None).unwrap();
+        let d = c.dataplane.unwrap();
+        assert_eq!(
+            (
+                d.cores,
+                d.dpdk.as_ref().unwrap().mbufs,
+                d.dpdk.unwrap().rx_descriptors
+            ),
+            (vec![1, 2], 16383, 1024)
+        );
+        assert!(Config::from_toml(GOOD, None).unwrap().dataplane.is_none());
+        let e = err(&format!("{GOOD}{}", dp.replace("[1, 2]", "[1, 1]")));
+        assert!(
+            e.key == "dataplane.cores" && e.message.contains("twice"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{GOOD}{}",
+            dp.replace(
+                "port = \"net_null0\"",
+                "port = \"net_null0\"\nrx_descriptors = 1000"
+            )
+        ));
+        assert!(e.key.ends_with("rx_descriptors"), "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[dataplane]\ndriver = \"dpdk\"\ncores = [1]\n"
+        ));
+        assert!(e.message.contains("[dataplane.dpdk]"), "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[dataplane]\ndriver = \"netmap\"\ncores = [1]\n"
+        ));
+        assert!(
+            e.message.contains("netmap") && e.message.contains("dpdk"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! counters ([`stats`]). Configuration reaches it as an immutable [`snapshot::Snapshot`].
 
 pub mod conntrack;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod fasthash;
 pub mod forward;
 pub mod maglev;

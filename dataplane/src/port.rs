@@ -39,6 +39,11 @@ pub trait Port {
     fn has_host_path(&self) -> bool;
     /// Returns a frame's buffer to the port.
     fn free(&mut self, frame: Self::Frame);
+    /// The time of the current burst, for live ports; `None` makes the worker use each
+    /// frame's own [`Frame::timestamp_ns`] (capture replay).
+    fn clock_ns(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A heap buffer with headroom, used by the `mem` driver.

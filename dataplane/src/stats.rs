@@ -26,11 +26,15 @@ pub enum DropReason {
     NoHeadroom,
     /// The ring to the worker owning the flow was full.
     HandoffRingFull,
-    /// The frame is larger than the port's buffers.
+    /// The frame is larger than the port's buffers, or spans several of them.
     Oversize,
+    /// The device did not take the frame for transmission (TX queue full).
+    TxFull,
+    /// Still in a hand-off ring when the daemon stopped.
+    Shutdown,
 }
 
-const OTHER: [DropReason; 10] = [
+const OTHER: [DropReason; 12] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -41,6 +45,8 @@ const OTHER: [DropReason; 10] = [
     DropReason::NoHeadroom,
     DropReason::HandoffRingFull,
     DropReason::Oversize,
+    DropReason::TxFull,
+    DropReason::Shutdown,
 ];
 
 impl DropReason {
@@ -76,6 +82,8 @@ impl DropReason {
             DropReason::NoHeadroom => "no_headroom",
             DropReason::HandoffRingFull => "handoff_ring_full",
             DropReason::Oversize => "oversize",
+            DropReason::TxFull => "tx_full",
+            DropReason::Shutdown => "shutdown",
         }
     }
 }

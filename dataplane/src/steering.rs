@@ -13,6 +13,8 @@ pub const RETA_SIZE: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Steering {
     pub workers: usize,
+    /// Entries in the device's redirection table (filled round-robin over the workers).
+    pub reta_size: usize,
     /// The node's SNAT source port range, inclusive.
     pub snat_ports: (u16, u16),
 }
@@ -21,14 +23,23 @@ impl Steering {
     pub fn new(workers: usize, snat_ports: (u16, u16)) -> Self {
         Steering {
             workers: workers.max(1),
+            reta_size: RETA_SIZE,
             snat_ports,
+        }
+    }
+
+    /// The same rule for a device whose redirection table has `n` entries.
+    pub fn with_reta_size(self, n: usize) -> Self {
+        Steering {
+            reta_size: if n == 0 { RETA_SIZE } else { n },
+            ..self
         }
     }
 
     /// The queue the NIC's redirection table maps an RSS hash to.
     #[inline]
     pub fn queue_for_hash(&self, h: u32) -> usize {
-        (h as usize % RETA_SIZE) % self.workers
+        (h as usize % self.reta_size) % self.workers
     }
 
     /// The queue a NIC would deliver this frame to: 4-tuple for TCP/UDP, 2-tuple for other IP,

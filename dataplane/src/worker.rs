@@ -53,6 +53,10 @@ impl<F> Rings<F> {
     pub fn is_empty(&self) -> bool {
         self.inbound.iter().all(|q| q.is_empty())
     }
+    /// Takes one frame left in worker `w`'s ring (shutdown drains them).
+    pub fn pop(&self, w: usize) -> Option<F> {
+        self.inbound.get(w).and_then(|q| q.pop())
+    }
 }
 
 /// A worker's burst vectors, reserved once at [`BURST`] frames and reused.
@@ -176,9 +180,10 @@ impl Worker {
         port.rx_burst(&mut b.rx);
         let n = b.rx.len();
         self.stats.packets_in += (n - handed_in) as u64;
+        let clock = port.clock_ns();
         let mut now = 0;
         for (i, mut f) in b.rx.drain(..).enumerate() {
-            now = f.timestamp_ns();
+            now = clock.unwrap_or_else(|| f.timestamp_ns());
             if i >= handed_in {
                 self.stats.bytes_in += f.data().len() as u64;
             }

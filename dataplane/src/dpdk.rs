@@ -1,0 +1,429 @@
+//! The `dpdk` port driver: the one safe wrapper over `dpdk-sys`. EAL initialisation (once per
+//! process), the mbuf pool, ethdev set-up (queue pair per worker, symmetric RSS, round-robin
+//! redirection table), and [`DpdkQueue`], a [`Port`] over one RX/TX queue pair whose frames
+//! are mbufs rewritten in place (encapsulation prepends into the mbuf headroom): no copy and no
+//! allocation per packet.
+
+use crate::port::{Frame, Port, BURST};
+use dpdk_sys as sys;
+use packet::MacAddr;
+use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn strerror(e: i32) -> String {
+    // SAFETY: rte_strerror returns a pointer to a static or thread-local string.
+    unsafe { CStr::from_ptr(sys::rte_strerror(e)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn rte_errno() -> i32 {
+    // SAFETY: reads DPDK's per-thread errno.
+    unsafe { sys::sluice_errno() }
+}
+
+fn free_hugepages() -> Option<u64> {
+    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
+    m.lines()
+        .find(|l| l.starts_with("HugePages_Free:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The initialised EAL. DPDK allows one per process.
+pub struct Eal(());
+
+static EAL_STARTED: AtomicBool = AtomicBool::new(false);
+
+impl Eal {
+    /// Initialises the EAL with `args` (program name first). Errors say what to fix.
+    pub fn init(args: &[String]) -> Result<Eal, String> {
+        if EAL_STARTED.swap(true, Ordering::SeqCst) {
+            return Err("DPDK's EAL is already initialised in this process (it can be only once); run each DPDK scenario in its own process".into());
+        }
+        let no_huge = args.iter().any(|a| a == "--no-huge");
+        if !no_huge && free_hugepages() == Some(0) {
+            return Err("no free hugepages: reserve some with `echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages` and mount hugetlbfs with `mount -t hugetlbfs nodev /dev/hugepages` (scripts/test.sh does both), or add \"--no-huge\" to eal_args for virtual devices".into());
+        }
+        let cargs: Vec<CString> = args
+            .iter()
+            .map(|a| {
+                CString::new(a.as_str())
+                    .map_err(|_| format!("EAL argument {a:?} contains a NUL byte"))
+            })
+            .collect::<Result<_, _>>()?;
+        // The EAL keeps pointers into argv for the life of the process: leak it on purpose.
+        let argv: &'static mut [*mut std::os::raw::c_char] = Box::leak(
+            cargs
+                .into_iter()
+                .map(|c| c.into_raw())
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        );
+        // SAFETY: argv holds argc valid NUL-terminated strings that live forever.
+        let ret = unsafe { sys::rte_eal_init(argv.len() as i32, argv.as_mut_ptr()) };
+        if ret < 0 {
+            let e = rte_errno();
+            return Err(format!("DPDK EAL initialisation failed: {} (the EAL's own messages above say more); check eal_args in [dataplane.dpdk], that hugepages are reserved and mounted, and that the device is bound to vfio-pci", strerror(e)));
+        }
+        Ok(Eal(()))
+    }
+
+    /// Registers the calling (non-EAL) thread with DPDK, giving it an lcore id so the mbuf
+    /// pool's per-core cache works for it.
+    pub fn register_thread(&self) -> Result<u32, String> {
+        // SAFETY: plain call; fails cleanly if no lcore id is free.
+        if unsafe { sys::rte_thread_register() } != 0 {
+            return Err(format!("rte_thread_register: {}", strerror(rte_errno())));
+        }
+        // SAFETY: plain call.
+        Ok(unsafe { sys::sluice_lcore_id() })
+    }
+
+    pub fn unregister_thread(&self) {
+        // SAFETY: the thread was registered by register_thread.
+        unsafe { sys::rte_thread_unregister() }
+    }
+}
+
+/// A pool of packet buffers (mbufs).
+pub struct Mempool(NonNull<sys::rte_mempool>);
+
+// SAFETY: DPDK mempools are safe to use from any thread (per-lcore caches plus a lock-free ring).
+unsafe impl Send for Mempool {}
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    /// Creates a pool of `n` mbufs of DPDK's default size on `socket`.
+    pub fn create(name: &str, n: u32, socket: i32) -> Result<Mempool, String> {
+        let cname = CString::new(name).map_err(|_| "pool name contains a NUL byte".to_string())?;
+        // SAFETY: valid C string; sizes are in range.
+        let p = unsafe {
+            sys::rte_pktmbuf_pool_create(
+                cname.as_ptr(),
+                n,
+                256,
+                0,
+                sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                socket,
+            )
+        };
+        NonNull::new(p).map(Mempool).ok_or_else(|| format!("cannot create a pool of {n} packet buffers: {} (reserve more hugepages, or lower dataplane.dpdk.mbufs)", strerror(rte_errno())))
+    }
+
+    /// Buffers currently allocated (per-core caches count as free).
+    pub fn in_use(&self) -> u32 {
+        // SAFETY: valid pool.
+        unsafe { sys::rte_mempool_in_use_count(self.0.as_ptr()) }
+    }
+}
+
+/// One ethdev, configured and started.
+pub struct EthPort {
+    pub id: u16,
+    pub info: sys::sluice_port_info,
+}
+
+/// Port counters from the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_missed: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_no_mbuf: u64,
+}
+
+impl EthPort {
+    /// Finds a port by its DPDK name (`net_pcap0`) or PCI address.
+    pub fn find(name: &str) -> Result<u16, String> {
+        let cname = CString::new(name).map_err(|_| "port name contains a NUL byte".to_string())?;
+        let mut id = 0u16;
+        // SAFETY: valid C string and out pointer.
+        if unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) } == 0 {
+            return Ok(id);
+        }
+        let mut names = Vec::new();
+        for p in 0..sys::RTE_MAX_ETHPORTS as u16 {
+            let mut buf = [0 as std::os::raw::c_char; 64];
+            // SAFETY: buf is large enough for RTE_ETH_NAME_MAX_LEN.
+            if unsafe { sys::rte_eth_dev_get_name_by_port(p, buf.as_mut_ptr()) } == 0 {
+                // SAFETY: NUL-terminated by DPDK.
+                names.push(
+                    unsafe { CStr::from_ptr(buf.as_ptr()) }
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        Err(if names.is_empty() {
+            format!("DPDK found no ports, so there is no `{name}`: for a NIC, bind it to vfio-pci (dpdk-devbind.py -b vfio-pci ADDR) and allow it with \"-a ADDR\" in eal_args; for a virtual device add \"--vdev\", \"{name},...\"")
+        } else {
+            format!(
+                "no DPDK port named `{name}`; the ports are: {}",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Configures `queues` RX/TX queue pairs with symmetric RSS and starts the port.
+    pub fn setup(
+        id: u16,
+        queues: u16,
+        rx_desc: u16,
+        tx_desc: u16,
+        pool: &Mempool,
+        rss_key: &[u8; 40],
+    ) -> Result<EthPort, String> {
+        let mut info = sys::sluice_port_info::default();
+        let mut err = [0 as std::os::raw::c_char; 256];
+        // SAFETY: all pointers valid for the call; the shim copies the key.
+        let ret = unsafe {
+            sys::sluice_port_setup(
+                id,
+                queues,
+                rx_desc,
+                tx_desc,
+                pool.0.as_ptr(),
+                rss_key.as_ptr(),
+                rss_key.len() as u8,
+                &mut info,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        if ret != 0 {
+            // SAFETY: the shim NUL-terminates err.
+            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
+            return Err(format!("cannot set up DPDK port {id}: {msg}"));
+        }
+        Ok(EthPort { id, info })
+    }
+
+    pub fn driver(&self) -> String {
+        // SAFETY: NUL-terminated by the shim (snprintf).
+        unsafe { CStr::from_ptr(self.info.driver.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// (link up, speed in Mb/s).
+    pub fn link(&self) -> (bool, u32) {
+        let mut l = sys::rte_eth_link::default();
+        // SAFETY: valid port and out pointer.
+        unsafe { sys::rte_eth_link_get_nowait(self.id, &mut l) };
+        (l.link_status() == 1, l.link_speed)
+    }
+
+    pub fn mac(&self) -> MacAddr {
+        let mut a = sys::rte_ether_addr::default();
+        // SAFETY: valid port and out pointer.
+        unsafe { sys::rte_eth_macaddr_get(self.id, &mut a) };
+        MacAddr(a.addr_bytes)
+    }
+
+    pub fn counters(&self) -> PortCounters {
+        let mut s = sys::rte_eth_stats::default();
+        // SAFETY: valid port and out pointer.
+        unsafe { sys::rte_eth_stats_get(self.id, &mut s) };
+        PortCounters {
+            rx_packets: s.ipackets,
+            tx_packets: s.opackets,
+            rx_missed: s.imissed,
+            rx_errors: s.ierrors,
+            tx_errors: s.oerrors,
+            rx_no_mbuf: s.rx_nombuf,
+        }
+    }
+
+    /// The RX/TX queue pair `q`, for one worker.
+    pub fn queue(&self, q: u16) -> DpdkQueue {
+        DpdkQueue {
+            port: self.id,
+            queue: q,
+            raw: [std::ptr::null_mut(); BURST],
+            tx_full: 0,
+            oversize: 0,
+        }
+    }
+
+    /// Stops the port (after which its queues must not be polled) and closes it.
+    pub fn stop_and_close(self) {
+        // SAFETY: valid port; workers have stopped polling.
+        unsafe {
+            sys::rte_eth_dev_stop(self.id);
+            sys::rte_eth_dev_close(self.id);
+        }
+    }
+
+    /// Stops the port without closing it.
+    pub fn stop(&self) {
+        // SAFETY: valid port; workers have stopped polling.
+        unsafe { sys::rte_eth_dev_stop(self.id) };
+    }
+}
+
+/// A packet buffer owned by sluice. Dropping it returns it to its pool.
+pub struct Mbuf(NonNull<sys::rte_mbuf>);
+
+// SAFETY: an mbuf is owned by exactly one Mbuf at a time; handing it to another core is how
+// DPDK applications pass packets between lcores.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    fn m(&self) -> &sys::rte_mbuf {
+        // SAFETY: we own the mbuf.
+        unsafe { self.0.as_ref() }
+    }
+    fn m_mut(&mut self) -> &mut sys::rte_mbuf {
+        // SAFETY: we own the mbuf.
+        unsafe { self.0.as_mut() }
+    }
+    fn into_raw(self) -> *mut sys::rte_mbuf {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf and give it back exactly once.
+        unsafe { sys::sluice_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+impl Frame for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        let m = self.m();
+        // SAFETY: single-segment mbuf (checked at receive): data_len bytes at data_off are ours.
+        unsafe {
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        let m = self.m_mut();
+        // SAFETY: as in data(), and we hold the only reference.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                (m.buf_addr as *mut u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+    #[inline]
+    fn prepend(&mut self, n: usize) -> bool {
+        let m = self.m_mut();
+        if n > m.data_off as usize {
+            return false;
+        }
+        m.data_off -= n as u16;
+        m.data_len += n as u16;
+        m.pkt_len += n as u32;
+        true
+    }
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        let m = self.m_mut();
+        if len < m.data_len as usize {
+            m.pkt_len -= m.data_len as u32 - len as u32;
+            m.data_len = len as u16;
+        }
+    }
+    #[inline]
+    fn timestamp_ns(&self) -> u64 {
+        0
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// One RX/TX queue pair of an [`EthPort`], polled by one worker.
+pub struct DpdkQueue {
+    port: u16,
+    queue: u16,
+    raw: [*mut sys::rte_mbuf; BURST],
+    /// Frames the device did not accept for transmission (freed).
+    pub tx_full: u64,
+    /// Multi-segment frames received (freed: the data path handles single buffers).
+    pub oversize: u64,
+}
+
+// SAFETY: the raw array is scratch space; the queue is used by one thread at a time.
+unsafe impl Send for DpdkQueue {}
+
+impl Port for DpdkQueue {
+    type Frame = Mbuf;
+
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>) {
+        let room = BURST.saturating_sub(out.len()) as u16;
+        if room == 0 {
+            return;
+        }
+        // SAFETY: raw has room for BURST pointers; the PMD fills at most `room`.
+        let n = unsafe { sys::sluice_rx_burst(self.port, self.queue, self.raw.as_mut_ptr(), room) }
+            as usize;
+        for &p in &self.raw[..n] {
+            let Some(nn) = NonNull::new(p) else { continue };
+            let m = Mbuf(nn);
+            if m.m().nb_segs != 1 {
+                self.oversize += 1;
+                drop(m);
+            } else {
+                out.push(m);
+            }
+        }
+    }
+
+    fn tx_burst(&mut self, frames: &mut Vec<Mbuf>) {
+        let n = frames.len().min(BURST);
+        for (slot, f) in self.raw.iter_mut().zip(frames.drain(..n)) {
+            *slot = f.into_raw();
+        }
+        // SAFETY: the first n entries are mbufs we own; the PMD takes the first `sent`.
+        let sent =
+            unsafe { sys::sluice_tx_burst(self.port, self.queue, self.raw.as_mut_ptr(), n as u16) }
+                as usize;
+        if sent < n {
+            // SAFETY: the unsent ones are still ours.
+            unsafe {
+                sys::sluice_pktmbuf_free_bulk(self.raw[sent..n].as_mut_ptr(), (n - sent) as u32)
+            };
+            self.tx_full += (n - sent) as u64;
+        }
+        // Anything beyond one burst (never produced by the worker) is freed.
+        frames.clear();
+    }
+
+    fn to_host(&mut self, frames: &mut Vec<Mbuf>) {
+        frames.clear();
+    }
+
+    fn has_host_path(&self) -> bool {
+        false
+    }
+
+    fn free(&mut self, frame: Mbuf) {
+        drop(frame);
+    }
+
+    fn clock_ns(&self) -> Option<u64> {
+        Some(monotonic_ns())
+    }
+}
