@@ -33,3 +33,26 @@ ensure_rust() {
     exit 1
   fi
 }
+
+# Reserves 2 MiB hugepages (at least $1, default 512 = 1 GiB) and mounts hugetlbfs at
+# /dev/hugepages if nothing is mounted; DPDK takes its packet memory from there.
+ensure_hugepages() {
+  local want=${1:-512} nr=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages have
+  have=$(cat "$nr")
+  if [ "$have" -lt "$want" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "sluice: DPDK needs $want hugepages of 2 MiB (have $have); run as root, or: echo $want > $nr" >&2
+      exit 1
+    fi
+    echo "$want" > "$nr"
+    have=$(cat "$nr")
+    if [ "$have" -lt "$want" ]; then
+      echo "sluice: asked the kernel for $want hugepages, got $have (memory too fragmented?); free memory or reboot with hugepages=$want" >&2
+      exit 1
+    fi
+  fi
+  if ! grep -qs ' hugetlbfs ' /proc/mounts; then
+    mkdir -p /dev/hugepages
+    mount -t hugetlbfs nodev /dev/hugepages
+  fi
+}

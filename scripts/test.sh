@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Installs what the tests need and runs every test: formatting, lints, unit tests, the golden
-# replay tests, the corpus and random-frame robustness tests, the CLI contract tests, and a
-# build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
+# Installs what the tests need (build tools, Debian's DPDK and libclang for bindgen, 1 GiB of
+# hugepages and a hugetlbfs mount) and runs every test: formatting, lints, unit tests, the
+# golden replay tests, the corpus and random-frame robustness tests, the CLI contract tests,
+# the DPDK virtual-device tests, and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
 # Run as root on Debian 12 from anywhere in the checkout:  scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages build-essential pkg-config
+ensure_packages build-essential pkg-config libdpdk-dev libclang-dev
 ensure_rust
+# DPDK tests run on virtual devices with real hugepage memory (not --no-huge), as production does.
+ensure_hugepages 512
 corpus=../shared/corpus/tcpdump-ether
 if [ ! -d "$corpus" ]; then
   echo "sluice: the capture corpus is missing at $(pwd)/$corpus (shared/ must sit beside the checkout)" >&2

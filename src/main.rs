@@ -138,7 +138,7 @@ fn main() -> ExitCode {
                 }
             };
             (|| {
-                let opts = run::RunOptions { config, duration: secs(duration, "--duration")?, idle_exit: secs(idle_exit, "--idle-exit")?, progress: secs(progress, "--progress")? };
+                let opts = run::RunOptions { config, duration: secs(duration, "--duration")?, idle_exit: secs(idle_exit, "--idle-exit")?, progress: secs(progress, "--progress")?, quiet };
                 let report = run::run(&opts)?;
                 finish(&report, stats.as_deref(), quiet)
             })()

@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub idle_exit: Option<Duration>,
     /// Print a progress line this often.
     pub progress: Option<Duration>,
+    /// Print nothing but errors.
+    pub quiet: bool,
 }
 
 /// The EAL arguments: the configured ones, plus a main lcore if none is given (the lowest
@@ -82,26 +84,39 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
         &pool,
         &packet::rss::SYMMETRIC_KEY,
     )?;
+    let tx_port = match &dpdk.tx_port {
+        Some(name) => Some(EthPort::setup(
+            EthPort::find(name)?,
+            n as u16,
+            dpdk.rx_descriptors,
+            dpdk.tx_descriptors,
+            &pool,
+            &packet::rss::SYMMETRIC_KEY,
+        )?),
+        None => None,
+    };
     let (link_up, speed) = port.link();
-    eprintln!(
-        "sluice: driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, link {}{}",
-        dpdk.port,
-        port.driver(),
-        port.mac(),
-        n,
-        dp.cores,
-        if port.info.rss_hf != 0 {
-            format!("on, redirection table of {}", port.info.reta_size)
-        } else {
-            "off (one queue, or a device without RSS)".into()
-        },
-        if link_up { "up" } else { "down" },
-        if speed > 0 {
-            format!(" at {speed} Mb/s")
-        } else {
-            String::new()
-        },
-    );
+    if !opts.quiet {
+        eprintln!(
+            "sluice: driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, link {}{}",
+            dpdk.port,
+            port.driver(),
+            port.mac(),
+            n,
+            dp.cores,
+            if port.info.rss_hf != 0 {
+                format!("on, redirection table of {}", port.info.reta_size)
+            } else {
+                "off (one queue, or a device without RSS)".into()
+            },
+            if link_up { "up" } else { "down" },
+            if speed > 0 {
+                format!(" at {speed} Mb/s")
+            } else {
+                String::new()
+            },
+        );
+    }
     let baseline_in_use = pool.in_use();
     let steering =
         Steering::new(n, cfg.node.snat_ports).with_reta_size(port.info.reta_size as usize);
@@ -117,7 +132,7 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
             Arc::clone(&eal),
             Arc::clone(&received),
         );
-        let mut queue: DpdkQueue = port.queue(i as u16);
+        let mut queue: DpdkQueue = port.queue(i as u16, tx_port.as_ref());
         let h = std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))
             .spawn(move || -> Result<(Worker, DpdkQueue), String> {
@@ -192,7 +207,11 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
         }
     }
     let port_counters = port.counters();
+    let tx_counters = tx_port.as_ref().map(|t| t.counters());
     port.stop();
+    if let Some(t) = &tx_port {
+        t.stop();
+    }
     let end_in_use = pool.in_use();
     if let Some(e) = failure {
         return Err(e);
@@ -226,11 +245,20 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
             "tx_errors": port_counters.tx_errors, "rx_no_mbuf": port_counters.rx_no_mbuf,
         }),
     );
+    if let (Some(name), Some(t), Some(c)) = (&dpdk.tx_port, &tx_port, tx_counters) {
+        extra.insert("tx_port".into(), serde_json::json!({"name": name, "driver": t.driver(), "tx_packets": c.tx_packets, "tx_errors": c.tx_errors}));
+    }
     extra.insert("mempool".into(), serde_json::json!({"size": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use}));
     extra.insert("cores".into(), serde_json::json!(dp.cores));
+    let sent_by_device = tx_counters.map_or(port_counters.tx_packets, |c| c.tx_packets);
     let notes = vec![format!(
-        "port {}: {} received, {} sent by the device; packet buffers in use {} at start, {} at end",
-        dpdk.port, port_counters.rx_packets, port_counters.tx_packets, baseline_in_use, end_in_use
+        "port {}: {} received; {} sent by {}; packet buffers in use {} at start, {} at end",
+        dpdk.port,
+        port_counters.rx_packets,
+        sent_by_device,
+        dpdk.tx_port.as_deref().unwrap_or(&dpdk.port),
+        baseline_in_use,
+        end_in_use
     )];
     Ok(Report {
         snapshot: snap,

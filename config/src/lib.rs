@@ -138,6 +138,8 @@ pub struct Dpdk {
     pub eal_args: Vec<String>,
     /// The ethdev to balance on: its DPDK name (`net_pcap0`) or PCI address (`0000:3b:00.1`).
     pub port: String,
+    /// A second ethdev to transmit on (two-armed set-ups); `None` transmits on `port`.
+    pub tx_port: Option<String>,
     /// Packet buffers in the pool (a power of two minus one is most efficient).
     pub mbufs: u32,
     pub rx_descriptors: u16,
@@ -222,6 +224,7 @@ struct RawDpdk {
     #[serde(default)]
     eal_args: Vec<String>,
     port: Spanned<String>,
+    tx_port: Option<Spanned<String>>,
     mbufs: Option<Spanned<u32>>,
     rx_descriptors: Option<Spanned<u16>>,
     tx_descriptors: Option<Spanned<u16>>,
@@ -555,9 +558,20 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
                     None => Ok(1024),
                 }
             };
+            if let Some(t) = &x.tx_port {
+                if t.get_ref().trim().is_empty() || t.get_ref() == x.port.get_ref() {
+                    return ctx.err(
+                        t.span(),
+                        "dataplane.dpdk.tx_port",
+                        format!("`{}` is not a second port", t.get_ref()),
+                        "name another ethdev to transmit on, or leave tx_port out to transmit on `port`",
+                    );
+                }
+            }
             Some(Dpdk {
                 eal_args: x.eal_args.clone(),
                 port: x.port.get_ref().clone(),
+                tx_port: x.tx_port.as_ref().map(|t| t.get_ref().clone()),
                 mbufs,
                 rx_descriptors: desc(&x.rx_descriptors, "rx_descriptors")?,
                 tx_descriptors: desc(&x.tx_descriptors, "tx_descriptors")?,

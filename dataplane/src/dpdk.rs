@@ -244,10 +244,12 @@ impl EthPort {
         }
     }
 
-    /// The RX/TX queue pair `q`, for one worker.
-    pub fn queue(&self, q: u16) -> DpdkQueue {
+    /// The RX/TX queue pair `q`, for one worker; transmits on `tx` (another port's queue `q`)
+    /// when given, else on this port.
+    pub fn queue(&self, q: u16, tx: Option<&EthPort>) -> DpdkQueue {
         DpdkQueue {
             port: self.id,
+            tx_port: tx.map_or(self.id, |t| t.id),
             queue: q,
             raw: [std::ptr::null_mut(); BURST],
             tx_full: 0,
@@ -357,6 +359,7 @@ fn monotonic_ns() -> u64 {
 /// One RX/TX queue pair of an [`EthPort`], polled by one worker.
 pub struct DpdkQueue {
     port: u16,
+    tx_port: u16,
     queue: u16,
     raw: [*mut sys::rte_mbuf; BURST],
     /// Frames the device did not accept for transmission (freed).
@@ -397,9 +400,9 @@ impl Port for DpdkQueue {
             *slot = f.into_raw();
         }
         // SAFETY: the first n entries are mbufs we own; the PMD takes the first `sent`.
-        let sent =
-            unsafe { sys::sluice_tx_burst(self.port, self.queue, self.raw.as_mut_ptr(), n as u16) }
-                as usize;
+        let sent = unsafe {
+            sys::sluice_tx_burst(self.tx_port, self.queue, self.raw.as_mut_ptr(), n as u16)
+        } as usize;
         if sent < n {
             // SAFETY: the unsent ones are still ours.
             unsafe {

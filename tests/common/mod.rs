@@ -223,6 +223,31 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Transport<'_> {
     }
 }
 
+/// `n` TCP flows, three frames each (SYN, request, FIN), interleaved round by round. Every
+/// other flow is VLAN-tagged; every fourth IPv4 flow carries an IP option.
+pub fn tcp_flows(v6: bool, n: u32) -> (Vec<(u64, Vec<u8>)>, Vec<u32>) {
+    let mut frames = Vec::new();
+    let mut flow_of = Vec::new();
+    for round in 0..3 {
+        for i in 0..n {
+            let mut b = builder(v6, i, (i % 2 == 1).then_some(100 + i as u16));
+            if !v6 && i % 4 == 1 {
+                b.ipv4_options = vec![0x94, 0x04, 0, 0]; // router alert
+            }
+            let sport = 30000 + i as u16;
+            let req = format!("GET /flow-{i} HTTP/1.1\r\n\r\n");
+            let t = match round {
+                0 => tcp(sport, VIP_PORT, 0x02, b""),
+                1 => tcp(sport, VIP_PORT, 0x18, req.as_bytes()),
+                _ => tcp(sport, VIP_PORT, 0x11, b""),
+            };
+            frames.push((T0 + frames.len() as u64 * 1_000_000, b.frame(&t)));
+            flow_of.push(i);
+        }
+    }
+    (frames, flow_of)
+}
+
 // ---- independent decoding and checksums ------------------------------------------------
 
 /// RFC 1071 sum, folded, not inverted.

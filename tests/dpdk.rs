@@ -1,0 +1,391 @@
+//! `sluice run` on DPDK virtual devices. Every scenario is its own `sluice` process with its
+//! own EAL (DPDK initialises the EAL once per process), in `--in-memory` mode so nothing is
+//! left in /var/run/dpdk. Hugepages come from scripts/test.sh, which reserves and mounts them.
+//!
+//! - `net_pcap` with one RX file per queue (the capture split by the same RSS rule a NIC
+//!   applies) gives, queue by queue and frame by frame, the output `sluice replay` gives.
+//! - A 30 s soak from `net_pcap,infinite_rx=1` to `net_null` accounts for every packet and
+//!   returns the buffer pool to its baseline.
+//! - Bad ports, EAL arguments and cores fail with messages that say what to fix; SIGTERM stops
+//!   the daemon cleanly with final counters.
+
+mod common;
+
+use common::*;
+use dataplane::Steering;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn dataplane_section(cores: &[usize], eal: &[String], port: &str, tx_port: Option<&str>) -> String {
+    let eal: Vec<String> = ["--in-memory", "--no-pci", "--log-level=lib.eal:error"]
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .chain(eal.iter().map(|s| format!("{s:?}")))
+        .collect();
+    let mut s = format!("\n[dataplane]\ndriver = \"dpdk\"\ncores = {cores:?}\n\n[dataplane.dpdk]\neal_args = [{}]\nport = \"{port}\"\nmbufs = 8191\n", eal.join(", "));
+    if let Some(t) = tx_port {
+        s += &format!("tx_port = \"{t}\"\n");
+    }
+    s
+}
+
+fn run_daemon(
+    dir: &Path,
+    cfg_text: &str,
+    args: &[&str],
+) -> (std::process::Output, Option<serde_json::Value>) {
+    let cfg = dir.join("run.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let stats = dir.join("run.json");
+    let _ = std::fs::remove_file(&stats);
+    let mut a = vec![
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--stats",
+        stats.to_str().unwrap(),
+        "-q",
+    ];
+    a.extend_from_slice(args);
+    let o = sluice(&a);
+    let s = std::fs::read(&stats)
+        .ok()
+        .map(|b| serde_json::from_slice(&b).unwrap());
+    (o, s)
+}
+
+/// Replays `frames` with `workers` workers through the pcap driver and through DPDK
+/// `net_pcap` (one RX file per queue, split by the RSS rule), and checks that each queue's
+/// output is exactly the replay output of the frames that queue received, in order.
+fn dpdk_matches_replay(name: &str, cfg: &str, frames: &[(u64, Vec<u8>)], workers: usize) {
+    let dir = scratch(&format!("dpdk-{name}-{workers}"));
+    let replayed = replay(&dir, cfg, frames, workers);
+    assert_eq!(
+        replayed.out.len(),
+        frames.len(),
+        "every test frame is forwarded by replay"
+    );
+    let steer = Steering::new(workers, SNAT_PORTS);
+    let queue_of: Vec<usize> = frames
+        .iter()
+        .map(|(_, f)| steer.queue_for_frame(f))
+        .collect();
+    let mut vdev = String::from("net_pcap0");
+    for q in 0..workers {
+        let part: Vec<(u64, Vec<u8>)> = frames
+            .iter()
+            .zip(&queue_of)
+            .filter(|(_, k)| **k == q)
+            .map(|(f, _)| f.clone())
+            .collect();
+        write_capture(&dir.join(format!("q{q}.pcap")), &part);
+        vdev += &format!(",rx_pcap={}", dir.join(format!("q{q}.pcap")).display());
+    }
+    for q in 0..workers {
+        vdev += &format!(",tx_pcap={}", dir.join(format!("o{q}.pcap")).display());
+    }
+    let cores: Vec<usize> = (0..workers).collect();
+    let text = format!(
+        "{cfg}{}",
+        dataplane_section(&cores, &["--vdev".into(), vdev], "net_pcap0", None)
+    );
+    let (o, stats) = run_daemon(&dir, &text, &["--idle-exit", "0.5", "--duration", "30"]);
+    assert!(
+        o.status.success(),
+        "sluice run failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stats = stats.expect("stats written");
+    assert_eq!(stats["port"]["rx_packets"], frames.len() as u64, "{stats}");
+    assert_eq!(
+        stats["mempool"]["in_use_at_end"], stats["mempool"]["in_use_at_start"],
+        "no mbuf leaked"
+    );
+    for q in 0..workers {
+        let got: Vec<Vec<u8>> = read_capture(&dir.join(format!("o{q}.pcap")))
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        let want: Vec<Vec<u8>> = replayed
+            .out
+            .iter()
+            .zip(&queue_of)
+            .filter(|(_, k)| **k == q)
+            .map(|((_, f), _)| f.clone())
+            .collect();
+        assert!(
+            !want.is_empty() || workers == 1,
+            "queue {q} got no frames: the test must spread flows"
+        );
+        assert_eq!(got.len(), want.len(), "{name}: queue {q} frame count");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{name}: queue {q} frame {i} differs from replay");
+        }
+    }
+}
+
+fn mode_on_dpdk(mode: &str) {
+    for (v6, workers) in [(false, 1), (false, 2), (true, 2)] {
+        let (frames, _) = tcp_flows(v6, 40);
+        let cfg = config(mode, v6, "tcp", &[1, 1, 2], "");
+        dpdk_matches_replay(
+            &format!("{mode}-{}", if v6 { "v6" } else { "v4" }),
+            &cfg,
+            &frames,
+            workers,
+        );
+    }
+}
+
+#[test]
+fn nat_on_dpdk_matches_replay() {
+    mode_on_dpdk("nat");
+}
+#[test]
+fn snat_on_dpdk_matches_replay() {
+    mode_on_dpdk("snat");
+}
+#[test]
+fn dsr_on_dpdk_matches_replay() {
+    mode_on_dpdk("dsr");
+}
+#[test]
+fn ipip_on_dpdk_matches_replay() {
+    mode_on_dpdk("ipip");
+}
+#[test]
+fn gue_on_dpdk_matches_replay() {
+    mode_on_dpdk("gue");
+}
+
+/// NAT replies are reverse-translated on DPDK too (one worker: a reply and its flow share the
+/// queue, so the order of the file is the order of events).
+#[test]
+fn nat_replies_on_dpdk_match_replay() {
+    let cfg = config("nat", false, "tcp", &[1, 1, 2], "");
+    let dir = scratch("dpdk-replies-learn");
+    let syns: Vec<(u64, Vec<u8>)> = (0..30u32)
+        .map(|i| {
+            (
+                T0 + i as u64,
+                builder(false, i, None).frame(&tcp(41000 + i as u16, VIP_PORT, 0x02, b"")),
+            )
+        })
+        .collect();
+    let learned = replay(&dir, &cfg, &syns, 1);
+    let mut frames = syns.clone();
+    for (i, (_, f)) in learned.out.iter().enumerate() {
+        let d = decode(f);
+        let backend = ip_fields(&d.ip).dst;
+        let fb = pcap::synth::FrameBuilder::new(
+            packet::MacAddr(d.dst_mac),
+            packet::MacAddr(NODE_MAC),
+            backend,
+            client_ip(false, i as u32),
+        );
+        frames.push((
+            T0 + 1000 + i as u64,
+            fb.frame(&tcp(8080, 41000 + i as u16, 0x12, b"ok")),
+        ));
+    }
+    dpdk_matches_replay("nat-replies", &cfg, &frames, 1);
+}
+
+/// 30 s of `net_pcap,infinite_rx=1` -> `net_null` on one core: every packet received is sent
+/// or dropped with a reason, the TX device took every packet sent, and the buffer pool's use
+/// returns to its baseline.
+#[test]
+fn soak_accounts_for_every_packet_and_leaks_no_mbuf() {
+    let dir = scratch("dpdk-soak");
+    let input = dir.join("flows.pcap");
+    let mut frames = pcap::synth::bench_capture(5000, 2);
+    // Some frames that must be dropped, so the accounting covers drops too.
+    frames.extend(
+        pcap::synth::malformed_frames()
+            .into_iter()
+            .map(|(_, f)| (T0, f)),
+    );
+    write_capture(&input, &frames);
+    let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sluice.toml"))
+        .unwrap();
+    let eal = [
+        "--vdev".to_string(),
+        format!("net_pcap0,rx_pcap={},infinite_rx=1", input.display()),
+        "--vdev".into(),
+        "net_null0".into(),
+    ];
+    // infinite_rx preloads the whole capture into mbufs: the pool must hold it and the queues.
+    let text = format!(
+        "{cfg}{}",
+        dataplane_section(&[1], &eal, "net_pcap0", Some("net_null0"))
+            .replace("mbufs = 8191", "mbufs = 32767")
+    );
+    let (o, stats) = run_daemon(&dir, &text, &["--duration", "30"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = stats.unwrap();
+    let n = |k: &str| s[k].as_u64().unwrap();
+    let received = s["port"]["rx_packets"].as_u64().unwrap();
+    eprintln!(
+        "soak: {received} packets in {:.1} s, {:.0} packets/s",
+        s["elapsed_seconds"], s["packets_per_second"]
+    );
+    assert!(
+        received > 1_000_000,
+        "the soak moved only {received} packets"
+    );
+    assert_eq!(
+        n("packets_in"),
+        received,
+        "the workers saw every packet the port received"
+    );
+    assert_eq!(
+        n("packets_in"),
+        n("packets_out") + n("to_host") + n("dropped"),
+        "every packet is sent or dropped with a reason: {s}"
+    );
+    assert_eq!(
+        s["tx_port"]["tx_packets"].as_u64().unwrap(),
+        n("packets_out"),
+        "net_null took every packet sent"
+    );
+    assert!(
+        n("dropped") > 0 && s["drops"]["ipv4_bad_checksum"].as_u64().unwrap() > 0,
+        "malformed frames were dropped by reason"
+    );
+    assert_eq!(
+        s["mempool"]["in_use_at_end"], s["mempool"]["in_use_at_start"],
+        "mbufs returned to the pool"
+    );
+}
+
+#[test]
+fn configuration_and_eal_errors_say_what_to_fix() {
+    let dir = scratch("dpdk-errors");
+    let base = config("nat", false, "tcp", &[1], "");
+    // No [dataplane] section.
+    let (o, _) = run_daemon(&dir, &base, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs a [dataplane] section"));
+    // A port that does not exist: the message lists the ones that do.
+    let (o, _) = run_daemon(
+        &dir,
+        &format!(
+            "{base}{}",
+            dataplane_section(
+                &[0],
+                &["--vdev".into(), "net_null0".into()],
+                "net_pcap7",
+                None
+            )
+        ),
+        &[],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("no DPDK port named `net_pcap7`") && e.contains("net_null0"),
+        "{e}"
+    );
+    // An EAL argument DPDK rejects.
+    let (o, _) = run_daemon(
+        &dir,
+        &format!(
+            "{base}{}",
+            dataplane_section(&[0], &["--no-such-eal-flag".into()], "net_null0", None)
+        ),
+        &[],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("EAL initialisation failed"), "{e}");
+    // A core the machine does not have.
+    let (o, _) = run_daemon(
+        &dir,
+        &format!(
+            "{base}{}",
+            dataplane_section(&[4096], &[], "net_null0", None)
+        ),
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("names core 4096"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn sigterm_stops_the_daemon_with_final_counters() {
+    let dir = scratch("dpdk-sigterm");
+    let text = format!(
+        "{}{}",
+        config("nat", false, "tcp", &[1], ""),
+        dataplane_section(
+            &[0],
+            &["--vdev".into(), "net_null0".into()],
+            "net_null0",
+            None
+        )
+    );
+    let cfg = dir.join("run.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let stats = dir.join("run.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--stats",
+            stats.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let k = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("processed") && out.contains("port net_null0"),
+        "{out}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(stats).unwrap()).unwrap();
+    // net_null delivers empty frames: they are not IP, so all are dropped as not ours.
+    assert!(s["packets_in"].as_u64().unwrap() > 0);
+    assert_eq!(s["packets_in"], s["drops"]["not_ours"]);
+}
+
+/// The README's DPDK example runs as documented.
+#[test]
+fn the_documented_vdev_example_runs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::create_dir_all(format!("{root}/target")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root)
+        .args([
+            "run",
+            "--config",
+            "examples/dpdk-vdev.toml",
+            "--idle-exit",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("10.1.0.3:8080") && out.contains("port net_pcap0: 1300 received"),
+        "{out}"
+    );
+    // web flows only: 300 IPv4 web flows x 3 frames forwarded
+    assert_eq!(
+        read_capture(Path::new(&format!("{root}/target/dpdk-out.pcap"))).len(),
+        900
+    );
+}
