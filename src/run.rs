@@ -75,22 +75,40 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
     let eal = Arc::new(Eal::init(&eal_args(&dpdk.eal_args, &dp.cores))?);
     let port_id = EthPort::find(&dpdk.port)?;
     let n = dp.cores.len();
-    let pool = Mempool::create("sluice_mbufs", dpdk.mbufs, -1)?;
+    // One pool per NUMA socket that has a worker; each RX queue fills from its worker's.
+    let sockets: Vec<i32> = dp
+        .cores
+        .iter()
+        .map(|c| Mempool::socket_of_core(*c))
+        .collect();
+    let mut pools: Vec<(i32, Mempool)> = Vec::new();
+    for &s in &sockets {
+        if !pools.iter().any(|(ps, _)| *ps == s) {
+            pools.push((
+                s,
+                Mempool::create(&format!("sluice_mbufs_s{s}"), dpdk.mbufs, s)?,
+            ));
+        }
+    }
+    let queue_pools: Vec<&Mempool> = sockets
+        .iter()
+        .map(|s| pools.iter().find(|(ps, _)| ps == s).map(|(_, p)| p))
+        .collect::<Option<_>>()
+        .ok_or("no mbuf pool for a worker's socket")?;
+    let in_use = |pools: &[(i32, Mempool)]| pools.iter().map(|(_, p)| p.in_use()).sum::<u32>();
     let port = EthPort::setup(
         port_id,
-        n as u16,
         dpdk.rx_descriptors,
         dpdk.tx_descriptors,
-        &pool,
+        &queue_pools,
         &packet::rss::SYMMETRIC_KEY,
     )?;
     let tx_port = match &dpdk.tx_port {
         Some(name) => Some(EthPort::setup(
             EthPort::find(name)?,
-            n as u16,
             dpdk.rx_descriptors,
             dpdk.tx_descriptors,
-            &pool,
+            &queue_pools,
             &packet::rss::SYMMETRIC_KEY,
         )?),
         None => None,
@@ -117,7 +135,7 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
             },
         );
     }
-    let baseline_in_use = pool.in_use();
+    let baseline_in_use = in_use(&pools);
     let steering =
         Steering::new(n, cfg.node.snat_ports).with_reta_size(port.info.reta_size as usize);
     let rings: Arc<Rings<Mbuf>> = Arc::new(Rings::new(n, RING_CAPACITY));
@@ -212,7 +230,7 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
     if let Some(t) = &tx_port {
         t.stop();
     }
-    let end_in_use = pool.in_use();
+    let end_in_use = in_use(&pools);
     if let Some(e) = failure {
         return Err(e);
     }
@@ -248,7 +266,7 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
     if let (Some(name), Some(t), Some(c)) = (&dpdk.tx_port, &tx_port, tx_counters) {
         extra.insert("tx_port".into(), serde_json::json!({"name": name, "driver": t.driver(), "tx_packets": c.tx_packets, "tx_errors": c.tx_errors}));
     }
-    extra.insert("mempool".into(), serde_json::json!({"size": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use}));
+    extra.insert("mempool".into(), serde_json::json!({"pools": pools.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "size_per_pool": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use}));
     extra.insert("cores".into(), serde_json::json!(dp.cores));
     let sent_by_device = tx_counters.map_or(port_counters.tx_packets, |c| c.tx_packets);
     let notes = vec![format!(

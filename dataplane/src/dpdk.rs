@@ -1,5 +1,5 @@
 //! The `dpdk` port driver: the one safe wrapper over `dpdk-sys`. EAL initialisation (once per
-//! process), the mbuf pool, ethdev set-up (queue pair per worker, symmetric RSS, round-robin
+//! process), mbuf pools (one per NUMA socket that has a worker), ethdev set-up (queue pair per worker, symmetric RSS, round-robin
 //! redirection table), and [`DpdkQueue`], a [`Port`] over one RX/TX queue pair whose frames
 //! are mbufs rewritten in place (encapsulation prepends into the mbuf headroom): no copy and no
 //! allocation per packet.
@@ -116,6 +116,21 @@ impl Mempool {
         NonNull::new(p).map(Mempool).ok_or_else(|| format!("cannot create a pool of {n} packet buffers: {} (reserve more hugepages, or lower dataplane.dpdk.mbufs)", strerror(rte_errno())))
     }
 
+    /// The NUMA socket of CPU `core` (0 where the machine does not say).
+    pub fn socket_of_core(core: usize) -> i32 {
+        std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{core}"))
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok()).find_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("node"))
+                        .and_then(|n| n.parse().ok())
+                })
+            })
+            .unwrap_or(0)
+    }
+
     /// Buffers currently allocated (per-core caches count as free).
     pub fn in_use(&self) -> u32 {
         // SAFETY: valid pool.
@@ -172,15 +187,17 @@ impl EthPort {
         })
     }
 
-    /// Configures `queues` RX/TX queue pairs with symmetric RSS and starts the port.
+    /// Configures one RX/TX queue pair per entry of `pools` (RX queue q fills from
+    /// `pools[q]`, the pool on its worker's NUMA socket), with symmetric RSS, and starts it.
     pub fn setup(
         id: u16,
-        queues: u16,
         rx_desc: u16,
         tx_desc: u16,
-        pool: &Mempool,
+        pools: &[&Mempool],
         rss_key: &[u8; 40],
     ) -> Result<EthPort, String> {
+        let queues = pools.len() as u16;
+        let mut raw: Vec<*mut sys::rte_mempool> = pools.iter().map(|p| p.0.as_ptr()).collect();
         let mut info = sys::sluice_port_info::default();
         let mut err = [0 as std::os::raw::c_char; 256];
         // SAFETY: all pointers valid for the call; the shim copies the key.
@@ -190,7 +207,7 @@ impl EthPort {
                 queues,
                 rx_desc,
                 tx_desc,
-                pool.0.as_ptr(),
+                raw.as_mut_ptr(),
                 rss_key.as_ptr(),
                 rss_key.len() as u8,
                 &mut info,

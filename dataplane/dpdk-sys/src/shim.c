@@ -27,7 +27,7 @@ int sluice_errno(void) { return rte_errno; }
 unsigned int sluice_lcore_id(void) { return rte_lcore_id(); }
 
 int sluice_port_setup(uint16_t port, uint16_t queues, uint16_t rx_desc, uint16_t tx_desc,
-                      struct rte_mempool *pool, const uint8_t *rss_key, uint8_t rss_key_len,
+                      struct rte_mempool **pools, const uint8_t *rss_key, uint8_t rss_key_len,
                       struct sluice_port_info *info, char *err, size_t errlen)
 {
     struct rte_eth_dev_info dev;
@@ -73,7 +73,7 @@ int sluice_port_setup(uint16_t port, uint16_t queues, uint16_t rx_desc, uint16_t
     }
     info->socket_id = rte_eth_dev_socket_id(port);
     for (q = 0; q < queues; q++) {
-        ret = rte_eth_rx_queue_setup(port, q, nb_rxd, info->socket_id, NULL, pool);
+        ret = rte_eth_rx_queue_setup(port, q, nb_rxd, info->socket_id, NULL, pools[q]);
         if (ret != 0) {
             snprintf(err, errlen, "RX queue %d setup: %s", q, rte_strerror(-ret));
             return ret;

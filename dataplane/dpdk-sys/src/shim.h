@@ -26,11 +26,12 @@ struct sluice_port_info {
     char driver[64];
 };
 
-/* Configures `port` with `queues` RX/TX queue pairs from `pool`, RSS on with `rss_key`
+/* Configures `port` with `queues` RX/TX queue pairs, RX queue q filling from pools[q] (the
+ * pool on the NUMA socket of the worker that polls it), RSS on with `rss_key`
  * (where the device supports it) and a round-robin redirection table, then starts it.
  * Returns 0, or a negative errno with a message in `err`. */
 int sluice_port_setup(uint16_t port, uint16_t queues, uint16_t rx_desc, uint16_t tx_desc,
-                      struct rte_mempool *pool, const uint8_t *rss_key, uint8_t rss_key_len,
+                      struct rte_mempool **pools, const uint8_t *rss_key, uint8_t rss_key_len,
                       struct sluice_port_info *info, char *err, size_t errlen);
 
 /* offsetof() of the rte_mbuf fields Rust reads directly, and sizeof(struct rte_mbuf), so a
