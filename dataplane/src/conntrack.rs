@@ -116,12 +116,7 @@ impl ConnTrack {
     }
 
     fn timeout(&self, s: FlowState) -> u64 {
-        self.timeouts_ns[match s {
-            FlowState::TcpSyn => 0,
-            FlowState::TcpEstablished => 1,
-            FlowState::TcpClosing => 2,
-            FlowState::Udp => 3,
-        }]
+        timeout_of(&self.timeouts_ns, s)
     }
 
     /// True when the flow has been idle past its state's timeout at `now`.
@@ -133,18 +128,17 @@ impl ConnTrack {
     /// its timeout, or a closed TCP flow that a fresh SYN reopens, is reported as a miss so the
     /// caller chooses again and calls [`ConnTrack::insert`], which reuses the slot.
     pub fn lookup(&mut self, key: &FlowKey, tcp_flags: Option<u8>, now: u64) -> Option<&mut Flow> {
-        let timeout = match self.flows.get(key) {
-            Some(f) => self.timeout(f.state),
-            None => {
-                self.counters.misses += 1;
-                return None;
-            }
+        // One probe of the table per packet: the timeouts are copied out first so the entry can
+        // stay borrowed (a second probe cost a cache miss per packet; see docs/performance.md).
+        let timeouts = self.timeouts_ns;
+        let Some(f) = self.flows.get_mut(key) else {
+            self.counters.misses += 1;
+            return None;
         };
-        let f = self.flows.get_mut(key)?;
         let reopened = f.state == FlowState::TcpClosing
             && tcp_flags
                 .is_some_and(|fl| fl & (packet::tcp::SYN | packet::tcp::ACK) == packet::tcp::SYN);
-        if now.saturating_sub(f.last_seen_ns) > timeout || reopened {
+        if now.saturating_sub(f.last_seen_ns) > timeout_of(&timeouts, f.state) || reopened {
             self.counters.misses += 1;
             self.counters.restarts += 1;
             return None;
@@ -165,11 +159,11 @@ impl ConnTrack {
         now: u64,
     ) -> Option<(FlowKey, Flow)> {
         let fwd = *self.replies.get(reply)?;
-        let expired = self.flows.get(&fwd).map(|f| self.is_expired(f, now))?;
-        if expired {
+        let timeouts = self.timeouts_ns;
+        let f = self.flows.get_mut(&fwd)?;
+        if now.saturating_sub(f.last_seen_ns) > timeout_of(&timeouts, f.state) {
             return None;
         }
-        let f = self.flows.get_mut(&fwd)?;
         f.last_seen_ns = f.last_seen_ns.max(now);
         if let Some(fl) = tcp_flags {
             if fl & (packet::tcp::FIN | packet::tcp::RST) != 0 {
@@ -283,6 +277,16 @@ impl ConnTrack {
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Flow)> {
         self.flows.iter()
     }
+}
+
+/// The idle timeout for a state, from the [syn, established, closing, udp] table.
+fn timeout_of(t: &[u64; 4], s: FlowState) -> u64 {
+    t[match s {
+        FlowState::TcpSyn => 0,
+        FlowState::TcpEstablished => 1,
+        FlowState::TcpClosing => 2,
+        FlowState::Udp => 3,
+    }]
 }
 
 /// The TCP state after a packet with `flags` from the client.
