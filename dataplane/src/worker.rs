@@ -181,13 +181,14 @@ impl Worker {
         let n = b.rx.len();
         self.stats.packets_in += (n - handed_in) as u64;
         let clock = port.clock_ns();
+        let snap = Arc::clone(&self.snap);
         let mut now = 0;
         for (i, mut f) in b.rx.drain(..).enumerate() {
             now = clock.unwrap_or_else(|| f.timestamp_ns());
             if i >= handed_in {
                 self.stats.bytes_in += f.data().len() as u64;
             }
-            match self.process(&mut f, now) {
+            match self.process_with(&snap, &mut f, now) {
                 Verdict::Transmit => b.tx.push(f),
                 Verdict::ToHost => {
                     self.stats.to_host += 1;
@@ -230,6 +231,14 @@ impl Worker {
 
     /// Classifies one frame and rewrites it in place for its verdict.
     pub fn process<F: Frame>(&mut self, f: &mut F, now: u64) -> Verdict {
+        let snap = Arc::clone(&self.snap);
+        self.process_with(&snap, f, now)
+    }
+
+    /// [`Worker::process`] against a snapshot the caller holds: the poll loop takes one
+    /// reference per burst, not per packet, so workers do not bounce the `Arc`'s counter
+    /// between their cores.
+    fn process_with<F: Frame>(&mut self, snap: &Snapshot, f: &mut F, now: u64) -> Verdict {
         let p = match parse_frame(f.data()) {
             Ok(p) => p,
             Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
@@ -237,29 +246,31 @@ impl Worker {
         if !p.is_ip() {
             return self.not_ours();
         }
-        let snap = Arc::clone(&self.snap);
+        // The common case first: TCP/UDP to a service, found with one lookup.
+        if !p.fragment && (p.proto == 6 || p.proto == 17) {
+            if let Some(s) = snap.service_for(p.dst, p.dst_port, p.proto) {
+                return self.forward(f, &p, snap, s as usize, now);
+            }
+        }
         if snap.is_vip_addr(p.dst) {
             if p.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
             if is_icmp_error(&p) {
-                return self.steer_icmp_error(f, &p, &snap);
+                return self.steer_icmp_error(f, &p, snap);
             }
-            return match snap.service_for(p.dst, p.dst_port, p.proto) {
-                Some(s) => self.forward(f, &p, &snap, s as usize, now),
-                None => Verdict::Drop(DropReason::NoService),
-            };
+            return Verdict::Drop(DropReason::NoService);
         }
         if p.fragment || !(p.proto == 6 || p.proto == 17) {
             return self.not_ours();
         }
         if snap.is_node_addr(p.dst) {
             if let Some(owner) = self.steering.snat_owner(p.dst_port) {
-                return self.snat_reply(f, &p, &snap, owner, now);
+                return self.snat_reply(f, &p, snap, owner, now);
             }
         }
         if let Some(s) = snap.nat_service_of_backend(p.src, p.src_port, p.proto) {
-            return self.nat_reply(f, &p, &snap.services[s as usize], &snap, now);
+            return self.nat_reply(f, &p, &snap.services[s as usize], snap, now);
         }
         self.not_ours()
     }
