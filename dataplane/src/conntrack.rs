@@ -1,8 +1,11 @@
 //! Per-worker connection tracking.
 //!
-//! A hashbrown table of flows, reserved at its full capacity up front so inserting never
-//! allocates, plus a reverse index (reply tuple -> flow) for NAT and SNAT replies. Every flow
-//! key also sits once in a fixed-size ring, which is walked a few entries per burst (CLOCK
+//! Flows live densely in a slab (freed slots are reused first, so live flows stay packed), and
+//! a hashbrown `HashTable` of 4-byte slot ids indexes them by key; a second one indexes NAT and
+//! SNAT flows by their reply tuple. Everything is reserved at full capacity up front, so
+//! inserting never allocates, and a large reserved capacity no longer scatters a few live flows
+//! over a large, cache-cold table (docs/performance.md has the measurement). Every live slot
+//! also sits once in a fixed-size ring, which is walked a few entries per burst (CLOCK
 //! style): an expired flow at the head is removed, a live one goes to the back. When the table
 //! is full, an insert looks at most [`EVICT_SCAN`] ring entries and evicts the first expired one
 //! or else the least recently seen of them, so a full table costs a bounded amount of work and
@@ -11,10 +14,12 @@
 //! A flow keeps the backend it was given for as long as it is tracked, whatever happens to the
 //! Maglev table: that is what keeps established connections in place when backends change.
 
-use crate::fasthash::FastMap;
+use crate::fasthash::FastBuildHasher;
 use config::Conntrack as Timeouts;
+use hashbrown::HashTable;
 use packet::{FlowKey, MacAddr};
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
 /// Ring entries an insert into a full table may examine.
@@ -70,13 +75,34 @@ impl ConnTrackCounters {
     }
 }
 
+/// One tracked flow in the dense slab.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: FlowKey,
+    flow: Flow,
+}
+
 pub struct ConnTrack {
-    flows: FastMap<FlowKey, Flow>,
-    replies: FastMap<FlowKey, FlowKey>,
-    ring: VecDeque<FlowKey>,
+    /// Forward key -> slot id. Buckets are 4 bytes, so even a large, mostly empty table is
+    /// compact; the flows themselves live densely in `slots`.
+    index: HashTable<u32>,
+    /// Reply key -> slot id, for NAT and SNAT replies.
+    replies: HashTable<u32>,
+    /// Flows, packed at the front: freed slots are reused before the slab grows.
+    slots: Vec<Slot>,
+    /// Free slot ids.
+    free: Vec<u32>,
+    /// Every live slot id once, in CLOCK order.
+    ring: VecDeque<u32>,
+    hasher: FastBuildHasher,
     capacity: usize,
     timeouts_ns: [u64; 4],
     pub counters: ConnTrackCounters,
+}
+
+#[inline]
+fn hash_key(h: &FastBuildHasher, k: &FlowKey) -> u64 {
+    h.hash_one(k)
 }
 
 impl ConnTrack {
@@ -84,14 +110,13 @@ impl ConnTrack {
     pub fn new(t: &Timeouts) -> Self {
         let cap = t.capacity.max(1);
         let s = 1_000_000_000u64;
-        let mut flows = FastMap::default();
-        flows.reserve(cap);
-        let mut replies = FastMap::default();
-        replies.reserve(cap);
         ConnTrack {
-            flows,
-            replies,
+            index: HashTable::with_capacity(cap),
+            replies: HashTable::with_capacity(cap),
+            slots: Vec::with_capacity(cap),
+            free: Vec::with_capacity(cap),
             ring: VecDeque::with_capacity(cap),
+            hasher: FastBuildHasher::default(),
             capacity: cap,
             timeouts_ns: [
                 t.tcp_syn_timeout * s,
@@ -104,11 +129,11 @@ impl ConnTrack {
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.index.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
@@ -124,17 +149,38 @@ impl ConnTrack {
         now.saturating_sub(f.last_seen_ns) > self.timeout(f.state)
     }
 
+    /// The slot id tracking `key`, if any.
+    #[inline]
+    fn find(&self, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash_key(&self.hasher, key), |&i| {
+                slots[i as usize].key == *key
+            })
+            .copied()
+    }
+
+    /// The slot id whose reply key is `reply`, if any.
+    #[inline]
+    fn find_reply(&self, reply: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.replies
+            .find(hash_key(&self.hasher, reply), |&i| {
+                slots[i as usize].flow.reply_key.as_ref() == Some(reply)
+            })
+            .copied()
+    }
+
     /// Looks up a live flow and refreshes it with the packet's TCP flags. An entry idle past
     /// its timeout, or a closed TCP flow that a fresh SYN reopens, is reported as a miss so the
     /// caller chooses again and calls [`ConnTrack::insert`], which reuses the slot.
     pub fn lookup(&mut self, key: &FlowKey, tcp_flags: Option<u8>, now: u64) -> Option<&mut Flow> {
-        // One probe of the table per packet: the timeouts are copied out first so the entry can
-        // stay borrowed (a second probe cost a cache miss per packet; see docs/performance.md).
-        let timeouts = self.timeouts_ns;
-        let Some(f) = self.flows.get_mut(key) else {
+        let Some(id) = self.find(key) else {
             self.counters.misses += 1;
             return None;
         };
+        let timeouts = self.timeouts_ns;
+        let f = &mut self.slots[id as usize].flow;
         let reopened = f.state == FlowState::TcpClosing
             && tcp_flags
                 .is_some_and(|fl| fl & (packet::tcp::SYN | packet::tcp::ACK) == packet::tcp::SYN);
@@ -158,9 +204,10 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
         now: u64,
     ) -> Option<(FlowKey, Flow)> {
-        let fwd = *self.replies.get(reply)?;
+        let id = self.find_reply(reply)?;
         let timeouts = self.timeouts_ns;
-        let f = self.flows.get_mut(&fwd)?;
+        let slot = &mut self.slots[id as usize];
+        let f = &mut slot.flow;
         if now.saturating_sub(f.last_seen_ns) > timeout_of(&timeouts, f.state) {
             return None;
         }
@@ -170,57 +217,94 @@ impl ConnTrack {
                 f.state = FlowState::TcpClosing;
             }
         }
-        Some((fwd, *f))
+        Some((slot.key, slot.flow))
     }
 
     /// Read-only lookup (ICMP steering), which neither refreshes nor counts.
     pub fn peek(&self, key: &FlowKey) -> Option<&Flow> {
-        self.flows.get(key)
+        self.find(key).map(|id| &self.slots[id as usize].flow)
     }
 
     /// True when a reply key is already taken (SNAT port selection).
     pub fn reply_key_in_use(&self, reply: &FlowKey) -> bool {
-        self.replies.contains_key(reply)
+        self.find_reply(reply).is_some()
+    }
+
+    fn index_reply(&mut self, id: u32) {
+        if let Some(r) = self.slots[id as usize].flow.reply_key {
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            self.replies.insert_unique(hash_key(hasher, &r), id, |&i| {
+                slots[i as usize]
+                    .flow
+                    .reply_key
+                    .map_or(0, |k| hash_key(hasher, &k))
+            });
+        }
+    }
+
+    fn unindex_reply(&mut self, id: u32) {
+        if let Some(r) = self.slots[id as usize].flow.reply_key {
+            if let Ok(e) = self
+                .replies
+                .find_entry(hash_key(&self.hasher, &r), |&i| i == id)
+            {
+                e.remove();
+            }
+        }
     }
 
     /// Tracks a new flow (or restarts an existing entry in place). Evicts first if full.
     pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) {
-        if let Some(old) = self.flows.get_mut(&key) {
-            let old_reply = old.reply_key;
-            *old = flow;
-            if let Some(r) = old_reply {
-                self.replies.remove(&r);
-            }
+        if let Some(id) = self.find(&key) {
+            self.unindex_reply(id);
+            self.slots[id as usize].flow = flow;
+            self.index_reply(id);
         } else {
-            if self.flows.len() >= self.capacity {
+            if self.index.len() >= self.capacity {
                 self.evict_one(now);
             }
-            self.flows.insert(key, flow);
-            self.ring.push_back(key);
-        }
-        if let Some(r) = flow.reply_key {
-            self.replies.insert(r, key);
+            let slot = Slot { key, flow };
+            let id = match self.free.pop() {
+                Some(id) => {
+                    self.slots[id as usize] = slot;
+                    id
+                }
+                None => {
+                    self.slots.push(slot);
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            self.index.insert_unique(hash_key(hasher, &key), id, |&i| {
+                hash_key(hasher, &slots[i as usize].key)
+            });
+            self.index_reply(id);
+            self.ring.push_back(id);
         }
         self.counters.inserts += 1;
     }
 
-    fn remove(&mut self, key: &FlowKey) {
-        if let Some(f) = self.flows.remove(key) {
-            if let Some(r) = f.reply_key {
-                if self.replies.get(&r) == Some(key) {
-                    self.replies.remove(&r);
-                }
-            }
+    /// Forgets slot `id` (already taken off the ring).
+    fn remove(&mut self, id: u32) {
+        self.unindex_reply(id);
+        let key = self.slots[id as usize].key;
+        if let Ok(e) = self
+            .index
+            .find_entry(hash_key(&self.hasher, &key), |&i| i == id)
+        {
+            e.remove();
         }
+        self.free.push(id);
     }
 
     fn evict_one(&mut self, now: u64) {
         // (ring position, last seen, expired)
         let mut victim: Option<(usize, u64, bool)> = None;
         for i in 0..EVICT_SCAN.min(self.ring.len()) {
-            let Some(f) = self.ring.get(i).and_then(|k| self.flows.get(k)) else {
+            let Some(&id) = self.ring.get(i) else {
                 continue;
             };
+            let f = &self.slots[id as usize].flow;
             if self.is_expired(f, now) {
                 victim = Some((i, f.last_seen_ns, true));
                 break;
@@ -238,8 +322,8 @@ impl ConnTrack {
                 self.ring.push_back(k);
             }
         }
-        if let Some(k) = self.ring.pop_front() {
-            self.remove(&k);
+        if let Some(id) = self.ring.pop_front() {
+            self.remove(id);
             if expired {
                 self.counters.expiries += 1;
             } else {
@@ -252,30 +336,32 @@ impl ConnTrack {
     /// the back. Called once per burst.
     pub fn sweep(&mut self, now: u64, budget: usize) {
         for _ in 0..budget.min(self.ring.len()) {
-            let Some(k) = self.ring.pop_front() else {
+            let Some(id) = self.ring.pop_front() else {
                 return;
             };
-            match self.flows.get(&k) {
-                Some(f) if self.is_expired(f, now) => {
-                    self.remove(&k);
-                    self.counters.expiries += 1;
-                }
-                Some(_) => self.ring.push_back(k),
-                None => {}
+            if self.is_expired(&self.slots[id as usize].flow, now) {
+                self.remove(id);
+                self.counters.expiries += 1;
+            } else {
+                self.ring.push_back(id);
             }
         }
     }
 
     /// Visits every tracked flow mutably (configuration swaps re-point indices).
     pub fn for_each_mut(&mut self, mut f: impl FnMut(&FlowKey, &mut Flow)) {
-        for (k, v) in self.flows.iter_mut() {
-            f(k, v);
+        for &id in self.ring.iter() {
+            let s = &mut self.slots[id as usize];
+            f(&s.key, &mut s.flow);
         }
     }
 
-    /// A sample of tracked flows (for tools and tests).
+    /// Every tracked flow (for tools and tests).
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Flow)> {
-        self.flows.iter()
+        self.ring.iter().map(|&id| {
+            let s = &self.slots[id as usize];
+            (&s.key, &s.flow)
+        })
     }
 }
 
