@@ -62,6 +62,14 @@ pub fn translate(
     if p.ttl <= 1 {
         return Err(DropReason::TtlExceeded);
     }
+    if p.network == Network::Ipv4 {
+        let v4 = |e: Option<(IpAddr, u16)>| match e {
+            Some((IpAddr::V4(a), port)) => Ok(Some((u32::from(a), port))),
+            Some(_) => Err(DropReason::NoService),
+            None => Ok(None),
+        };
+        return translate_v4(frame, p, v4(new_src)?, v4(new_dst)?);
+    }
     let (old_src, old_dst) = (Octets::of(p.src), Octets::of(p.dst));
     let l3 = frame
         .get_mut(p.l2_len..p.l3_end)
@@ -112,6 +120,88 @@ pub fn translate(
             new_dst,
         ),
         _ => return Err(DropReason::NoService),
+    }
+    Ok(())
+}
+
+/// One's-complement accumulator for RFC 1624 eqn. 3 over several changed words:
+/// `HC' = ~(~HC + sum(~m + m'))`.
+struct Delta(u32);
+
+impl Delta {
+    fn start(hc: u16) -> Delta {
+        Delta((!hc) as u32)
+    }
+    #[inline(always)]
+    fn word(&mut self, old: u16, new: u16) {
+        self.0 += (!old) as u32 + new as u32;
+    }
+    #[inline(always)]
+    fn dword(&mut self, old: u32, new: u32) {
+        self.word((old >> 16) as u16, (new >> 16) as u16);
+        self.word(old as u16, new as u16);
+    }
+    fn finish(self) -> u16 {
+        let mut x = self.0;
+        while x > 0xffff {
+            x = (x & 0xffff) + (x >> 16);
+        }
+        !(x as u16)
+    }
+}
+
+#[inline(always)]
+fn get16(b: &[u8], o: usize) -> u16 {
+    u16::from_be_bytes([b[o], b[o + 1]])
+}
+
+#[inline(always)]
+fn get32(b: &[u8], o: usize) -> u32 {
+    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+/// The IPv4 path of [`translate`]: one length check up front (the offsets come from
+/// `parse_frame`, which validated them), then every change (addresses, ports, TTL) folded into
+/// one incremental update per checksum.
+fn translate_v4(
+    frame: &mut [u8],
+    p: &Parsed,
+    new_src: Option<(u32, u16)>,
+    new_dst: Option<(u32, u16)>,
+) -> Result<(), DropReason> {
+    let (ip, l4) = (p.l2_len, p.l4_off);
+    let csum = match p.proto {
+        6 => l4 + 16,
+        17 => l4 + 6,
+        _ => return Err(DropReason::NoService),
+    };
+    if l4 < ip + 20 || frame.len() < csum + 2 || frame.len() < p.l3_end {
+        return Err(DropReason::Malformed(Malformed::Ipv4BadLength));
+    }
+    let udp_no_checksum = p.proto == 17 && get16(frame, csum) == 0;
+    let mut ip_sum = Delta::start(get16(frame, ip + 10));
+    let mut l4_sum = Delta::start(get16(frame, csum));
+    for (change, addr_off, port_off) in [(new_src, ip + 12, l4), (new_dst, ip + 16, l4 + 2)] {
+        if let Some((a, port)) = change {
+            let old = get32(frame, addr_off);
+            ip_sum.dword(old, a);
+            l4_sum.dword(old, a);
+            frame[addr_off..addr_off + 4].copy_from_slice(&a.to_be_bytes());
+            l4_sum.word(get16(frame, port_off), port);
+            frame[port_off..port_off + 2].copy_from_slice(&port.to_be_bytes());
+        }
+    }
+    // TTL shares its 16-bit word with the protocol number.
+    let old_ttl_word = get16(frame, ip + 8);
+    frame[ip + 8] -= 1;
+    ip_sum.word(old_ttl_word, get16(frame, ip + 8));
+    frame[ip + 10..ip + 12].copy_from_slice(&ip_sum.finish().to_be_bytes());
+    if !udp_no_checksum {
+        let mut c = l4_sum.finish();
+        if p.proto == 17 && c == 0 {
+            c = 0xffff;
+        }
+        frame[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
     }
     Ok(())
 }
