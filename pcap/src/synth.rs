@@ -329,11 +329,16 @@ pub fn sample_capture() -> Vec<(u64, Vec<u8>)> {
 /// (a SYN, then ACKs carrying 6 bytes, 64-byte frames), flows interleaved so consecutive
 /// frames belong to different flows, one microsecond apart.
 pub fn bench_capture(flows: u32, per_flow: u32) -> Vec<(u64, Vec<u8>)> {
+    bench_capture_from(0, flows, per_flow)
+}
+
+/// [`bench_capture`] for flows `first..first + flows` (disjoint sets for separate queues).
+pub fn bench_capture_from(first: u32, flows: u32, per_flow: u32) -> Vec<(u64, Vec<u8>)> {
     use example::*;
     let t0 = 1_767_225_600_000_000_000u64;
     let mut out = Vec::with_capacity((flows * per_flow) as usize);
     for k in 0..per_flow {
-        for i in 0..flows {
+        for i in first..first + flows {
             let src = Ipv4Addr::from(0x0a40_0000u32 + i);
             let b = FrameBuilder::new(
                 CLIENT_GW_MAC,

@@ -1,7 +1,7 @@
 //! Writes the committed capture fixtures from `pcap::synth`:
 //!   `cargo run -p pcap --bin make-fixtures -- <repo root>`
 //! or a throughput capture of N flows with K frames each (not committed; benches make it):
-//!   `cargo run -p pcap --bin make-fixtures -- --bench N K OUT.pcap`
+//!   `cargo run -p pcap --bin make-fixtures -- --bench N K OUT.pcap [FIRST_FLOW]`
 use std::path::Path;
 
 fn write(path: &Path, frames: &[(u64, Vec<u8>)]) {
@@ -13,11 +13,18 @@ fn write(path: &Path, frames: &[(u64, Vec<u8>)]) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--bench") {
-        let usage = "usage: make-fixtures --bench FLOWS FRAMES_PER_FLOW OUT.pcap";
+        let usage = "usage: make-fixtures --bench FLOWS FRAMES_PER_FLOW OUT.pcap [FIRST_FLOW]";
         let flows: u32 = args.get(1).and_then(|s| s.parse().ok()).expect(usage);
         let per: u32 = args.get(2).and_then(|s| s.parse().ok()).expect(usage);
         let out = args.get(3).expect(usage);
-        write(Path::new(out), &pcap::synth::bench_capture(flows, per));
+        let first: u32 = args
+            .get(4)
+            .map_or(Some(0), |s| s.parse().ok())
+            .expect(usage);
+        write(
+            Path::new(out),
+            &pcap::synth::bench_capture_from(first, flows, per),
+        );
         return;
     }
     let root = Path::new(args.first().map(String::as_str).unwrap_or("."));
