@@ -59,6 +59,9 @@ for w in $workers; do
 mac = "02:00:00:00:00:01"
 ipv4 = "192.0.2.1"
 gateway_mac = "02:00:00:00:00:fe"
+# SNAT needs a free source port per flow and backend: give it the whole range, so FLOWS
+# flows to three backends fit (the default range stops at 32767, below Linux's ephemeral ports).
+snat_ports = [1024, 65535]
 [conntrack]
 capacity = $(( per + 1024 ))
 [[service]]
@@ -102,7 +105,7 @@ for line in open(sys.argv[6]):
         if f[2].startswith("cache-misses"): miss = f"{float(f[0]) / max(s['packets_in'], 1):.2f}"
 print(f"{mode},{w},{flows},{pps:.0f},{ref:.0f},{pps / ref if ref else 0:.4f},{s['conntrack']['active']},{cyc},{miss}")
 PY
-    tail -1 "$out/results.csv" | awk -F, '{ printf "%-6s %7s %14\047d %14\047d %7.3f %10\047d\n", $1, $2, $4, $5, $6, $7 }'
+    tail -1 "$out/results.csv" | awk -F, '{ printf "%-6s %7s %14d %14d %7.3f %10d\n", $1, $2, $4, $5, $6, $7 }'
   done
 done
 [ "$perf_ok" = 1 ] || echo "perf stat: no hardware counters on this machine, so no cycles or cache misses per packet"

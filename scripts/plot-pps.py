@@ -13,7 +13,7 @@ series += [(f"testpmd macswap, {w} core{'s' if w > 1 else ''}", w, "testpmd_pps"
 colours = ["#1f77b4", "#4a9fd8", "#9a9a9a", "#c8c8c8"]
 value = {(r["mode"], int(r["workers"]), k): float(r[k]) for r in rows for k in ("sluice_pps", "testpmd_pps")}
 top = max(value.values()) * 1.1 or 1
-W, H, left, bottom, top_pad = 760, 420, 70, 60, 40
+W, H, left, bottom, top_pad = 860, 420, 70, 60, 40
 plot_w, plot_h = W - left - 20, H - bottom - top_pad
 group = plot_w / max(len(modes), 1)
 bar = group * 0.8 / len(series)
@@ -36,7 +36,7 @@ for gi, m in enumerate(modes):
         out.append(f'<rect x="{x:.1f}" y="{top_pad + plot_h - h:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" fill="{colours[si % len(colours)]}"><title>{name}, {m}: {v:,.0f} packets/s</title></rect>')
     out.append(f'<text x="{left + gi * group + group / 2:.1f}" y="{top_pad + plot_h + 18}" text-anchor="middle">{m}</text>')
 for si, (name, _, _) in enumerate(series):
-    x = left + si * 170
+    x = left + si * 190
     out.append(f'<rect x="{x}" y="{H - 22}" width="12" height="12" fill="{colours[si % len(colours)]}"/><text x="{x + 16}" y="{H - 12}">{name}</text>')
 out.append("</svg>")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
