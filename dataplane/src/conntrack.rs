@@ -1,8 +1,10 @@
 //! Per-worker connection tracking.
 //!
 //! Flows live densely in a slab (freed slots are reused first, so live flows stay packed), and
-//! a hashbrown `HashTable` of 4-byte slot ids indexes them by key; a second one indexes NAT and
-//! SNAT flows by their reply tuple. Everything is reserved at full capacity up front, so
+//! a [`FlowIndex`] of slot ids (64-byte buckets, prefetchable) indexes them by key; a second one
+//! indexes NAT and SNAT flows by their reply tuple. The worker prefetches index buckets and
+//! then flow slots for a whole burst before processing it, so the two memory accesses of
+//! each lookup overlap across packets instead of following one another. Everything is reserved at full capacity up front, so
 //! inserting never allocates, and a large reserved capacity no longer scatters a few live flows
 //! over a large, cache-cold table (docs/performance.md has the measurement). Every live slot
 //! also sits once in a fixed-size ring, which is walked a few entries per burst (CLOCK
@@ -15,8 +17,8 @@
 //! Maglev table: that is what keeps established connections in place when backends change.
 
 use crate::fasthash::FastBuildHasher;
+use crate::flowindex::{prefetch_read, FlowIndex};
 use config::Conntrack as Timeouts;
-use hashbrown::HashTable;
 use packet::{FlowKey, MacAddr};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -83,11 +85,12 @@ struct Slot {
 }
 
 pub struct ConnTrack {
-    /// Forward key -> slot id. Buckets are 4 bytes, so even a large, mostly empty table is
-    /// compact; the flows themselves live densely in `slots`.
-    index: HashTable<u32>,
+    /// Forward key -> slot id, in 64-byte buckets of eight ids, so a large, mostly empty
+    /// table stays compact and a lookup's first line can be prefetched; the flows themselves
+    /// live densely in `slots`.
+    index: FlowIndex,
     /// Reply key -> slot id, for NAT and SNAT replies.
-    replies: HashTable<u32>,
+    replies: FlowIndex,
     /// Flows, packed at the front: freed slots are reused before the slab grows.
     slots: Vec<Slot>,
     /// Free slot ids.
@@ -111,8 +114,8 @@ impl ConnTrack {
         let cap = t.capacity.max(1);
         let s = 1_000_000_000u64;
         ConnTrack {
-            index: HashTable::with_capacity(cap),
-            replies: HashTable::with_capacity(cap),
+            index: FlowIndex::with_capacity(cap),
+            replies: FlowIndex::with_capacity(cap),
             slots: Vec::with_capacity(cap),
             free: Vec::with_capacity(cap),
             ring: VecDeque::with_capacity(cap),
@@ -149,26 +152,50 @@ impl ConnTrack {
         now.saturating_sub(f.last_seen_ns) > self.timeout(f.state)
     }
 
+    /// The hash the index files `key` under.
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        hash_key(&self.hasher, key)
+    }
+
+    /// Starts loading the index bucket a lookup of `hash` reads (burst stage one).
+    #[inline]
+    pub fn prefetch_index(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Starts loading the slot of the first index entry whose tag matches `hash` (burst stage
+    /// two). It compares tags only: comparing the key would read the very slot being
+    /// prefetched and stall on it. A tag collision (about 1 in 8,000 per entry) merely wastes
+    /// the prefetch; the lookup itself probes again, since an earlier packet of the same
+    /// burst may have inserted or evicted in between.
+    #[inline]
+    pub fn prefetch_flow(&self, hash: u64) {
+        let slots = &self.slots;
+        self.index.find(hash, |i| {
+            if let Some(s) = slots.get(i as usize) {
+                prefetch_read(s as *const Slot as *const u8);
+            }
+            true
+        });
+    }
+
     /// The slot id tracking `key`, if any.
     #[inline]
     fn find(&self, key: &FlowKey) -> Option<u32> {
         let slots = &self.slots;
-        self.index
-            .find(hash_key(&self.hasher, key), |&i| {
-                slots[i as usize].key == *key
-            })
-            .copied()
+        self.index.find(hash_key(&self.hasher, key), |i| {
+            slots[i as usize].key == *key
+        })
     }
 
     /// The slot id whose reply key is `reply`, if any.
     #[inline]
     fn find_reply(&self, reply: &FlowKey) -> Option<u32> {
         let slots = &self.slots;
-        self.replies
-            .find(hash_key(&self.hasher, reply), |&i| {
-                slots[i as usize].flow.reply_key.as_ref() == Some(reply)
-            })
-            .copied()
+        self.replies.find(hash_key(&self.hasher, reply), |i| {
+            slots[i as usize].flow.reply_key.as_ref() == Some(reply)
+        })
     }
 
     /// Looks up a live flow and refreshes it with the packet's TCP flags. An entry idle past
@@ -232,24 +259,13 @@ impl ConnTrack {
 
     fn index_reply(&mut self, id: u32) {
         if let Some(r) = self.slots[id as usize].flow.reply_key {
-            let (slots, hasher) = (&self.slots, &self.hasher);
-            self.replies.insert_unique(hash_key(hasher, &r), id, |&i| {
-                slots[i as usize]
-                    .flow
-                    .reply_key
-                    .map_or(0, |k| hash_key(hasher, &k))
-            });
+            self.replies.insert(hash_key(&self.hasher, &r), id);
         }
     }
 
     fn unindex_reply(&mut self, id: u32) {
         if let Some(r) = self.slots[id as usize].flow.reply_key {
-            if let Ok(e) = self
-                .replies
-                .find_entry(hash_key(&self.hasher, &r), |&i| i == id)
-            {
-                e.remove();
-            }
+            self.replies.remove(hash_key(&self.hasher, &r), id);
         }
     }
 
@@ -274,10 +290,7 @@ impl ConnTrack {
                     (self.slots.len() - 1) as u32
                 }
             };
-            let (slots, hasher) = (&self.slots, &self.hasher);
-            self.index.insert_unique(hash_key(hasher, &key), id, |&i| {
-                hash_key(hasher, &slots[i as usize].key)
-            });
+            self.index.insert(hash_key(&self.hasher, &key), id);
             self.index_reply(id);
             self.ring.push_back(id);
         }
@@ -288,12 +301,7 @@ impl ConnTrack {
     fn remove(&mut self, id: u32) {
         self.unindex_reply(id);
         let key = self.slots[id as usize].key;
-        if let Ok(e) = self
-            .index
-            .find_entry(hash_key(&self.hasher, &key), |&i| i == id)
-        {
-            e.remove();
-        }
+        self.index.remove(hash_key(&self.hasher, &key), id);
         self.free.push(id);
     }
 

@@ -8,6 +8,7 @@ pub mod conntrack;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod fasthash;
+pub mod flowindex;
 pub mod forward;
 pub mod maglev;
 pub mod port;
