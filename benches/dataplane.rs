@@ -78,6 +78,7 @@ fn conntrack(c: &mut Criterion) {
     let flow = Flow {
         service: 0,
         backend: 0,
+        generation: 0,
         backend_addr: "10.1.0.1:8080".parse().unwrap(),
         backend_mac: NODE,
         snat_port: 0,

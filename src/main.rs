@@ -1,10 +1,12 @@
 //! The sluice daemon and tools. `sluice run` is the daemon; `sluice replay` runs a capture
 //! through the data path; `sluice check` validates a configuration.
 
+mod daemon;
 mod replay;
 mod report;
-#[cfg(feature = "dpdk")]
 mod run;
+#[cfg(feature = "dpdk")]
+mod run_dpdk;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -128,23 +130,36 @@ fn main() -> ExitCode {
             };
             replay::replay(&opts).and_then(|report| finish(&report, stats.as_deref(), quiet))
         }
-        #[cfg(feature = "dpdk")]
-        Command::Run { config, stats, duration, idle_exit, progress, quiet } => {
-            let secs = |v: Option<f64>, flag: &str| -> Result<Option<std::time::Duration>, String> {
-                match v {
-                    Some(s) if !(s.is_finite() && s > 0.0) => Err(format!("{flag} takes a positive number of seconds (got {s})")),
-                    Some(s) => Ok(Some(std::time::Duration::from_secs_f64(s))),
-                    None => Ok(None),
-                }
-            };
+        Command::Run {
+            config,
+            stats,
+            duration,
+            idle_exit,
+            progress,
+            quiet,
+        } => {
+            let secs =
+                |v: Option<f64>, flag: &str| -> Result<Option<std::time::Duration>, String> {
+                    match v {
+                        Some(s) if !(s.is_finite() && s > 0.0) => Err(format!(
+                            "{flag} takes a positive number of seconds (got {s})"
+                        )),
+                        Some(s) => Ok(Some(std::time::Duration::from_secs_f64(s))),
+                        None => Ok(None),
+                    }
+                };
             (|| {
-                let opts = run::RunOptions { config, duration: secs(duration, "--duration")?, idle_exit: secs(idle_exit, "--idle-exit")?, progress: secs(progress, "--progress")?, quiet };
+                let opts = run::RunOptions {
+                    config,
+                    duration: secs(duration, "--duration")?,
+                    idle_exit: secs(idle_exit, "--idle-exit")?,
+                    progress: secs(progress, "--progress")?,
+                    quiet,
+                };
                 let report = run::run(&opts)?;
                 finish(&report, stats.as_deref(), quiet)
             })()
         }
-        #[cfg(not(feature = "dpdk"))]
-        Command::Run { .. } => Err("this sluice was built without DPDK support (the `dpdk` feature); rebuild with default features and libdpdk-dev installed".into()),
         Command::Check { config } => config::Config::load(&config)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {

@@ -52,7 +52,7 @@ impl Report {
                 backends.push(row.clone());
                 list.push(row);
             }
-            services.push(json!({"name": svc.name, "vip": svc.vip.to_string(), "protocol": if svc.proto == 6 {"tcp"} else {"udp"}, "forwarding": svc.forwarding.name(), "table_size": svc.table.size(), "backends": list}));
+            services.push(json!({"name": svc.name, "vip": svc.vip.to_string(), "protocol": if svc.proto == 6 {"tcp"} else {"udp"}, "forwarding": svc.forwarding.name(), "table_size": svc.table_size, "backends": list}));
         }
         let c = &self.conntrack;
         let mut doc = json!({

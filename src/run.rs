@@ -1,21 +1,18 @@
-//! `sluice run`: the daemon. Initialises the port driver from `[dataplane]`, starts one worker
-//! thread per configured core (pinned, each owning one RX/TX queue pair and its own conntrack),
-//! and runs until SIGINT/SIGTERM (or `--duration` / `--idle-exit`), then stops the workers,
-//! drains the hand-off rings, stops the port and reports. Control work (this thread) never runs
-//! a poll loop.
+//! `sluice run`: the daemon. Reads the configuration, starts the port driver `[dataplane]`
+//! names — `dpdk` (src/run_dpdk.rs) or `pcap` (here: a capture played in real time, for
+//! trying the control plane without NICs or privileges) — and serves the control plane from
+//! this thread until SIGINT/SIGTERM, `--duration` or `--idle-exit`. Control work never runs on
+//! a worker core.
 
+use crate::daemon::control::{self, ControlPlane};
 use crate::report::Report;
-use config::{Config, Driver};
+use config::{Config, Dataplane, Driver};
 use dataplane::conntrack::ConnTrackCounters;
-use dataplane::dpdk::{DpdkQueue, Eal, EthPort, Mbuf, Mempool};
-use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker, WorkerStats};
+use dataplane::{Bursts, MemPort, PacketBuf, Rings, Snapshot, Steering, Worker, WorkerStats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Capacity of each inter-core hand-off ring.
-const RING_CAPACITY: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -30,154 +27,44 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-/// The EAL arguments: the configured ones, plus a main lcore if none is given (the lowest
-/// core no worker uses, so control work stays off worker cores where the machine allows).
-fn eal_args(user: &[String], cores: &[usize]) -> Vec<String> {
-    let mut args = vec!["sluice".to_string()];
-    args.extend(user.iter().cloned());
-    let has_lcores = user
-        .iter()
-        .any(|a| a == "-l" || a == "-c" || a.starts_with("--lcores") || a.starts_with("-l"));
-    if !has_lcores {
-        let n = core_affinity::get_core_ids().map_or(1, |v| v.len()).max(1);
-        let main = (0..n).find(|c| !cores.contains(c)).unwrap_or(0);
-        args.push("-l".into());
-        args.push(main.to_string());
-    }
-    args
-}
-
 pub fn run(opts: &RunOptions) -> Result<Report, String> {
     let cfg = Config::load(&opts.config).map_err(|e| e.to_string())?;
-    let dp = cfg.dataplane.clone().ok_or_else(|| format!("{}: `sluice run` needs a [dataplane] section (driver, cores, and [dataplane.dpdk]); see README.md", opts.config.display()))?;
-    let Driver::Dpdk = dp.driver;
-    let dpdk = dp.dpdk.clone().ok_or("[dataplane.dpdk] is missing")?;
-    let available = core_affinity::get_core_ids().unwrap_or_default();
-    if let Some(c) = dp
-        .cores
-        .iter()
-        .find(|c| !available.iter().any(|a| a.id == **c))
-    {
-        return Err(format!(
-            "{}: dataplane.cores names core {c}, but this machine has cores 0 to {}",
-            opts.config.display(),
-            available.len().saturating_sub(1)
-        ));
+    let dp = cfg.dataplane.clone().ok_or_else(|| format!("{}: `sluice run` needs a [dataplane] section (driver, cores, and [dataplane.dpdk] or [dataplane.pcap]); see README.md", opts.config.display()))?;
+    match dp.driver {
+        #[cfg(feature = "dpdk")]
+        Driver::Dpdk => crate::run_dpdk::run(opts, cfg, dp),
+        #[cfg(not(feature = "dpdk"))]
+        Driver::Dpdk => Err("this sluice was built without DPDK support (the `dpdk` feature); rebuild with default features and libdpdk-dev installed, or use driver = \"pcap\"".into()),
+        Driver::Pcap => run_pcap(opts, cfg, dp),
     }
-    let snap =
-        Arc::new(Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?);
+}
+
+/// A flag SIGINT and SIGTERM set.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
+    Ok(stop)
+}
 
-    let eal = Arc::new(Eal::init(&eal_args(&dpdk.eal_args, &dp.cores))?);
-    let port_id = EthPort::find(&dpdk.port)?;
-    let n = dp.cores.len();
-    // One pool per NUMA socket that has a worker; each RX queue fills from its worker's.
-    let sockets: Vec<i32> = dp
-        .cores
-        .iter()
-        .map(|c| Mempool::socket_of_core(*c))
-        .collect();
-    let mut pools: Vec<(i32, Mempool)> = Vec::new();
-    for &s in &sockets {
-        if !pools.iter().any(|(ps, _)| *ps == s) {
-            pools.push((
-                s,
-                Mempool::create(&format!("sluice_mbufs_s{s}"), dpdk.mbufs, s)?,
-            ));
-        }
-    }
-    let queue_pools: Vec<&Mempool> = sockets
-        .iter()
-        .map(|s| pools.iter().find(|(ps, _)| ps == s).map(|(_, p)| p))
-        .collect::<Option<_>>()
-        .ok_or("no mbuf pool for a worker's socket")?;
-    let in_use = |pools: &[(i32, Mempool)]| pools.iter().map(|(_, p)| p.in_use()).sum::<u32>();
-    let port = EthPort::setup(
-        port_id,
-        dpdk.rx_descriptors,
-        dpdk.tx_descriptors,
-        &queue_pools,
-        &packet::rss::SYMMETRIC_KEY,
-    )?;
-    let tx_port = match &dpdk.tx_port {
-        Some(name) => Some(EthPort::setup(
-            EthPort::find(name)?,
-            dpdk.rx_descriptors,
-            dpdk.tx_descriptors,
-            &queue_pools,
-            &packet::rss::SYMMETRIC_KEY,
-        )?),
-        None => None,
-    };
-    let (link_up, speed) = port.link();
-    if !opts.quiet {
-        eprintln!(
-            "sluice: driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, link {}{}",
-            dpdk.port,
-            port.driver(),
-            port.mac(),
-            n,
-            dp.cores,
-            if port.info.rss_hf != 0 {
-                format!("on, redirection table of {}", port.info.reta_size)
-            } else {
-                "off (one queue, or a device without RSS)".into()
-            },
-            if link_up { "up" } else { "down" },
-            if speed > 0 {
-                format!(" at {speed} Mb/s")
-            } else {
-                String::new()
-            },
-        );
-    }
-    let baseline_in_use = in_use(&pools);
-    let steering =
-        Steering::new(n, cfg.node.snat_ports).with_reta_size(port.info.reta_size as usize);
-    let rings: Arc<Rings<Mbuf>> = Arc::new(Rings::new(n, RING_CAPACITY));
-    let received: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let start = Instant::now();
-    let mut handles = Vec::with_capacity(n);
-    for (i, &core) in dp.cores.iter().enumerate() {
-        let (snap, rings, stop, eal, received) = (
-            Arc::clone(&snap),
-            Arc::clone(&rings),
-            Arc::clone(&stop),
-            Arc::clone(&eal),
-            Arc::clone(&received),
-        );
-        let mut queue: DpdkQueue = port.queue(i as u16, tx_port.as_ref());
-        let h = std::thread::Builder::new()
-            .name(format!("sluice-worker-{i}"))
-            .spawn(move || -> Result<(Worker, DpdkQueue), String> {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                    return Err(format!("cannot pin worker {i} to core {core}"));
-                }
-                eal.register_thread()?;
-                let mut worker = Worker::new(i, steering, snap, false);
-                let mut bursts: Bursts<Mbuf> = Bursts::new();
-                while !stop.load(Ordering::Relaxed) {
-                    if worker.poll(&mut queue, &mut bursts, &rings) > 0 {
-                        received[i].store(worker.stats.packets_in, Ordering::Relaxed);
-                    }
-                }
-                eal.unregister_thread();
-                Ok((worker, queue))
-            })
-            .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
-        handles.push(h);
-    }
-
-    // Control loop: wait for a signal, the duration, or idleness.
+/// The daemon's main thread: serves the control plane every 50 ms and returns on a signal,
+/// the duration, idleness, or a worker that ended.
+pub fn main_loop(
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    received: &[AtomicU64],
+    finished: impl Fn() -> bool,
+    ctl: &mut ControlPlane,
+    start: Instant,
+) {
     let mut last_total = 0u64;
     let mut last_change = Instant::now();
     let mut last_progress = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        ctl.tick();
         let total: u64 = received.iter().map(|r| r.load(Ordering::Relaxed)).sum();
         if total != last_total {
             last_total = total;
@@ -185,7 +72,7 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
         }
         if opts.duration.is_some_and(|d| start.elapsed() >= d)
             || opts.idle_exit.is_some_and(|d| last_change.elapsed() >= d)
-            || handles.iter().any(|h| h.is_finished())
+            || finished()
         {
             break;
         }
@@ -202,93 +89,141 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    let mut workers = Vec::with_capacity(n);
-    let mut queues = Vec::with_capacity(n);
-    let mut failure = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok((w, q))) => {
-                workers.push(w);
-                queues.push(q);
-            }
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some("a worker thread panicked".into()),
-        }
-    }
-    // Frames still in hand-off rings when the workers stopped.
-    let mut stranded = 0u64;
-    for w in 0..n {
-        while let Some(m) = rings.pop(w) {
-            drop(m);
-            stranded += 1;
-        }
-    }
-    let port_counters = port.counters();
-    let tx_counters = tx_port.as_ref().map(|t| t.counters());
-    port.stop();
-    if let Some(t) = &tx_port {
-        t.stop();
-    }
-    let end_in_use = in_use(&pools);
-    if let Some(e) = failure {
-        return Err(e);
-    }
+}
 
-    let mut stats = WorkerStats::new(&snap.backend_counts());
-    let mut conntrack = ConnTrackCounters::default();
-    let mut active_flows = 0;
-    for w in &workers {
-        stats.merge(&w.stats);
-        conntrack.merge(&w.ct.counters);
-        active_flows += w.ct.len();
+/// The `pcap` driver: one worker plays the input capture in real time (scaled by `speed`)
+/// through the `mem` port; what it transmits is written to the output capture at exit, with
+/// the time it was sent. Reading and writing files allocate, so this driver is for trying
+/// sluice and for tests, not for forwarding at speed.
+fn run_pcap(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, String> {
+    let pc = dp.pcap.clone().ok_or("[dataplane.pcap] is missing")?;
+    let file = std::fs::File::open(&pc.input).map_err(|e| {
+        format!(
+            "dataplane.pcap.input: cannot open {}: {e}",
+            pc.input.display()
+        )
+    })?;
+    let frames = pcap::read_all(std::io::BufReader::new(file))
+        .map_err(|e| format!("dataplane.pcap.input: {}: {e}", pc.input.display()))?;
+    let out_file = std::fs::File::create(&pc.output).map_err(|e| {
+        format!(
+            "dataplane.pcap.output: cannot create {}: {e}",
+            pc.output.display()
+        )
+    })?;
+    let snap = Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?;
+    let stop = stop_on_signals()?;
+    let (mut ctl, mut links) =
+        control::start(&cfg, &opts.config, "pcap", snap.clone(), 1, opts.quiet)?;
+    let link = links.pop().ok_or("no worker link")?;
+    if !opts.quiet {
+        eprintln!(
+            "sluice: driver pcap, {} frames from {} at {}x real time, 1 worker on core {}",
+            frames.len(),
+            pc.input.display(),
+            pc.speed,
+            dp.cores[0]
+        );
     }
-    let tx_full: u64 = queues.iter().map(|q| q.tx_full).sum();
-    let oversize: u64 = queues.iter().map(|q| q.oversize).sum();
-    stats.drops[DropReason::TxFull.index()] += tx_full;
-    stats.drops[DropReason::Oversize.index()] += oversize;
-    stats.drops[DropReason::Shutdown.index()] += stranded;
-    stats.packets_in += oversize;
-    // Frames counted out by the workers that the device refused are not out.
-    stats.packets_out -= tx_full.min(stats.packets_out);
-    let mut extra = serde_json::Map::new();
-    extra.insert("driver".into(), "dpdk".into());
-    extra.insert(
-        "port".into(),
-        serde_json::json!({
-            "name": dpdk.port, "driver": port.driver(), "mac": port.mac().to_string(), "queues": n,
-            "rss": port.info.rss_hf != 0, "reta_size": port.info.reta_size,
-            "rx_packets": port_counters.rx_packets, "tx_packets": port_counters.tx_packets,
-            "rx_missed": port_counters.rx_missed, "rx_errors": port_counters.rx_errors,
-            "tx_errors": port_counters.tx_errors, "rx_no_mbuf": port_counters.rx_no_mbuf,
-        }),
+    let received: Arc<Vec<AtomicU64>> = Arc::new(vec![AtomicU64::new(0)]);
+    let start = Instant::now();
+    let core = dp.cores[0];
+    let speed = pc.speed as u64;
+    let handle = {
+        let (stop, received, snap) = (Arc::clone(&stop), Arc::clone(&received), Arc::new(snap));
+        std::thread::Builder::new()
+            .name("sluice-worker-0".into())
+            .spawn(move || -> (Worker, Vec<(u64, Vec<u8>)>, u64) {
+                // Pinning is best effort here: the driver is not for speed.
+                let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                let steering = Steering::new(1, snap.node.snat_ports);
+                let mut worker = Worker::new(0, steering, snap, false);
+                let mut port = MemPort::new(false);
+                let mut bursts: Bursts<PacketBuf> = Bursts::new();
+                let rings: Rings<PacketBuf> = Rings::new(1, 64);
+                let t0 = frames.first().map_or(0, |f| f.0);
+                let mut next = 0;
+                let mut out = Vec::new();
+                let mut oversize = 0;
+                let began = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let real = began.elapsed().as_nanos() as u64;
+                    let due = real * speed;
+                    // The data path runs on the real clock, so flows expire in real time.
+                    port.clock = Some(real);
+                    let mut fed = 0;
+                    while next < frames.len()
+                        && frames[next].0.saturating_sub(t0) <= due
+                        && fed < 32
+                    {
+                        if !port.inject(&frames[next].1, real, next as u64) {
+                            oversize += 1;
+                        }
+                        next += 1;
+                        fed += 1;
+                    }
+                    let n = worker.poll(&mut port, &mut bursts, &rings);
+                    for f in port.tx.drain(..) {
+                        out.push((
+                            began.elapsed().as_nanos() as u64,
+                            dataplane::Frame::data(&f).to_vec(),
+                        ));
+                        port.pool.push(f);
+                    }
+                    received[0].store(worker.stats.packets_in, Ordering::Relaxed);
+                    link.between_bursts(&mut worker);
+                    if n == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                (worker, out, oversize)
+            })
+            .map_err(|e| format!("cannot start the worker thread: {e}"))?
+    };
+    main_loop(
+        opts,
+        &stop,
+        &received,
+        || handle.is_finished(),
+        &mut ctl,
+        start,
     );
-    if let (Some(name), Some(t), Some(c)) = (&dpdk.tx_port, &tx_port, tx_counters) {
-        extra.insert("tx_port".into(), serde_json::json!({"name": name, "driver": t.driver(), "tx_packets": c.tx_packets, "tx_errors": c.tx_errors}));
+    let (mut worker, out, oversize) = handle.join().map_err(|_| "the worker thread panicked")?;
+    let elapsed = start.elapsed();
+    let snap = ctl.latest();
+    worker.set_snapshot(Arc::clone(&snap));
+    ctl.shutdown();
+    let mut w = pcap::PcapWriter::new(std::io::BufWriter::new(out_file), true)
+        .map_err(|e| format!("dataplane.pcap.output: {e}"))?;
+    for (ts, f) in &out {
+        w.write(*ts, f)
+            .map_err(|e| format!("dataplane.pcap.output: {e}"))?;
     }
-    extra.insert("mempool".into(), serde_json::json!({"pools": pools.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "size_per_pool": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use}));
-    extra.insert("cores".into(), serde_json::json!(dp.cores));
-    let sent_by_device = tx_counters.map_or(port_counters.tx_packets, |c| c.tx_packets);
-    let notes = vec![format!(
-        "port {}: {} received; {} sent by {}; packet buffers in use {} at start, {} at end",
-        dpdk.port,
-        port_counters.rx_packets,
-        sent_by_device,
-        dpdk.tx_port.as_deref().unwrap_or(&dpdk.port),
-        baseline_in_use,
-        end_in_use
-    )];
+    w.flush()
+        .map_err(|e| format!("dataplane.pcap.output: {e}"))?;
+    let mut stats = WorkerStats::new(&snap.backend_counts());
+    stats.merge(&worker.stats);
+    stats.drops[dataplane::DropReason::Oversize.index()] += oversize;
+    stats.packets_in += oversize;
+    let mut conntrack = ConnTrackCounters::default();
+    conntrack.merge(&worker.ct.counters);
+    let mut extra = serde_json::Map::new();
+    extra.insert("driver".into(), "pcap".into());
     Ok(Report {
         snapshot: snap,
-        workers: n,
+        workers: 1,
         frames_read: stats.packets_in,
         stats,
         conntrack,
-        active_flows,
+        active_flows: worker.ct.len(),
         conntrack_capacity: cfg.conntrack.capacity,
         elapsed,
         extra,
-        notes,
+        notes: vec![format!(
+            "{} frames written to {}",
+            out.len(),
+            pc.output.display()
+        )],
         verb: "processed",
     })
 }

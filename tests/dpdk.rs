@@ -26,7 +26,13 @@ fn dataplane_section(cores: &[usize], eal: &[String], port: &str, tx_port: Optio
     if let Some(t) = tx_port {
         s += &format!("tx_port = \"{t}\"\n");
     }
-    s
+    // Each daemon its own control socket: the tests run side by side.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    s + &format!(
+        "\n[control]\nsocket = \"/tmp/sluice-dpdk-test-{}-{n}.sock\"\n",
+        std::process::id()
+    )
 }
 
 fn run_daemon(

@@ -98,6 +98,89 @@ pub struct Service {
     pub table_size: u32,
     pub gue_port: u16,
     pub backends: Vec<Backend>,
+    /// Health checking of the backends; `None` treats every backend as up.
+    pub health: Option<HealthCheck>,
+    /// What new flows do when every backend that is not drained or disabled is down.
+    pub all_down: AllDown,
+}
+
+/// The policy when every eligible backend of a service is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllDown {
+    /// Drop new flows (counted as `no_backend`); tracked flows continue.
+    Drop,
+    /// Ignore health and balance new flows over every eligible backend (fail open).
+    All,
+}
+
+impl AllDown {
+    pub fn name(self) -> &'static str {
+        match self {
+            AllDown::Drop => "drop",
+            AllDown::All => "all",
+        }
+    }
+}
+
+/// How a backend's health is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connect to the backend address.
+    Tcp,
+    /// An HTTP/1.1 GET of `path`; healthy when the status is in one of `status` (inclusive
+    /// ranges) and, if given, the body contains `body`.
+    Http {
+        path: String,
+        status: Vec<(u16, u16)>,
+        body: Option<String>,
+        host: Option<String>,
+    },
+}
+
+/// A service's health check (times in milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a backend up.
+    pub rise: u32,
+    /// Consecutive failures that take it down.
+    pub fall: u32,
+    /// Up to this many milliseconds added at random to each interval, so checks of many
+    /// backends do not fire together.
+    pub jitter_ms: u64,
+    /// Where checks connect; the backend address when `None` (a different port is common for
+    /// DSR backends whose service port answers only on the VIP).
+    pub port: Option<u16>,
+}
+
+/// The control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub socket: std::path::PathBuf,
+    /// A group whose members may also use the socket (mode 0660 instead of 0600).
+    pub group: Option<String>,
+    /// How long a drained backend's tracked flows may continue before they are moved, and
+    /// how long `backend remove` (without --force) waits for them, in seconds.
+    pub drain_timeout_s: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: "/run/sluice/control.sock".into(),
+            group: None,
+            drain_timeout_s: 300,
+        }
+    }
+}
+
+/// The Prometheus text endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    pub listen: SocketAddr,
 }
 
 /// Connection tracking sizing and timeouts (seconds).
@@ -129,6 +212,28 @@ impl Default for Conntrack {
 pub enum Driver {
     /// Any DPDK ethdev: a NIC or SR-IOV VF bound to vfio-pci, or a virtual device.
     Dpdk,
+    /// A capture file played in real time (each frame at its timestamp's offset from the
+    /// first), output written to a capture at exit: a daemon without privileges or NICs, for
+    /// trying the control plane and for tests.
+    Pcap,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Dpdk => "dpdk",
+            Driver::Pcap => "pcap",
+        }
+    }
+}
+
+/// Settings of the `pcap` driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcapDriver {
+    pub input: std::path::PathBuf,
+    pub output: std::path::PathBuf,
+    /// Play the input this many times faster than captured (1 = real time).
+    pub speed: u32,
 }
 
 /// DPDK settings.
@@ -153,6 +258,7 @@ pub struct Dataplane {
     /// CPU cores for workers, one worker (and one RX/TX queue pair) per core.
     pub cores: Vec<usize>,
     pub dpdk: Option<Dpdk>,
+    pub pcap: Option<PcapDriver>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +268,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Present when the file has a `[dataplane]` section (needed by `sluice run`).
     pub dataplane: Option<Dataplane>,
+    pub control: Control,
+    pub metrics: Option<Metrics>,
 }
 
 /// A configuration error: where, what, and what to do.
@@ -208,6 +316,47 @@ struct RawConfig {
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
     dataplane: Option<Spanned<RawDataplane>>,
+    control: Option<Spanned<RawControl>>,
+    metrics: Option<Spanned<RawMetrics>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    interval: Option<Spanned<f64>>,
+    timeout: Option<Spanned<f64>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+    jitter: Option<Spanned<f64>>,
+    port: Option<Spanned<u16>>,
+    path: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    status: Option<Spanned<Vec<String>>>,
+    body: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPcapDriver {
+    input: Spanned<String>,
+    output: Spanned<String>,
+    speed: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +365,7 @@ struct RawDataplane {
     driver: Spanned<Driver>,
     cores: Spanned<Vec<usize>>,
     dpdk: Option<Spanned<RawDpdk>>,
+    pcap: Option<Spanned<RawPcapDriver>>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +409,8 @@ struct RawService {
     forwarding: Spanned<Forwarding>,
     table_size: Option<Spanned<u64>>,
     gue_port: Option<Spanned<u16>>,
+    health: Option<Spanned<RawHealth>>,
+    all_down: Option<Spanned<AllDown>>,
     #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
 }
@@ -340,6 +492,111 @@ impl Config {
         Config::from_toml(&src, Some(&name))
     }
 
+    /// The configuration as TOML that [`Config::from_toml`] reads back to an equal `Config`.
+    /// The control socket validates a changed configuration by writing it and reading it
+    /// back, so operator changes pass exactly the checks a file does.
+    pub fn to_toml(&self) -> String {
+        use std::fmt::Write;
+        let q = |v: &str| toml::Value::String(v.to_string()).to_string();
+        let mut o = String::new();
+        let n = &self.node;
+        let _ = writeln!(
+            o,
+            "[node]\nmac = {}\ngateway_mac = {}",
+            q(&n.mac.to_string()),
+            q(&n.gateway_mac.to_string())
+        );
+        if let Some(a) = n.ipv4 {
+            let _ = writeln!(o, "ipv4 = {}", q(&a.to_string()));
+        }
+        if let Some(a) = n.ipv6 {
+            let _ = writeln!(o, "ipv6 = {}", q(&a.to_string()));
+        }
+        let _ = writeln!(o, "snat_ports = [{}, {}]", n.snat_ports.0, n.snat_ports.1);
+        let c = &self.conntrack;
+        let _ = writeln!(o, "\n[conntrack]\ncapacity = {}\ntcp_syn_timeout = {}\ntcp_established_timeout = {}\ntcp_closing_timeout = {}\nudp_timeout = {}",
+            c.capacity, c.tcp_syn_timeout, c.tcp_established_timeout, c.tcp_closing_timeout, c.udp_timeout);
+        let ctl = &self.control;
+        let _ = writeln!(
+            o,
+            "\n[control]\nsocket = {}\ndrain_timeout = {}",
+            q(&ctl.socket.to_string_lossy()),
+            ctl.drain_timeout_s
+        );
+        if let Some(g) = &ctl.group {
+            let _ = writeln!(o, "group = {}", q(g));
+        }
+        if let Some(m) = &self.metrics {
+            let _ = writeln!(o, "\n[metrics]\nlisten = {}", q(&m.listen.to_string()));
+        }
+        if let Some(d) = &self.dataplane {
+            let cores: Vec<String> = d.cores.iter().map(|c| c.to_string()).collect();
+            let _ = writeln!(
+                o,
+                "\n[dataplane]\ndriver = {}\ncores = [{}]",
+                q(d.driver.name()),
+                cores.join(", ")
+            );
+            if let Some(x) = &d.dpdk {
+                let args: Vec<String> = x.eal_args.iter().map(|a| q(a)).collect();
+                let _ = writeln!(o, "\n[dataplane.dpdk]\neal_args = [{}]\nport = {}\nmbufs = {}\nrx_descriptors = {}\ntx_descriptors = {}",
+                    args.join(", "), q(&x.port), x.mbufs, x.rx_descriptors, x.tx_descriptors);
+                if let Some(t) = &x.tx_port {
+                    let _ = writeln!(o, "tx_port = {}", q(t));
+                }
+            }
+            if let Some(x) = &d.pcap {
+                let _ = writeln!(
+                    o,
+                    "\n[dataplane.pcap]\ninput = {}\noutput = {}\nspeed = {}",
+                    q(&x.input.to_string_lossy()),
+                    q(&x.output.to_string_lossy()),
+                    x.speed
+                );
+            }
+        }
+        for s in &self.services {
+            let _ = writeln!(o, "\n[[service]]\nname = {}\nvip = {}\nprotocol = {}\nforwarding = {}\ntable_size = {}\ngue_port = {}\nall_down = {}",
+                q(&s.name), q(&s.vip.to_string()), q(s.protocol.name()), q(s.forwarding.name()), s.table_size, s.gue_port, q(s.all_down.name()));
+            if let Some(h) = &s.health {
+                let secs = |ms: u64| format!("{:?}", ms as f64 / 1000.0);
+                let _ = writeln!(o, "\n[service.health]\ntype = {}\ninterval = {}\ntimeout = {}\nrise = {}\nfall = {}\njitter = {}",
+                    q(match h.kind { CheckKind::Tcp => "tcp", CheckKind::Http { .. } => "http" }),
+                    secs(h.interval_ms), secs(h.timeout_ms), h.rise, h.fall, secs(h.jitter_ms));
+                if let Some(p) = h.port {
+                    let _ = writeln!(o, "port = {p}");
+                }
+                if let CheckKind::Http {
+                    path,
+                    status,
+                    body,
+                    host,
+                } = &h.kind
+                {
+                    let st: Vec<String> =
+                        status.iter().map(|(a, b)| q(&format!("{a}-{b}"))).collect();
+                    let _ = writeln!(o, "path = {}\nstatus = [{}]", q(path), st.join(", "));
+                    if let Some(b) = body {
+                        let _ = writeln!(o, "body = {}", q(b));
+                    }
+                    if let Some(hv) = host {
+                        let _ = writeln!(o, "host = {}", q(hv));
+                    }
+                }
+            }
+            for b in &s.backends {
+                let _ = writeln!(
+                    o,
+                    "\n[[service.backend]]\naddress = {}\nmac = {}\nweight = {}",
+                    q(&b.address.to_string()),
+                    q(&b.mac.to_string()),
+                    b.weight
+                );
+            }
+        }
+        o
+    }
+
     /// Parses and validates TOML text. `file` names the source in errors.
     pub fn from_toml(src: &str, file: Option<&str>) -> Result<Config, ConfigError> {
         let ctx = Ctx { src, file };
@@ -389,11 +646,32 @@ impl Config {
             Some(d) => Some(validate_dataplane(&ctx, d)?),
             None => None,
         };
+        let control = match &raw.control {
+            Some(c) => validate_control(&ctx, c.get_ref())?,
+            None => Control::default(),
+        };
+        let metrics = match &raw.metrics {
+            Some(m) => {
+                let l = &m.get_ref().listen;
+                let listen = l.get_ref().parse().or_else(|_| {
+                    ctx.err(
+                        l.span(),
+                        "metrics.listen",
+                        format!("`{}` is not an address with a port", l.get_ref()),
+                        "write \"127.0.0.1:9100\" (or leave [metrics] out to serve no metrics)",
+                    )
+                })?;
+                Some(Metrics { listen })
+            }
+            None => None,
+        };
         Ok(Config {
             node,
             conntrack,
             services,
             dataplane,
+            control,
+            metrics,
         })
     }
 }
@@ -522,6 +800,42 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
             );
         }
     }
+    let pcap = match (&r.pcap, *r.driver.get_ref()) {
+        (None, Driver::Pcap) => {
+            return ctx.err(
+                r.driver.span(),
+                "dataplane.driver",
+                "driver \"pcap\" needs a [dataplane.pcap] section",
+                "add [dataplane.pcap] with `input` (a capture to play) and `output` (where to write what is sent)",
+            )
+        }
+        (Some(x), _) => {
+            let x = x.get_ref();
+            for (v, k) in [(&x.input, "input"), (&x.output, "output")] {
+                if v.get_ref().trim().is_empty() {
+                    return ctx.err(v.span(), format!("dataplane.pcap.{k}"), "the path is empty", "give a capture file path");
+                }
+            }
+            let speed = match &x.speed {
+                Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1000 => return ctx.err(v.span(), "dataplane.pcap.speed", format!("speed {} is out of range", v.get_ref()), "give 1 (real time) to 1000"),
+                Some(v) => *v.get_ref(),
+                None => 1,
+            };
+            Some(PcapDriver { input: x.input.get_ref().into(), output: x.output.get_ref().into(), speed })
+        }
+        (None, _) => None,
+    };
+    if *r.driver.get_ref() == Driver::Pcap && cores.len() != 1 {
+        return ctx.err(
+            r.cores.span(),
+            "dataplane.cores",
+            format!(
+                "driver \"pcap\" plays one capture on one worker, and {} cores are listed",
+                cores.len()
+            ),
+            "list exactly one core, such as [0]",
+        );
+    }
     let dpdk = match (&r.dpdk, *r.driver.get_ref()) {
         (None, Driver::Dpdk) => {
             return ctx.err(
@@ -531,6 +845,7 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
                 "add [dataplane.dpdk] with at least `port`, the ethdev name or PCI address",
             )
         }
+        (None, _) => None,
         (Some(x), _) => {
             let x = x.get_ref();
             if x.port.get_ref().trim().is_empty() {
@@ -582,6 +897,235 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
         driver: *r.driver.get_ref(),
         cores,
         dpdk,
+        pcap,
+    })
+}
+
+fn validate_control(ctx: &Ctx, c: &RawControl) -> Result<Control, ConfigError> {
+    let d = Control::default();
+    let socket =
+        match &c.socket {
+            Some(p) if !p.get_ref().starts_with('/') || p.get_ref().len() > 100 => return ctx.err(
+                p.span(),
+                "control.socket",
+                format!("`{}` is not a usable socket path", p.get_ref()),
+                "give an absolute path of at most 100 bytes, such as \"/run/sluice/control.sock\"",
+            ),
+            Some(p) => p.get_ref().into(),
+            None => d.socket,
+        };
+    let group = match &c.group {
+        Some(g) if g.get_ref().is_empty() => {
+            return ctx.err(
+                g.span(),
+                "control.group",
+                "the group name is empty",
+                "name a group, or leave `group` out for mode 0600 (root only)",
+            )
+        }
+        Some(g) => Some(g.get_ref().clone()),
+        None => None,
+    };
+    let drain_timeout_s = match &c.drain_timeout {
+        Some(v) if *v.get_ref() > 86_400 => {
+            return ctx.err(
+                v.span(),
+                "control.drain_timeout",
+                format!("{} s is out of range", v.get_ref()),
+                "give whole seconds from 0 to 86400 (a day)",
+            )
+        }
+        Some(v) => *v.get_ref(),
+        None => d.drain_timeout_s,
+    };
+    Ok(Control {
+        socket,
+        group,
+        drain_timeout_s,
+    })
+}
+
+/// Parses a status range such as "200", "200-299" or "2xx".
+fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let s = s.trim();
+    let ok = |v: u16| (100..=599).contains(&v);
+    if let Some(c) = s.strip_suffix("xx") {
+        let d: u16 = c.parse().ok()?;
+        return ok(d * 100).then_some((d * 100, d * 100 + 99));
+    }
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (ok(a) && ok(b) && a <= b).then_some((a, b))
+        }
+        None => {
+            let v: u16 = s.parse().ok()?;
+            ok(v).then_some((v, v))
+        }
+    }
+}
+
+fn validate_health(ctx: &Ctx, key: &str, h: &RawHealth) -> Result<HealthCheck, ConfigError> {
+    let key = format!("{key}.health");
+    let ms =
+        |v: &Option<Spanned<f64>>, k: &str, default: u64, min: f64| -> Result<u64, ConfigError> {
+            match v {
+                Some(x)
+                    if !(x.get_ref().is_finite()
+                        && *x.get_ref() >= min
+                        && *x.get_ref() <= 3600.0) =>
+                {
+                    ctx.err(
+                        x.span(),
+                        format!("{key}.{k}"),
+                        format!("{} s is out of range", x.get_ref()),
+                        format!("give seconds from {min} to 3600, such as 2 or 0.5"),
+                    )
+                }
+                Some(x) => Ok((x.get_ref() * 1000.0).round() as u64),
+                None => Ok(default),
+            }
+        };
+    let interval_ms = ms(&h.interval, "interval", 2000, 0.05)?;
+    let timeout_ms = ms(&h.timeout, "timeout", 1000, 0.01)?;
+    let jitter_ms = ms(&h.jitter, "jitter", 0, 0.0)?;
+    if timeout_ms > interval_ms {
+        return ctx.err(
+            h.timeout.as_ref().map_or(h.kind.span(), |t| t.span()),
+            format!("{key}.timeout"),
+            format!("the timeout ({timeout_ms} ms) is longer than the interval ({interval_ms} ms)"),
+            "make the timeout at most the interval",
+        );
+    }
+    let count = |v: &Option<Spanned<u32>>, k: &str, default: u32| -> Result<u32, ConfigError> {
+        match v {
+            Some(x) if *x.get_ref() == 0 || *x.get_ref() > 100 => ctx.err(
+                x.span(),
+                format!("{key}.{k}"),
+                format!("{} is out of range", x.get_ref()),
+                "give a count of consecutive results from 1 to 100",
+            ),
+            Some(x) => Ok(*x.get_ref()),
+            None => Ok(default),
+        }
+    };
+    let rise = count(&h.rise, "rise", 2)?;
+    let fall = count(&h.fall, "fall", 3)?;
+    let port = match &h.port {
+        Some(p) if *p.get_ref() == 0 => {
+            return ctx.err(
+                p.span(),
+                format!("{key}.port"),
+                "port 0 cannot be checked",
+                "give the port the check connects to, or leave it out to use the backend's",
+            )
+        }
+        Some(p) => Some(*p.get_ref()),
+        None => None,
+    };
+    let http_only = [
+        (h.path.as_ref().map(|v| v.span()), "path"),
+        (h.status.as_ref().map(|v| v.span()), "status"),
+        (h.body.as_ref().map(|v| v.span()), "body"),
+        (h.host.as_ref().map(|v| v.span()), "host"),
+    ];
+    let kind = match h.kind.get_ref().as_str() {
+        "tcp" => {
+            if let Some((Some(span), k)) = http_only.into_iter().find(|(s, _)| s.is_some()) {
+                return ctx.err(
+                    span,
+                    format!("{key}.{k}"),
+                    format!("`{k}` applies to type = \"http\" checks only"),
+                    "remove it, or set type = \"http\"",
+                );
+            }
+            CheckKind::Tcp
+        }
+        "http" => {
+            let path = match &h.path {
+                Some(p)
+                    if !p.get_ref().starts_with('/')
+                        || p.get_ref()
+                            .chars()
+                            .any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    return ctx.err(
+                        p.span(),
+                        format!("{key}.path"),
+                        format!("`{}` is not a request path", p.get_ref()),
+                        "give a path starting with '/', without spaces, such as \"/healthz\"",
+                    )
+                }
+                Some(p) => p.get_ref().clone(),
+                None => "/".into(),
+            };
+            let status = match &h.status {
+                Some(v) => {
+                    let mut out = Vec::new();
+                    for r in v.get_ref() {
+                        match parse_status_range(r) {
+                            Some(x) => out.push(x),
+                            None => {
+                                return ctx.err(
+                                    v.span(),
+                                    format!("{key}.status"),
+                                    format!("`{r}` is not a status or status range"),
+                                    "write statuses as \"200\", \"200-299\" or \"2xx\"",
+                                )
+                            }
+                        }
+                    }
+                    if out.is_empty() {
+                        return ctx.err(
+                            v.span(),
+                            format!("{key}.status"),
+                            "no statuses given",
+                            "list at least one, such as [\"200-399\"]",
+                        );
+                    }
+                    out
+                }
+                None => vec![(200, 399)],
+            };
+            if let Some(hv) = &h.host {
+                if hv.get_ref().is_empty()
+                    || hv
+                        .get_ref()
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return ctx.err(
+                        hv.span(),
+                        format!("{key}.host"),
+                        format!("`{}` is not a Host header value", hv.get_ref()),
+                        "give a host name such as \"www.example.com\"",
+                    );
+                }
+            }
+            CheckKind::Http {
+                path,
+                status,
+                body: h.body.as_ref().map(|b| b.get_ref().clone()),
+                host: h.host.as_ref().map(|b| b.get_ref().clone()),
+            }
+        }
+        other => {
+            return ctx.err(
+                h.kind.span(),
+                format!("{key}.type"),
+                format!("`{other}` is not a health check type"),
+                "use \"tcp\" (connect) or \"http\" (GET with expected status)",
+            )
+        }
+    };
+    Ok(HealthCheck {
+        kind,
+        interval_ms,
+        timeout_ms,
+        rise,
+        fall,
+        jitter_ms,
+        port,
     })
 }
 
@@ -749,7 +1293,7 @@ fn validate_service(
                     w.span(),
                     format!("{bkey}.weight"),
                     format!("weight {} is out of range", w.get_ref()),
-                    "give a weight from 1 to 65535; to stop new flows to a backend, remove it",
+                    "give a weight from 1 to 65535; to stop new flows to a backend, drain it (sluicectl backend drain) or remove it",
                 );
             }
             Some(w) => *w.get_ref() as u32,
@@ -769,6 +1313,10 @@ fn validate_service(
             format!("set table_size to a prime of at least {}", next_prime(backends.len() as u64 * 100)),
         );
     }
+    let health = match &r.health {
+        Some(h) => Some(validate_health(ctx, &key, h.get_ref())?),
+        None => None,
+    };
     Ok(Service {
         name,
         vip,
@@ -777,6 +1325,8 @@ fn validate_service(
         table_size,
         gue_port,
         backends,
+        health,
+        all_down: r.all_down.as_ref().map_or(AllDown::Drop, |a| *a.get_ref()),
     })
 }
 
@@ -969,6 +1519,85 @@ mac = "02:00:00:00:01:01"
             e.message.contains("netmap") && e.message.contains("dpdk"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn to_toml_reads_back_equal() {
+        let src = format!("{GOOD}\n[control]\nsocket = \"/tmp/x.sock\"\ndrain_timeout = 5\ngroup = \"adm\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n[dataplane]\ndriver = \"pcap\"\ncores = [0]\n[dataplane.pcap]\ninput = \"in \\\"q\\\".pcap\"\noutput = \"o.pcap\"\n");
+        let mut c = Config::from_toml(&src, None).unwrap();
+        c.services[0].health = Some(HealthCheck {
+            kind: CheckKind::Http {
+                path: "/h".into(),
+                status: vec![(200, 299), (404, 404)],
+                body: Some("o\"k".into()),
+                host: Some("a.example".into()),
+            },
+            interval_ms: 1500,
+            timeout_ms: 250,
+            rise: 3,
+            fall: 4,
+            jitter_ms: 100,
+            port: Some(9000),
+        });
+        c.services[1].health = Some(HealthCheck {
+            kind: CheckKind::Tcp,
+            interval_ms: 50,
+            timeout_ms: 10,
+            rise: 1,
+            fall: 1,
+            jitter_ms: 0,
+            port: None,
+        });
+        c.services[1].all_down = AllDown::All;
+        let text = c.to_toml();
+        let back = Config::from_toml(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn health_and_control_errors_name_the_key() {
+        let svc = GOOD.replace(
+            "table_size = 65537\n",
+            "table_size = 65537\n[service.health]\nTYPE\n",
+        );
+        let e = err(&svc.replace("TYPE", "type = \"icmp\""));
+        assert_eq!(e.key, "service[0] (\"web\").health.type", "{e}");
+        let e = err(&svc.replace("TYPE", "type = \"http\"\nstatus = [\"200-99\"]"));
+        assert!(
+            e.key.ends_with("health.status") && e.message.contains("200-99"),
+            "{e}"
+        );
+        let e = err(&svc.replace("TYPE", "type = \"tcp\"\npath = \"/x\""));
+        assert!(
+            e.key.ends_with("health.path") && e.message.contains("http"),
+            "{e}"
+        );
+        let e = err(&svc.replace("TYPE", "type = \"tcp\"\ninterval = 1\ntimeout = 2"));
+        assert!(e.key.ends_with("health.timeout"), "{e}");
+        let e = err(&svc.replace("TYPE", "type = \"tcp\"\nrise = 0"));
+        assert!(e.key.ends_with("health.rise"), "{e}");
+        let ok = Config::from_toml(
+            &svc.replace("TYPE", "type = \"http\"\nstatus = [\"2xx\", \"301\"]"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.services[0].health.as_ref().unwrap().kind,
+            CheckKind::Http {
+                path: "/".into(),
+                status: vec![(200, 299), (301, 301)],
+                body: None,
+                host: None
+            }
+        );
+        let e = err(&format!("{GOOD}\n[control]\nsocket = \"relative.sock\"\n"));
+        assert_eq!(e.key, "control.socket", "{e}");
+        let e = err(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
+        assert_eq!(e.key, "metrics.listen", "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[dataplane]\ndriver = \"pcap\"\ncores = [0]\n"
+        ));
+        assert!(e.message.contains("[dataplane.pcap]"), "{e}");
     }
 
     #[test]

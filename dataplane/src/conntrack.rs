@@ -41,8 +41,11 @@ pub enum FlowState {
 /// What the data path remembers about one flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
+    /// Indices of the service and backend in the snapshot of generation `generation`
+    /// (`u16::MAX` where there is none); the worker re-resolves them when the snapshot moves.
     pub service: u16,
     pub backend: u16,
+    pub generation: u32,
     pub backend_addr: SocketAddr,
     pub backend_mac: MacAddr,
     /// SNAT source port (0 unless the service is `snat`).
@@ -270,14 +273,17 @@ impl ConnTrack {
     }
 
     /// Tracks a new flow (or restarts an existing entry in place). Evicts first if full.
-    pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) {
+    /// Returns the flow that left the table to make room or was replaced, if any.
+    pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) -> Option<(FlowKey, Flow)> {
+        let mut gone = None;
         if let Some(id) = self.find(&key) {
             self.unindex_reply(id);
+            gone = Some((key, self.slots[id as usize].flow));
             self.slots[id as usize].flow = flow;
             self.index_reply(id);
         } else {
             if self.index.len() >= self.capacity {
-                self.evict_one(now);
+                gone = self.evict_one(now);
             }
             let slot = Slot { key, flow };
             let id = match self.free.pop() {
@@ -295,6 +301,7 @@ impl ConnTrack {
             self.ring.push_back(id);
         }
         self.counters.inserts += 1;
+        gone
     }
 
     /// Forgets slot `id` (already taken off the ring).
@@ -305,7 +312,7 @@ impl ConnTrack {
         self.free.push(id);
     }
 
-    fn evict_one(&mut self, now: u64) {
+    fn evict_one(&mut self, now: u64) -> Option<(FlowKey, Flow)> {
         // (ring position, last seen, expired)
         let mut victim: Option<(usize, u64, bool)> = None;
         for i in 0..EVICT_SCAN.min(self.ring.len()) {
@@ -321,35 +328,36 @@ impl ConnTrack {
                 victim = Some((i, f.last_seen_ns, false));
             }
         }
-        let Some((i, _, expired)) = victim else {
-            return;
-        };
+        let (i, _, expired) = victim?;
         // Entries scanned ahead of the victim go to the back, as a sweep would move them.
         for _ in 0..i {
             if let Some(k) = self.ring.pop_front() {
                 self.ring.push_back(k);
             }
         }
-        if let Some(id) = self.ring.pop_front() {
-            self.remove(id);
-            if expired {
-                self.counters.expiries += 1;
-            } else {
-                self.counters.evictions += 1;
-            }
+        let id = self.ring.pop_front()?;
+        let Slot { key, flow } = self.slots[id as usize];
+        self.remove(id);
+        if expired {
+            self.counters.expiries += 1;
+        } else {
+            self.counters.evictions += 1;
         }
+        Some((key, flow))
     }
 
     /// Examines up to `budget` ring entries: expired flows are removed, live ones rotate to
-    /// the back. Called once per burst.
-    pub fn sweep(&mut self, now: u64, budget: usize) {
+    /// the back; `gone` sees each flow removed. Called once per burst.
+    pub fn sweep(&mut self, now: u64, budget: usize, mut gone: impl FnMut(&FlowKey, &Flow)) {
         for _ in 0..budget.min(self.ring.len()) {
             let Some(id) = self.ring.pop_front() else {
                 return;
             };
             if self.is_expired(&self.slots[id as usize].flow, now) {
+                let Slot { key, flow } = self.slots[id as usize];
                 self.remove(id);
                 self.counters.expiries += 1;
+                gone(&key, &flow);
             } else {
                 self.ring.push_back(id);
             }
@@ -428,6 +436,7 @@ mod tests {
         Flow {
             service: 0,
             backend: 1,
+            generation: 0,
             backend_addr: "10.1.0.1:8080".parse().unwrap(),
             backend_mac: MacAddr([2, 0, 0, 0, 1, 1]),
             snat_port: 0,
@@ -478,9 +487,16 @@ mod tests {
             t.insert(key(p), flow(p as u64 * S, FlowState::Udp), p as u64 * S);
         }
         // At 35 s, flows last seen before 5 s are past the 30 s UDP timeout: ports 0..=4.
-        t.sweep(35 * S, 100);
+        let mut gone = Vec::new();
+        t.sweep(35 * S, 100, |k, _| gone.push(k.src_port));
         assert_eq!(t.len(), 5);
         assert_eq!(t.counters.expiries, 5);
+        gone.sort();
+        assert_eq!(
+            gone,
+            [0, 1, 2, 3, 4],
+            "the sweep reports each flow it removes"
+        );
         assert!(t.peek(&key(4)).is_none() && t.peek(&key(5)).is_some());
     }
 
@@ -491,7 +507,12 @@ mod tests {
             t.insert(key(p), flow(p as u64, FlowState::TcpEstablished), p as u64);
         }
         t.lookup(&key(0), Some(packet::tcp::ACK), 10);
-        t.insert(key(9), flow(11, FlowState::TcpEstablished), 11);
+        let gone = t.insert(key(9), flow(11, FlowState::TcpEstablished), 11);
+        assert_eq!(
+            gone.map(|(k, _)| k),
+            Some(key(1)),
+            "insert reports the evicted flow"
+        );
         assert_eq!(t.len(), 4);
         assert_eq!(t.counters.evictions, 1);
         assert!(t.peek(&key(0)).is_some(), "recently seen flow kept");
@@ -519,7 +540,7 @@ mod tests {
         );
         assert_eq!(t.lookup_reply(&r, None, S).map(|(k, _)| k), Some(key(7)));
         assert!(t.reply_key_in_use(&r));
-        t.sweep(100 * S, 10);
+        t.sweep(100 * S, 10, |_, _| {});
         assert!(!t.reply_key_in_use(&r) && t.lookup_reply(&r, None, 100 * S).is_none());
     }
 

@@ -22,4 +22,4 @@ pub use port::{Frame, MemPort, PacketBuf, Port};
 pub use snapshot::Snapshot;
 pub use stats::{DropReason, WorkerStats};
 pub use steering::Steering;
-pub use worker::{Bursts, Rings, Verdict, Worker};
+pub use worker::{Bursts, FlowQuery, Probe, Rings, Verdict, Worker};

@@ -126,6 +126,16 @@ impl MaglevTable {
         self.entries[(flow_hash % self.entries.len() as u64) as usize]
     }
 
+    /// Re-labels every entry through `map` (entry `i` becomes `map[i]`): a table built over
+    /// a subset of a service's backends then names them by their place in the full list.
+    pub fn relabel(&mut self, map: &[u16]) {
+        for e in self.entries.iter_mut() {
+            if let Some(m) = map.get(*e as usize) {
+                *e = *m;
+            }
+        }
+    }
+
     pub fn size(&self) -> usize {
         self.entries.len()
     }

@@ -121,11 +121,16 @@ pub struct MemPort {
     pub rx: VecDeque<PacketBuf>,
     pub tx: Vec<PacketBuf>,
     pub host: Vec<PacketBuf>,
-    pool: Vec<PacketBuf>,
+    /// Free buffers, reused by [`MemPort::inject`].
+    pub pool: Vec<PacketBuf>,
     /// Whether frames for the host are kept (in `host`) or dropped as `not_ours`.
     pub host_path: bool,
     /// Frames refused by [`MemPort::inject`] for being larger than the buffers.
     pub oversize: u64,
+    /// A live clock, when the owner sets one (the daemon's `pcap` driver): bursts then run
+    /// at this time, and idle polls still sweep conntrack. `None` uses each frame's
+    /// timestamp (replay).
+    pub clock: Option<u64>,
 }
 
 impl MemPort {
@@ -179,6 +184,9 @@ impl Port for MemPort {
     }
     fn free(&mut self, frame: PacketBuf) {
         self.pool.push(frame);
+    }
+    fn clock_ns(&self) -> Option<u64> {
+        self.clock
     }
 }
 

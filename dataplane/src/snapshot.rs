@@ -4,15 +4,65 @@
 
 use crate::fasthash::FastMap;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
-use config::{Config, Forwarding, Node};
+use config::{AllDown, Backend, Config, Forwarding, Node, Service};
 use packet::MacAddr;
 use std::net::{IpAddr, SocketAddr};
+
+/// The operator's say over a backend (`sluicectl backend drain|enable|disable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// Takes new flows.
+    Ready,
+    /// Takes no new flows; its tracked flows continue.
+    Drain,
+    /// Drained past the drain timeout (or removed with force): its tracked flows move to
+    /// other backends on their next packet.
+    DrainExpired,
+    /// Takes no new flows and its tracked flows move at once.
+    Disabled,
+}
+
+/// What health checks say of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    Down,
+    /// Not checked yet, or the service has no checks: treated as up.
+    Unknown,
+}
+
+impl Admin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Admin::Ready => "ready",
+            Admin::Drain => "drain",
+            Admin::DrainExpired => "drain-expired",
+            Admin::Disabled => "disabled",
+        }
+    }
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct BackendEntry {
     pub addr: SocketAddr,
     pub mac: MacAddr,
     pub weight: u32,
+    pub admin: Admin,
+    pub health: Health,
+    /// In the Maglev table: new flows may go here.
+    pub takes_new_flows: bool,
+    /// Flows already tracked to it stay.
+    pub keeps_flows: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -24,11 +74,19 @@ pub struct ServiceEntry {
     pub forwarding: Forwarding,
     pub gue_port: u16,
     pub backends: Vec<BackendEntry>,
-    pub table: MaglevTable,
+    /// Over the backends that take new flows; `None` when none does (new flows are dropped
+    /// as `no_backend`).
+    pub table: Option<MaglevTable>,
+    /// Every eligible backend is down and `all_down = "all"` put them all in the table.
+    pub all_down_fallback: bool,
+    pub table_size: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// Increases with every snapshot the daemon publishes; flows remember the generation
+    /// their service and backend indices refer to, and are re-resolved lazily when it moves.
+    pub generation: u64,
     pub node: Node,
     pub conntrack: config::Conntrack,
     pub services: Vec<ServiceEntry>,
@@ -39,31 +97,99 @@ pub struct Snapshot {
     /// (backend address, port, protocol) -> index of the `nat` service it serves, to recognise
     /// replies that need reverse translation.
     nat_backends: FastMap<(IpAddr, u16, u8), u16>,
+    /// (service index, backend address) -> backend index, for re-resolving flows.
+    backend_index: FastMap<(u16, SocketAddr), u16>,
+}
+
+/// Builds one service's Maglev table over the backends that take new flows, labelled by
+/// their place in the full list. Cost: O(table size).
+fn service_table(
+    s: &Service,
+    entries: &[BackendEntry],
+) -> Result<(Option<MaglevTable>, bool), MaglevError> {
+    let admitted: Vec<u16> = (0..entries.len() as u16)
+        .filter(|&i| entries[i as usize].admin == Admin::Ready)
+        .collect();
+    let up: Vec<u16> = admitted
+        .iter()
+        .copied()
+        .filter(|&i| entries[i as usize].health != Health::Down)
+        .collect();
+    let (chosen, fallback) = if up.is_empty() && s.all_down == AllDown::All {
+        (admitted, true)
+    } else {
+        (up, false)
+    };
+    if chosen.is_empty() {
+        return Ok((None, false));
+    }
+    let ids: Vec<String> = chosen
+        .iter()
+        .map(|&i| s.backends[i as usize].address.to_string())
+        .collect();
+    let mb: Vec<MaglevBackend> = ids
+        .iter()
+        .zip(&chosen)
+        .map(|(id, &i)| MaglevBackend {
+            identity: id.as_bytes(),
+            weight: s.backends[i as usize].weight,
+        })
+        .collect();
+    let mut table = MaglevTable::build(&mb, s.table_size)?;
+    table.relabel(&chosen);
+    Ok((Some(table), fallback && !chosen.is_empty()))
 }
 
 impl Snapshot {
-    /// Builds every service's Maglev table. Cost: O(table size) per service.
+    /// Builds every service's Maglev table with every backend ready and unchecked.
     pub fn build(cfg: &Config) -> Result<Snapshot, MaglevError> {
+        Snapshot::build_with(cfg, 0, |_, _| (Admin::Ready, Health::Unknown))
+    }
+
+    /// Builds a snapshot with each backend's admin and health state from `state`.
+    /// Cost: O(table size) per service.
+    pub fn build_with(
+        cfg: &Config,
+        generation: u64,
+        state: impl Fn(&Service, &Backend) -> (Admin, Health),
+    ) -> Result<Snapshot, MaglevError> {
         let mut services = Vec::with_capacity(cfg.services.len());
         let mut vips = FastMap::default();
         let mut vip_addrs = FastMap::default();
         let mut nat_backends = FastMap::default();
+        let mut backend_index = FastMap::default();
         for (i, s) in cfg.services.iter().enumerate() {
-            let ids: Vec<String> = s.backends.iter().map(|b| b.address.to_string()).collect();
-            let mb: Vec<MaglevBackend> = ids
+            let backends: Vec<BackendEntry> = s
+                .backends
                 .iter()
-                .zip(&s.backends)
-                .map(|(id, b)| MaglevBackend {
-                    identity: id.as_bytes(),
-                    weight: b.weight,
+                .map(|b| {
+                    let (admin, health) = state(s, b);
+                    BackendEntry {
+                        addr: b.address,
+                        mac: b.mac,
+                        weight: b.weight,
+                        admin,
+                        health,
+                        takes_new_flows: false,
+                        keeps_flows: matches!(admin, Admin::Ready | Admin::Drain),
+                    }
                 })
                 .collect();
-            let table = MaglevTable::build(&mb, s.table_size)?;
+            let (table, all_down_fallback) = service_table(s, &backends)?;
+            let mut backends = backends;
+            if let Some(t) = &table {
+                for &e in t.entries() {
+                    if let Some(b) = backends.get_mut(e as usize) {
+                        b.takes_new_flows = true;
+                    }
+                }
+            }
             let proto = s.protocol.number();
             vips.insert((s.vip.ip(), s.vip.port(), proto), i as u16);
             vip_addrs.insert(s.vip.ip(), ());
-            if s.forwarding == Forwarding::Nat {
-                for b in &s.backends {
+            for (j, b) in s.backends.iter().enumerate() {
+                backend_index.insert((i as u16, b.address), j as u16);
+                if s.forwarding == Forwarding::Nat {
                     nat_backends.insert((b.address.ip(), b.address.port(), proto), i as u16);
                 }
             }
@@ -73,26 +199,28 @@ impl Snapshot {
                 proto,
                 forwarding: s.forwarding,
                 gue_port: s.gue_port,
-                backends: s
-                    .backends
-                    .iter()
-                    .map(|b| BackendEntry {
-                        addr: b.address,
-                        mac: b.mac,
-                        weight: b.weight,
-                    })
-                    .collect(),
+                backends,
                 table,
+                all_down_fallback,
+                table_size: s.table_size,
             });
         }
         Ok(Snapshot {
+            generation,
             node: cfg.node.clone(),
             conntrack: cfg.conntrack.clone(),
             services,
             vips,
             vip_addrs,
             nat_backends,
+            backend_index,
         })
+    }
+
+    /// The index of backend `addr` in service `service`, if it is there.
+    #[inline]
+    pub fn backend_of(&self, service: u16, addr: SocketAddr) -> Option<u16> {
+        self.backend_index.get(&(service, addr)).copied()
     }
 
     #[inline]

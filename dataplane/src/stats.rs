@@ -32,9 +32,12 @@ pub enum DropReason {
     TxFull,
     /// Still in a hand-off ring when the daemon stopped.
     Shutdown,
+    /// A new flow for a service with no backend to take it (every backend drained, disabled
+    /// or down, under the `all_down = "drop"` policy).
+    NoBackend,
 }
 
-const OTHER: [DropReason; 12] = [
+const OTHER: [DropReason; 13] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -47,6 +50,7 @@ const OTHER: [DropReason; 12] = [
     DropReason::Oversize,
     DropReason::TxFull,
     DropReason::Shutdown,
+    DropReason::NoBackend,
 ];
 
 impl DropReason {
@@ -84,6 +88,7 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::TxFull => "tx_full",
             DropReason::Shutdown => "shutdown",
+            DropReason::NoBackend => "no_backend",
         }
     }
 }
@@ -94,6 +99,16 @@ pub struct BackendCounters {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Flows tracked to this backend now (a gauge: insertions less removals).
+    pub active_flows: u64,
+}
+
+/// Per-service counters of one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// New flows balanced over every eligible backend because all were down
+    /// (`all_down = "all"`).
+    pub all_down_flows: u64,
 }
 
 /// One worker's counters.
@@ -112,6 +127,8 @@ pub struct WorkerStats {
     pub drops: [u64; DropReason::COUNT],
     /// `[service][backend]`, sized from the snapshot before the worker starts.
     pub backends: Vec<Vec<BackendCounters>>,
+    /// Per service, in snapshot order.
+    pub services: Vec<ServiceCounters>,
 }
 
 impl WorkerStats {
@@ -129,6 +146,7 @@ impl WorkerStats {
                 .iter()
                 .map(|n| vec![BackendCounters::default(); *n])
                 .collect(),
+            services: vec![ServiceCounters::default(); backends_per_service.len()],
         }
     }
 
@@ -143,6 +161,21 @@ impl WorkerStats {
 
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Makes `out` a copy of these counters, reusing its buffers: no allocation when `out`
+    /// already has this shape (a worker copies into a buffer the control plane made).
+    pub fn copy_into(&self, out: &mut WorkerStats) {
+        out.packets_in = self.packets_in;
+        out.packets_out = self.packets_out;
+        out.bytes_in = self.bytes_in;
+        out.to_host = self.to_host;
+        out.handed_off = self.handed_off;
+        out.replies = self.replies;
+        out.icmp_steered = self.icmp_steered;
+        out.drops = self.drops;
+        out.backends.clone_from(&self.backends);
+        out.services.clone_from(&self.services);
     }
 
     /// Adds another worker's counters into these.
@@ -162,7 +195,11 @@ impl WorkerStats {
                 a.packets += b.packets;
                 a.bytes += b.bytes;
                 a.new_flows += b.new_flows;
+                a.active_flows += b.active_flows;
             }
+        }
+        for (a, b) in self.services.iter_mut().zip(&o.services) {
+            a.all_down_flows += b.all_down_flows;
         }
     }
 }

@@ -37,6 +37,35 @@ pub enum Verdict {
     Handoff(usize),
 }
 
+/// Points a flow's service and backend indices at `snap` if they refer to an older
+/// generation (`u16::MAX` where the service or backend is gone). The forward key's
+/// destination is the VIP, so the service is found again by it, and the backend by address.
+#[inline]
+pub fn resolve(snap: &Snapshot, key: &FlowKey, f: &mut Flow) {
+    let g = snap.generation as u32;
+    if f.generation != g {
+        let s = snap.service_for(key.dst, key.dst_port, key.proto);
+        f.service = s.unwrap_or(u16::MAX);
+        f.backend = s
+            .and_then(|s| snap.backend_of(s, f.backend_addr))
+            .unwrap_or(u16::MAX);
+        f.generation = g;
+    }
+}
+
+/// Accounts for a flow that left the table (expired, evicted or replaced).
+fn flow_gone(stats: &mut WorkerStats, snap: &Snapshot, key: &FlowKey, f: &Flow) {
+    let mut f = *f;
+    resolve(snap, key, &mut f);
+    if let Some(c) = stats
+        .backends
+        .get_mut(f.service as usize)
+        .and_then(|v| v.get_mut(f.backend as usize))
+    {
+        c.active_flows = c.active_flows.saturating_sub(1);
+    }
+}
+
 /// Bounded inbound rings, one per worker, carrying frames to the worker that owns their flow.
 pub struct Rings<F> {
     inbound: Vec<ArrayQueue<F>>,
@@ -95,6 +124,49 @@ pub struct Worker {
     /// conntrack hash of its flow key (0 for frames that are not TCP/UDP flows).
     parsed: Vec<Result<Parsed, packet::Malformed>>,
     hashes: Vec<u64>,
+    /// The time of the last frame processed (control-plane samples judge expiry by it).
+    last_now: u64,
+}
+
+/// Which tracked flows a [`Probe`] samples.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowQuery {
+    pub vip: Option<(SocketAddr, u8)>,
+    pub backend: Option<SocketAddr>,
+    /// Flows examined at most (bounds the worker's time on the request).
+    pub scan: usize,
+}
+
+/// A buffer the control plane hands a worker between bursts, which the worker fills with a
+/// copy of its counters (and a flow sample, if asked) and hands back. The control plane
+/// allocates it; the worker only copies into it.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub worker: usize,
+    pub stats: WorkerStats,
+    pub conntrack: crate::conntrack::ConnTrackCounters,
+    pub active_flows: usize,
+    pub generation: u64,
+    pub now_ns: u64,
+    pub flow_query: Option<FlowQuery>,
+    pub flows: Vec<(FlowKey, Flow)>,
+}
+
+impl Probe {
+    /// A probe shaped for `snap` (so filling it copies without allocating), sampling up to
+    /// `flows` flows when `flow_query` is set.
+    pub fn new(snap: &Snapshot, flows: usize) -> Self {
+        Probe {
+            worker: 0,
+            stats: WorkerStats::new(&snap.backend_counts()),
+            conntrack: Default::default(),
+            active_flows: 0,
+            generation: 0,
+            now_ns: 0,
+            flow_query: None,
+            flows: Vec::with_capacity(flows),
+        }
+    }
 }
 
 impl Worker {
@@ -111,6 +183,7 @@ impl Worker {
             host_path,
             parsed: Vec::with_capacity(BURST),
             hashes: Vec::with_capacity(BURST),
+            last_now: 0,
         }
     }
 
@@ -118,51 +191,40 @@ impl Worker {
         &self.snap
     }
 
-    /// Swaps in a new configuration snapshot, between bursts. Tracked flows keep the backend
-    /// they were given (its address and MAC live in the flow), whatever the new Maglev table
-    /// says; their service and backend indices are re-pointed at the new snapshot so counters
-    /// stay attributed (`u16::MAX` where the backend is gone). Counters of backends that
-    /// remain are carried over. Cost: one pass over the tracked flows.
+    /// Swaps in a new configuration snapshot, between bursts. Cost: O(services + backends),
+    /// never O(flows): tracked flows keep the backend they were given (its address and MAC
+    /// live in the flow), and their service and backend indices are re-resolved against the
+    /// new snapshot lazily, on their next packet or removal ([`resolve`]). Counters of
+    /// services and backends that remain are carried over by identity (VIP and protocol,
+    /// backend address).
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
         let old = std::mem::replace(&mut self.snap, snap);
         let new = &self.snap;
         let mut stats = WorkerStats::new(&new.backend_counts());
-        let find = |svc: &crate::snapshot::ServiceEntry, b: &crate::snapshot::BackendEntry| {
-            new.service_for(svc.vip.ip(), svc.vip.port(), svc.proto)
-                .and_then(|ns| {
-                    new.services[ns as usize]
-                        .backends
-                        .iter()
-                        .position(|nb| nb.addr == b.addr)
-                        .map(|nb| (ns, nb as u16))
-                })
-        };
         for (si, svc) in old.services.iter().enumerate() {
+            let Some(ns) = new.service_for(svc.vip.ip(), svc.vip.port(), svc.proto) else {
+                continue;
+            };
+            if let (Some(a), Some(b)) = (
+                stats.services.get_mut(ns as usize),
+                self.stats.services.get(si),
+            ) {
+                *a = *b;
+            }
             for (bi, b) in svc.backends.iter().enumerate() {
-                if let (Some((ns, nb)), Some(c)) = (
-                    find(svc, b),
+                if let (Some(nb), Some(c)) = (
+                    new.backend_of(ns, b.addr),
                     self.stats.backends.get(si).and_then(|v| v.get(bi)),
                 ) {
                     stats.backends[ns as usize][nb as usize] = *c;
                 }
             }
         }
-        let WorkerStats { backends, .. } = stats;
+        let WorkerStats {
+            backends, services, ..
+        } = stats;
         self.stats.backends = backends;
-        self.ct.for_each_mut(|_, f| {
-            let remapped = old.services.get(f.service as usize).and_then(|svc| {
-                let ns = new.service_for(svc.vip.ip(), svc.vip.port(), svc.proto)?;
-                let nb = new.services[ns as usize]
-                    .backends
-                    .iter()
-                    .position(|nb| nb.addr == f.backend_addr)
-                    .map_or(u16::MAX, |i| i as u16);
-                Some((ns, nb))
-            });
-            let (ns, nb) = remapped.unwrap_or((u16::MAX, u16::MAX));
-            f.service = ns;
-            f.backend = nb;
-        });
+        self.stats.services = services;
     }
 
     /// One iteration of the poll loop: frames handed over by other workers, then a burst
@@ -212,7 +274,7 @@ impl Worker {
                 self.ct.prefetch_flow(h);
             }
         }
-        let mut now = 0;
+        let mut now = clock.unwrap_or(0);
         for (i, mut f) in b.rx.drain(..).enumerate() {
             now = clock.unwrap_or_else(|| f.timestamp_ns());
             if i >= handed_in {
@@ -246,10 +308,54 @@ impl Worker {
         if !b.host.is_empty() {
             port.to_host(&mut b.host);
         }
-        if n > 0 {
-            self.ct.sweep(now, SWEEP_BUDGET);
+        // Idle live ports sweep too, so flows expire (and drained backends empty) without
+        // traffic; replay has no time between frames and sweeps only with them.
+        if n > 0 || clock.is_some() {
+            self.last_now = now;
+            let stats = &mut self.stats;
+            self.ct
+                .sweep(now, SWEEP_BUDGET, |k, f| flow_gone(stats, &snap, k, f));
         }
         n
+    }
+
+    /// Copies this worker's counters (and the flow sample `p.flow_query` asks for) into `p`.
+    pub fn fill_probe(&self, p: &mut Probe) {
+        p.worker = self.id;
+        self.stats.copy_into(&mut p.stats);
+        p.conntrack = self.ct.counters;
+        p.active_flows = self.ct.len();
+        p.generation = self.snap.generation;
+        p.now_ns = self.last_now;
+        p.flows.clear();
+        if let Some(q) = p.flow_query {
+            self.sample_flows(q.vip, q.backend, q.scan, self.last_now, &mut p.flows);
+        }
+    }
+
+    /// Up to `out.capacity()` tracked flows (none past their timeout) to `vip` (if given)
+    /// and `backend` (if given), scanning at most `scan` flows: the control socket's `flows`
+    /// sample. Never allocates (`out` is the caller's).
+    pub fn sample_flows(
+        &self,
+        vip: Option<(SocketAddr, u8)>,
+        backend: Option<SocketAddr>,
+        scan: usize,
+        now: u64,
+        out: &mut Vec<(FlowKey, Flow)>,
+    ) {
+        for (k, f) in self.ct.iter().take(scan) {
+            if out.len() == out.capacity() {
+                break;
+            }
+            if vip.is_some_and(|(v, p)| (k.dst, k.dst_port, k.proto) != (v.ip(), v.port(), p))
+                || backend.is_some_and(|b| f.backend_addr != b)
+                || self.ct.is_expired(f, now)
+            {
+                continue;
+            }
+            out.push((*k, *f));
+        }
     }
 
     fn not_ours(&self) -> Verdict {
@@ -324,10 +430,21 @@ impl Worker {
         let svc = &snap.services[s];
         let key = p.flow_key();
         let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
-        // A flow tracked under another service (its VIP was re-assigned) is started afresh.
-        let flow = match self.ct.lookup(&key, tcp_flags, now) {
-            Some(fl) if fl.service as usize == s => *fl,
-            _ => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
+        // A tracked flow stays on its backend unless that backend is gone, disabled or past
+        // its drain timeout, or its VIP now belongs to another service: then it is chosen
+        // afresh.
+        let kept = self.ct.lookup(&key, tcp_flags, now).and_then(|fl| {
+            resolve(snap, &key, fl);
+            let keep = fl.service as usize == s
+                && svc
+                    .backends
+                    .get(fl.backend as usize)
+                    .is_some_and(|b| b.keeps_flows);
+            keep.then_some(*fl)
+        });
+        let flow = match kept {
+            Some(fl) => fl,
+            None => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
                 Ok(fl) => fl,
                 Err(r) => return Verdict::Drop(r),
             },
@@ -381,8 +498,9 @@ impl Worker {
         now: u64,
     ) -> Result<Flow, DropReason> {
         let svc = &snap.services[s];
-        let b = svc.table.lookup(key.stable_hash());
-        let be = svc.backends.get(b as usize).ok_or(DropReason::NoService)?;
+        let table = svc.table.as_ref().ok_or(DropReason::NoBackend)?;
+        let b = table.lookup(key.stable_hash());
+        let be = svc.backends.get(b as usize).ok_or(DropReason::NoBackend)?;
         let (snat_port, reply_key) = match svc.forwarding {
             Forwarding::Nat => (
                 0,
@@ -415,6 +533,7 @@ impl Worker {
         let flow = Flow {
             service: s as u16,
             backend: b,
+            generation: snap.generation as u32,
             backend_addr: be.addr,
             backend_mac: be.mac,
             snat_port,
@@ -423,7 +542,9 @@ impl Worker {
             last_seen_ns: now,
             reply_key,
         };
-        self.ct.insert(*key, flow, now);
+        if let Some((k, f)) = self.ct.insert(*key, flow, now) {
+            flow_gone(&mut self.stats, snap, &k, &f);
+        }
         if let Some(c) = self
             .stats
             .backends
@@ -431,6 +552,12 @@ impl Worker {
             .and_then(|v| v.get_mut(b as usize))
         {
             c.new_flows += 1;
+            c.active_flows += 1;
+        }
+        if svc.all_down_fallback {
+            if let Some(c) = self.stats.services.get_mut(s) {
+                c.all_down_flows += 1;
+            }
         }
         Ok(flow)
     }
@@ -507,9 +634,14 @@ impl Worker {
         let Some((fwd, flow)) = self.ct.lookup_reply(&p.flow_key(), tcp_flags, now) else {
             return self.not_ours();
         };
-        let Some(svc) = snap.services.get(flow.service as usize) else {
+        // The forward key's destination is the VIP; indices in `flow` may be a generation old.
+        let Some(svc) = snap
+            .service_for(fwd.dst, fwd.dst_port, fwd.proto)
+            .and_then(|s| snap.services.get(s as usize))
+        else {
             return Verdict::Drop(DropReason::ReplyNoFlow);
         };
+        let _ = flow;
         if let Err(r) = translate(
             f.data_mut(),
             p,
@@ -704,7 +836,11 @@ mod tests {
             assert_eq!(w.process(&mut f, 2), Verdict::Transmit);
             assert_eq!(dst_of(&f), before[i as usize], "flow {i} kept its backend");
             let key = packet::parse_frame(syn(i, 0).data()).unwrap().flow_key();
-            let fresh = b.services[0].table.lookup(key.stable_hash());
+            let fresh = b.services[0]
+                .table
+                .as_ref()
+                .unwrap()
+                .lookup(key.stable_hash());
             if b.services[0].backends[fresh as usize].addr.ip().to_string()
                 != format!(
                     "{}.{}.{}.{}",

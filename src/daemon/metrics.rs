@@ -1,0 +1,170 @@
+//! The optional Prometheus text endpoint (`[metrics] listen`): any GET is answered with the
+//! counters last collected from the workers and each backend's admin and health state.
+
+use super::plane::Plane;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Binds `listen` and serves from a thread until `stop`.
+pub fn serve(
+    listen: SocketAddr,
+    plane: Arc<Mutex<Plane>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let l = TcpListener::bind(listen)
+        .map_err(|e| format!("[metrics] listen = \"{listen}\": cannot listen: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("sluice-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut req = [0u8; 4096];
+                        let _ = s.read(&mut req);
+                        let body = match plane.lock() {
+                            Ok(p) => render(&p),
+                            Err(_) => String::new(),
+                        };
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = s.write_all(head.as_bytes());
+                        let _ = s.write_all(body.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics document.
+pub fn render(p: &Plane) -> String {
+    let t = &p.totals;
+    let mut o = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    metric(
+        "sluice_packets_received_total",
+        "counter",
+        "Frames received from the ports.",
+    );
+    metric(
+        "sluice_packets_sent_total",
+        "counter",
+        "Frames transmitted.",
+    );
+    metric(
+        "sluice_bytes_received_total",
+        "counter",
+        "Bytes received from the ports.",
+    );
+    metric(
+        "sluice_drops_total",
+        "counter",
+        "Frames dropped, by reason.",
+    );
+    metric(
+        "sluice_conntrack_flows",
+        "gauge",
+        "Flows tracked, all workers.",
+    );
+    metric(
+        "sluice_backend_packets_total",
+        "counter",
+        "Frames forwarded to a backend.",
+    );
+    metric(
+        "sluice_backend_bytes_total",
+        "counter",
+        "Bytes forwarded to a backend.",
+    );
+    metric(
+        "sluice_backend_flows",
+        "gauge",
+        "Flows tracked to a backend.",
+    );
+    metric(
+        "sluice_backend_admin_state",
+        "gauge",
+        "1 for the backend's admin state (ready, drain, drain-expired, disabled).",
+    );
+    metric(
+        "sluice_backend_health_state",
+        "gauge",
+        "1 for the backend's health state (up, down, unknown, unchecked).",
+    );
+    metric(
+        "sluice_backend_check_latency_seconds",
+        "gauge",
+        "Duration of the backend's last health check.",
+    );
+    metric(
+        "sluice_service_all_down_flows_total",
+        "counter",
+        "New flows balanced over all backends because every one was down.",
+    );
+    let _ = writeln!(o, "sluice_packets_received_total {}", t.packets_in);
+    let _ = writeln!(o, "sluice_packets_sent_total {}", t.packets_out);
+    let _ = writeln!(o, "sluice_bytes_received_total {}", t.bytes_in);
+    for (r, n) in &t.drops {
+        let _ = writeln!(o, "sluice_drops_total{{reason=\"{r}\"}} {n}");
+    }
+    let _ = writeln!(o, "sluice_conntrack_flows {}", t.active_flows);
+    for s in &p.cfg.services {
+        let ad = t.services.get(&s.name).map_or(0, |x| x.2);
+        let _ = writeln!(
+            o,
+            "sluice_service_all_down_flows_total{{service=\"{}\"}} {ad}",
+            esc(&s.name)
+        );
+        for b in &s.backends {
+            let l = format!("service=\"{}\",backend=\"{}\"", esc(&s.name), b.address);
+            let c = t
+                .backends
+                .get(&(s.name.clone(), b.address))
+                .copied()
+                .unwrap_or_default();
+            let st = p
+                .backends
+                .get(&(s.name.clone(), b.address))
+                .cloned()
+                .unwrap_or_default();
+            let _ = writeln!(o, "sluice_backend_packets_total{{{l}}} {}", c.packets);
+            let _ = writeln!(o, "sluice_backend_bytes_total{{{l}}} {}", c.bytes);
+            let _ = writeln!(o, "sluice_backend_flows{{{l}}} {}", c.active_flows);
+            let _ = writeln!(
+                o,
+                "sluice_backend_admin_state{{{l},state=\"{}\"}} 1",
+                st.admin.name()
+            );
+            let health = if s.health.is_some() {
+                st.health.name()
+            } else {
+                "unchecked"
+            };
+            let _ = writeln!(o, "sluice_backend_health_state{{{l},state=\"{health}\"}} 1");
+            if let Some(c) = &st.last_check {
+                let _ = writeln!(
+                    o,
+                    "sluice_backend_check_latency_seconds{{{l}}} {}",
+                    c.latency.as_secs_f64()
+                );
+            }
+        }
+    }
+    o
+}

@@ -1,0 +1,98 @@
+//! The daemon's control plane, shared by every port driver: the snapshot workers read (an
+//! `ArcSwap`, swapped whole; workers pick a new one up between bursts), the probe mailboxes
+//! through which workers hand the control plane copies of their counters, the backend state
+//! machine ([`plane`]), the control socket ([`control`]), health checks ([`health`]) and the
+//! Prometheus endpoint ([`metrics`]). Nothing here runs on a worker core except
+//! [`WorkerLink::between_bursts`], which never blocks, locks or allocates.
+
+pub mod control;
+pub mod health;
+pub mod metrics;
+pub mod plane;
+
+use arc_swap::ArcSwap;
+use crossbeam::channel::{bounded, Receiver, Sender, TryRecvError};
+use dataplane::{Probe, Snapshot, Worker};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A worker's side of the control plane.
+pub struct WorkerLink {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    requests: Receiver<Box<Probe>>,
+    replies: Sender<Box<Probe>>,
+}
+
+impl WorkerLink {
+    /// Called between bursts: takes a newer snapshot if one was published, and fills a probe
+    /// if the control plane sent one. An atomic load and a non-blocking channel poll.
+    #[inline]
+    pub fn between_bursts(&self, w: &mut Worker) {
+        let cur = self.snapshot.load();
+        if cur.generation != w.snapshot().generation {
+            w.set_snapshot(arc_swap::Guard::into_inner(cur));
+        }
+        match self.requests.try_recv() {
+            Ok(mut p) => {
+                w.fill_probe(&mut p);
+                let _ = self.replies.try_send(p);
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+        }
+    }
+}
+
+/// The control plane's side of one worker's mailbox.
+pub struct ProbeLink {
+    requests: Sender<Box<Probe>>,
+    replies: Receiver<Box<Probe>>,
+}
+
+/// Makes the shared snapshot cell and one mailbox pair per worker.
+pub fn links(
+    snap: Arc<Snapshot>,
+    workers: usize,
+) -> (Arc<ArcSwap<Snapshot>>, Vec<ProbeLink>, Vec<WorkerLink>) {
+    let cell = Arc::new(ArcSwap::new(snap));
+    let mut ctl = Vec::with_capacity(workers);
+    let mut wl = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (rq_tx, rq_rx) = bounded(1);
+        let (rp_tx, rp_rx) = bounded(1);
+        ctl.push(ProbeLink {
+            requests: rq_tx,
+            replies: rp_rx,
+        });
+        wl.push(WorkerLink {
+            snapshot: Arc::clone(&cell),
+            requests: rq_rx,
+            replies: rp_tx,
+        });
+    }
+    (cell, ctl, wl)
+}
+
+/// Sends each worker a probe and collects the filled ones; a worker that does not answer
+/// within `wait` (stopped, or stuck) is left out.
+pub fn probe_all(links: &[ProbeLink], make: impl Fn() -> Probe, wait: Duration) -> Vec<Probe> {
+    // Drop stale replies left by an earlier probe that timed out.
+    for l in links {
+        while l.replies.try_recv().is_ok() {}
+    }
+    let sent: Vec<bool> = links
+        .iter()
+        .map(|l| l.requests.try_send(Box::new(make())).is_ok())
+        .collect();
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = Vec::with_capacity(links.len());
+    for (l, s) in links.iter().zip(sent) {
+        if !s {
+            continue;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Ok(p) = l.replies.recv_timeout(left) {
+            out.push(*p);
+        }
+    }
+    out
+}

@@ -1,0 +1,263 @@
+//! `sluice run` on DPDK: initialises the EAL and the ports from `[dataplane.dpdk]`, starts one
+//! worker thread per configured core (pinned, each owning one RX/TX queue pair and its own
+//! conntrack), serves the control plane from this thread until SIGINT/SIGTERM (or
+//! `--duration` / `--idle-exit`), then stops the workers, drains the hand-off rings, stops the
+//! port and reports.
+
+use crate::daemon::control;
+use crate::report::Report;
+use crate::run::{main_loop, RunOptions};
+use config::{Config, Dataplane};
+use dataplane::conntrack::ConnTrackCounters;
+use dataplane::dpdk::{DpdkQueue, Eal, EthPort, Mbuf, Mempool};
+use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker, WorkerStats};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Capacity of each inter-core hand-off ring.
+const RING_CAPACITY: usize = 4096;
+
+/// The EAL arguments: the configured ones, plus a main lcore if none is given (the lowest
+/// core no worker uses, so control work stays off worker cores where the machine allows).
+fn eal_args(user: &[String], cores: &[usize]) -> Vec<String> {
+    let mut args = vec!["sluice".to_string()];
+    args.extend(user.iter().cloned());
+    let has_lcores = user
+        .iter()
+        .any(|a| a == "-l" || a == "-c" || a.starts_with("--lcores") || a.starts_with("-l"));
+    if !has_lcores {
+        let n = core_affinity::get_core_ids().map_or(1, |v| v.len()).max(1);
+        let main = (0..n).find(|c| !cores.contains(c)).unwrap_or(0);
+        args.push("-l".into());
+        args.push(main.to_string());
+    }
+    args
+}
+
+pub fn run(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, String> {
+    let dpdk = dp.dpdk.clone().ok_or("[dataplane.dpdk] is missing")?;
+    let available = core_affinity::get_core_ids().unwrap_or_default();
+    if let Some(c) = dp
+        .cores
+        .iter()
+        .find(|c| !available.iter().any(|a| a.id == **c))
+    {
+        return Err(format!(
+            "{}: dataplane.cores names core {c}, but this machine has cores 0 to {}",
+            opts.config.display(),
+            available.len().saturating_sub(1)
+        ));
+    }
+    let snap =
+        Arc::new(Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?);
+    let stop = crate::run::stop_on_signals()?;
+
+    let eal = Arc::new(Eal::init(&eal_args(&dpdk.eal_args, &dp.cores))?);
+    let port_id = EthPort::find(&dpdk.port)?;
+    let n = dp.cores.len();
+    // One pool per NUMA socket that has a worker; each RX queue fills from its worker's.
+    let sockets: Vec<i32> = dp
+        .cores
+        .iter()
+        .map(|c| Mempool::socket_of_core(*c))
+        .collect();
+    let mut pools: Vec<(i32, Mempool)> = Vec::new();
+    for &s in &sockets {
+        if !pools.iter().any(|(ps, _)| *ps == s) {
+            pools.push((
+                s,
+                Mempool::create(&format!("sluice_mbufs_s{s}"), dpdk.mbufs, s)?,
+            ));
+        }
+    }
+    let queue_pools: Vec<&Mempool> = sockets
+        .iter()
+        .map(|s| pools.iter().find(|(ps, _)| ps == s).map(|(_, p)| p))
+        .collect::<Option<_>>()
+        .ok_or("no mbuf pool for a worker's socket")?;
+    let in_use = |pools: &[(i32, Mempool)]| pools.iter().map(|(_, p)| p.in_use()).sum::<u32>();
+    let port = EthPort::setup(
+        port_id,
+        dpdk.rx_descriptors,
+        dpdk.tx_descriptors,
+        &queue_pools,
+        &packet::rss::SYMMETRIC_KEY,
+    )?;
+    let tx_port = match &dpdk.tx_port {
+        Some(name) => Some(EthPort::setup(
+            EthPort::find(name)?,
+            dpdk.rx_descriptors,
+            dpdk.tx_descriptors,
+            &queue_pools,
+            &packet::rss::SYMMETRIC_KEY,
+        )?),
+        None => None,
+    };
+    let (link_up, speed) = port.link();
+    if !opts.quiet {
+        eprintln!(
+            "sluice: driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, link {}{}",
+            dpdk.port,
+            port.driver(),
+            port.mac(),
+            n,
+            dp.cores,
+            if port.info.rss_hf != 0 {
+                format!("on, redirection table of {}", port.info.reta_size)
+            } else {
+                "off (one queue, or a device without RSS)".into()
+            },
+            if link_up { "up" } else { "down" },
+            if speed > 0 {
+                format!(" at {speed} Mb/s")
+            } else {
+                String::new()
+            },
+        );
+    }
+    let baseline_in_use = in_use(&pools);
+    let steering =
+        Steering::new(n, cfg.node.snat_ports).with_reta_size(port.info.reta_size as usize);
+    let rings: Arc<Rings<Mbuf>> = Arc::new(Rings::new(n, RING_CAPACITY));
+    let received: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let (mut ctl, links) =
+        control::start(&cfg, &opts.config, "dpdk", (*snap).clone(), n, opts.quiet)?;
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(n);
+    for ((i, &core), link) in dp.cores.iter().enumerate().zip(links) {
+        let (snap, rings, stop, eal, received) = (
+            Arc::clone(&snap),
+            Arc::clone(&rings),
+            Arc::clone(&stop),
+            Arc::clone(&eal),
+            Arc::clone(&received),
+        );
+        let mut queue: DpdkQueue = port.queue(i as u16, tx_port.as_ref());
+        let h = std::thread::Builder::new()
+            .name(format!("sluice-worker-{i}"))
+            .spawn(move || -> Result<(Worker, DpdkQueue), String> {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    return Err(format!("cannot pin worker {i} to core {core}"));
+                }
+                eal.register_thread()?;
+                let mut worker = Worker::new(i, steering, snap, false);
+                let mut bursts: Bursts<Mbuf> = Bursts::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if worker.poll(&mut queue, &mut bursts, &rings) > 0 {
+                        received[i].store(worker.stats.packets_in, Ordering::Relaxed);
+                    }
+                    link.between_bursts(&mut worker);
+                }
+                eal.unregister_thread();
+                Ok((worker, queue))
+            })
+            .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
+        handles.push(h);
+    }
+
+    main_loop(
+        opts,
+        &stop,
+        &received,
+        || handles.iter().any(|h| h.is_finished()),
+        &mut ctl,
+        start,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let mut workers = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut failure = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok((w, q))) => {
+                workers.push(w);
+                queues.push(q);
+            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a worker thread panicked".into()),
+        }
+    }
+    // Frames still in hand-off rings when the workers stopped.
+    let mut stranded = 0u64;
+    for w in 0..n {
+        while let Some(m) = rings.pop(w) {
+            drop(m);
+            stranded += 1;
+        }
+    }
+    let port_counters = port.counters();
+    let tx_counters = tx_port.as_ref().map(|t| t.counters());
+    port.stop();
+    if let Some(t) = &tx_port {
+        t.stop();
+    }
+    let end_in_use = in_use(&pools);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    // Every worker on the latest snapshot, so all counters have one shape.
+    let snap = ctl.latest();
+    for w in workers.iter_mut() {
+        w.set_snapshot(Arc::clone(&snap));
+    }
+    ctl.shutdown();
+    let mut stats = WorkerStats::new(&snap.backend_counts());
+    let mut conntrack = ConnTrackCounters::default();
+    let mut active_flows = 0;
+    for w in &workers {
+        stats.merge(&w.stats);
+        conntrack.merge(&w.ct.counters);
+        active_flows += w.ct.len();
+    }
+    let tx_full: u64 = queues.iter().map(|q| q.tx_full).sum();
+    let oversize: u64 = queues.iter().map(|q| q.oversize).sum();
+    stats.drops[DropReason::TxFull.index()] += tx_full;
+    stats.drops[DropReason::Oversize.index()] += oversize;
+    stats.drops[DropReason::Shutdown.index()] += stranded;
+    stats.packets_in += oversize;
+    // Frames counted out by the workers that the device refused are not out.
+    stats.packets_out -= tx_full.min(stats.packets_out);
+    let mut extra = serde_json::Map::new();
+    extra.insert("driver".into(), "dpdk".into());
+    extra.insert(
+        "port".into(),
+        serde_json::json!({
+            "name": dpdk.port, "driver": port.driver(), "mac": port.mac().to_string(), "queues": n,
+            "rss": port.info.rss_hf != 0, "reta_size": port.info.reta_size,
+            "rx_packets": port_counters.rx_packets, "tx_packets": port_counters.tx_packets,
+            "rx_missed": port_counters.rx_missed, "rx_errors": port_counters.rx_errors,
+            "tx_errors": port_counters.tx_errors, "rx_no_mbuf": port_counters.rx_no_mbuf,
+        }),
+    );
+    if let (Some(name), Some(t), Some(c)) = (&dpdk.tx_port, &tx_port, tx_counters) {
+        extra.insert("tx_port".into(), serde_json::json!({"name": name, "driver": t.driver(), "tx_packets": c.tx_packets, "tx_errors": c.tx_errors}));
+    }
+    extra.insert("mempool".into(), serde_json::json!({"pools": pools.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "size_per_pool": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use}));
+    extra.insert("cores".into(), serde_json::json!(dp.cores));
+    let sent_by_device = tx_counters.map_or(port_counters.tx_packets, |c| c.tx_packets);
+    let notes = vec![format!(
+        "port {}: {} received; {} sent by {}; packet buffers in use {} at start, {} at end",
+        dpdk.port,
+        port_counters.rx_packets,
+        sent_by_device,
+        dpdk.tx_port.as_deref().unwrap_or(&dpdk.port),
+        baseline_in_use,
+        end_in_use
+    )];
+    Ok(Report {
+        snapshot: snap,
+        workers: n,
+        frames_read: stats.packets_in,
+        stats,
+        conntrack,
+        active_flows,
+        conntrack_capacity: cfg.conntrack.capacity,
+        elapsed,
+        extra,
+        notes,
+        verb: "processed",
+    })
+}
