@@ -115,7 +115,7 @@ fn run_pcap(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Str
     let stop = stop_on_signals()?;
     let (mut ctl, mut links) =
         control::start(&cfg, &opts.config, "pcap", snap.clone(), 1, opts.quiet)?;
-    let link = links.pop().ok_or("no worker link")?;
+    let mut link = links.pop().ok_or("no worker link")?;
     if !opts.quiet {
         eprintln!(
             "sluice: driver pcap, {} frames from {} at {}x real time, 1 worker on core {}",

@@ -125,7 +125,7 @@ pub fn run(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Stri
         control::start(&cfg, &opts.config, "dpdk", (*snap).clone(), n, opts.quiet)?;
     let start = Instant::now();
     let mut handles = Vec::with_capacity(n);
-    for ((i, &core), link) in dp.cores.iter().enumerate().zip(links) {
+    for ((i, &core), mut link) in dp.cores.iter().enumerate().zip(links) {
         let (snap, rings, stop, eal, received) = (
             Arc::clone(&snap),
             Arc::clone(&rings),

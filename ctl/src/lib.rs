@@ -212,12 +212,14 @@ pub fn decode_request(line: &str) -> Result<Op, ErrorBody> {
             ))
         }
         Some(Value::Number(n)) if n.as_u64() == Some(PROTOCOL_VERSION as u64) => {}
-        Some(other) => return Err(ErrorBody::new(
-            "version",
-            format!(
+        Some(other) => {
+            return Err(ErrorBody::new(
+                "version",
+                format!(
                 "protocol version {other} is not supported; this daemon speaks {PROTOCOL_VERSION}"
             ),
-        )),
+            ))
+        }
     }
     if !m.contains_key("op") {
         return Err(ErrorBody::new(

@@ -593,6 +593,8 @@ fn stats_text(v: &Value) -> String {
             ("DROPS", "drops"),
             ("PACKETS/S", "packets_per_s"),
             ("BITS/S", "bits_per_s"),
+            ("SWAPS", "snapshot_swaps"),
+            ("SWAP_MAX_US", "swap_max_us"),
         ],
     );
     t += "\n";

@@ -150,6 +150,10 @@ pub struct Probe {
     pub now_ns: u64,
     pub flow_query: Option<FlowQuery>,
     pub flows: Vec<(FlowKey, Flow)>,
+    /// Snapshots this worker has swapped in, and the longest a swap took (the most a swap
+    /// delayed the next burst); filled by the daemon's worker link.
+    pub swaps: u64,
+    pub swap_max_ns: u64,
 }
 
 impl Probe {
@@ -165,6 +169,8 @@ impl Probe {
             now_ns: 0,
             flow_query: None,
             flows: Vec::with_capacity(flows),
+            swaps: 0,
+            swap_max_ns: 0,
         }
     }
 }

@@ -14,27 +14,35 @@ use arc_swap::ArcSwap;
 use crossbeam::channel::{bounded, Receiver, Sender, TryRecvError};
 use dataplane::{Probe, Snapshot, Worker};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A worker's side of the control plane.
 pub struct WorkerLink {
     snapshot: Arc<ArcSwap<Snapshot>>,
     requests: Receiver<Box<Probe>>,
     replies: Sender<Box<Probe>>,
+    swaps: u64,
+    swap_max_ns: u64,
 }
 
 impl WorkerLink {
     /// Called between bursts: takes a newer snapshot if one was published, and fills a probe
     /// if the control plane sent one. An atomic load and a non-blocking channel poll.
     #[inline]
-    pub fn between_bursts(&self, w: &mut Worker) {
+    pub fn between_bursts(&mut self, w: &mut Worker) {
         let cur = self.snapshot.load();
         if cur.generation != w.snapshot().generation {
+            // Timed only when it happens: the time the swap holds up the next burst.
+            let t = Instant::now();
             w.set_snapshot(arc_swap::Guard::into_inner(cur));
+            self.swaps += 1;
+            self.swap_max_ns = self.swap_max_ns.max(t.elapsed().as_nanos() as u64);
         }
         match self.requests.try_recv() {
             Ok(mut p) => {
                 w.fill_probe(&mut p);
+                p.swaps = self.swaps;
+                p.swap_max_ns = self.swap_max_ns;
                 let _ = self.replies.try_send(p);
             }
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
@@ -67,6 +75,8 @@ pub fn links(
             snapshot: Arc::clone(&cell),
             requests: rq_rx,
             replies: rp_tx,
+            swaps: 0,
+            swap_max_ns: 0,
         });
     }
     (cell, ctl, wl)

@@ -75,6 +75,8 @@ pub struct Totals {
     pub services: HashMap<String, (u64, u64, u64)>,
     /// Per worker: (packets in, packets out, bytes in, drops).
     pub workers: Vec<(usize, u64, u64, u64, u64)>,
+    /// Per worker: (snapshots swapped in, longest swap in ns).
+    pub swaps: Vec<(usize, u64, u64)>,
 }
 
 /// A recent event for the log and `sluicectl status`.
@@ -823,6 +825,7 @@ impl Plane {
                 s.bytes_in,
                 s.total_drops(),
             ));
+            t.swaps.push((p.worker, p.swaps, p.swap_max_ns));
             let Some(snap) = self.snapshot_of(p.generation) else {
                 continue;
             };
@@ -1097,8 +1100,10 @@ impl Plane {
             .iter()
             .map(|w| {
                 let before = p.workers.iter().find(|x| x.0 == w.0).copied().unwrap_or_default();
+                let sw = t.swaps.iter().find(|x| x.0 == w.0).copied().unwrap_or_default();
                 json!({"worker": w.0, "packets_in": w.1, "packets_out": w.2, "bytes_in": w.3, "drops": w.4,
-                       "packets_per_s": rate(w.1, before.1), "bits_per_s": rate(w.3, before.3) * 8.0})
+                       "packets_per_s": rate(w.1, before.1), "bits_per_s": rate(w.3, before.3) * 8.0,
+                       "snapshot_swaps": sw.1, "swap_max_us": sw.2 as f64 / 1e3})
             })
             .collect();
         let services: Vec<Value> = self
