@@ -143,16 +143,18 @@ fn service_table(
 impl Snapshot {
     /// Builds every service's Maglev table with every backend ready and unchecked.
     pub fn build(cfg: &Config) -> Result<Snapshot, MaglevError> {
-        Snapshot::build_with(cfg, 0, |_, _| (Admin::Ready, Health::Unknown))
+        Snapshot::build_with(cfg, |_, _| (Admin::Ready, Health::Unknown))
     }
 
     /// Builds a snapshot with each backend's admin and health state from `state`.
-    /// Cost: O(table size) per service.
+    /// Cost: O(table size) per service. Every snapshot built in a process gets a generation
+    /// of its own (increasing), so a worker can never mistake one for another.
     pub fn build_with(
         cfg: &Config,
-        generation: u64,
         state: impl Fn(&Service, &Backend) -> (Admin, Health),
     ) -> Result<Snapshot, MaglevError> {
+        static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut services = Vec::with_capacity(cfg.services.len());
         let mut vips = FastMap::default();
         let mut vip_addrs = FastMap::default();

@@ -822,8 +822,9 @@ mod tests {
         [d[30], d[31], d[32], d[33]]
     }
 
-    /// Established flows keep their backend across a change of the backend set; new flows
-    /// use the new table; the removed backend gets nothing new.
+    /// Established flows keep their backend across a change of the backend set, except
+    /// those of the removed backend, which move; new flows use the new table; the removed
+    /// backend gets nothing new.
     #[test]
     fn established_flows_keep_their_backend_across_snapshot_swaps() {
         let a = Arc::new(Snapshot::build(&cfg(&[1, 2, 3])).unwrap());
@@ -840,6 +841,11 @@ mod tests {
         for i in 0..300u16 {
             let mut f = syn(i, packet::tcp::ACK);
             assert_eq!(w.process(&mut f, 2), Verdict::Transmit);
+            if before[i as usize] == [10, 1, 0, 2] {
+                // Its backend was removed: the flow is chosen afresh.
+                assert_ne!(dst_of(&f), [10, 1, 0, 2], "flow {i} left the removed backend");
+                continue;
+            }
             assert_eq!(dst_of(&f), before[i as usize], "flow {i} kept its backend");
             let key = packet::parse_frame(syn(i, 0).data()).unwrap().flow_key();
             let fresh = b.services[0]
@@ -872,5 +878,104 @@ mod tests {
         // Counters of the kept backends carried over, re-pointed at their new indices.
         let kept: u64 = w.stats.backends[0].iter().map(|c| c.new_flows).sum();
         assert!(kept > 300, "{kept}");
+        // Active flows per backend: every flow counted once, under its current backend.
+        let active: u64 = w.stats.backends[0].iter().map(|c| c.active_flows).sum();
+        let tracked_to_kept =
+            w.ct.iter()
+                .filter(|(_, f)| f.backend_addr.ip().to_string() != "10.1.0.2")
+                .count() as u64;
+        assert_eq!(active, tracked_to_kept);
+    }
+
+    fn state_snapshot(
+        backends: &[u8],
+        all_down: &str,
+        state: impl Fn(u8) -> (Admin, Health),
+    ) -> Arc<Snapshot> {
+        let mut c = cfg(backends);
+        c.services[0].all_down = if all_down == "all" {
+            config::AllDown::All
+        } else {
+            config::AllDown::Drop
+        };
+        Arc::new(
+            Snapshot::build_with(&c, |_, b| {
+                state(b.address.ip().to_string()[7..].parse().unwrap())
+            })
+            .unwrap(),
+        )
+    }
+
+    use crate::snapshot::{Admin, Health};
+
+    /// Drained backends keep their flows and take no new ones; disabled and drain-expired
+    /// ones lose their flows; down backends take no new flows; when all are down, the
+    /// service's policy decides, and is counted.
+    #[test]
+    fn admin_and_health_states_steer_new_and_tracked_flows() {
+        let up = state_snapshot(&[1, 2, 3], "drop", |_| (Admin::Ready, Health::Up));
+        let mut w = Worker::new(0, Steering::new(1, (1024, 32767)), Arc::clone(&up), false);
+        let mut first = Vec::new();
+        for i in 0..300 {
+            let mut f = syn(i, packet::tcp::SYN);
+            assert_eq!(w.process(&mut f, 1), Verdict::Transmit);
+            first.push(dst_of(&f));
+        }
+        let on2 = |v: &[[u8; 4]]| v.iter().filter(|d| **d == [10, 1, 0, 2]).count();
+        assert!(on2(&first) > 50);
+        let each = |w: &mut Worker, range: std::ops::Range<u16>, flags: u8| -> Vec<[u8; 4]> {
+            range
+                .map(|i| {
+                    let mut f = syn(i, flags);
+                    assert_eq!(w.process(&mut f, 2), Verdict::Transmit);
+                    dst_of(&f)
+                })
+                .collect()
+        };
+        for (admin, health, keeps) in [
+            (Admin::Drain, Health::Up, true),
+            (Admin::Ready, Health::Down, true),
+            (Admin::Disabled, Health::Up, false),
+            (Admin::DrainExpired, Health::Up, false),
+        ] {
+            let mut w = Worker::new(0, Steering::new(1, (1024, 32767)), Arc::clone(&up), false);
+            each(&mut w, 0..300, packet::tcp::SYN);
+            w.set_snapshot(state_snapshot(&[1, 2, 3], "drop", |b| {
+                if b == 2 {
+                    (admin, health)
+                } else {
+                    (Admin::Ready, Health::Up)
+                }
+            }));
+            let again = each(&mut w, 0..300, packet::tcp::ACK);
+            if keeps {
+                assert_eq!(again, first, "{admin:?}/{health:?}: tracked flows stay");
+            } else {
+                assert_eq!(on2(&again), 0, "{admin:?}: tracked flows move");
+            }
+            let fresh = each(&mut w, 1000..1300, packet::tcp::SYN);
+            assert_eq!(on2(&fresh), 0, "{admin:?}/{health:?}: no new flows");
+            let s2 = &w.stats.backends[0][1];
+            assert_eq!(s2.active_flows, if keeps { on2(&first) as u64 } else { 0 });
+        }
+        // Every backend down: "drop" drops new flows as no_backend, "all" uses them all.
+        let down = |_| (Admin::Ready, Health::Down);
+        let mut w = Worker::new(
+            0,
+            Steering::new(1, (1024, 32767)),
+            state_snapshot(&[1, 2, 3], "drop", down),
+            false,
+        );
+        let mut f = syn(5, packet::tcp::SYN);
+        assert_eq!(w.process(&mut f, 1), Verdict::Drop(DropReason::NoBackend));
+        let mut w = Worker::new(
+            0,
+            Steering::new(1, (1024, 32767)),
+            state_snapshot(&[1, 2, 3], "all", down),
+            false,
+        );
+        let got = each(&mut w, 0..300, packet::tcp::SYN);
+        assert_eq!(got, first, "fail open: the same table as when all were up");
+        assert_eq!(w.stats.services[0].all_down_flows, 300);
     }
 }

@@ -321,10 +321,8 @@ impl Plane {
                 "internal error: the changed configuration does not read back equal; nothing was changed",
             ));
         }
-        Snapshot::build_with(&c.cfg, self.generation + 1, |s, b| {
-            Plane::snapshot_state(&c.backends, s, b)
-        })
-        .map_err(|e| refused(e.to_string()))
+        Snapshot::build_with(&c.cfg, |s, b| Plane::snapshot_state(&c.backends, s, b))
+            .map_err(|e| refused(e.to_string()))
     }
 
     /// Makes `c` the running state and publishes its snapshot.
