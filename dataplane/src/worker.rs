@@ -843,7 +843,11 @@ mod tests {
             assert_eq!(w.process(&mut f, 2), Verdict::Transmit);
             if before[i as usize] == [10, 1, 0, 2] {
                 // Its backend was removed: the flow is chosen afresh.
-                assert_ne!(dst_of(&f), [10, 1, 0, 2], "flow {i} left the removed backend");
+                assert_ne!(
+                    dst_of(&f),
+                    [10, 1, 0, 2],
+                    "flow {i} left the removed backend"
+                );
                 continue;
             }
             assert_eq!(dst_of(&f), before[i as usize], "flow {i} kept its backend");

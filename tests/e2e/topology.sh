@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Builds (or tears down) the end-to-end test topology: network namespaces joined by veth
+# links to a bridge, one shared L2 segment:
+#
+#   PFX-cli  (client)    eth0 10.98.0.2/24, MAC 02:00:00:00:00:fe; VIP 10.99.0.100 on-link
+#   PFX-lb   (sluice)    eth0 MAC 02:00:00:00:00:01, no kernel address: sluice owns it
+#   PFX-bN   (backend N) eth0 10.99.0.1N/24, MAC 02:00:00:00:01:0N; HTTP servers on :8080
+#                        and :80 answering "bN" (and /big, 3 MB), an iperf3 server on :5201
+#   PFX-lan              the bridge joining them
+#
+# A second subnet, 10.97.0.0/24 (client .2, backend N .1N), joins the client and the backends
+# directly over the same links, without sluice: the reference path for measurements.
+#
+# The client and the backends reach sluice's addresses through static neighbour entries
+# (sluice does not answer ARP yet). Checksum, segmentation and receive offloads are off on the
+# veths, so every frame sluice sees is a real one with a complete checksum.
+#
+# MODE sets up the backends as operators do for each forwarding mode:
+#   nat   replies to clients go back through sluice (route to 10.98.0.0/24 via 10.99.0.1)
+#   snat  nothing more: sluice's node address is on-link
+#   dsr   the VIP on loopback, arp_ignore=1 / arp_announce=2, replies straight to the client
+#   ipip  as dsr, plus the kernel's ipip tunnel device up to decapsulate (rp_filter off)
+#   gue   as ipip, plus `ip fou add port 6080 gue` to take the UDP encapsulation off
+#
+# Usage: topology.sh up PFX BACKENDS WORKDIR MODE | down PFX
+set -euo pipefail
+cmd=$1; pfx=$2
+ns() { ip netns exec "$pfx-$1" "${@:2}"; }
+down() {
+  for n in $(ip netns list | awk '{print $1}' | grep "^$pfx-" || true); do
+    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$n" 2>/dev/null || true
+  done
+}
+if [ "$cmd" = down ]; then down; exit 0; fi
+n=$3; work=$4; mode=${5:-nat}
+down
+ip netns add "$pfx-lan"
+ns lan ip link add br0 type bridge
+ns lan ip link set br0 up
+ns lan ip link set lo up
+port() { # name mac -> a namespace with eth0 bridged into the lan
+  ip netns add "$pfx-$1"
+  ns "$1" ip link set lo up
+  ip link add "${pfx}$1" netns "$pfx-lan" type veth peer name eth0 netns "$pfx-$1"
+  ns lan ip link set "${pfx}$1" master br0 up
+  ns "$1" ip link set eth0 address "$2"
+  ns "$1" ip link set eth0 up
+  ns "$1" ethtool -K eth0 tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+  ns lan ethtool -K "${pfx}$1" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+}
+port cli 02:00:00:00:00:fe
+ns cli ip addr add 10.98.0.2/24 dev eth0
+ns cli ip addr add 10.97.0.2/24 dev eth0
+ns cli ip route add 10.99.0.100/32 dev eth0
+ns cli ip neigh replace 10.99.0.100 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
+port lb 02:00:00:00:00:01
+for i in $(seq 1 "$n"); do
+  port "b$i" "02:00:00:00:01:0$i"
+  ns "b$i" ip addr add "10.99.0.1$i/24" dev eth0
+  ns "b$i" ip addr add "10.97.0.1$i/24" dev eth0
+  ns "b$i" ip neigh replace 10.99.0.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
+  case $mode in
+    nat) ns "b$i" ip route add 10.98.0.0/24 via 10.99.0.1 dev eth0 onlink ;;
+    snat) ;;
+    dsr|ipip|gue)
+      ns "b$i" ip addr add 10.99.0.100/32 dev lo
+      ns "b$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+        net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
+      ns "b$i" ip route add 10.98.0.0/24 dev eth0
+      if [ "$mode" != dsr ]; then
+        modprobe ipip 2>/dev/null || true
+        ns "b$i" ip link set tunl0 up
+        ns "b$i" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+          net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0
+      fi
+      if [ "$mode" = gue ]; then
+        modprobe fou 2>/dev/null || true
+        ns "b$i" ip fou add port 6080 gue
+      fi
+      ;;
+    *) echo "topology.sh: unknown mode $mode" >&2; exit 2 ;;
+  esac
+  mkdir -p "$work/b$i"
+  printf 'b%s\n' "$i" > "$work/b$i/index.html"
+  head -c 3000000 /dev/zero > "$work/b$i/big"
+  for p in 8080 80; do
+    ns "b$i" python3 -m http.server $p --bind 0.0.0.0 --directory "$work/b$i" >/dev/null 2>&1 &
+  done
+  ns "b$i" iperf3 -s -D -p 5201 >/dev/null 2>&1
+done
+# Wait for the servers.
+for i in $(seq 1 "$n"); do
+  for _ in $(seq 50); do
+    ns "b$i" curl -s -m 1 "http://10.99.0.1$i:8080/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
