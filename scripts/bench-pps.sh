@@ -23,7 +23,7 @@ while getopts "s:f:m:w:o:" o; do
     *) sed -n '2,18p' "$0"; exit 2 ;;
   esac
 done
-ensure_packages dpdk-dev libdpdk-dev libclang-dev
+ensure_packages dpdk-dev libdpdk-dev libclang-dev libxdp-dev libbpf-dev clang
 ensure_hugepages 1024
 mkdir -p "$out"; work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cargo build -q --release --bin sluice

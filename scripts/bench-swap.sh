@@ -21,7 +21,7 @@ while getopts "b:t:f:n:" o; do
     *) sed -n '2,14p' "$0"; exit 2 ;;
   esac
 done
-ensure_packages libdpdk-dev libclang-dev
+ensure_packages libdpdk-dev libclang-dev libxdp-dev libbpf-dev clang
 ensure_hugepages 1024
 work=$(mktemp -d); trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages build-essential pkg-config libdpdk-dev libclang-dev
+ensure_packages build-essential pkg-config libdpdk-dev libclang-dev libxdp-dev libbpf-dev clang
 ensure_rust
 cargo build --release -q --bin sluice
 mkdir -p target/demo

@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages build-essential pkg-config libdpdk-dev libclang-dev \
-  iproute2 ethtool curl iperf3 python3 procps
+  iproute2 ethtool curl iperf3 python3 procps iputils-ping \
+  libxdp-dev libbpf-dev clang
 ensure_rust
 # DPDK tests run on virtual devices with real hugepage memory (not --no-huge), as production does.
 ensure_hugepages 512

@@ -7,6 +7,8 @@ mod report;
 mod run;
 #[cfg(feature = "dpdk")]
 mod run_dpdk;
+#[cfg(feature = "xdp")]
+mod run_xdp;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -31,12 +31,55 @@ pub fn run(opts: &RunOptions) -> Result<Report, String> {
     let cfg = Config::load(&opts.config).map_err(|e| e.to_string())?;
     let dp = cfg.dataplane.clone().ok_or_else(|| format!("{}: `sluice run` needs a [dataplane] section (driver, cores, and [dataplane.dpdk] or [dataplane.pcap]); see README.md", opts.config.display()))?;
     match dp.driver {
-        #[cfg(feature = "dpdk")]
-        Driver::Dpdk => crate::run_dpdk::run(opts, cfg, dp),
-        #[cfg(not(feature = "dpdk"))]
-        Driver::Dpdk => Err("this sluice was built without DPDK support (the `dpdk` feature); rebuild with default features and libdpdk-dev installed, or use driver = \"pcap\"".into()),
+        Driver::Dpdk => run_dpdk(opts, cfg, dp, &mut false),
+        Driver::Xdp => run_xdp(opts, cfg, dp, None),
+        Driver::Auto => {
+            // DPDK first; if its device does not initialise (before any worker started),
+            // AF_XDP on the configured interface.
+            let mut started = false;
+            match run_dpdk(opts, cfg.clone(), dp.clone(), &mut started) {
+                Err(e) if !started => {
+                    let why = format!(
+                        "DPDK did not start ({}); using AF_XDP",
+                        e.lines().next().unwrap_or(&e)
+                    );
+                    run_xdp(opts, cfg, dp, Some(why))
+                }
+                other => other,
+            }
+        }
         Driver::Pcap => run_pcap(opts, cfg, dp),
     }
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(
+    opts: &RunOptions,
+    cfg: Config,
+    dp: Dataplane,
+    started: &mut bool,
+) -> Result<Report, String> {
+    crate::run_dpdk::run(opts, cfg, dp, started)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_: &RunOptions, _: Config, _: Dataplane, _: &mut bool) -> Result<Report, String> {
+    Err("this sluice was built without DPDK support (the `dpdk` feature); rebuild with default features and libdpdk-dev installed".into())
+}
+
+#[cfg(feature = "xdp")]
+fn run_xdp(
+    opts: &RunOptions,
+    cfg: Config,
+    dp: Dataplane,
+    why: Option<String>,
+) -> Result<Report, String> {
+    crate::run_xdp::run(opts, cfg, dp, why)
+}
+
+#[cfg(not(feature = "xdp"))]
+fn run_xdp(_: &RunOptions, _: Config, _: Dataplane, _: Option<String>) -> Result<Report, String> {
+    Err("this sluice was built without AF_XDP support (the `xdp` feature); rebuild with default features and libxdp-dev, libbpf-dev and clang installed".into())
 }
 
 /// A flag SIGINT and SIGTERM set.

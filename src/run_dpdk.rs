@@ -35,7 +35,14 @@ fn eal_args(user: &[String], cores: &[usize]) -> Vec<String> {
     args
 }
 
-pub fn run(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, String> {
+/// `started` turns true once the workers run: errors before that mean DPDK could not set up
+/// (the `auto` driver then falls back to AF_XDP).
+pub fn run(
+    opts: &RunOptions,
+    cfg: Config,
+    dp: Dataplane,
+    started: &mut bool,
+) -> Result<Report, String> {
     let dpdk = dp.dpdk.clone().ok_or("[dataplane.dpdk] is missing")?;
     let available = core_affinity::get_core_ids().unwrap_or_default();
     if let Some(c) = dp
@@ -123,6 +130,7 @@ pub fn run(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Stri
     let received: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let (mut ctl, links) =
         control::start(&cfg, &opts.config, "dpdk", (*snap).clone(), n, opts.quiet)?;
+    *started = true;
     let start = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for ((i, &core), mut link) in dp.cores.iter().enumerate().zip(links) {

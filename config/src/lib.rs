@@ -216,6 +216,12 @@ pub enum Driver {
     /// first), output written to a capture at exit: a daemon without privileges or NICs, for
     /// trying the control plane and for tests.
     Pcap,
+    /// AF_XDP sockets on any Linux interface, with an XDP program that passes everything
+    /// that is not the balancer's to the kernel.
+    Xdp,
+    /// DPDK when its configured device initialises, AF_XDP on `[dataplane.xdp] interface`
+    /// otherwise.
+    Auto,
 }
 
 impl Driver {
@@ -223,8 +229,24 @@ impl Driver {
         match self {
             Driver::Dpdk => "dpdk",
             Driver::Pcap => "pcap",
+            Driver::Xdp => "xdp",
+            Driver::Auto => "auto",
         }
     }
+}
+
+/// Settings of the `xdp` driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpDriver {
+    pub interface: String,
+    /// "auto" (native where the driver has it, else generic), "native" or "generic".
+    pub mode: String,
+    /// "auto" (zero-copy where supported, else copy), "on" or "off".
+    pub zerocopy: String,
+    /// UMEM frames per queue (4 KiB each).
+    pub frames: u32,
+    /// Entries in each ring (a power of two).
+    pub ring: u32,
 }
 
 /// Settings of the `pcap` driver.
@@ -259,6 +281,7 @@ pub struct Dataplane {
     pub cores: Vec<usize>,
     pub dpdk: Option<Dpdk>,
     pub pcap: Option<PcapDriver>,
+    pub xdp: Option<XdpDriver>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +389,17 @@ struct RawDataplane {
     cores: Spanned<Vec<usize>>,
     dpdk: Option<Spanned<RawDpdk>>,
     pcap: Option<Spanned<RawPcapDriver>>,
+    xdp: Option<Spanned<RawXdp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXdp {
+    interface: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    zerocopy: Option<Spanned<String>>,
+    frames: Option<Spanned<u32>>,
+    ring: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -544,6 +578,10 @@ impl Config {
                 if let Some(t) = &x.tx_port {
                     let _ = writeln!(o, "tx_port = {}", q(t));
                 }
+            }
+            if let Some(x) = &d.xdp {
+                let _ = writeln!(o, "\n[dataplane.xdp]\ninterface = {}\nmode = {}\nzerocopy = {}\nframes = {}\nring = {}",
+                    q(&x.interface), q(&x.mode), q(&x.zerocopy), x.frames, x.ring);
             }
             if let Some(x) = &d.pcap {
                 let _ = writeln!(
@@ -836,12 +874,98 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
             "list exactly one core, such as [0]",
         );
     }
-    let dpdk = match (&r.dpdk, *r.driver.get_ref()) {
-        (None, Driver::Dpdk) => {
+    let xdp = match (&r.xdp, *r.driver.get_ref()) {
+        (None, d @ (Driver::Xdp | Driver::Auto)) => {
             return ctx.err(
                 r.driver.span(),
                 "dataplane.driver",
-                "driver \"dpdk\" needs a [dataplane.dpdk] section",
+                format!("driver \"{}\" needs a [dataplane.xdp] section", d.name()),
+                "add [dataplane.xdp] with `interface`, the Linux interface to balance on",
+            )
+        }
+        (Some(x), _) => {
+            let x = x.get_ref();
+            let i = x.interface.get_ref();
+            if i.is_empty()
+                || i.len() > 15
+                || i.contains('/')
+                || i.chars().any(|c| c.is_whitespace())
+            {
+                return ctx.err(
+                    x.interface.span(),
+                    "dataplane.xdp.interface",
+                    format!("`{i}` is not an interface name"),
+                    "give the Linux interface name, such as \"eth0\" (see `ip link`)",
+                );
+            }
+            let pick = |v: &Option<Spanned<String>>,
+                        key: &str,
+                        allowed: &[&str]|
+             -> Result<String, ConfigError> {
+                match v {
+                    Some(m) if !allowed.contains(&m.get_ref().as_str()) => ctx.err(
+                        m.span(),
+                        format!("dataplane.xdp.{key}"),
+                        format!("`{}` is not a {key} setting", m.get_ref()),
+                        format!("use one of: {}", allowed.join(", ")),
+                    ),
+                    Some(m) => Ok(m.get_ref().clone()),
+                    None => Ok("auto".into()),
+                }
+            };
+            let frames = match &x.frames {
+                Some(f) if *f.get_ref() < 1024 || *f.get_ref() > 1 << 20 => {
+                    return ctx.err(
+                        f.span(),
+                        "dataplane.xdp.frames",
+                        format!("{} UMEM frames is out of range", f.get_ref()),
+                        "give 1024 to 1048576 frames per queue (4 KiB each)",
+                    )
+                }
+                Some(f) => *f.get_ref(),
+                None => 8192,
+            };
+            let ring = match &x.ring {
+                Some(f)
+                    if *f.get_ref() < 64
+                        || *f.get_ref() > 16384
+                        || !f.get_ref().is_power_of_two()
+                        || *f.get_ref() * 2 > frames =>
+                {
+                    return ctx.err(
+                        f.span(),
+                        "dataplane.xdp.ring",
+                        format!("{} ring entries is not usable", f.get_ref()),
+                        "give a power of two from 64 to 16384, at most half the frames",
+                    )
+                }
+                Some(f) => *f.get_ref(),
+                None => 2048,
+            };
+            Some(XdpDriver {
+                interface: i.clone(),
+                mode: pick(&x.mode, "mode", &["auto", "native", "generic"])?,
+                zerocopy: pick(&x.zerocopy, "zerocopy", &["auto", "on", "off"])?,
+                frames,
+                ring,
+            })
+        }
+        (None, _) => None,
+    };
+    if matches!(*r.driver.get_ref(), Driver::Xdp | Driver::Auto) && cores.len() != 1 {
+        return ctx.err(
+            r.cores.span(),
+            "dataplane.cores",
+            format!("the AF_XDP driver runs one worker on the interface's queue 0 for now, and {} cores are listed", cores.len()),
+            "list one core, such as [1] (several queues per interface are not supported yet)",
+        );
+    }
+    let dpdk = match (&r.dpdk, *r.driver.get_ref()) {
+        (None, Driver::Dpdk | Driver::Auto) => {
+            return ctx.err(
+                r.driver.span(),
+                "dataplane.driver",
+                "drivers \"dpdk\" and \"auto\" need a [dataplane.dpdk] section",
                 "add [dataplane.dpdk] with at least `port`, the ethdev name or PCI address",
             )
         }
@@ -898,6 +1022,7 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
         cores,
         dpdk,
         pcap,
+        xdp,
     })
 }
 
@@ -1523,7 +1648,7 @@ mac = "02:00:00:00:01:01"
 
     #[test]
     fn to_toml_reads_back_equal() {
-        let src = format!("{GOOD}\n[control]\nsocket = \"/tmp/x.sock\"\ndrain_timeout = 5\ngroup = \"adm\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n[dataplane]\ndriver = \"pcap\"\ncores = [0]\n[dataplane.pcap]\ninput = \"in \\\"q\\\".pcap\"\noutput = \"o.pcap\"\n");
+        let src = format!("{GOOD}\n[control]\nsocket = \"/tmp/x.sock\"\ndrain_timeout = 5\ngroup = \"adm\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n[dataplane]\ndriver = \"pcap\"\ncores = [0]\n[dataplane.pcap]\ninput = \"in \\\"q\\\".pcap\"\noutput = \"o.pcap\"\n[dataplane.xdp]\ninterface = \"eth0\"\nmode = \"generic\"\n");
         let mut c = Config::from_toml(&src, None).unwrap();
         c.services[0].health = Some(HealthCheck {
             kind: CheckKind::Http {

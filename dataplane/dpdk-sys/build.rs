@@ -58,6 +58,7 @@ fn main() {
         .allowlist_function("rte_strerror")
         .allowlist_function("rte_thread_(register|unregister)")
         .allowlist_function("rte_pktmbuf_pool_create")
+        .allowlist_function("rte_eth_find_next")
         .allowlist_function("rte_mempool_(in_use_count|avail_count|free)")
         .allowlist_function(
             "rte_eth_dev_(count_avail|get_port_by_name|get_name_by_port|stop|close|socket_id)",

@@ -165,7 +165,10 @@ impl EthPort {
             return Ok(id);
         }
         let mut names = Vec::new();
-        for p in 0..sys::RTE_MAX_ETHPORTS as u16 {
+        // Only ports that exist (asking by every possible id makes DPDK log each unused one).
+        // SAFETY: rte_eth_find_next only reads DPDK's port table.
+        let mut p = unsafe { sys::rte_eth_find_next(0) } as u16;
+        while (p as u32) < sys::RTE_MAX_ETHPORTS {
             let mut buf = [0 as std::os::raw::c_char; 64];
             // SAFETY: buf is large enough for RTE_ETH_NAME_MAX_LEN.
             if unsafe { sys::rte_eth_dev_get_name_by_port(p, buf.as_mut_ptr()) } == 0 {
@@ -176,6 +179,8 @@ impl EthPort {
                         .into_owned(),
                 );
             }
+            // SAFETY: as above.
+            p = unsafe { sys::rte_eth_find_next(p + 1) } as u16;
         }
         Err(if names.is_empty() {
             format!("DPDK found no ports, so there is no `{name}`: for a NIC, bind it to vfio-pci (dpdk-devbind.py -b vfio-pci ADDR) and allow it with \"-a ADDR\" in eal_args; for a virtual device add \"--vdev\", \"{name},...\"")

@@ -16,6 +16,8 @@ pub mod snapshot;
 pub mod stats;
 pub mod steering;
 pub mod worker;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 pub use maglev::MaglevTable;
 pub use port::{Frame, MemPort, PacketBuf, Port};

@@ -101,6 +101,13 @@ impl ControlPlane {
         }
     }
 
+    /// Runs `f` on every snapshot published from now on (on the control thread).
+    pub fn on_publish(&self, f: impl FnMut(&Snapshot) -> Result<(), String> + Send + 'static) {
+        if let Ok(mut p) = self.plane.lock() {
+            p.on_publish.push(Box::new(f));
+        }
+    }
+
     /// The snapshot workers are (or are about to be) using.
     pub fn latest(&self) -> Arc<Snapshot> {
         match self.plane.lock() {

@@ -79,6 +79,9 @@ pub struct Totals {
     pub swaps: Vec<(usize, u64, u64)>,
 }
 
+/// Called with each snapshot as it is published.
+pub type PublishHook = Box<dyn FnMut(&Snapshot) -> Result<(), String> + Send>;
+
 /// A recent event for the log and `sluicectl status`.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -104,6 +107,9 @@ pub struct Plane {
     /// Time the last change took to validate and build, and to publish.
     pub last_build: Option<Duration>,
     pub quiet: bool,
+    /// Called with every snapshot published (the AF_XDP driver keeps its XDP program's maps
+    /// in step this way), on the control thread.
+    pub on_publish: Vec<PublishHook>,
 }
 
 fn now_wall() -> SystemTime {
@@ -271,6 +277,7 @@ impl Plane {
             events: VecDeque::new(),
             last_build: None,
             quiet,
+            on_publish: Vec::new(),
         }
     }
 
@@ -345,6 +352,18 @@ impl Plane {
 
     fn publish(&mut self, snap: Snapshot) {
         self.generation = snap.generation;
+        let mut failures = Vec::new();
+        for f in self.on_publish.iter_mut() {
+            if let Err(e) = f(&snap) {
+                failures.push(e);
+            }
+        }
+        for e in failures {
+            self.log(format!(
+                "while publishing configuration generation {}: {e}",
+                snap.generation
+            ));
+        }
         let snap = Arc::new(snap);
         self.cell.store(Arc::clone(&snap));
         self.history.push_back(snap);
