@@ -64,6 +64,7 @@ impl Report {
             "to_host": s.to_host,
             "replies_translated": s.replies,
             "icmp_errors_steered": s.icmp_steered,
+            "neighbour_answers": s.neighbour_answers,
             "handed_off": s.handed_off,
             "dropped": s.total_drops(),
             "drops": drops,

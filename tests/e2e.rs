@@ -283,6 +283,16 @@ fn scenario(pfx: &str, mode: &str, driver: &str, measure: bool) {
             share(k)
         );
     }
+    // The client found the VIP, and (nat) the backends found the node address, by ARP
+    // answered by sluice: the topology has no static neighbour entries.
+    let neigh = t.exec("cli", &["ip", "neigh", "show", "10.99.0.100"]);
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains("02:00:00:00:00:01"),
+        "{mode}: the client learned the VIP's MAC from sluice: {}",
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+    let answered = b.ctl(&["stats"])["neighbour_answers"].as_u64().unwrap_or(0);
+    assert!(answered > 0, "{mode}: sluice answered ARP ({answered})");
     // A bulk TCP transfer completes.
     let via = iperf(&t, VIP, 3);
     if measure {

@@ -551,10 +551,11 @@ fn classification_of_traffic_that_is_not_forwarded() {
     let mut ttl1 = b.clone();
     ttl1.ttl = 1;
     let ttl1 = ttl1.frame(&tcp(1235, VIP_PORT, 0x02, b""));
+    // ARP for an address that is not ours (ours are answered: see the next test).
     let arp = pcap::synth::arp_request(
         packet::MacAddr(GW_MAC),
         "192.0.2.254".parse().unwrap(),
-        NODE_V4,
+        "192.0.2.200".parse().unwrap(),
     );
     let other = pcap::synth::FrameBuilder::new(
         packet::MacAddr(GW_MAC),
@@ -594,6 +595,88 @@ fn classification_of_traffic_that_is_not_forwarded() {
     );
     assert_eq!(run.stats["drops"]["not_ours"], 2);
     assert_eq!(run.stats["to_host"], 0);
+}
+
+/// ARP requests for a VIP or the node's address get a reply, and neighbour solicitations
+/// for them an advertisement, written by the data path and checked here field by field with
+/// the independent checksum; requests for other addresses, gratuitous ARP and duplicate
+/// address detection probes are not answered.
+#[test]
+fn neighbour_requests_for_our_addresses_are_answered() {
+    let dir = scratch("neighbour");
+    let asker = [2, 0, 0, 0, 0x0a, 0x0b];
+    let asker_ip: std::net::Ipv4Addr = "192.0.2.254".parse().unwrap();
+    let arp = |target| pcap::synth::arp_request(packet::MacAddr(asker), asker_ip, target);
+    let asker6: std::net::Ipv6Addr = "2001:db8::fe".parse().unwrap();
+    let ns = |target| pcap::synth::neighbour_solicitation(packet::MacAddr(asker), asker6, target);
+    let frames: Vec<(u64, Vec<u8>)> = [
+        arp(VIP_V4),
+        arp(NODE_V4),
+        arp("192.0.2.200".parse().unwrap()),
+        pcap::synth::arp_request(packet::MacAddr(asker), VIP_V4, VIP_V4), // gratuitous
+        ns(VIP_V6),
+        ns(NODE_V6),
+        ns("2001:db8::77".parse().unwrap()),
+        pcap::synth::neighbour_solicitation(
+            packet::MacAddr(asker),
+            std::net::Ipv6Addr::UNSPECIFIED,
+            VIP_V6,
+        ), // DAD
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, f)| (T0 + i as u64, f))
+    .collect();
+    let mut cfg = config("nat", false, "tcp", &WEIGHTS, "");
+    cfg += &format!("\n[[service]]\nname = \"six\"\nvip = \"[{VIP_V6}]:80\"\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n[[service.backend]]\naddress = \"[2001:db8:1::1]:80\"\nmac = \"02:00:00:00:01:01\"\n");
+    let run = replay(&dir, &cfg, &frames, 1);
+    assert_eq!(run.stats["neighbour_answers"], 4, "{}", run.stats);
+    assert_eq!(run.out.len(), 4);
+    for (i, (_, f)) in run.out.iter().take(2).enumerate() {
+        let want_ip = [VIP_V4, NODE_V4][i].octets();
+        assert_eq!(&f[..6], &asker, "to the asker");
+        assert_eq!(&f[6..12], &NODE_MAC, "from the node");
+        assert_eq!(&f[12..14], &[8, 6]);
+        assert_eq!(&f[14..22], &[0, 1, 8, 0, 6, 4, 0, 2], "an ARP reply");
+        assert_eq!(&f[22..28], &NODE_MAC, "sender: our MAC");
+        assert_eq!(&f[28..32], &want_ip, "sender: the address asked for");
+        assert_eq!(&f[32..38], &asker);
+        assert_eq!(&f[38..42], &asker_ip.octets());
+    }
+    for (i, (_, f)) in run.out.iter().skip(2).enumerate() {
+        let target = [VIP_V6, NODE_V6][i].octets();
+        assert_eq!(
+            (&f[..6], &f[6..12], &f[12..14]),
+            (&asker[..], &NODE_MAC[..], &[0x86, 0xdd][..])
+        );
+        let ip = &f[14..];
+        assert_eq!(
+            u16::from_be_bytes([ip[4], ip[5]]),
+            32,
+            "payload: advertisement + option"
+        );
+        assert_eq!((ip[6], ip[7]), (58, 255), "ICMPv6, hop limit 255");
+        assert_eq!(&ip[8..24], &target, "from the target address");
+        assert_eq!(&ip[24..40], &asker6.octets(), "to the asker");
+        let m = &ip[40..72];
+        assert_eq!((m[0], m[1]), (136, 0), "neighbour advertisement");
+        assert_eq!(
+            &m[4..8],
+            &[0x60, 0, 0, 0],
+            "solicited, override, not a router"
+        );
+        assert_eq!(&m[8..24], &target);
+        assert_eq!(
+            (m[24], m[25], &m[26..32]),
+            (2, 1, &NODE_MAC[..]),
+            "our link-layer address"
+        );
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&ip[8..40]);
+        pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 58]);
+        assert_eq!(ones_sum(&[&pseudo, m]), 0xffff, "ICMPv6 checksum verifies");
+        assert_eq!(f.len(), 14 + 40 + 32);
+    }
 }
 
 /// Expiry follows capture time: a UDP flow idle past its timeout is started afresh, one

@@ -11,6 +11,7 @@ pub mod fasthash;
 pub mod flowindex;
 pub mod forward;
 pub mod maglev;
+pub mod neighbour;
 pub mod port;
 pub mod snapshot;
 pub mod stats;

@@ -124,6 +124,8 @@ pub struct WorkerStats {
     pub replies: u64,
     /// ICMP errors steered to the backend of the quoted flow.
     pub icmp_steered: u64,
+    /// ARP requests and neighbour solicitations for our addresses, answered.
+    pub neighbour_answers: u64,
     pub drops: [u64; DropReason::COUNT],
     /// `[service][backend]`, sized from the snapshot before the worker starts.
     pub backends: Vec<Vec<BackendCounters>>,
@@ -141,6 +143,7 @@ impl WorkerStats {
             handed_off: 0,
             replies: 0,
             icmp_steered: 0,
+            neighbour_answers: 0,
             drops: [0; DropReason::COUNT],
             backends: backends_per_service
                 .iter()
@@ -173,6 +176,7 @@ impl WorkerStats {
         out.handed_off = self.handed_off;
         out.replies = self.replies;
         out.icmp_steered = self.icmp_steered;
+        out.neighbour_answers = self.neighbour_answers;
         out.drops = self.drops;
         out.backends.clone_from(&self.backends);
         out.services.clone_from(&self.services);
@@ -187,6 +191,7 @@ impl WorkerStats {
         self.handed_off += o.handed_off;
         self.replies += o.replies;
         self.icmp_steered += o.icmp_steered;
+        self.neighbour_answers += o.neighbour_answers;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

@@ -394,6 +394,10 @@ impl Worker {
             Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
         };
         if !p.is_ip() {
+            if p.network == Network::Arp && crate::neighbour::answer_arp(f.data_mut(), &p, snap) {
+                self.stats.neighbour_answers += 1;
+                return Verdict::Transmit;
+            }
             return self.not_ours();
         }
         // The common case first: TCP/UDP to a service, found with one lookup.
@@ -401,6 +405,16 @@ impl Worker {
             if let Some(s) = snap.service_for(p.dst, p.dst_port, p.proto) {
                 return self.forward(f, &p, snap, s as usize, now);
             }
+        }
+        // Neighbour solicitations come to a solicited-node multicast address, or (to confirm
+        // reachability) to the VIP itself.
+        if p.proto == 58 && p.icmp_type == packet::icmp::V6_NEIGHBOR_SOLICIT {
+            if let Some(len) = crate::neighbour::answer_ns(f.data_mut(), &p, snap) {
+                f.truncate(len);
+                self.stats.neighbour_answers += 1;
+                return Verdict::Transmit;
+            }
+            return self.not_ours();
         }
         if snap.is_vip_addr(p.dst) {
             if p.fragment {

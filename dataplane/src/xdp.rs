@@ -182,7 +182,8 @@ impl XdpProgram {
             snat_hi: n.snat_ports.1,
             has_v4: n.ipv4.is_some() as u8,
             has_v6: n.ipv6.is_some() as u8,
-            neigh: 0,
+            // sluice answers ARP and neighbour solicitations for its addresses itself.
+            neigh: 1,
             pad: 0,
         };
         self.put(sys::MAP_NODE, &0u32, &cfg)

@@ -376,6 +376,41 @@ pub fn arp_request(sender_mac: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr
     f
 }
 
+/// An IPv6 neighbour solicitation (RFC 4861) from `src` for `target`, sent to the target's
+/// solicited-node multicast address, with the source link-layer address option.
+pub fn neighbour_solicitation(sender_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | t[13] as u16,
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&t);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&sender_mac.0);
+    let c = packet::checksum::finish(
+        packet::checksum::pseudo_v6(src, group, 58, icmp.len() as u32),
+        &icmp,
+    );
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let g = group.octets();
+    let mut f = vec![0x33, 0x33, g[12], g[13], g[14], g[15]];
+    f.extend_from_slice(&sender_mac.0);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&g);
+    f.extend_from_slice(&icmp);
+    f
+}
+
 /// Malformed frames addressed to the example web VIP, each with the drop reason the data path
 /// must count for it (the names of `packet::Malformed`).
 pub fn malformed_frames() -> Vec<(&'static str, Vec<u8>)> {

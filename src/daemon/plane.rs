@@ -68,6 +68,7 @@ pub struct Totals {
     pub packets_in: u64,
     pub packets_out: u64,
     pub bytes_in: u64,
+    pub neighbour_answers: u64,
     pub drops: Vec<(&'static str, u64)>,
     pub conntrack: ConnTrackCounters,
     pub active_flows: usize,
@@ -828,6 +829,7 @@ impl Plane {
         for p in &probes {
             let s = &p.stats;
             t.packets_in += s.packets_in;
+            t.neighbour_answers += s.neighbour_answers;
             t.packets_out += s.packets_out;
             t.bytes_in += s.bytes_in;
             for (a, b) in drops.iter_mut().zip(s.drops.iter()) {
@@ -1144,6 +1146,7 @@ impl Plane {
         json!({
             "interval_s": dt,
             "packets_in": t.packets_in,
+            "neighbour_answers": t.neighbour_answers,
             "packets_out": t.packets_out,
             "bytes_in": t.bytes_in,
             "packets_per_s": rate(t.packets_in, p.packets_in),

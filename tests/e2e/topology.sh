@@ -11,8 +11,8 @@
 # A second subnet, 10.97.0.0/24 (client .2, backend N .1N), joins the client and the backends
 # directly over the same links, without sluice: the reference path for measurements.
 #
-# The client and the backends reach sluice's addresses through static neighbour entries
-# (sluice does not answer ARP yet). Checksum, segmentation and receive offloads are off on the
+# The client finds the VIP, and the backends sluice's node address, by ARP, which sluice
+# answers itself (no static neighbour entries). Checksum, segmentation and receive offloads are off on the
 # veths, so every frame sluice sees is a real one with a complete checksum.
 #
 # MODE sets up the backends as operators do for each forwarding mode:
@@ -53,13 +53,11 @@ port cli 02:00:00:00:00:fe
 ns cli ip addr add 10.98.0.2/24 dev eth0
 ns cli ip addr add 10.97.0.2/24 dev eth0
 ns cli ip route add 10.99.0.100/32 dev eth0
-ns cli ip neigh replace 10.99.0.100 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
 port lb 02:00:00:00:00:01
 for i in $(seq 1 "$n"); do
   port "b$i" "02:00:00:00:01:0$i"
   ns "b$i" ip addr add "10.99.0.1$i/24" dev eth0
   ns "b$i" ip addr add "10.97.0.1$i/24" dev eth0
-  ns "b$i" ip neigh replace 10.99.0.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent
   case $mode in
     nat) ns "b$i" ip route add 10.98.0.0/24 via 10.99.0.1 dev eth0 onlink ;;
     snat) ;;
