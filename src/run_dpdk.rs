@@ -10,7 +10,7 @@ use crate::run::{main_loop, RunOptions};
 use config::{Config, Dataplane};
 use dataplane::conntrack::ConnTrackCounters;
 use dataplane::dpdk::{DpdkQueue, Eal, EthPort, Mbuf, Mempool};
-use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker, WorkerStats};
+use dataplane::{Bursts, DropReason, Port, Rings, Snapshot, Steering, Worker, WorkerStats};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,7 +60,15 @@ pub fn run(
         Arc::new(Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?);
     let stop = crate::run::stop_on_signals()?;
 
-    let eal = Arc::new(Eal::init(&eal_args(&dpdk.eal_args, &dp.cores))?);
+    // The exception path: a TAP device DPDK creates, carrying the node's MAC so the kernel's
+    // answers look like the port's own.
+    const HOST_PORT: &str = "net_tap_sluice";
+    let mut user_args = dpdk.eal_args.clone();
+    if let Some(name) = &dpdk.exception_interface {
+        user_args.push("--vdev".into());
+        user_args.push(format!("{HOST_PORT},iface={name},mac={}", cfg.node.mac));
+    }
+    let eal = Arc::new(Eal::init(&eal_args(&user_args, &dp.cores))?);
     let port_id = EthPort::find(&dpdk.port)?;
     let n = dp.cores.len();
     // One pool per NUMA socket that has a worker; each RX queue fills from its worker's.
@@ -94,6 +102,16 @@ pub fn run(
     let tx_port = match &dpdk.tx_port {
         Some(name) => Some(EthPort::setup(
             EthPort::find(name)?,
+            dpdk.rx_descriptors,
+            dpdk.tx_descriptors,
+            &queue_pools,
+            &packet::rss::SYMMETRIC_KEY,
+        )?),
+        None => None,
+    };
+    let host_port = match &dpdk.exception_interface {
+        Some(_) => Some(EthPort::setup(
+            EthPort::find(HOST_PORT)?,
             dpdk.rx_descriptors,
             dpdk.tx_descriptors,
             &queue_pools,
@@ -141,7 +159,7 @@ pub fn run(
             Arc::clone(&eal),
             Arc::clone(&received),
         );
-        let mut queue: DpdkQueue = port.queue(i as u16, tx_port.as_ref());
+        let mut queue: DpdkQueue = port.queue(i as u16, tx_port.as_ref(), host_port.as_ref());
         let h = std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))
             .spawn(move || -> Result<(Worker, DpdkQueue), String> {
@@ -149,12 +167,13 @@ pub fn run(
                     return Err(format!("cannot pin worker {i} to core {core}"));
                 }
                 eal.register_thread()?;
-                let mut worker = Worker::new(i, steering, snap, false);
+                let mut worker = Worker::new(i, steering, snap, queue.has_host_path());
                 let mut bursts: Bursts<Mbuf> = Bursts::new();
                 while !stop.load(Ordering::Relaxed) {
                     if worker.poll(&mut queue, &mut bursts, &rings) > 0 {
                         received[i].store(worker.stats.packets_in, Ordering::Relaxed);
                     }
+                    queue.pump_host();
                     link.between_bursts(&mut worker);
                 }
                 eal.unregister_thread();
@@ -201,6 +220,9 @@ pub fn run(
     if let Some(t) = &tx_port {
         t.stop();
     }
+    if let Some(h) = &host_port {
+        h.stop();
+    }
     let end_in_use = in_use(&pools);
     if let Some(e) = failure {
         return Err(e);
@@ -245,6 +267,15 @@ pub fn run(
     }
     extra.insert("mempool".into(), serde_json::json!({"pools": pools.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "size_per_pool": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use}));
     extra.insert("cores".into(), serde_json::json!(dp.cores));
+    if let Some(name) = &dpdk.exception_interface {
+        extra.insert(
+            "exception".into(),
+            serde_json::json!({"interface": name,
+                "to_host": queues.iter().map(|q| q.to_host).sum::<u64>(),
+                "from_host": queues.iter().map(|q| q.from_host).sum::<u64>(),
+                "dropped": queues.iter().map(|q| q.host_dropped).sum::<u64>()}),
+        );
+    }
     let sent_by_device = tx_counters.map_or(port_counters.tx_packets, |c| c.tx_packets);
     let notes = vec![format!(
         "port {}: {} received; {} sent by {}; packet buffers in use {} at start, {} at end",

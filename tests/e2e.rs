@@ -484,6 +484,76 @@ fn auto_falls_back_to_af_xdp_and_detaches_on_exit() {
     );
 }
 
+/// The exception path on DPDK: frames that are not the balancer's reach the kernel through a
+/// TAP interface, and the kernel's answers leave through the port, so the host's own
+/// services work on an interface DPDK owns: ping and an HTTP server on an address of the
+/// sluice namespace's TAP, reached from a backend, while the VIP keeps balancing.
+#[test]
+fn exception_path_keeps_the_hosts_own_traffic_on_dpdk() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        root(),
+        "the end-to-end tests need root (network namespaces, hugepages)"
+    );
+    let t = Topology::up("xe", 3, "nat");
+    let cfg = driver_config("dpdk", &services("nat", &[1, 1, 1])).replace(
+        "port = \"net_af_packet0\"\n",
+        "port = \"net_af_packet0\"\nexception_interface = \"sl0\"\n",
+    );
+    let b = Balancer::start(&t, &cfg);
+    for args in [
+        &["ip", "addr", "add", "10.99.0.250/24", "dev", "sl0"][..],
+        &["ip", "link", "set", "sl0", "up"],
+    ] {
+        let o = t.exec("lb", args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let www = t.dir.join("host-www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "the host itself\n").unwrap();
+    let mut server = t.spawn(
+        "lb",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "9999",
+            "--bind",
+            "10.99.0.250",
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+    );
+    let ping = t.exec("b1", &["ping", "-c", "3", "-W", "2", "10.99.0.250"]);
+    assert!(
+        ping.status.success(),
+        "the host answers ping through the TAP: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let start = Instant::now();
+    let body = loop {
+        let o = t.exec("b2", &["curl", "-s", "-m", "3", "http://10.99.0.250:9999/"]);
+        if o.status.success() || start.elapsed() > Duration::from_secs(10) {
+            break String::from_utf8_lossy(&o.stdout).to_string();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        body, "the host itself\n",
+        "a TCP service of the host works through the exception path"
+    );
+    let (by, failed, _) = curls(&t, VIP, 30);
+    assert_eq!((failed, by.len()), (0, 3), "{by:?}");
+    let o = b.stop();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// Why this kernel cannot host `mode`'s backends, if it cannot: ipip and gue backends
 /// decapsulate with the kernel's ipip (and fou) support, which some kernels (this CI VM's
 /// among them) are built without.

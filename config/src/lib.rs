@@ -267,6 +267,10 @@ pub struct Dpdk {
     pub port: String,
     /// A second ethdev to transmit on (two-armed set-ups); `None` transmits on `port`.
     pub tx_port: Option<String>,
+    /// The kernel exception path: a TAP interface of this name (with the node's MAC) gets
+    /// every frame that is not the balancer's, and what the kernel sends on it goes out of
+    /// the port, so the host's own traffic keeps working on a NIC DPDK owns.
+    pub exception_interface: Option<String>,
     /// Packet buffers in the pool (a power of two minus one is most efficient).
     pub mbufs: u32,
     pub rx_descriptors: u16,
@@ -409,6 +413,7 @@ struct RawDpdk {
     eal_args: Vec<String>,
     port: Spanned<String>,
     tx_port: Option<Spanned<String>>,
+    exception_interface: Option<Spanned<String>>,
     mbufs: Option<Spanned<u32>>,
     rx_descriptors: Option<Spanned<u16>>,
     tx_descriptors: Option<Spanned<u16>>,
@@ -577,6 +582,9 @@ impl Config {
                     args.join(", "), q(&x.port), x.mbufs, x.rx_descriptors, x.tx_descriptors);
                 if let Some(t) = &x.tx_port {
                     let _ = writeln!(o, "tx_port = {}", q(t));
+                }
+                if let Some(t) = &x.exception_interface {
+                    let _ = writeln!(o, "exception_interface = {}", q(t));
                 }
             }
             if let Some(x) = &d.xdp {
@@ -1007,10 +1015,21 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
                     );
                 }
             }
+            if let Some(e) = &x.exception_interface {
+                let i = e.get_ref();
+                if i.is_empty()
+                    || i.len() > 15
+                    || i.contains('/')
+                    || i.chars().any(|c| c.is_whitespace())
+                {
+                    return ctx.err(e.span(), "dataplane.dpdk.exception_interface", format!("`{i}` is not a usable interface name"), "give a name of 1 to 15 characters for the TAP interface, such as \"sluice0\"");
+                }
+            }
             Some(Dpdk {
                 eal_args: x.eal_args.clone(),
                 port: x.port.get_ref().clone(),
                 tx_port: x.tx_port.as_ref().map(|t| t.get_ref().clone()),
+                exception_interface: x.exception_interface.as_ref().map(|t| t.get_ref().clone()),
                 mbufs,
                 rx_descriptors: desc(&x.rx_descriptors, "rx_descriptors")?,
                 tx_descriptors: desc(&x.tx_descriptors, "tx_descriptors")?,

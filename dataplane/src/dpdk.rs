@@ -268,12 +268,16 @@ impl EthPort {
 
     /// The RX/TX queue pair `q`, for one worker; transmits on `tx` (another port's queue `q`)
     /// when given, else on this port.
-    pub fn queue(&self, q: u16, tx: Option<&EthPort>) -> DpdkQueue {
+    pub fn queue(&self, q: u16, tx: Option<&EthPort>, host: Option<&EthPort>) -> DpdkQueue {
         DpdkQueue {
             port: self.id,
             tx_port: tx.map_or(self.id, |t| t.id),
             queue: q,
+            host: host.map(|h| h.id),
             raw: [std::ptr::null_mut(); BURST],
+            from_host: 0,
+            to_host: 0,
+            host_dropped: 0,
             tx_full: 0,
             oversize: 0,
         }
@@ -383,7 +387,16 @@ pub struct DpdkQueue {
     port: u16,
     tx_port: u16,
     queue: u16,
+    /// The exception port (a TAP device into the kernel), if any: frames that are not the
+    /// balancer's go there, and what the kernel sends back goes out of the port.
+    host: Option<u16>,
     raw: [*mut sys::rte_mbuf; BURST],
+    /// Frames the kernel sent through the exception port and this queue transmitted.
+    pub from_host: u64,
+    /// Frames given to the kernel through the exception port.
+    pub to_host: u64,
+    /// Frames either way of the exception path that a queue had no room for (freed).
+    pub host_dropped: u64,
     /// Frames the device did not accept for transmission (freed).
     pub tx_full: u64,
     /// Multi-segment frames received (freed: the data path handles single buffers).
@@ -392,6 +405,35 @@ pub struct DpdkQueue {
 
 // SAFETY: the raw array is scratch space; the queue is used by one thread at a time.
 unsafe impl Send for DpdkQueue {}
+
+impl DpdkQueue {
+    /// Moves one burst the kernel sent through the exception port out of the port,
+    /// unchanged (the host's own traffic: SSH, health checks, routing daemons). Returns how
+    /// many frames were read.
+    pub fn pump_host(&mut self) -> usize {
+        let Some(host) = self.host else { return 0 };
+        // SAFETY: raw has room for BURST pointers.
+        let n =
+            unsafe { sys::sluice_rx_burst(host, self.queue, self.raw.as_mut_ptr(), BURST as u16) }
+                as usize;
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the first n entries are mbufs we own; the PMD takes the first `sent`.
+        let sent = unsafe {
+            sys::sluice_tx_burst(self.tx_port, self.queue, self.raw.as_mut_ptr(), n as u16)
+        } as usize;
+        if sent < n {
+            // SAFETY: the unsent ones are still ours.
+            unsafe {
+                sys::sluice_pktmbuf_free_bulk(self.raw[sent..n].as_mut_ptr(), (n - sent) as u32)
+            };
+            self.host_dropped += (n - sent) as u64;
+        }
+        self.from_host += sent as u64;
+        n
+    }
+}
 
 impl Port for DpdkQueue {
     type Frame = Mbuf;
@@ -437,11 +479,31 @@ impl Port for DpdkQueue {
     }
 
     fn to_host(&mut self, frames: &mut Vec<Mbuf>) {
+        let Some(host) = self.host else {
+            frames.clear();
+            return;
+        };
+        let n = frames.len().min(BURST);
+        for (slot, f) in self.raw.iter_mut().zip(frames.drain(..n)) {
+            *slot = f.into_raw();
+        }
+        // SAFETY: the first n entries are mbufs we own; the TAP PMD takes the first `sent`.
+        let sent =
+            unsafe { sys::sluice_tx_burst(host, self.queue, self.raw.as_mut_ptr(), n as u16) }
+                as usize;
+        if sent < n {
+            // SAFETY: the unsent ones are still ours.
+            unsafe {
+                sys::sluice_pktmbuf_free_bulk(self.raw[sent..n].as_mut_ptr(), (n - sent) as u32)
+            };
+            self.host_dropped += (n - sent) as u64;
+        }
+        self.to_host += sent as u64;
         frames.clear();
     }
 
     fn has_host_path(&self) -> bool {
-        false
+        self.host.is_some()
     }
 
     fn free(&mut self, frame: Mbuf) {
