@@ -407,6 +407,34 @@ pub struct DpdkQueue {
 unsafe impl Send for DpdkQueue {}
 
 impl DpdkQueue {
+    /// Moves `frames` (at most one burst) into `raw` and transmits them on `port`; frees the
+    /// ones the device did not take. Returns (sent, refused).
+    fn send(&mut self, port: u16, frames: &mut Vec<Mbuf>) -> (usize, usize) {
+        let n = frames.len().min(BURST);
+        for (slot, f) in self.raw.iter_mut().zip(frames.drain(..n)) {
+            *slot = f.into_raw();
+        }
+        // Anything beyond one burst (never produced by the worker) is freed.
+        frames.clear();
+        self.send_raw(port, n)
+    }
+
+    /// Transmits the first `n` entries of `raw` (mbufs we own) on `port`, freeing the ones
+    /// the device did not take. Returns (sent, refused).
+    fn send_raw(&mut self, port: u16, n: usize) -> (usize, usize) {
+        // SAFETY: the first n entries are mbufs we own; the PMD takes the first `sent`.
+        let sent =
+            unsafe { sys::sluice_tx_burst(port, self.queue, self.raw.as_mut_ptr(), n as u16) }
+                as usize;
+        if sent < n {
+            // SAFETY: the unsent ones are still ours.
+            unsafe {
+                sys::sluice_pktmbuf_free_bulk(self.raw[sent..n].as_mut_ptr(), (n - sent) as u32)
+            };
+        }
+        (sent, n - sent)
+    }
+
     /// Moves one burst the kernel sent through the exception port out of the port,
     /// unchanged (the host's own traffic: SSH, health checks, routing daemons). Returns how
     /// many frames were read.
@@ -416,21 +444,11 @@ impl DpdkQueue {
         let n =
             unsafe { sys::sluice_rx_burst(host, self.queue, self.raw.as_mut_ptr(), BURST as u16) }
                 as usize;
-        if n == 0 {
-            return 0;
+        if n > 0 {
+            let (sent, refused) = self.send_raw(self.tx_port, n);
+            self.from_host += sent as u64;
+            self.host_dropped += refused as u64;
         }
-        // SAFETY: the first n entries are mbufs we own; the PMD takes the first `sent`.
-        let sent = unsafe {
-            sys::sluice_tx_burst(self.tx_port, self.queue, self.raw.as_mut_ptr(), n as u16)
-        } as usize;
-        if sent < n {
-            // SAFETY: the unsent ones are still ours.
-            unsafe {
-                sys::sluice_pktmbuf_free_bulk(self.raw[sent..n].as_mut_ptr(), (n - sent) as u32)
-            };
-            self.host_dropped += (n - sent) as u64;
-        }
-        self.from_host += sent as u64;
         n
     }
 }
@@ -459,23 +477,8 @@ impl Port for DpdkQueue {
     }
 
     fn tx_burst(&mut self, frames: &mut Vec<Mbuf>) {
-        let n = frames.len().min(BURST);
-        for (slot, f) in self.raw.iter_mut().zip(frames.drain(..n)) {
-            *slot = f.into_raw();
-        }
-        // SAFETY: the first n entries are mbufs we own; the PMD takes the first `sent`.
-        let sent = unsafe {
-            sys::sluice_tx_burst(self.tx_port, self.queue, self.raw.as_mut_ptr(), n as u16)
-        } as usize;
-        if sent < n {
-            // SAFETY: the unsent ones are still ours.
-            unsafe {
-                sys::sluice_pktmbuf_free_bulk(self.raw[sent..n].as_mut_ptr(), (n - sent) as u32)
-            };
-            self.tx_full += (n - sent) as u64;
-        }
-        // Anything beyond one burst (never produced by the worker) is freed.
-        frames.clear();
+        let (_, refused) = self.send(self.tx_port, frames);
+        self.tx_full += refused as u64;
     }
 
     fn to_host(&mut self, frames: &mut Vec<Mbuf>) {
@@ -483,23 +486,9 @@ impl Port for DpdkQueue {
             frames.clear();
             return;
         };
-        let n = frames.len().min(BURST);
-        for (slot, f) in self.raw.iter_mut().zip(frames.drain(..n)) {
-            *slot = f.into_raw();
-        }
-        // SAFETY: the first n entries are mbufs we own; the TAP PMD takes the first `sent`.
-        let sent =
-            unsafe { sys::sluice_tx_burst(host, self.queue, self.raw.as_mut_ptr(), n as u16) }
-                as usize;
-        if sent < n {
-            // SAFETY: the unsent ones are still ours.
-            unsafe {
-                sys::sluice_pktmbuf_free_bulk(self.raw[sent..n].as_mut_ptr(), (n - sent) as u32)
-            };
-            self.host_dropped += (n - sent) as u64;
-        }
+        let (sent, refused) = self.send(host, frames);
         self.to_host += sent as u64;
-        frames.clear();
+        self.host_dropped += refused as u64;
     }
 
     fn has_host_path(&self) -> bool {
