@@ -25,6 +25,46 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a one-worker daemon run (the `pcap` and `xdp` drivers): the worker's
+    /// counters on `snap` (which the worker must already use), with `driver` and its
+    /// figures in the JSON document and `note` in the summary. `adjust` adds what the port
+    /// counted (frames it refused or could not hold).
+    #[allow(clippy::too_many_arguments)]
+    pub fn one_worker(
+        snap: Arc<Snapshot>,
+        worker: &dataplane::Worker,
+        capacity: usize,
+        elapsed: Duration,
+        driver: &str,
+        figures: Option<serde_json::Value>,
+        note: String,
+        adjust: impl FnOnce(&mut WorkerStats),
+    ) -> Report {
+        let mut stats = WorkerStats::new(&snap.backend_counts());
+        stats.merge(&worker.stats);
+        adjust(&mut stats);
+        let mut conntrack = ConnTrackCounters::default();
+        conntrack.merge(&worker.ct.counters);
+        let mut extra = serde_json::Map::new();
+        extra.insert("driver".into(), driver.into());
+        if let Some(f) = figures {
+            extra.insert(driver.into(), f);
+        }
+        Report {
+            snapshot: snap,
+            workers: 1,
+            frames_read: stats.packets_in,
+            stats,
+            conntrack,
+            active_flows: worker.ct.len(),
+            conntrack_capacity: capacity,
+            elapsed,
+            extra,
+            notes: vec![note],
+            verb: "processed",
+        }
+    }
+
     pub fn packets_per_second(&self) -> f64 {
         self.frames_read as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

@@ -7,8 +7,7 @@
 use crate::daemon::control::{self, ControlPlane};
 use crate::report::Report;
 use config::{Config, Dataplane, Driver};
-use dataplane::conntrack::ConnTrackCounters;
-use dataplane::{Bursts, MemPort, PacketBuf, Rings, Snapshot, Steering, Worker, WorkerStats};
+use dataplane::{Bursts, MemPort, PacketBuf, Rings, Snapshot, Steering, Worker};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -244,29 +243,17 @@ fn run_pcap(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Str
     }
     w.flush()
         .map_err(|e| format!("dataplane.pcap.output: {e}"))?;
-    let mut stats = WorkerStats::new(&snap.backend_counts());
-    stats.merge(&worker.stats);
-    stats.drops[dataplane::DropReason::Oversize.index()] += oversize;
-    stats.packets_in += oversize;
-    let mut conntrack = ConnTrackCounters::default();
-    conntrack.merge(&worker.ct.counters);
-    let mut extra = serde_json::Map::new();
-    extra.insert("driver".into(), "pcap".into());
-    Ok(Report {
-        snapshot: snap,
-        workers: 1,
-        frames_read: stats.packets_in,
-        stats,
-        conntrack,
-        active_flows: worker.ct.len(),
-        conntrack_capacity: cfg.conntrack.capacity,
+    Ok(Report::one_worker(
+        snap,
+        &worker,
+        cfg.conntrack.capacity,
         elapsed,
-        extra,
-        notes: vec![format!(
-            "{} frames written to {}",
-            out.len(),
-            pc.output.display()
-        )],
-        verb: "processed",
-    })
+        "pcap",
+        None,
+        format!("{} frames written to {}", out.len(), pc.output.display()),
+        |stats| {
+            stats.drops[dataplane::DropReason::Oversize.index()] += oversize;
+            stats.packets_in += oversize;
+        },
+    ))
 }

@@ -92,31 +92,22 @@ pub fn run(
         .collect::<Option<_>>()
         .ok_or("no mbuf pool for a worker's socket")?;
     let in_use = |pools: &[(i32, Mempool)]| pools.iter().map(|(_, p)| p.in_use()).sum::<u32>();
-    let port = EthPort::setup(
-        port_id,
-        dpdk.rx_descriptors,
-        dpdk.tx_descriptors,
-        &queue_pools,
-        &packet::rss::SYMMETRIC_KEY,
-    )?;
-    let tx_port = match &dpdk.tx_port {
-        Some(name) => Some(EthPort::setup(
-            EthPort::find(name)?,
+    let setup = |id: u16| {
+        EthPort::setup(
+            id,
             dpdk.rx_descriptors,
             dpdk.tx_descriptors,
             &queue_pools,
             &packet::rss::SYMMETRIC_KEY,
-        )?),
+        )
+    };
+    let port = setup(port_id)?;
+    let tx_port = match &dpdk.tx_port {
+        Some(name) => Some(setup(EthPort::find(name)?)?),
         None => None,
     };
     let host_port = match &dpdk.exception_interface {
-        Some(_) => Some(EthPort::setup(
-            EthPort::find(HOST_PORT)?,
-            dpdk.rx_descriptors,
-            dpdk.tx_descriptors,
-            &queue_pools,
-            &packet::rss::SYMMETRIC_KEY,
-        )?),
+        Some(_) => Some(setup(EthPort::find(HOST_PORT)?)?),
         None => None,
     };
     let (link_up, speed) = port.link();

@@ -9,9 +9,8 @@ use crate::daemon::control;
 use crate::report::Report;
 use crate::run::{main_loop, stop_on_signals, RunOptions};
 use config::{Config, Dataplane};
-use dataplane::conntrack::ConnTrackCounters;
 use dataplane::xdp::{AttachMode, CopyMode, XdpProgram, XskQueue};
-use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker, WorkerStats};
+use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -114,39 +113,30 @@ pub fn run(
     worker.set_snapshot(Arc::clone(&snap));
     ctl.shutdown();
     let xs = queue.stats();
-    let mut stats = WorkerStats::new(&snap.backend_counts());
-    stats.merge(&worker.stats);
-    stats.drops[DropReason::TxFull.index()] += queue.tx_full;
-    stats.packets_out -= queue.tx_full.min(stats.packets_out);
-    let mut conntrack = ConnTrackCounters::default();
-    conntrack.merge(&worker.ct.counters);
+    let tx_full = queue.tx_full;
     drop(queue);
     // Explicitly: the control plane's publish hook holds the program too, and an XDP program
     // stays attached after the process exits.
     if let Ok(mut p) = prog.lock() {
         p.detach();
     }
-    let mut extra = serde_json::Map::new();
-    extra.insert("driver".into(), "xdp".into());
-    extra.insert(
-        "xdp".into(),
-        serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
-            "kernel_rx_dropped": xs.rx_dropped, "rx_invalid": xs.rx_invalid, "tx_invalid": xs.tx_invalid, "rx_ring_full": xs.rx_ring_full}),
-    );
-    Ok(Report {
-        snapshot: snap,
-        workers: 1,
-        frames_read: stats.packets_in,
-        stats,
-        conntrack,
-        active_flows: worker.ct.len(),
-        conntrack_capacity: cfg.conntrack.capacity,
+    Ok(Report::one_worker(
+        snap,
+        &worker,
+        cfg.conntrack.capacity,
         elapsed,
-        extra,
-        notes: vec![format!(
+        "xdp",
+        Some(
+            serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
+            "kernel_rx_dropped": xs.rx_dropped, "rx_invalid": xs.rx_invalid, "tx_invalid": xs.tx_invalid, "rx_ring_full": xs.rx_ring_full}),
+        ),
+        format!(
             "AF_XDP on {}: kernel dropped {} frames for want of fill buffers",
             x.interface, xs.rx_dropped
-        )],
-        verb: "processed",
-    })
+        ),
+        |stats| {
+            stats.drops[DropReason::TxFull.index()] += tx_full;
+            stats.packets_out -= tx_full.min(stats.packets_out);
+        },
+    ))
 }
