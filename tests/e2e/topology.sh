@@ -21,6 +21,9 @@
 #   dsr   the VIP on loopback, arp_ignore=1 / arp_announce=2, replies straight to the client
 #   ipip  as dsr, plus the kernel's ipip tunnel device up to decapsulate (rp_filter off)
 #   gue   as ipip, plus `ip fou add port 6080 gue` to take the UDP encapsulation off
+#   Where the kernel has no ipip (or fou), tests/e2e/decap.py takes the encapsulation off in
+#   user space and hands the inner packet to the kernel through a TUN device; which one ran
+#   is written to WORKDIR/decapsulator.
 #
 # Usage: topology.sh up PFX BACKENDS WORKDIR MODE | down PFX
 set -euo pipefail
@@ -54,6 +57,7 @@ ns cli ip addr add 10.98.0.2/24 dev eth0
 ns cli ip addr add 10.97.0.2/24 dev eth0
 ns cli ip route add 10.99.0.100/32 dev eth0
 port lb 02:00:00:00:00:01
+case $mode in ipip|gue) ns lb ip link set eth0 mtu 1600; ns lan ip link set "${pfx}lb" mtu 1600 ;; esac
 for i in $(seq 1 "$n"); do
   port "b$i" "02:00:00:00:01:0$i"
   ns "b$i" ip addr add "10.99.0.1$i/24" dev eth0
@@ -67,14 +71,25 @@ for i in $(seq 1 "$n"); do
         net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
       ns "b$i" ip route add 10.98.0.0/24 dev eth0
       if [ "$mode" != dsr ]; then
+        # The tunnel adds 20 (ipip) or 32 (gue) bytes to the client's full-size segments: as
+        # operators do, the balancer-to-backend links carry a larger MTU than the clients'.
+        ns "b$i" ip link set eth0 mtu 1600
+        ns lan ip link set "${pfx}b$i" mtu 1600
         modprobe ipip 2>/dev/null || true
-        ns "b$i" ip link set tunl0 up
+        [ "$mode" = gue ] && { modprobe fou 2>/dev/null || true; }
         ns "b$i" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-          net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0
-      fi
-      if [ "$mode" = gue ]; then
-        modprobe fou 2>/dev/null || true
-        ns "b$i" ip fou add port 6080 gue
+          net.ipv4.conf.eth0.rp_filter=0
+        if ns "b$i" ip link set tunl0 up 2>/dev/null &&
+          { [ "$mode" = ipip ] || ns "b$i" ip fou add port 6080 gue 2>/dev/null; }; then
+          ns "b$i" sysctl -qw net.ipv4.conf.tunl0.rp_filter=0
+          echo kernel > "$work/decapsulator"
+        else
+          # No ipip/fou in this kernel: the user-space tunnel endpoint does the same job.
+          ns "b$i" python3 "$(dirname "$0")/decap.py" "$mode" 6080 > "$work/decap-b$i.log" 2>&1 &
+          for _ in $(seq 50); do ns "b$i" ip link show decap0 >/dev/null 2>&1 && break; sleep 0.1; done
+          ns "b$i" ip link show decap0 >/dev/null
+          echo user-space > "$work/decapsulator"
+        fi
       fi
       ;;
     *) echo "topology.sh: unknown mode $mode" >&2; exit 2 ;;
