@@ -80,7 +80,6 @@ fn conntrack(c: &mut Criterion) {
         backend: 0,
         generation: 0,
         backend_addr: "10.1.0.1:8080".parse().unwrap(),
-        backend_mac: NODE,
         snat_port: 0,
         state: initial_state(Some(0x10)),
         created_ns: 0,

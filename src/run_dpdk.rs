@@ -150,7 +150,12 @@ pub fn run(
             Arc::clone(&eal),
             Arc::clone(&received),
         );
-        let mut queue: DpdkQueue = port.queue(i as u16, tx_port.as_ref(), host_port.as_ref());
+        let mut queue: DpdkQueue = port.queue(
+            i as u16,
+            queue_pools[i],
+            tx_port.as_ref(),
+            host_port.as_ref(),
+        );
         let h = std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))
             .spawn(move || -> Result<(Worker, DpdkQueue), String> {

@@ -159,7 +159,10 @@ fn worker_core() -> usize {
     core_affinity::get_core_ids().map_or(0, |c| c.len().saturating_sub(1))
 }
 
-const NODE: &str = "[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"10.99.0.1\"\ngateway_mac = \"02:00:00:00:00:fe\"\n";
+/// No MACs anywhere: sluice resolves the backends and the gateway (here the client itself,
+/// which is on the same link) by ARP.
+const NODE: &str =
+    "[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"10.99.0.1\"\ngateway = \"10.98.0.2\"\n";
 
 /// sluice's configuration for `driver`: "dpdk" (net_af_packet on the veth), "xdp" (AF_XDP
 /// on the veth), or "auto" given a DPDK device that does not exist, so it falls back.
@@ -185,9 +188,12 @@ fn services(mode: &str, weights: &[u32]) -> String {
     };
     let mut s = format!("[[service]]\nname = \"web\"\nvip = \"10.99.0.100:80\"\nprotocol = \"tcp\"\nforwarding = \"{mode}\"\n");
     for (i, w) in weights.iter().enumerate() {
-        s += &format!("[[service.backend]]\naddress = \"10.99.0.1{}:{port}\"\nmac = \"02:00:00:00:01:0{}\"\nweight = {w}\n", i + 1, i + 1);
+        s += &format!(
+            "[[service.backend]]\naddress = \"10.99.0.1{}:{port}\"\nweight = {w}\n",
+            i + 1
+        );
     }
-    s += &format!("[[service]]\nname = \"iperf\"\nvip = \"10.99.0.100:5201\"\nprotocol = \"tcp\"\nforwarding = \"{mode}\"\n[[service.backend]]\naddress = \"10.99.0.11:5201\"\nmac = \"02:00:00:00:01:01\"\n");
+    s += &format!("[[service]]\nname = \"iperf\"\nvip = \"10.99.0.100:5201\"\nprotocol = \"tcp\"\nforwarding = \"{mode}\"\n[[service.backend]]\naddress = \"10.99.0.11:5201\"\n");
     s
 }
 
@@ -290,8 +296,27 @@ fn scenario(pfx: &str, mode: &str, driver: &str, measure: bool) {
         "{mode}: the client learned the VIP's MAC from sluice: {}",
         String::from_utf8_lossy(&neigh.stdout)
     );
-    let answered = b.ctl(&["stats"])["neighbour_answers"].as_u64().unwrap_or(0);
+    let stats = b.ctl(&["stats"]);
+    let answered = stats["neighbour_answers"].as_u64().unwrap_or(0);
     assert!(answered > 0, "{mode}: sluice answered ARP ({answered})");
+    // And sluice found every backend's MAC (and the gateway's) itself, by ARP.
+    let hops = stats["neighbours"].as_array().cloned().unwrap_or_default();
+    let want: HashMap<&str, &str> = [
+        ("10.99.0.11", "02:00:00:00:01:01"),
+        ("10.99.0.12", "02:00:00:00:01:02"),
+        ("10.99.0.13", "02:00:00:00:01:03"),
+        ("10.98.0.2", "02:00:00:00:00:fe"),
+    ]
+    .into();
+    assert_eq!(hops.len(), want.len(), "{mode}: {hops:?}");
+    for h in &hops {
+        let a = h["address"].as_str().unwrap_or("");
+        assert_eq!(
+            h["mac"].as_str(),
+            want.get(a).copied(),
+            "{mode}: sluice resolved {a}: {h}"
+        );
+    }
     // A bulk TCP transfer completes.
     let via = iperf(&t, VIP, 3);
     if measure {

@@ -15,6 +15,9 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 pub const MAX_TABLE_SIZE: u32 = 16_777_213;
 /// Backends per service the data path can index (u16).
 pub const MAX_BACKENDS: usize = 65535;
+/// Next hops (backend addresses and the gateway) a configuration may leave to the data path
+/// to resolve, i.e. give without a MAC.
+pub const MAX_RESOLVED_NEXT_HOPS: usize = 4096;
 /// The IANA-assigned GUE port.
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 
@@ -77,7 +80,10 @@ pub struct Node {
     pub mac: MacAddr,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
-    pub gateway_mac: MacAddr,
+    /// Where replies to clients go: this MAC if given, else `gateway`'s, which the data
+    /// path resolves by ARP / neighbour discovery. At least one of the two is set.
+    pub gateway_mac: Option<MacAddr>,
+    pub gateway: Option<IpAddr>,
     /// Source ports SNAT allocates from (inclusive), split evenly between workers.
     pub snat_ports: (u16, u16),
 }
@@ -85,7 +91,8 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     pub address: SocketAddr,
-    pub mac: MacAddr,
+    /// The next hop's MAC; `None` has the data path resolve the (on-link) address itself.
+    pub mac: Option<MacAddr>,
     pub weight: u32,
 }
 
@@ -425,7 +432,8 @@ struct RawNode {
     mac: Spanned<String>,
     ipv4: Option<Spanned<String>>,
     ipv6: Option<Spanned<String>>,
-    gateway_mac: Spanned<String>,
+    gateway_mac: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
     snat_ports: Option<Spanned<[u16; 2]>>,
 }
 
@@ -458,7 +466,7 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     address: Spanned<String>,
-    mac: Spanned<String>,
+    mac: Option<Spanned<String>>,
     weight: Option<Spanned<u64>>,
 }
 
@@ -539,12 +547,13 @@ impl Config {
         let q = |v: &str| toml::Value::String(v.to_string()).to_string();
         let mut o = String::new();
         let n = &self.node;
-        let _ = writeln!(
-            o,
-            "[node]\nmac = {}\ngateway_mac = {}",
-            q(&n.mac.to_string()),
-            q(&n.gateway_mac.to_string())
-        );
+        let _ = writeln!(o, "[node]\nmac = {}", q(&n.mac.to_string()));
+        if let Some(m) = n.gateway_mac {
+            let _ = writeln!(o, "gateway_mac = {}", q(&m.to_string()));
+        }
+        if let Some(a) = n.gateway {
+            let _ = writeln!(o, "gateway = {}", q(&a.to_string()));
+        }
         if let Some(a) = n.ipv4 {
             let _ = writeln!(o, "ipv4 = {}", q(&a.to_string()));
         }
@@ -633,11 +642,13 @@ impl Config {
             for b in &s.backends {
                 let _ = writeln!(
                     o,
-                    "\n[[service.backend]]\naddress = {}\nmac = {}\nweight = {}",
+                    "\n[[service.backend]]\naddress = {}\nweight = {}",
                     q(&b.address.to_string()),
-                    q(&b.mac.to_string()),
                     b.weight
                 );
+                if let Some(m) = b.mac {
+                    let _ = writeln!(o, "mac = {}", q(&m.to_string()));
+                }
             }
         }
         o
@@ -688,6 +699,24 @@ impl Config {
             }
             services.push(svc);
         }
+        let resolved: std::collections::HashSet<IpAddr> = services
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .filter(|b| b.mac.is_none())
+            .map(|b| b.address.ip())
+            .chain(node.gateway.filter(|_| node.gateway_mac.is_none()))
+            .collect();
+        if resolved.len() > MAX_RESOLVED_NEXT_HOPS {
+            return ctx.err(
+                0..0,
+                "service",
+                format!(
+                    "{} backend addresses have no `mac`: sluice resolves at most {MAX_RESOLVED_NEXT_HOPS}",
+                    resolved.len()
+                ),
+                "give the other backends' `mac` in the configuration",
+            );
+        }
         let dataplane = match &raw.dataplane {
             Some(d) => Some(validate_dataplane(&ctx, d)?),
             None => None,
@@ -733,9 +762,21 @@ fn parse_mac(ctx: &Ctx, v: &Spanned<String>, key: &str) -> Result<MacAddr, Confi
     })
 }
 
+/// The [node] key whose address the data path needs to resolve `a` (ARP / neighbour
+/// solicitations come from it), if that address is not set.
+fn resolver_missing(a: IpAddr, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(_) => v4.is_none().then_some("node.ipv4"),
+        IpAddr::V6(_) => v6.is_none().then_some("node.ipv6"),
+    }
+}
+
 fn validate_node(ctx: &Ctx, n: &RawNode) -> Result<Node, ConfigError> {
     let mac = parse_mac(ctx, &n.mac, "node.mac")?;
-    let gateway_mac = parse_mac(ctx, &n.gateway_mac, "node.gateway_mac")?;
+    let gateway_mac = match &n.gateway_mac {
+        Some(m) => Some(parse_mac(ctx, m, "node.gateway_mac")?),
+        None => None,
+    };
     let ipv4 = match &n.ipv4 {
         Some(v) => Some(v.get_ref().parse::<Ipv4Addr>().or_else(|_| {
             ctx.err(
@@ -773,11 +814,42 @@ fn validate_node(ctx: &Ctx, n: &RawNode) -> Result<Node, ConfigError> {
         }
         None => (1024, 32767),
     };
+    let gateway = match &n.gateway {
+        Some(v) => {
+            let a: IpAddr = v.get_ref().parse().or_else(|_| {
+                ctx.err(
+                    v.span(),
+                    "node.gateway",
+                    format!("`{}` is not an IP address", v.get_ref()),
+                    "give the router's address, such as \"192.0.2.254\" or \"2001:db8::fe\"",
+                )
+            })?;
+            if let Some(k) = resolver_missing(a, ipv4, ipv6) {
+                return ctx.err(
+                    v.span(),
+                    "node.gateway",
+                    format!("resolving the gateway {a} needs the node's own {} address, and `{k}` is not set", family(a)),
+                    format!("set `{k}` in [node] (sluice's requests come from it), or give `gateway_mac` instead"),
+                );
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    if gateway.is_none() && gateway_mac.is_none() {
+        return ctx.err(
+            n.mac.span(),
+            "node.gateway",
+            "[node] names no next hop for replies to clients",
+            "set `gateway` to the router's address (sluice resolves its MAC by ARP / neighbour discovery), or `gateway_mac` to its MAC",
+        );
+    }
     Ok(Node {
         mac,
         ipv4,
         ipv6,
         gateway_mac,
+        gateway,
         snat_ports,
     })
 }
@@ -1430,7 +1502,20 @@ fn validate_service(
                 "list each backend once; use `weight` to give it a larger share",
             );
         }
-        let mac = parse_mac(ctx, &b.mac, &format!("{bkey}.mac"))?;
+        let mac = match &b.mac {
+            Some(m) => Some(parse_mac(ctx, m, &format!("{bkey}.mac"))?),
+            None => {
+                if let Some(k) = resolver_missing(address.ip(), node.ipv4, node.ipv6) {
+                    return ctx.err(
+                        b.address.span(),
+                        format!("{bkey}.mac"),
+                        format!("backend {address} has no `mac`, and resolving it needs the node's own {} address, but `{k}` is not set", family(address.ip())),
+                        format!("set `{k}` in [node] (sluice's ARP / neighbour requests come from it), or give the backend's `mac`"),
+                    );
+                }
+                None
+            }
+        };
         let weight = match &b.weight {
             Some(w) if *w.get_ref() == 0 || *w.get_ref() > 65535 => {
                 return ctx.err(
@@ -1517,6 +1602,39 @@ mac = "02:00:00:00:01:01"
         Config::from_toml(src, Some("t.toml")).unwrap_err()
     }
 
+    /// `mac` may be left out (sluice resolves the next hop), given the node's address of the
+    /// family to ask from; the gateway likewise by address.
+    #[test]
+    fn next_hops_without_mac_need_the_nodes_address() {
+        let no_mac = GOOD.replace("mac = \"02:00:00:00:01:01\"\n", "").replace(
+            "gateway_mac = \"02:00:00:00:00:fe\"",
+            "gateway = \"2001:db8::fe\"",
+        );
+        let c = Config::from_toml(&no_mac, None).unwrap();
+        assert_eq!(c.services[0].backends[0].mac, None);
+        assert_eq!(c.services[1].backends[0].mac, None);
+        assert!(c.services[0].backends[1].mac.is_some());
+        assert_eq!(c.node.gateway, Some("2001:db8::fe".parse().unwrap()));
+        assert_eq!(Config::from_toml(&c.to_toml(), None).unwrap(), c);
+        let e = err(&no_mac.replace("ipv6 = \"2001:db8::1\"\n", ""));
+        assert!(
+            e.key.ends_with("node.gateway") && e.fix.contains("node.ipv6"),
+            "{e}"
+        );
+        let e = err(&no_mac.replace("ipv6 = \"2001:db8::1\"\n", "").replace(
+            "gateway = \"2001:db8::fe\"",
+            "gateway_mac = \"02:00:00:00:00:fe\"",
+        ));
+        assert!(
+            e.key.starts_with("service[1]") && e.key.ends_with("backend[0].mac"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("[2001:db8:1::1]:80") && e.fix.contains("node.ipv6"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn good_config_parses_with_defaults() {
         let c = Config::from_toml(GOOD, None).unwrap();
@@ -1581,6 +1699,13 @@ mac = "02:00:00:00:01:01"
                 "gateway_mac = \"02:00:00:00:00:fe\"",
                 "gateway_mac = \"nope\"",
                 "node.gateway_mac",
+            ),
+            // No next hop for replies at all.
+            ("gateway_mac = \"02:00:00:00:00:fe\"", "", "node.gateway"),
+            (
+                "gateway_mac = \"02:00:00:00:00:fe\"",
+                "gateway = \"router\"",
+                "node.gateway",
             ),
         ];
         for (from, to, key) in cases {

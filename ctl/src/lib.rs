@@ -19,7 +19,9 @@ pub const DEFAULT_SOCKET: &str = "/run/sluice/control.sock";
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     pub address: String,
-    pub mac: String,
+    /// Absent: sluice resolves the backend's MAC itself (ARP / neighbour discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
 }

@@ -95,7 +95,8 @@ enum ServiceCmd {
         /// nat, snat, dsr, ipip or gue.
         #[arg(long)]
         forwarding: String,
-        /// A backend as ADDRESS=MAC or ADDRESS=MAC*WEIGHT (repeat for each).
+        /// A backend as ADDRESS, ADDRESS=MAC, ADDRESS*WEIGHT or ADDRESS=MAC*WEIGHT (repeat for
+        /// each); without a MAC sluice resolves the address by ARP / neighbour discovery.
         #[arg(long = "backend", value_name = "ADDR=MAC[*WEIGHT]", required = true)]
         backends: Vec<String>,
         /// Maglev table size (a prime).
@@ -117,8 +118,10 @@ enum BackendCmd {
     Add {
         service: String,
         address: String,
+        /// The backend's MAC (or its router's); leave it out to have sluice resolve the
+        /// on-link address by ARP / neighbour discovery.
         #[arg(long)]
-        mac: String,
+        mac: Option<String>,
         #[arg(long)]
         weight: Option<u32>,
     },
@@ -182,23 +185,30 @@ impl Client {
     }
 }
 
+/// `ADDRESS[=MAC][*WEIGHT]` (without a MAC, sluice resolves the address itself).
 fn parse_backend(s: &str) -> Result<BackendSpec, String> {
-    let (addr, rest) = s
-        .split_once('=')
-        .ok_or_else(|| format!("--backend `{s}`: write ADDRESS=MAC or ADDRESS=MAC*WEIGHT"))?;
-    let (mac, weight) = match rest.split_once('*') {
-        Some((m, w)) => (
-            m,
+    let (rest, weight) = match s.rsplit_once('*') {
+        Some((r, w)) => (
+            r,
             Some(
                 w.parse::<u32>()
                     .map_err(|_| format!("--backend `{s}`: weight `{w}` is not a number"))?,
             ),
         ),
+        None => (s, None),
+    };
+    let (addr, mac) = match rest.split_once('=') {
+        Some((a, m)) => (a, Some(m.to_string())),
         None => (rest, None),
     };
+    if addr.is_empty() {
+        return Err(format!(
+            "--backend `{s}`: write ADDRESS, ADDRESS=MAC, or either followed by *WEIGHT"
+        ));
+    }
     Ok(BackendSpec {
         address: addr.into(),
-        mac: mac.into(),
+        mac,
         weight,
     })
 }
@@ -619,6 +629,21 @@ fn stats_text(v: &Value) -> String {
         cell(&c["evictions"]),
         cell(&c["expiries"])
     );
+    if v["neighbours"].as_array().is_some_and(|a| !a.is_empty()) {
+        t += "\nnext hops resolved by sluice:\n";
+        t += &table(
+            &v["neighbours"],
+            &[
+                ("ADDRESS", "address"),
+                ("MAC", "mac"),
+                ("STATE", "state"),
+                ("UNANSWERED", "unanswered"),
+                ("REQUESTS", "requests"),
+                ("EXPIRIES", "expiries"),
+                ("DROPPED", "unresolved_drops"),
+            ],
+        );
+    }
     let drops = v["drops"].as_object().cloned().unwrap_or_default();
     if drops.is_empty() {
         t += "drops: none\n";

@@ -19,7 +19,7 @@
 use crate::fasthash::FastBuildHasher;
 use crate::flowindex::{prefetch_read, FlowIndex};
 use config::Conntrack as Timeouts;
-use packet::{FlowKey, MacAddr};
+use packet::FlowKey;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -47,7 +47,6 @@ pub struct Flow {
     pub backend: u16,
     pub generation: u32,
     pub backend_addr: SocketAddr,
-    pub backend_mac: MacAddr,
     /// SNAT source port (0 unless the service is `snat`).
     pub snat_port: u16,
     pub state: FlowState,
@@ -438,7 +437,6 @@ mod tests {
             backend: 1,
             generation: 0,
             backend_addr: "10.1.0.1:8080".parse().unwrap(),
-            backend_mac: MacAddr([2, 0, 0, 0, 1, 1]),
             snat_port: 0,
             state,
             created_ns: now,

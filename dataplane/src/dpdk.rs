@@ -267,9 +267,17 @@ impl EthPort {
     }
 
     /// The RX/TX queue pair `q`, for one worker; transmits on `tx` (another port's queue `q`)
-    /// when given, else on this port.
-    pub fn queue(&self, q: u16, tx: Option<&EthPort>, host: Option<&EthPort>) -> DpdkQueue {
+    /// when given, else on this port. Frames the worker writes itself (ARP requests, neighbour
+    /// solicitations) come from `pool`.
+    pub fn queue(
+        &self,
+        q: u16,
+        pool: &Mempool,
+        tx: Option<&EthPort>,
+        host: Option<&EthPort>,
+    ) -> DpdkQueue {
         DpdkQueue {
+            pool: pool.0.as_ptr(),
             port: self.id,
             tx_port: tx.map_or(self.id, |t| t.id),
             queue: q,
@@ -384,6 +392,7 @@ fn monotonic_ns() -> u64 {
 
 /// One RX/TX queue pair of an [`EthPort`], polled by one worker.
 pub struct DpdkQueue {
+    pool: *mut sys::rte_mempool,
     port: u16,
     tx_port: u16,
     queue: u16,
@@ -497,6 +506,12 @@ impl Port for DpdkQueue {
 
     fn free(&mut self, frame: Mbuf) {
         drop(frame);
+    }
+
+    fn alloc(&mut self, len: usize) -> Option<Mbuf> {
+        let len = u16::try_from(len).ok()?;
+        // SAFETY: the pool outlives the queue (the daemon drops queues before pools).
+        NonNull::new(unsafe { sys::sluice_pktmbuf_alloc(self.pool, len) }).map(Mbuf)
     }
 
     fn clock_ns(&self) -> Option<u64> {

@@ -39,6 +39,9 @@ pub trait Port {
     fn has_host_path(&self) -> bool;
     /// Returns a frame's buffer to the port.
     fn free(&mut self, frame: Self::Frame);
+    /// A fresh frame of `len` bytes (contents unset) for a frame the worker writes itself
+    /// (ARP requests, neighbour solicitations); `None` if the port has no buffer free.
+    fn alloc(&mut self, len: usize) -> Option<Self::Frame>;
     /// The time of the current burst, for live ports; `None` makes the worker use each
     /// frame's own [`Frame::timestamp_ns`] (capture replay).
     fn clock_ns(&self) -> Option<u64> {
@@ -184,6 +187,18 @@ impl Port for MemPort {
     }
     fn free(&mut self, frame: PacketBuf) {
         self.pool.push(frame);
+    }
+    /// From the pool, or a new buffer when it is empty (the `mem` driver serves tests and
+    /// replay, where buffers are plain heap memory).
+    fn alloc(&mut self, len: usize) -> Option<PacketBuf> {
+        if len > MAX_FRAME {
+            return None;
+        }
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.head = HEADROOM;
+        b.len = len;
+        b.ts_ns = self.clock.unwrap_or(0);
+        Some(b)
     }
     fn clock_ns(&self) -> Option<u64> {
         self.clock

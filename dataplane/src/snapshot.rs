@@ -4,9 +4,44 @@
 
 use crate::fasthash::FastMap;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
+use crate::neighbour::{NeighbourTable, NeighbourTableFull};
 use config::{AllDown, Backend, Config, Forwarding, Node, Service};
 use packet::MacAddr;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Where frames to a backend (or to clients, through the gateway) go on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// The MAC the configuration gives.
+    Mac(MacAddr),
+    /// Resolved by the data path: the slot in the [`NeighbourTable`].
+    Resolved(u16),
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotError {
+    Maglev(MaglevError),
+    Neighbours(NeighbourTableFull),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::Maglev(e) => e.fmt(f),
+            SnapshotError::Neighbours(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl From<MaglevError> for SnapshotError {
+    fn from(e: MaglevError) -> Self {
+        SnapshotError::Maglev(e)
+    }
+}
 
 /// The operator's say over a backend (`sluicectl backend drain|enable|disable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +90,7 @@ impl Health {
 #[derive(Debug, Clone)]
 pub struct BackendEntry {
     pub addr: SocketAddr,
-    pub mac: MacAddr,
+    pub next_hop: NextHop,
     pub weight: u32,
     pub admin: Admin,
     pub health: Health,
@@ -99,6 +134,15 @@ pub struct Snapshot {
     nat_backends: FastMap<(IpAddr, u16, u8), u16>,
     /// (service index, backend address) -> backend index, for re-resolving flows.
     backend_index: FastMap<(u16, SocketAddr), u16>,
+    /// Where replies to clients go.
+    pub gateway: NextHop,
+    /// Learned MACs of next hops without one in the configuration, shared by every
+    /// snapshot of the process that built them with it.
+    pub neighbours: Arc<NeighbourTable>,
+    /// The next hops this snapshot resolves, with their slots (worker 0 sends requests for
+    /// them), and the same by address (any worker learns from their ARP / ND).
+    pub next_hops: Vec<(IpAddr, u16)>,
+    next_hop_slots: FastMap<IpAddr, u16>,
 }
 
 /// Builds one service's Maglev table over the backends that take new flows, labelled by
@@ -141,18 +185,23 @@ fn service_table(
 }
 
 impl Snapshot {
-    /// Builds every service's Maglev table with every backend ready and unchecked.
-    pub fn build(cfg: &Config) -> Result<Snapshot, MaglevError> {
-        Snapshot::build_with(cfg, |_, _| (Admin::Ready, Health::Unknown))
+    /// Builds every service's Maglev table with every backend ready and unchecked, with a
+    /// neighbour table of its own.
+    pub fn build(cfg: &Config) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build_with(cfg, &Arc::new(NeighbourTable::new()), |_, _| {
+            (Admin::Ready, Health::Unknown)
+        })
     }
 
-    /// Builds a snapshot with each backend's admin and health state from `state`.
-    /// Cost: O(table size) per service. Every snapshot built in a process gets a generation
-    /// of its own (increasing), so a worker can never mistake one for another.
+    /// Builds a snapshot with each backend's admin and health state from `state`, resolving
+    /// next hops without a MAC in `neighbours` (pass the running snapshot's, so learned MACs
+    /// carry over). Cost: O(table size) per service. Every snapshot built in a process gets
+    /// a generation of its own (increasing), so a worker can never mistake one for another.
     pub fn build_with(
         cfg: &Config,
+        neighbours: &Arc<NeighbourTable>,
         state: impl Fn(&Service, &Backend) -> (Admin, Health),
-    ) -> Result<Snapshot, MaglevError> {
+    ) -> Result<Snapshot, SnapshotError> {
         static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let generation = NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut services = Vec::with_capacity(cfg.services.len());
@@ -160,6 +209,28 @@ impl Snapshot {
         let mut vip_addrs = FastMap::default();
         let mut nat_backends = FastMap::default();
         let mut backend_index = FastMap::default();
+        let mut resolve: Vec<IpAddr> = cfg
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .filter(|b| b.mac.is_none())
+            .map(|b| b.address.ip())
+            .chain(cfg.node.gateway.filter(|_| cfg.node.gateway_mac.is_none()))
+            .collect();
+        resolve.sort();
+        resolve.dedup();
+        let slots = neighbours
+            .assign(&resolve)
+            .map_err(SnapshotError::Neighbours)?;
+        let next_hops: Vec<(IpAddr, u16)> = resolve.into_iter().zip(slots).collect();
+        let next_hop_slots: FastMap<IpAddr, u16> = next_hops.iter().copied().collect();
+        let next_hop = |mac: Option<MacAddr>, addr: Option<IpAddr>| match (mac, addr) {
+            (Some(m), _) => NextHop::Mac(m),
+            (None, Some(a)) => next_hop_slots
+                .get(&a)
+                .map_or(NextHop::Mac(MacAddr([0; 6])), |&i| NextHop::Resolved(i)),
+            (None, None) => NextHop::Mac(MacAddr([0; 6])),
+        };
         for (i, s) in cfg.services.iter().enumerate() {
             let backends: Vec<BackendEntry> = s
                 .backends
@@ -168,7 +239,7 @@ impl Snapshot {
                     let (admin, health) = state(s, b);
                     BackendEntry {
                         addr: b.address,
-                        mac: b.mac,
+                        next_hop: next_hop(b.mac, Some(b.address.ip())),
                         weight: b.weight,
                         admin,
                         health,
@@ -216,7 +287,36 @@ impl Snapshot {
             vip_addrs,
             nat_backends,
             backend_index,
+            gateway: next_hop(cfg.node.gateway_mac, cfg.node.gateway),
+            neighbours: Arc::clone(neighbours),
+            next_hops,
+            next_hop_slots,
         })
+    }
+
+    /// The MAC frames to `nh` go to, if known. A next hop still unresolved is counted
+    /// against its slot.
+    #[inline]
+    pub fn mac_of(&self, nh: NextHop) -> Option<MacAddr> {
+        match nh {
+            NextHop::Mac(m) => Some(m),
+            NextHop::Resolved(i) => {
+                let m = self.neighbours.mac(i);
+                if m.is_none() {
+                    self.neighbours.count_unresolved(i);
+                }
+                m
+            }
+        }
+    }
+
+    /// The neighbour slot of next hop `a`, if this snapshot resolves it.
+    #[inline]
+    pub fn next_hop_slot(&self, a: IpAddr) -> Option<u16> {
+        if self.next_hops.is_empty() {
+            return None;
+        }
+        self.next_hop_slots.get(&a).copied()
     }
 
     /// The index of backend `addr` in service `service`, if it is there.

@@ -35,9 +35,12 @@ pub enum DropReason {
     /// A new flow for a service with no backend to take it (every backend drained, disabled
     /// or down, under the `all_down = "drop"` policy).
     NoBackend,
+    /// The next hop (a backend or the gateway configured without `mac`) has not answered
+    /// ARP / neighbour solicitation yet, or stopped answering.
+    UnresolvedNextHop,
 }
 
-const OTHER: [DropReason; 13] = [
+const OTHER: [DropReason; 14] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -51,6 +54,7 @@ const OTHER: [DropReason; 13] = [
     DropReason::TxFull,
     DropReason::Shutdown,
     DropReason::NoBackend,
+    DropReason::UnresolvedNextHop,
 ];
 
 impl DropReason {
@@ -89,6 +93,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::Shutdown => "shutdown",
             DropReason::NoBackend => "no_backend",
+            DropReason::UnresolvedNextHop => "unresolved_next_hop",
         }
     }
 }
@@ -126,6 +131,13 @@ pub struct WorkerStats {
     pub icmp_steered: u64,
     /// ARP requests and neighbour solicitations for our addresses, answered.
     pub neighbour_answers: u64,
+    /// ARP packets and neighbour advertisements / solicitations a next hop's MAC was
+    /// learned (or confirmed) from.
+    pub neighbours_learned: u64,
+    /// ARP requests and neighbour solicitations sent to resolve next hops, and the times
+    /// the port had no buffer to write one in.
+    pub neighbour_requests: u64,
+    pub neighbour_no_buffer: u64,
     pub drops: [u64; DropReason::COUNT],
     /// `[service][backend]`, sized from the snapshot before the worker starts.
     pub backends: Vec<Vec<BackendCounters>>,
@@ -144,6 +156,9 @@ impl WorkerStats {
             replies: 0,
             icmp_steered: 0,
             neighbour_answers: 0,
+            neighbours_learned: 0,
+            neighbour_requests: 0,
+            neighbour_no_buffer: 0,
             drops: [0; DropReason::COUNT],
             backends: backends_per_service
                 .iter()
@@ -177,6 +192,9 @@ impl WorkerStats {
         out.replies = self.replies;
         out.icmp_steered = self.icmp_steered;
         out.neighbour_answers = self.neighbour_answers;
+        out.neighbours_learned = self.neighbours_learned;
+        out.neighbour_requests = self.neighbour_requests;
+        out.neighbour_no_buffer = self.neighbour_no_buffer;
         out.drops = self.drops;
         out.backends.clone_from(&self.backends);
         out.services.clone_from(&self.services);
@@ -192,6 +210,9 @@ impl WorkerStats {
         self.replies += o.replies;
         self.icmp_steered += o.icmp_steered;
         self.neighbour_answers += o.neighbour_answers;
+        self.neighbours_learned += o.neighbours_learned;
+        self.neighbour_requests += o.neighbour_requests;
+        self.neighbour_no_buffer += o.neighbour_no_buffer;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

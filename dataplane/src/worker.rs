@@ -126,6 +126,9 @@ pub struct Worker {
     hashes: Vec<u64>,
     /// The time of the last frame processed (control-plane samples judge expiry by it).
     last_now: u64,
+    /// Worker 0 solicits next hops: when it looks next, and where it left off.
+    neighbour_due: u64,
+    neighbour_cursor: usize,
 }
 
 /// Which tracked flows a [`Probe`] samples.
@@ -190,6 +193,8 @@ impl Worker {
             parsed: Vec::with_capacity(BURST),
             hashes: Vec::with_capacity(BURST),
             last_now: 0,
+            neighbour_due: 0,
+            neighbour_cursor: 0,
         }
     }
 
@@ -308,6 +313,14 @@ impl Worker {
             }
         }
         self.stats.packets_out += b.tx.len() as u64;
+        if self.id == 0
+            && !snap.next_hops.is_empty()
+            && (n > 0 || clock.is_some())
+            && now >= self.neighbour_due
+        {
+            self.neighbour_due = now.saturating_add(crate::neighbour::TICK_NS);
+            self.solicit_next_hops(port, &snap, now, &mut b.tx);
+        }
         if !b.tx.is_empty() {
             port.tx_burst(&mut b.tx);
         }
@@ -323,6 +336,51 @@ impl Worker {
                 .sweep(now, SWEEP_BUDGET, |k, f| flow_gone(stats, &snap, k, f));
         }
         n
+    }
+
+    /// Sends ARP requests / neighbour solicitations for the next hops that are due one (at
+    /// most [`crate::neighbour::TICK_BUDGET`] looked at, and only while the transmit burst
+    /// has room), in frames from the port's own buffers.
+    fn solicit_next_hops<P: Port>(
+        &mut self,
+        port: &mut P,
+        snap: &Snapshot,
+        now: u64,
+        tx: &mut Vec<P::Frame>,
+    ) {
+        use crate::neighbour::{write_arp_request, write_ns, ARP_REQUEST_LEN, NS_LEN};
+        let hops = &snap.next_hops;
+        for _ in 0..crate::neighbour::TICK_BUDGET.min(hops.len()) {
+            if tx.len() >= BURST {
+                break;
+            }
+            self.neighbour_cursor = (self.neighbour_cursor + 1) % hops.len();
+            let (addr, slot) = hops[self.neighbour_cursor];
+            if !snap.neighbours.request_due(slot, now) {
+                continue;
+            }
+            let len = if addr.is_ipv4() {
+                ARP_REQUEST_LEN
+            } else {
+                NS_LEN
+            };
+            let Some(mut f) = port.alloc(len) else {
+                self.stats.neighbour_no_buffer += 1;
+                break;
+            };
+            let me = snap.node.mac;
+            let written = match (addr, snap.node.ipv4, snap.node.ipv6) {
+                (IpAddr::V4(t), Some(src), _) => write_arp_request(f.data_mut(), me, src, t),
+                (IpAddr::V6(t), _, Some(src)) => write_ns(f.data_mut(), me, src, t),
+                _ => false,
+            };
+            if written {
+                self.stats.neighbour_requests += 1;
+                tx.push(f);
+            } else {
+                port.free(f);
+            }
+        }
     }
 
     /// Copies this worker's counters (and the flow sample `p.flow_query` asks for) into `p`.
@@ -394,6 +452,12 @@ impl Worker {
             Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
         };
         if !p.is_ip() {
+            if p.network == Network::Arp
+                && !snap.next_hops.is_empty()
+                && crate::neighbour::learn_arp(f.data(), &p, snap, now)
+            {
+                self.stats.neighbours_learned += 1;
+            }
             if p.network == Network::Arp && crate::neighbour::answer_arp(f.data_mut(), &p, snap) {
                 self.stats.neighbour_answers += 1;
                 return Verdict::Transmit;
@@ -405,6 +469,16 @@ impl Worker {
             if let Some(s) = snap.service_for(p.dst, p.dst_port, p.proto) {
                 return self.forward(f, &p, snap, s as usize, now);
             }
+        }
+        if p.proto == 58
+            && !snap.next_hops.is_empty()
+            && matches!(
+                p.icmp_type,
+                packet::icmp::V6_NEIGHBOR_SOLICIT | packet::icmp::V6_NEIGHBOR_ADVERT
+            )
+            && crate::neighbour::learn_nd(f.data(), &p, snap, now)
+        {
+            self.stats.neighbours_learned += 1;
         }
         // Neighbour solicitations come to a solicited-node multicast address, or (to confirm
         // reachability) to the VIP itself.
@@ -470,6 +544,13 @@ impl Worker {
             },
         };
         let node = &snap.node;
+        let Some(dst_mac) = svc
+            .backends
+            .get(flow.backend as usize)
+            .and_then(|b| snap.mac_of(b.next_hop))
+        else {
+            return Verdict::Drop(DropReason::UnresolvedNextHop);
+        };
         let result = match svc.forwarding {
             Forwarding::Nat => translate(
                 f.data_mut(),
@@ -494,7 +575,7 @@ impl Worker {
         if let Err(r) = result {
             return Verdict::Drop(r);
         }
-        set_macs(f.data_mut(), node.mac, flow.backend_mac);
+        set_macs(f.data_mut(), node.mac, dst_mac);
         if let Some(c) = self
             .stats
             .backends
@@ -555,7 +636,6 @@ impl Worker {
             backend: b,
             generation: snap.generation as u32,
             backend_addr: be.addr,
-            backend_mac: be.mac,
             snat_port,
             state: initial_state(tcp_flags),
             created_ns: now,
@@ -629,10 +709,13 @@ impl Worker {
         {
             return Verdict::Drop(DropReason::ReplyNoFlow);
         }
+        let Some(gateway) = snap.mac_of(snap.gateway) else {
+            return Verdict::Drop(DropReason::UnresolvedNextHop);
+        };
         if let Err(r) = translate(f.data_mut(), p, Some((svc.vip.ip(), svc.vip.port())), None) {
             return Verdict::Drop(r);
         }
-        set_macs(f.data_mut(), snap.node.mac, snap.node.gateway_mac);
+        set_macs(f.data_mut(), snap.node.mac, gateway);
         self.stats.replies += 1;
         Verdict::Transmit
     }
@@ -662,6 +745,9 @@ impl Worker {
             return Verdict::Drop(DropReason::ReplyNoFlow);
         };
         let _ = flow;
+        let Some(gateway) = snap.mac_of(snap.gateway) else {
+            return Verdict::Drop(DropReason::UnresolvedNextHop);
+        };
         if let Err(r) = translate(
             f.data_mut(),
             p,
@@ -670,7 +756,7 @@ impl Worker {
         ) {
             return Verdict::Drop(r);
         }
-        set_macs(f.data_mut(), snap.node.mac, snap.node.gateway_mac);
+        set_macs(f.data_mut(), snap.node.mac, gateway);
         self.stats.replies += 1;
         Verdict::Transmit
     }
@@ -693,10 +779,18 @@ impl Worker {
         if owner != self.id {
             return Verdict::Handoff(owner);
         }
-        let Some(flow) = self.ct.peek(&fwd).copied() else {
+        let Some(mut flow) = self.ct.peek(&fwd).copied() else {
             return Verdict::Drop(DropReason::IcmpNoFlow);
         };
+        resolve(snap, &fwd, &mut flow);
         let svc = &snap.services[s as usize];
+        let Some(dst_mac) = svc
+            .backends
+            .get(flow.backend as usize)
+            .and_then(|b| snap.mac_of(b.next_hop))
+        else {
+            return Verdict::Drop(DropReason::UnresolvedNextHop);
+        };
         let be = (flow.backend_addr.ip(), flow.backend_addr.port());
         let result = match svc.forwarding {
             Forwarding::Dsr => Ok(()),
@@ -719,7 +813,7 @@ impl Worker {
         if let Err(r) = result {
             return Verdict::Drop(r);
         }
-        set_macs(f.data_mut(), snap.node.mac, flow.backend_mac);
+        set_macs(f.data_mut(), snap.node.mac, dst_mac);
         self.stats.icmp_steered += 1;
         Verdict::Transmit
     }
@@ -917,7 +1011,7 @@ mod tests {
             config::AllDown::Drop
         };
         Arc::new(
-            Snapshot::build_with(&c, |_, b| {
+            Snapshot::build_with(&c, &Default::default(), |_, b: &config::Backend| {
                 state(b.address.ip().to_string()[7..].parse().unwrap())
             })
             .unwrap(),

@@ -447,6 +447,19 @@ impl Port for XskQueue {
         self.free.push(frame.chunk());
     }
 
+    fn alloc(&mut self, len: usize) -> Option<XskFrame> {
+        if HEADROOM + len > FRAME_SIZE as usize {
+            return None;
+        }
+        let chunk = self.free.pop()?;
+        Some(XskFrame {
+            area: self.area,
+            addr: chunk + HEADROOM as u64,
+            len: len as u32,
+            ts: self.epoch.elapsed().as_nanos() as u64,
+        })
+    }
+
     fn clock_ns(&self) -> Option<u64> {
         Some(self.epoch.elapsed().as_nanos() as u64)
     }

@@ -411,6 +411,53 @@ pub fn neighbour_solicitation(sender_mac: MacAddr, src: Ipv6Addr, target: Ipv6Ad
     f
 }
 
+/// An ARP reply: `sender_ip` is at `sender_mac`, told to `target_ip` at `target_mac`.
+pub fn arp_reply(
+    sender_mac: MacAddr,
+    sender_ip: Ipv4Addr,
+    target_mac: MacAddr,
+    target_ip: Ipv4Addr,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&target_mac.0);
+    f.extend_from_slice(&sender_mac.0);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    f.extend_from_slice(&sender_mac.0);
+    f.extend_from_slice(&sender_ip.octets());
+    f.extend_from_slice(&target_mac.0);
+    f.extend_from_slice(&target_ip.octets());
+    f.resize(60, 0);
+    f
+}
+
+/// A solicited IPv6 neighbour advertisement (RFC 4861) from `src` (the target itself) to
+/// `dst`, with the target link-layer address option.
+pub fn neighbour_advertisement(
+    sender_mac: MacAddr,
+    src: Ipv6Addr,
+    dst_mac: MacAddr,
+    dst: Ipv6Addr,
+) -> Vec<u8> {
+    let mut icmp = vec![136, 0, 0, 0, 0x60, 0, 0, 0];
+    icmp.extend_from_slice(&src.octets());
+    icmp.extend_from_slice(&[2, 1]);
+    icmp.extend_from_slice(&sender_mac.0);
+    let c = packet::checksum::finish(
+        packet::checksum::pseudo_v6(src, dst, 58, icmp.len() as u32),
+        &icmp,
+    );
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = dst_mac.0.to_vec();
+    f.extend_from_slice(&sender_mac.0);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
 /// Malformed frames addressed to the example web VIP, each with the drop reason the data path
 /// must count for it (the names of `packet::Malformed`).
 pub fn malformed_frames() -> Vec<(&'static str, Vec<u8>)> {

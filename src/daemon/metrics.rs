@@ -117,6 +117,16 @@ pub fn render(p: &Plane) -> String {
         "counter",
         "New flows balanced over all backends because every one was down.",
     );
+    metric(
+        "sluice_neighbour_resolved",
+        "gauge",
+        "1 when sluice knows the MAC of a next hop configured without one, else 0.",
+    );
+    metric(
+        "sluice_neighbour_unresolved_drops_total",
+        "counter",
+        "Packets dropped because their next hop's MAC was not known.",
+    );
     let _ = writeln!(o, "sluice_packets_received_total {}", t.packets_in);
     let _ = writeln!(o, "sluice_packets_sent_total {}", t.packets_out);
     let _ = writeln!(o, "sluice_bytes_received_total {}", t.bytes_in);
@@ -124,6 +134,19 @@ pub fn render(p: &Plane) -> String {
         let _ = writeln!(o, "sluice_drops_total{{reason=\"{r}\"}} {n}");
     }
     let _ = writeln!(o, "sluice_conntrack_flows {}", t.active_flows);
+    for n in p.neighbours() {
+        let l = format!("address=\"{}\"", n.addr);
+        let _ = writeln!(
+            o,
+            "sluice_neighbour_resolved{{{l}}} {}",
+            n.mac.is_some() as u8
+        );
+        let _ = writeln!(
+            o,
+            "sluice_neighbour_unresolved_drops_total{{{l}}} {}",
+            n.unresolved_drops
+        );
+    }
     for s in &p.cfg.services {
         let ad = t.services.get(&s.name).map_or(0, |x| x.2);
         let _ = writeln!(

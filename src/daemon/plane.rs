@@ -69,6 +69,8 @@ pub struct Totals {
     pub packets_out: u64,
     pub bytes_in: u64,
     pub neighbour_answers: u64,
+    pub neighbour_requests: u64,
+    pub neighbours_learned: u64,
     pub drops: Vec<(&'static str, u64)>,
     pub conntrack: ConnTrackCounters,
     pub active_flows: usize,
@@ -196,12 +198,14 @@ fn backend_from_spec(b: &BackendSpec) -> Result<Backend, ErrorBody> {
             b.address
         ))
     })?;
-    let mac = b.mac.parse().map_err(|e| {
-        refused(format!(
-            "backend MAC `{}` is not a MAC address ({e}); write six hex octets like 02:00:00:00:01:01",
-            b.mac
-        ))
-    })?;
+    let mac = match &b.mac {
+        Some(m) => Some(m.parse().map_err(|e| {
+            refused(format!(
+                "backend MAC `{m}` is not a MAC address ({e}); write six hex octets like 02:00:00:00:01:01, or leave it out to have sluice resolve it"
+            ))
+        })?),
+        None => None,
+    };
     Ok(Backend {
         address,
         mac,
@@ -231,13 +235,27 @@ fn service_toml(s: &ServiceSpec) -> String {
     }
     for b in &s.backends {
         t += &format!(
-            "[[service.backend]]\naddress = {}\nmac = {}\nweight = {}\n",
+            "[[service.backend]]\naddress = {}\nweight = {}\n",
             q(&b.address),
-            q(&b.mac),
             b.weight.unwrap_or(1)
         );
+        if let Some(m) = &b.mac {
+            t += &format!("mac = {}\n", q(m));
+        }
     }
     t
+}
+
+fn neighbour_json(n: &dataplane::neighbour::NeighbourState) -> Value {
+    json!({
+        "address": n.addr.to_string(),
+        "mac": n.mac.map(|m| m.to_string()),
+        "state": if n.mac.is_some() { "resolved" } else { "unresolved" },
+        "unanswered": n.probes,
+        "requests": n.requests,
+        "expiries": n.expiries,
+        "unresolved_drops": n.unresolved_drops,
+    })
 }
 
 fn toml_string(v: &str) -> String {
@@ -329,8 +347,11 @@ impl Plane {
                 "internal error: the changed configuration does not read back equal; nothing was changed",
             ));
         }
-        Snapshot::build_with(&c.cfg, |s, b| Plane::snapshot_state(&c.backends, s, b))
-            .map_err(|e| refused(e.to_string()))
+        let neighbours = Arc::clone(&self.cell.load().neighbours);
+        Snapshot::build_with(&c.cfg, &neighbours, |s, b| {
+            Plane::snapshot_state(&c.backends, s, b)
+        })
+        .map_err(|e| refused(e.to_string()))
     }
 
     /// Makes `c` the running state and publishes its snapshot.
@@ -371,6 +392,24 @@ impl Plane {
         while self.history.len() > 16 {
             self.history.pop_front();
         }
+        // Next hops no snapshot a worker may still hold resolves give their slots back.
+        let keep: std::collections::HashSet<std::net::IpAddr> = self
+            .history
+            .iter()
+            .flat_map(|s| s.next_hops.iter().map(|h| h.0))
+            .collect();
+        if let Some(s) = self.history.back() {
+            s.neighbours.release_unused(|a| keep.contains(&a));
+        }
+    }
+
+    /// The next hops the running snapshot resolves, with what is known of each.
+    pub fn neighbours(&self) -> Vec<dataplane::neighbour::NeighbourState> {
+        let snap = self.cell.load();
+        snap.next_hops
+            .iter()
+            .filter_map(|&(a, i)| snap.neighbours.state(a, i))
+            .collect()
     }
 
     /// Rebuilds the snapshot from the running state (after a health or drain transition).
@@ -830,6 +869,8 @@ impl Plane {
             let s = &p.stats;
             t.packets_in += s.packets_in;
             t.neighbour_answers += s.neighbour_answers;
+            t.neighbour_requests += s.neighbour_requests;
+            t.neighbours_learned += s.neighbours_learned;
             t.packets_out += s.packets_out;
             t.bytes_in += s.bytes_in;
             for (a, b) in drops.iter_mut().zip(s.drops.iter()) {
@@ -1085,7 +1126,7 @@ impl Plane {
         json!({
             "service": s.name,
             "address": b.address.to_string(),
-            "mac": b.mac.to_string(),
+            "mac": b.mac.map(|m| m.to_string()),
             "weight": b.weight,
             "admin": st.admin.name(),
             "health": if s.health.is_some() { st.health.name() } else { "unchecked" },
@@ -1147,6 +1188,9 @@ impl Plane {
             "interval_s": dt,
             "packets_in": t.packets_in,
             "neighbour_answers": t.neighbour_answers,
+            "neighbour_requests": t.neighbour_requests,
+            "neighbours_learned": t.neighbours_learned,
+            "neighbours": self.neighbours().iter().map(neighbour_json).collect::<Vec<_>>(),
             "packets_out": t.packets_out,
             "bytes_in": t.bytes_in,
             "packets_per_s": rate(t.packets_in, p.packets_in),

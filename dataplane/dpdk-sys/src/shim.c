@@ -20,6 +20,16 @@ uint16_t sluice_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, 
 
 void sluice_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 
+struct rte_mbuf *sluice_pktmbuf_alloc(struct rte_mempool *mp, uint16_t len)
+{
+    struct rte_mbuf *m = rte_pktmbuf_alloc(mp);
+    if (m && !rte_pktmbuf_append(m, len)) {
+        rte_pktmbuf_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 void sluice_pktmbuf_free_bulk(struct rte_mbuf **m, unsigned int n) { rte_pktmbuf_free_bulk(m, n); }
 
 int sluice_errno(void) { return rte_errno; }

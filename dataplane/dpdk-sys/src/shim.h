@@ -12,6 +12,8 @@ struct rte_mempool;
 uint16_t sluice_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t sluice_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 void sluice_pktmbuf_free(struct rte_mbuf *m);
+/* A fresh mbuf from `mp` holding `len` bytes of (unset) data, or NULL. */
+struct rte_mbuf *sluice_pktmbuf_alloc(struct rte_mempool *mp, uint16_t len);
 void sluice_pktmbuf_free_bulk(struct rte_mbuf **m, unsigned int n);
 int sluice_errno(void);
 unsigned int sluice_lcore_id(void);

@@ -3,7 +3,8 @@
 // sluice's XDP program: frames the balancer owns go to the queue's AF_XDP socket; everything
 // else passes to the kernel untouched. The balancer's frames are: anything to a VIP address
 // (TCP/UDP to a service, and ICMP errors about its flows), ARP requests and IPv6 neighbour
-// solicitations for a VIP or the node address, TCP/UDP to the node address in the SNAT port
+// solicitations for a VIP or the node address, ARP replies and neighbour advertisements to
+// the node address (answers to sluice's own requests), TCP/UDP to the node address in the SNAT port
 // range (SNAT replies), and TCP/UDP from a `nat` backend's address and port (NAT replies).
 // The maps are filled and updated by sluice from its configuration snapshot.
 #include <linux/bpf.h>
@@ -133,7 +134,12 @@ int sluice_xdp(struct xdp_md *ctx)
 		struct arp_ipv4 *a = l3;
 		if (!n || !n->neigh)
 			return XDP_PASS;
-		if ((void *)(a + 1) > end || a->op != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP))
+		if ((void *)(a + 1) > end || a->ptype != bpf_htons(ETH_P_IP))
+			return XDP_PASS;
+		/* Replies to sluice's own requests (resolving backends and the gateway). */
+		if (a->op == bpf_htons(2))
+			return n->has_v4 && same(a->tpa, n->v4, 4) ? to_sluice(ctx) : XDP_PASS;
+		if (a->op != bpf_htons(1))
 			return XDP_PASS;
 		v4_key(&k, a->tpa);
 		if (is_vip_addr(&k))
@@ -182,9 +188,15 @@ int sluice_xdp(struct xdp_md *ctx)
 		__u8 next = ip6->nexthdr;
 		void *l4 = ip6 + 1;
 		if (next == IPPROTO_ICMPV6) {
-			/* Neighbour solicitation (135) for a VIP or the node address. */
+			/* Neighbour solicitation (135) for a VIP or the node address; neighbour
+			 * advertisements (136) answering sluice's own solicitations. */
 			__u8 *icmp = l4;
-			if (!n || !n->neigh || (void *)(icmp + 24) > end || icmp[0] != 135)
+			if (!n || !n->neigh || (void *)(icmp + 24) > end)
+				return XDP_PASS;
+			if (icmp[0] == 136)
+				return n->has_v6 && same((const __u8 *)&ip6->daddr, n->v6, 16) ?
+					to_sluice(ctx) : XDP_PASS;
+			if (icmp[0] != 135)
 				return XDP_PASS;
 			__builtin_memcpy(k.addr, icmp + 8, 16);
 			if (is_vip_addr(&k))
