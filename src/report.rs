@@ -25,14 +25,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report of a one-worker daemon run (the `pcap` and `xdp` drivers): the worker's
-    /// counters on `snap` (which the worker must already use), with `driver` and its
-    /// figures in the JSON document and `note` in the summary. `adjust` adds what the port
-    /// counted (frames it refused or could not hold).
+    /// The report of a daemon run (the `pcap` and `xdp` drivers): the workers' counters on
+    /// `snap` (which every worker must already use), with `driver` and its figures in the
+    /// JSON document and `note` in the summary. `adjust` adds what the ports counted (frames
+    /// they refused or could not hold).
     #[allow(clippy::too_many_arguments)]
-    pub fn one_worker(
+    pub fn of_workers(
         snap: Arc<Snapshot>,
-        worker: &dataplane::Worker,
+        workers: &[dataplane::Worker],
         capacity: usize,
         elapsed: Duration,
         driver: &str,
@@ -41,10 +41,12 @@ impl Report {
         adjust: impl FnOnce(&mut WorkerStats),
     ) -> Report {
         let mut stats = WorkerStats::new(&snap.backend_counts());
-        stats.merge(&worker.stats);
-        adjust(&mut stats);
         let mut conntrack = ConnTrackCounters::default();
-        conntrack.merge(&worker.ct.counters);
+        for w in workers {
+            stats.merge(&w.stats);
+            conntrack.merge(&w.ct.counters);
+        }
+        adjust(&mut stats);
         let mut extra = serde_json::Map::new();
         extra.insert("driver".into(), driver.into());
         if let Some(f) = figures {
@@ -52,11 +54,11 @@ impl Report {
         }
         Report {
             snapshot: snap,
-            workers: 1,
+            workers: workers.len(),
             frames_read: stats.packets_in,
             stats,
             conntrack,
-            active_flows: worker.ct.len(),
+            active_flows: workers.iter().map(|w| w.ct.len()).sum(),
             conntrack_capacity: capacity,
             elapsed,
             extra,

@@ -243,9 +243,9 @@ fn run_pcap(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Str
     }
     w.flush()
         .map_err(|e| format!("dataplane.pcap.output: {e}"))?;
-    Ok(Report::one_worker(
+    Ok(Report::of_workers(
         snap,
-        &worker,
+        std::slice::from_ref(&worker),
         cfg.conntrack.capacity,
         elapsed,
         "pcap",

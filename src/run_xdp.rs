@@ -1,15 +1,17 @@
 //! `sluice run` on AF_XDP: loads sluice's XDP program onto `[dataplane.xdp] interface`
 //! (native mode where the driver has it, generic otherwise, or as configured), keeps its maps
-//! in step with every published snapshot, opens an AF_XDP socket on queue 0 (zero-copy where
-//! supported, copy otherwise), and runs one pinned worker on it while this thread serves the
-//! control plane. Everything the program does not redirect (SSH, the host's own traffic,
+//! in step with every published snapshot, opens one AF_XDP socket per worker on queues 0..n
+//! (zero-copy where supported, copy otherwise), and runs one pinned worker on each while this
+//! thread serves the control plane. Frames reach whichever queue the kernel chose; a worker
+//! hands a frame whose flow another worker owns to it (copied into that worker's UMEM when
+//! sent). Everything the program does not redirect (SSH, the host's own traffic,
 //! ARP for its addresses) stays with the kernel.
 
 use crate::daemon::control;
 use crate::report::Report;
 use crate::run::{main_loop, stop_on_signals, RunOptions};
 use config::{Config, Dataplane};
-use dataplane::xdp::{AttachMode, CopyMode, XdpProgram, XskQueue};
+use dataplane::xdp::{AttachMode, CopyMode, XdpProgram, XskFrame, XskQueue};
 use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,15 +24,22 @@ pub fn run(
     why: Option<String>,
 ) -> Result<Report, String> {
     let x = dp.xdp.clone().ok_or("[dataplane.xdp] is missing")?;
-    let core = dp.cores[0];
+    let n = dp.cores.len();
     // Counted from the system, not this thread's affinity (which a failed DPDK start under
     // the `auto` driver leaves narrowed to one core).
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    if core >= online {
+    if let Some(core) = dp.cores.iter().find(|&&c| c >= online) {
         return Err(format!(
             "{}: dataplane.cores names core {core}, which this machine does not have",
             opts.config.display()
+        ));
+    }
+    let queues = rx_queues(&x.interface);
+    if queues.is_some_and(|q| q < n) {
+        return Err(format!(
+            "{}: dataplane.cores lists {n} cores, one per queue of {}, which has {} receive queue(s)\n  fix: list at most {} cores, or give the interface more queues (`ethtool -L {} combined {n}`)",
+            opts.config.display(), x.interface, queues.unwrap_or(0), queues.unwrap_or(0), x.interface
         ));
     }
     let snap = Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?;
@@ -48,13 +57,14 @@ pub fn run(
         format!("{e}\n  fix: check that dataplane.xdp.interface names an interface that is up (`ip link`), that no other XDP program is attached (`ip link set dev {} xdp off`), and run as root", x.interface)
     })?;
     prog.sync(&snap)?;
-    let queue = XskQueue::open(&prog, 0, x.frames, x.ring, copy)?;
+    let mut queues = Vec::with_capacity(n);
+    for q in 0..n {
+        queues.push(XskQueue::open(&prog, q as u32, x.frames, x.ring, copy)?);
+    }
     let stop = stop_on_signals()?;
-    let (mut ctl, mut links) =
-        control::start(&cfg, &opts.config, "xdp", snap.clone(), 1, opts.quiet)?;
-    let mut link = links.pop().ok_or("no worker link")?;
+    let (mut ctl, links) = control::start(&cfg, &opts.config, "xdp", snap.clone(), n, opts.quiet)?;
     let native = prog.native;
-    let zerocopy = queue.zerocopy;
+    let zerocopy = queues.iter().all(|q| q.zerocopy);
     let prog = Arc::new(Mutex::new(prog));
     {
         let prog = Arc::clone(&prog);
@@ -68,75 +78,130 @@ pub fn run(
             eprintln!("sluice: {w}");
         }
         eprintln!(
-            "sluice: driver xdp on {} ({} mode, {}), 1 worker on core {core}",
+            "sluice: driver xdp on {} ({} mode, {}), {n} worker(s) on queues 0..{} (cores {:?})",
             x.interface,
             if native { "native" } else { "generic" },
             if zerocopy { "zero-copy" } else { "copy" },
+            n - 1,
+            dp.cores,
         );
     }
-    let received: Arc<Vec<AtomicU64>> = Arc::new(vec![AtomicU64::new(0)]);
+    let steering = Steering::new(n, snap.node.snat_ports);
+    let rings: Arc<Rings<XskFrame>> = Arc::new(Rings::new(n, RING_CAPACITY));
+    let received: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let snap = Arc::new(snap);
     let start = Instant::now();
-    let handle = {
-        let (stop, received, snap) = (Arc::clone(&stop), Arc::clone(&received), Arc::new(snap));
-        let mut queue = queue;
-        std::thread::Builder::new()
-            .name("sluice-worker-0".into())
+    let mut handles = Vec::with_capacity(n);
+    for (((i, &core), mut link), mut queue) in dp.cores.iter().enumerate().zip(links).zip(queues) {
+        let (stop, received, snap, rings) = (
+            Arc::clone(&stop),
+            Arc::clone(&received),
+            Arc::clone(&snap),
+            Arc::clone(&rings),
+        );
+        let h = std::thread::Builder::new()
+            .name(format!("sluice-worker-{i}"))
             .spawn(move || -> Result<(Worker, XskQueue), String> {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                    return Err(format!("cannot pin the worker to core {core}"));
+                    return Err(format!("cannot pin worker {i} to core {core}"));
                 }
-                let steering = Steering::new(1, snap.node.snat_ports);
-                let mut worker = Worker::new(0, steering, snap, false);
+                let mut worker = Worker::new(i, steering, snap, false);
+                if n > 1 {
+                    worker = worker.steering_forward_frames();
+                }
                 let mut bursts = Bursts::new();
-                let rings: Rings<dataplane::xdp::XskFrame> = Rings::new(1, 64);
                 while !stop.load(Ordering::Relaxed) {
                     if worker.poll(&mut queue, &mut bursts, &rings) > 0 {
-                        received[0].store(worker.stats.packets_in, Ordering::Relaxed);
+                        received[i].store(worker.stats.packets_in, Ordering::Relaxed);
                     }
                     link.between_bursts(&mut worker);
                 }
                 Ok((worker, queue))
             })
-            .map_err(|e| format!("cannot start the worker thread: {e}"))?
-    };
+            .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
+        handles.push(h);
+    }
     main_loop(
         opts,
         &stop,
         &received,
-        || handle.is_finished(),
+        || handles.iter().any(|h| h.is_finished()),
         &mut ctl,
         start,
     );
-    let (mut worker, queue) = handle.join().map_err(|_| "the worker thread panicked")??;
+    stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
+    let mut workers = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut failure = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok((w, q))) => {
+                workers.push(w);
+                queues.push(q);
+            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a worker thread panicked".into()),
+        }
+    }
+    // Frames still in hand-off rings (their UMEMs are still mapped: queues drop below).
+    let mut stranded = 0u64;
+    for w in 0..n {
+        while rings.pop(w).is_some() {
+            stranded += 1;
+        }
+    }
     let snap = ctl.latest();
-    worker.set_snapshot(Arc::clone(&snap));
+    for w in workers.iter_mut() {
+        w.set_snapshot(Arc::clone(&snap));
+    }
     ctl.shutdown();
-    let xs = queue.stats();
-    let tx_full = queue.tx_full;
-    drop(queue);
+    let xs: Vec<_> = queues.iter().map(|q| q.stats()).collect();
+    let tx_full: u64 = queues.iter().map(|q| q.tx_full).sum();
+    let copied_in: u64 = queues.iter().map(|q| q.copied_in).sum();
+    let kernel_rx_dropped: u64 = xs.iter().map(|s| s.rx_dropped).sum();
+    drop(queues);
     // Explicitly: the control plane's publish hook holds the program too, and an XDP program
     // stays attached after the process exits.
     if let Ok(mut p) = prog.lock() {
         p.detach();
     }
-    Ok(Report::one_worker(
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Report::of_workers(
         snap,
-        &worker,
+        &workers,
         cfg.conntrack.capacity,
         elapsed,
         "xdp",
-        Some(
-            serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
-            "kernel_rx_dropped": xs.rx_dropped, "rx_invalid": xs.rx_invalid, "tx_invalid": xs.tx_invalid, "rx_ring_full": xs.rx_ring_full}),
-        ),
+        Some(serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
+            "queues": n, "copied_in": copied_in,
+            "kernel_rx_dropped": kernel_rx_dropped,
+            "rx_invalid": xs.iter().map(|s| s.rx_invalid).sum::<u64>(),
+            "tx_invalid": xs.iter().map(|s| s.tx_invalid).sum::<u64>(),
+            "rx_ring_full": xs.iter().map(|s| s.rx_ring_full).sum::<u64>()})),
         format!(
-            "AF_XDP on {}: kernel dropped {} frames for want of fill buffers",
-            x.interface, xs.rx_dropped
+            "AF_XDP on {} ({n} queue(s)): kernel dropped {kernel_rx_dropped} frames for want of fill buffers; {copied_in} handed-off frames copied between queues",
+            x.interface
         ),
         |stats| {
             stats.drops[DropReason::TxFull.index()] += tx_full;
+            stats.drops[DropReason::Shutdown.index()] += stranded;
             stats.packets_out -= tx_full.min(stats.packets_out);
         },
     ))
+}
+
+/// Frames a hand-off ring between two workers holds.
+const RING_CAPACITY: usize = 1024;
+
+/// The interface's receive queues, from sysfs (`None` where sysfs does not say).
+fn rx_queues(interface: &str) -> Option<usize> {
+    let d = std::fs::read_dir(format!("/sys/class/net/{interface}/queues")).ok()?;
+    Some(
+        d.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            .count(),
+    )
 }

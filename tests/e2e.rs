@@ -24,6 +24,11 @@ struct Topology {
 
 impl Topology {
     fn up(pfx: &str, backends: usize, mode: &str) -> Topology {
+        Topology::up_with_queues(pfx, backends, mode, 1)
+    }
+
+    /// With `queues` queues each way on sluice's interface.
+    fn up_with_queues(pfx: &str, backends: usize, mode: &str, queues: usize) -> Topology {
         let dir = std::env::temp_dir().join(format!("sluice-e2e-{pfx}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -39,6 +44,7 @@ impl Topology {
                 &backends.to_string(),
                 t.dir.to_str().unwrap(),
                 mode,
+                &queues.to_string(),
             ])
             .output()
             .unwrap();
@@ -463,6 +469,54 @@ fn ipip_on_af_xdp_serves_real_clients() {
 #[test]
 fn gue_on_af_xdp_serves_real_clients() {
     scenario("xg", "gue", "xdp", false);
+}
+
+/// Two AF_XDP workers on a two-queue interface: the kernel spreads flows over both queues,
+/// and a frame that reaches the worker not owning its flow (the reply of a NAT flow often
+/// comes in on the other queue) is handed over and copied into that worker's UMEM. Every
+/// request is answered, both workers take traffic, and frames were copied between queues.
+#[test]
+fn nat_on_af_xdp_with_two_queues_hands_frames_between_workers() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        root(),
+        "the end-to-end tests need root (network namespaces, hugepages)"
+    );
+    let t = Topology::up_with_queues("xq", 3, "nat", 2);
+    let cfg = driver_config("xdp", &services("nat", &[1, 1, 2]))
+        .replace(&format!("cores = [{}]", worker_core()), "cores = [0, 1]");
+    let b = Balancer::start(&t, &cfg);
+    let (by, failed, rps) = curls(&t, VIP, 300);
+    assert_eq!(failed, 0, "every request succeeds: {by:?}");
+    assert_eq!(by.len(), 3, "{by:?}");
+    let bps = iperf(&t, VIP, 3);
+    eprintln!(
+        "nat on xdp, 2 queues: curl requests/s {rps:.0}; iperf3 {:.2} Gbit/s",
+        bps / 1e9
+    );
+    let stats = b.ctl(&["stats"]);
+    let workers = stats["workers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(workers.len(), 2, "{stats}");
+    for w in &workers {
+        assert!(
+            w["packets_in"].as_u64().unwrap_or(0) > 0,
+            "each queue's worker received frames: {workers:?}"
+        );
+    }
+    let o = b.stop();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let summary = String::from_utf8_lossy(&o.stdout).to_string() + &err;
+    let copied: u64 = summary
+        .split(" handed-off frames copied")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        copied > 0,
+        "frames were handed between the queues: {summary}"
+    );
 }
 
 /// `driver = "auto"` with a DPDK device that does not exist falls back to AF_XDP, says why,

@@ -1032,14 +1032,6 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
         }
         (None, _) => None,
     };
-    if matches!(*r.driver.get_ref(), Driver::Xdp | Driver::Auto) && cores.len() != 1 {
-        return ctx.err(
-            r.cores.span(),
-            "dataplane.cores",
-            format!("the AF_XDP driver runs one worker on the interface's queue 0 for now, and {} cores are listed", cores.len()),
-            "list one core, such as [1] (several queues per interface are not supported yet)",
-        );
-    }
     let dpdk = match (&r.dpdk, *r.driver.get_ref()) {
         (None, Driver::Dpdk | Driver::Auto) => {
             return ctx.err(

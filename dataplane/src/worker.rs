@@ -129,6 +129,9 @@ pub struct Worker {
     /// Worker 0 solicits next hops: when it looks next, and where it left off.
     neighbour_due: u64,
     neighbour_cursor: usize,
+    /// The port does not deliver each flow to its owner (the kernel picks AF_XDP queues, not
+    /// our RSS key): forward frames are checked against [`Steering`] too, and handed over.
+    steer_forward: bool,
 }
 
 /// Which tracked flows a [`Probe`] samples.
@@ -195,7 +198,16 @@ impl Worker {
             last_now: 0,
             neighbour_due: 0,
             neighbour_cursor: 0,
+            steer_forward: false,
         }
+    }
+
+    /// For ports whose queues are not chosen by sluice's symmetric RSS key (AF_XDP with
+    /// several queues): a client's frame reaching a worker that does not own its flow is
+    /// handed to the owner, as replies always are. One Toeplitz hash per forward frame.
+    pub fn steering_forward_frames(mut self) -> Self {
+        self.steer_forward = true;
+        self
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
@@ -467,6 +479,12 @@ impl Worker {
         // The common case first: TCP/UDP to a service, found with one lookup.
         if !p.fragment && (p.proto == 6 || p.proto == 17) {
             if let Some(s) = snap.service_for(p.dst, p.dst_port, p.proto) {
+                if self.steer_forward {
+                    let owner = self.steering.owner_of(p.src, p.src_port, p.dst, p.dst_port);
+                    if owner != self.id {
+                        return Verdict::Handoff(owner);
+                    }
+                }
                 return self.forward(f, &p, snap, s as usize, now);
             }
         }

@@ -4,13 +4,17 @@
 //! the configuration snapshot, so only the balancer's frames leave the kernel's path.
 //! [`XskQueue`] is one AF_XDP socket with its own UMEM (zero-copy where supported, copy
 //! otherwise), a [`Port`] whose frames are UMEM chunks rewritten in place, with headroom for
-//! encapsulation.
+//! encapsulation. One queue per worker; a frame handed to another worker (which owns its
+//! flow) is processed there in place, and copied into that worker's own UMEM only when it is
+//! transmitted; its chunk goes back to its home queue through a lock-free return ring.
 
 use crate::port::{Frame, Port, BURST, HEADROOM};
 use crate::snapshot::Snapshot;
+use crossbeam::queue::ArrayQueue;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use xdp_sys as sys;
 
@@ -212,6 +216,8 @@ impl Drop for XdpProgram {
 /// chunk's headroom when encapsulation prepends.
 pub struct XskFrame {
     area: *mut u8,
+    /// The return ring of the queue whose UMEM holds the chunk.
+    home: *const ArrayQueue<u64>,
     addr: u64,
     len: u32,
     ts: u64,
@@ -225,6 +231,13 @@ impl XskFrame {
     fn chunk(&self) -> u64 {
         self.addr & !(FRAME_SIZE as u64 - 1)
     }
+}
+
+/// Gives a frame's chunk back to the queue whose UMEM holds it.
+fn send_home(f: &XskFrame) {
+    // SAFETY: every queue outlives the frames of its UMEM (the daemon drains the hand-off
+    // rings before dropping queues), so `home` is live; the ring has room for every chunk.
+    let _ = unsafe { &*f.home }.push(f.chunk());
 }
 
 impl Frame for XskFrame {
@@ -269,15 +282,24 @@ pub struct XskStats {
 pub struct XskQueue {
     sock: *mut sys::sx_sock,
     area: *mut u8,
+    /// Chunks of this UMEM that other workers are done with (room for every chunk).
+    returns: Arc<ArrayQueue<u64>>,
     /// Free chunk addresses, reserved at the UMEM's size.
     free: Vec<u64>,
     addrs: [u64; BURST],
     lens: [u32; BURST],
     comp: [u64; 64],
-    epoch: Instant,
     pub zerocopy: bool,
     /// Frames the TX ring had no room for (freed).
     pub tx_full: u64,
+    /// Frames from other workers' queues copied in to be transmitted here.
+    pub copied_in: u64,
+}
+
+/// Nanoseconds on one clock shared by every queue (and so every worker) of the process.
+fn clock_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 // SAFETY: the socket and its UMEM are used only by the worker thread that owns the queue.
@@ -330,13 +352,14 @@ impl XskQueue {
         let mut q = XskQueue {
             sock,
             area,
+            returns: Arc::new(ArrayQueue::new(frames.max(1) as usize)),
             free: (0..frames as u64).map(|i| i * FRAME_SIZE as u64).collect(),
             addrs: [0; BURST],
             lens: [0; BURST],
             comp: [0; 64],
-            epoch: Instant::now(),
             zerocopy: zc == 1,
             tx_full: 0,
+            copied_in: 0,
         };
         q.refill();
         Ok(q)
@@ -345,6 +368,10 @@ impl XskQueue {
     /// Takes back chunks the kernel finished transmitting, and gives free chunks to the fill
     /// ring. Transmit needs no chunks of its own: frames go out in the chunk they came in.
     fn refill(&mut self) {
+        // `free` has room for every chunk of the UMEM, so these pushes never reallocate.
+        while let Some(a) = self.returns.pop() {
+            self.free.push(a);
+        }
         loop {
             // SAFETY: comp has room for its length.
             let n = unsafe {
@@ -406,10 +433,12 @@ impl Port for XskQueue {
                 room as u32,
             )
         } as usize;
-        let ts = self.epoch.elapsed().as_nanos() as u64;
+        let ts = clock_ns();
+        let home = Arc::as_ptr(&self.returns);
         for i in 0..n {
             out.push(XskFrame {
                 area: self.area,
+                home,
                 addr: self.addrs[i],
                 len: self.lens[i],
                 ts,
@@ -418,6 +447,43 @@ impl Port for XskQueue {
     }
 
     fn tx_burst(&mut self, frames: &mut Vec<XskFrame>) {
+        // Frames from another queue's UMEM are copied into one of ours (or dropped, counted as
+        // tx_full, when none is free) and their chunks sent home.
+        let mut i = 0;
+        while i < frames.len() {
+            if frames[i].area == self.area {
+                i += 1;
+                continue;
+            }
+            let f = &frames[i];
+            match self.free.pop() {
+                Some(chunk) => {
+                    let len = f.len as usize;
+                    let at = chunk + (HEADROOM as u64).min(FRAME_SIZE as u64 - len as u64);
+                    // SAFETY: `at..at+len` lies inside one chunk of our UMEM, which no one
+                    // else uses while it is off the free list; the source is the frame's.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            f.data().as_ptr(),
+                            self.area.add(at as usize),
+                            len,
+                        )
+                    };
+                    send_home(f);
+                    let f = &mut frames[i];
+                    f.area = self.area;
+                    f.home = Arc::as_ptr(&self.returns);
+                    f.addr = at;
+                    self.copied_in += 1;
+                    i += 1;
+                }
+                None => {
+                    let f = frames.swap_remove(i);
+                    send_home(&f);
+                    self.tx_full += 1;
+                }
+            }
+        }
         let n = frames.len().min(BURST);
         for (i, f) in frames.iter().take(n).enumerate() {
             self.addrs[i] = f.addr;
@@ -435,7 +501,7 @@ impl Port for XskQueue {
 
     fn to_host(&mut self, frames: &mut Vec<XskFrame>) {
         for f in frames.drain(..) {
-            self.free.push(f.chunk());
+            self.free(f);
         }
     }
 
@@ -444,7 +510,11 @@ impl Port for XskQueue {
     }
 
     fn free(&mut self, frame: XskFrame) {
-        self.free.push(frame.chunk());
+        if frame.area == self.area {
+            self.free.push(frame.chunk());
+        } else {
+            send_home(&frame);
+        }
     }
 
     fn alloc(&mut self, len: usize) -> Option<XskFrame> {
@@ -454,13 +524,14 @@ impl Port for XskQueue {
         let chunk = self.free.pop()?;
         Some(XskFrame {
             area: self.area,
+            home: Arc::as_ptr(&self.returns),
             addr: chunk + HEADROOM as u64,
             len: len as u32,
-            ts: self.epoch.elapsed().as_nanos() as u64,
+            ts: clock_ns(),
         })
     }
 
     fn clock_ns(&self) -> Option<u64> {
-        Some(self.epoch.elapsed().as_nanos() as u64)
+        Some(clock_ns())
     }
 }

@@ -25,7 +25,10 @@
 #   user space and hands the inner packet to the kernel through a TUN device; which one ran
 #   is written to WORKDIR/decapsulator.
 #
-# Usage: topology.sh up PFX BACKENDS WORKDIR MODE | down PFX
+# QUEUES (default 1) gives sluice's veth that many queues each way (the kernel spreads flows
+# over them by hash), for more than one AF_XDP worker.
+#
+# Usage: topology.sh up PFX BACKENDS WORKDIR MODE [QUEUES] | down PFX
 set -euo pipefail
 cmd=$1; pfx=$2
 ns() { ip netns exec "$pfx-$1" "${@:2}"; }
@@ -36,16 +39,18 @@ down() {
   done
 }
 if [ "$cmd" = down ]; then down; exit 0; fi
-n=$3; work=$4; mode=${5:-nat}
+n=$3; work=$4; mode=${5:-nat}; queues=${6:-1}
 down
 ip netns add "$pfx-lan"
 ns lan ip link add br0 type bridge
 ns lan ip link set br0 up
 ns lan ip link set lo up
-port() { # name mac -> a namespace with eth0 bridged into the lan
+port() { # name mac [queues] -> a namespace with eth0 bridged into the lan
+  local q=${3:-1}
   ip netns add "$pfx-$1"
   ns "$1" ip link set lo up
-  ip link add "${pfx}$1" netns "$pfx-lan" type veth peer name eth0 netns "$pfx-$1"
+  ip link add "${pfx}$1" netns "$pfx-lan" numtxqueues "$q" numrxqueues "$q" type veth \
+    peer name eth0 netns "$pfx-$1" numtxqueues "$q" numrxqueues "$q"
   ns lan ip link set "${pfx}$1" master br0 up
   ns "$1" ip link set eth0 address "$2"
   ns "$1" ip link set eth0 up
@@ -56,7 +61,7 @@ port cli 02:00:00:00:00:fe
 ns cli ip addr add 10.98.0.2/24 dev eth0
 ns cli ip addr add 10.97.0.2/24 dev eth0
 ns cli ip route add 10.99.0.100/32 dev eth0
-port lb 02:00:00:00:00:01
+port lb 02:00:00:00:00:01 "$queues"
 case $mode in ipip|gue) ns lb ip link set eth0 mtu 1600; ns lan ip link set "${pfx}lb" mtu 1600 ;; esac
 for i in $(seq 1 "$n"); do
   port "b$i" "02:00:00:00:01:0$i"
