@@ -93,6 +93,45 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
 
 /// The daemon's main thread: serves the control plane every 50 ms and returns on a signal,
 /// the duration, idleness, or a worker that ended.
+/// The worker threads of a multi-worker driver, each ending with its worker and port queue.
+pub type WorkerHandles<Q> = Vec<std::thread::JoinHandle<Result<(Worker, Q), String>>>;
+
+/// Serves the control plane until a stop (signal, `--duration`, or a worker ending), stops the
+/// workers and collects them: (time run, workers, their queues, the first failure if any).
+pub fn run_workers<Q>(
+    opts: &RunOptions,
+    stop: &Arc<AtomicBool>,
+    received: &[AtomicU64],
+    handles: WorkerHandles<Q>,
+    ctl: &mut ControlPlane,
+    start: Instant,
+) -> (Duration, Vec<Worker>, Vec<Q>, Option<String>) {
+    main_loop(
+        opts,
+        stop,
+        received,
+        || handles.iter().any(|h| h.is_finished()),
+        ctl,
+        start,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let mut workers = Vec::with_capacity(handles.len());
+    let mut queues = Vec::with_capacity(handles.len());
+    let mut failure = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok((w, q))) => {
+                workers.push(w);
+                queues.push(q);
+            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a worker thread panicked".into()),
+        }
+    }
+    (elapsed, workers, queues, failure)
+}
+
 pub fn main_loop(
     opts: &RunOptions,
     stop: &AtomicBool,

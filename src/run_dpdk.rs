@@ -6,7 +6,7 @@
 
 use crate::daemon::control;
 use crate::report::Report;
-use crate::run::{main_loop, RunOptions};
+use crate::run::{run_workers, RunOptions};
 use config::{Config, Dataplane};
 use dataplane::conntrack::ConnTrackCounters;
 use dataplane::dpdk::{DpdkQueue, Eal, EthPort, Mbuf, Mempool};
@@ -179,29 +179,8 @@ pub fn run(
         handles.push(h);
     }
 
-    main_loop(
-        opts,
-        &stop,
-        &received,
-        || handles.iter().any(|h| h.is_finished()),
-        &mut ctl,
-        start,
-    );
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    let mut workers = Vec::with_capacity(n);
-    let mut queues = Vec::with_capacity(n);
-    let mut failure = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok((w, q))) => {
-                workers.push(w);
-                queues.push(q);
-            }
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some("a worker thread panicked".into()),
-        }
-    }
+    let (elapsed, mut workers, queues, failure) =
+        run_workers(opts, &stop, &received, handles, &mut ctl, start);
     // Frames still in hand-off rings when the workers stopped.
     let mut stranded = 0u64;
     for w in 0..n {

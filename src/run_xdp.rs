@@ -9,7 +9,7 @@
 
 use crate::daemon::control;
 use crate::report::Report;
-use crate::run::{main_loop, stop_on_signals, RunOptions};
+use crate::run::{run_workers, stop_on_signals, RunOptions};
 use config::{Config, Dataplane};
 use dataplane::xdp::{AttachMode, CopyMode, XdpProgram, XskFrame, XskQueue};
 use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker};
@@ -121,29 +121,8 @@ pub fn run(
             .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
         handles.push(h);
     }
-    main_loop(
-        opts,
-        &stop,
-        &received,
-        || handles.iter().any(|h| h.is_finished()),
-        &mut ctl,
-        start,
-    );
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    let mut workers = Vec::with_capacity(n);
-    let mut queues = Vec::with_capacity(n);
-    let mut failure = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok((w, q))) => {
-                workers.push(w);
-                queues.push(q);
-            }
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some("a worker thread panicked".into()),
-        }
-    }
+    let (elapsed, mut workers, queues, failure) =
+        run_workers(opts, &stop, &received, handles, &mut ctl, start);
     // Frames still in hand-off rings (their UMEMs are still mapped: queues drop below).
     let mut stranded = 0u64;
     for w in 0..n {

@@ -562,12 +562,9 @@ impl Worker {
             },
         };
         let node = &snap.node;
-        let Some(dst_mac) = svc
-            .backends
-            .get(flow.backend as usize)
-            .and_then(|b| snap.mac_of(b.next_hop))
-        else {
-            return Verdict::Drop(DropReason::UnresolvedNextHop);
+        let dst_mac = match backend_mac(snap, svc, flow.backend) {
+            Ok(m) => m,
+            Err(r) => return Verdict::Drop(r),
         };
         let result = match svc.forwarding {
             Forwarding::Nat => translate(
@@ -802,12 +799,9 @@ impl Worker {
         };
         resolve(snap, &fwd, &mut flow);
         let svc = &snap.services[s as usize];
-        let Some(dst_mac) = svc
-            .backends
-            .get(flow.backend as usize)
-            .and_then(|b| snap.mac_of(b.next_hop))
-        else {
-            return Verdict::Drop(DropReason::UnresolvedNextHop);
+        let dst_mac = match backend_mac(snap, svc, flow.backend) {
+            Ok(m) => m,
+            Err(r) => return Verdict::Drop(r),
         };
         let be = (flow.backend_addr.ip(), flow.backend_addr.port());
         let result = match svc.forwarding {
@@ -835,6 +829,16 @@ impl Worker {
         self.stats.icmp_steered += 1;
         Verdict::Transmit
     }
+}
+
+/// The MAC frames to backend `b` of `svc` go to; `unresolved_next_hop` while the data
+/// path has not resolved it.
+#[inline]
+fn backend_mac(snap: &Snapshot, svc: &ServiceEntry, b: u16) -> Result<packet::MacAddr, DropReason> {
+    svc.backends
+        .get(b as usize)
+        .and_then(|b| snap.mac_of(b.next_hop))
+        .ok_or(DropReason::UnresolvedNextHop)
 }
 
 fn is_icmp_error(p: &Parsed) -> bool {
