@@ -235,17 +235,27 @@ impl NeighbourTable {
     pub fn assign(&self, addrs: &[IpAddr]) -> Result<Vec<u16>, NeighbourTableFull> {
         let mut m = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(addrs.len());
+        // One pass over the slots for all new addresses: O(slots + addresses).
+        let mut used = vec![false; self.slots.len()];
+        for &i in m.values() {
+            used[i as usize] = true;
+        }
+        let mut next_free = 0usize;
         for &a in addrs {
             if let Some(&i) = m.get(&a) {
                 out.push(i);
                 continue;
             }
-            let used: std::collections::HashSet<u16> = m.values().copied().collect();
-            let Some(i) = (0..self.slots.len() as u16).find(|i| !used.contains(i)) else {
+            while next_free < used.len() && used[next_free] {
+                next_free += 1;
+            }
+            if next_free == used.len() {
                 return Err(NeighbourTableFull {
                     capacity: config::MAX_RESOLVED_NEXT_HOPS,
                 });
-            };
+            }
+            let i = next_free as u16;
+            used[next_free] = true;
             self.slots[i as usize].reset();
             m.insert(a, i);
             out.push(i);
@@ -476,4 +486,29 @@ pub fn learn_nd(frame: &[u8], p: &Parsed, snap: &Snapshot, now: u64) -> bool {
         opts = &opts[len..];
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    /// Addresses keep their slots, a full table is refused, and released slots are reused
+    /// empty (no MAC of the address that had them).
+    #[test]
+    fn slots_are_kept_refused_when_full_and_reused_after_release() {
+        let t = NeighbourTable::new();
+        let all: Vec<IpAddr> = (0..t.slots.len() as u32).map(v4).collect();
+        let slots = t.assign(&all).unwrap();
+        assert_eq!(t.assign(&all[5..7]).unwrap(), slots[5..7].to_vec());
+        assert!(t.assign(&[v4(u32::MAX >> 8)]).is_err());
+        t.learn(slots[3], MacAddr([2, 0, 0, 0, 0, 9]), 1);
+        t.release_unused(|a| a != all[3]);
+        let again = t.assign(&[v4(999_999)]).unwrap();
+        assert_eq!(again, vec![slots[3]]);
+        assert_eq!(t.mac(again[0]), None);
+    }
 }

@@ -224,12 +224,14 @@ impl Snapshot {
             .map_err(SnapshotError::Neighbours)?;
         let next_hops: Vec<(IpAddr, u16)> = resolve.into_iter().zip(slots).collect();
         let next_hop_slots: FastMap<IpAddr, u16> = next_hops.iter().copied().collect();
-        let next_hop = |mac: Option<MacAddr>, addr: Option<IpAddr>| match (mac, addr) {
-            (Some(m), _) => NextHop::Mac(m),
-            (None, Some(a)) => next_hop_slots
-                .get(&a)
-                .map_or(NextHop::Mac(MacAddr([0; 6])), |&i| NextHop::Resolved(i)),
-            (None, None) => NextHop::Mac(MacAddr([0; 6])),
+        // Every address without a MAC has a slot (assigned above); were one missing, its
+        // packets would be dropped as unresolved (no slot u16::MAX), never sent to a made-up MAC.
+        let next_hop = |mac: Option<MacAddr>, addr: Option<IpAddr>| match mac {
+            Some(m) => NextHop::Mac(m),
+            None => NextHop::Resolved(
+                addr.and_then(|a| next_hop_slots.get(&a).copied())
+                    .unwrap_or(u16::MAX),
+            ),
         };
         for (i, s) in cfg.services.iter().enumerate() {
             let backends: Vec<BackendEntry> = s
