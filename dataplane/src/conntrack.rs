@@ -2,12 +2,15 @@
 //!
 //! Flows live densely in a slab (freed slots are reused first, so live flows stay packed), and
 //! a [`FlowIndex`] of slot ids (64-byte buckets, prefetchable) indexes them by key; a second one
-//! indexes NAT and SNAT flows by their reply tuple. The worker prefetches index buckets and
-//! then flow slots for a whole burst before processing it, so the two memory accesses of
-//! each lookup overlap across packets instead of following one another. Everything is reserved at full capacity up front, so
-//! inserting never allocates, and a large reserved capacity no longer scatters a few live flows
-//! over a large, cache-cold table (docs/performance.md has the measurement). Every live slot
-//! also sits once in a fixed-size ring, which is walked a few entries per burst (CLOCK
+//! indexes NAT and SNAT flows by their reply tuple. Each slab slot is one 64-byte cache line:
+//! the flow key packed into five words ([`PackedKey`]: no `IpAddr` enums to match) and the
+//! [`FlowHot`] fields every packet of the flow reads or writes. What only a new flow, a
+//! configuration change, a reply or a tool needs ([`FlowCold`]: backend address, creation time,
+//! reply key) lives in a parallel array, so a packet of an established flow touches exactly
+//! two lines: its index bucket and its slot. The worker prefetches both for a whole burst
+//! before processing it, so the memory accesses of 32 lookups overlap instead of adding up.
+//! Everything is reserved at full capacity up front, so inserting never allocates. Every live
+//! slot also sits once in a fixed-size ring, which is walked a few entries per burst (CLOCK
 //! style): an expired flow at the head is removed, a live one goes to the back. When the table
 //! is full, an insert looks at most [`EVICT_SCAN`] ring entries and evicts the first expired one
 //! or else the least recently seen of them, so a full table costs a bounded amount of work and
@@ -16,19 +19,19 @@
 //! A flow keeps the backend it was given for as long as it is tracked, whatever happens to the
 //! Maglev table: that is what keeps established connections in place when backends change.
 
-use crate::fasthash::FastBuildHasher;
 use crate::flowindex::{prefetch_read, FlowIndex};
 use config::Conntrack as Timeouts;
+use packet::flow::mix64;
 use packet::FlowKey;
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Ring entries an insert into a full table may examine.
 pub const EVICT_SCAN: usize = 8;
 
 /// Protocol state, which picks the idle timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum FlowState {
     /// TCP: only a SYN seen so far.
     TcpSyn,
@@ -38,7 +41,8 @@ pub enum FlowState {
     Udp,
 }
 
-/// What the data path remembers about one flow.
+/// What the data path remembers about one flow (the whole record, as inserted and reported;
+/// stored split into [`FlowHot`] and [`FlowCold`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
     /// Indices of the service and backend in the snapshot of generation `generation`
@@ -54,6 +58,162 @@ pub struct Flow {
     pub last_seen_ns: u64,
     /// The reverse-index key, for NAT and SNAT flows.
     pub reply_key: Option<FlowKey>,
+}
+
+/// The part of a flow every one of its packets reads: 24 bytes, beside its 40-byte key in one
+/// cache line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowHot {
+    pub last_seen_ns: u64,
+    pub generation: u32,
+    pub service: u16,
+    pub backend: u16,
+    pub snat_port: u16,
+    pub state: FlowState,
+}
+
+/// The part of a flow read only when it is created, re-resolved after a configuration
+/// change, replied to, removed or listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowCold {
+    pub backend_addr: SocketAddr,
+    pub created_ns: u64,
+    pub reply_key: Option<FlowKey>,
+}
+
+impl Flow {
+    fn split(&self) -> (FlowHot, FlowCold) {
+        (
+            FlowHot {
+                last_seen_ns: self.last_seen_ns,
+                generation: self.generation,
+                service: self.service,
+                backend: self.backend,
+                snat_port: self.snat_port,
+                state: self.state,
+            },
+            FlowCold {
+                backend_addr: self.backend_addr,
+                created_ns: self.created_ns,
+                reply_key: self.reply_key,
+            },
+        )
+    }
+
+    fn join(h: &FlowHot, c: &FlowCold) -> Flow {
+        Flow {
+            service: h.service,
+            backend: h.backend,
+            generation: h.generation,
+            backend_addr: c.backend_addr,
+            snat_port: h.snat_port,
+            state: h.state,
+            created_ns: c.created_ns,
+            last_seen_ns: h.last_seen_ns,
+            reply_key: c.reply_key,
+        }
+    }
+}
+
+/// A 5-tuple packed into five words: source and destination address as 128 bits each (IPv4
+/// in the low 32), then ports, protocol and family. Equality is five integer compares and
+/// the hash one multiply-mix per word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct PackedKey([u64; 5]);
+
+#[inline(always)]
+fn addr_words(a: IpAddr) -> (u64, u64, u64) {
+    match a {
+        IpAddr::V4(v4) => (0, u32::from(v4) as u64, 0),
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            ((x >> 64) as u64, x as u64, 1)
+        }
+    }
+}
+
+impl PackedKey {
+    #[inline(always)]
+    pub fn of(k: &FlowKey) -> PackedKey {
+        let (s0, s1, v6) = addr_words(k.src);
+        let (d0, d1, _) = addr_words(k.dst);
+        PackedKey([
+            s0,
+            s1,
+            d0,
+            d1,
+            (k.src_port as u64) << 48 | (k.dst_port as u64) << 32 | (k.proto as u64) << 8 | v6,
+        ])
+    }
+
+    pub fn unpack(&self) -> FlowKey {
+        let w = &self.0;
+        let addr = |hi: u64, lo: u64| {
+            if w[4] & 1 == 1 {
+                IpAddr::V6(Ipv6Addr::from((hi as u128) << 64 | lo as u128))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(lo as u32))
+            }
+        };
+        FlowKey {
+            src: addr(w[0], w[1]),
+            dst: addr(w[2], w[3]),
+            src_port: (w[4] >> 48) as u16,
+            dst_port: (w[4] >> 32) as u16,
+            proto: (w[4] >> 8) as u8,
+        }
+    }
+
+    /// Local to this process (the index is per worker), unlike [`FlowKey::stable_hash`].
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let w = &self.0;
+        let a = (w[0] ^ w[1].rotate_left(29)).wrapping_mul(K);
+        let b = (w[2] ^ w[3].rotate_left(29)).wrapping_mul(K);
+        mix64(a ^ b.rotate_left(31) ^ w[4])
+    }
+}
+
+impl PackedKey {
+    /// Equality as one branch over the xor of every word (derived `==` on the array calls
+    /// `memcmp`).
+    #[inline(always)]
+    fn same(&self, o: &PackedKey) -> bool {
+        let (a, b) = (&self.0, &o.0);
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
+    }
+}
+
+/// One tracked flow in the dense slab: exactly one cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Slot {
+    key: PackedKey,
+    hot: FlowHot,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+/// A tracked flow found by [`ConnTrack::lookup`]: its hot part to read and update in place,
+/// and its cold part on demand.
+pub struct Tracked<'a> {
+    pub hot: &'a mut FlowHot,
+    cold: &'a FlowCold,
+}
+
+impl Tracked<'_> {
+    pub fn backend_addr(&self) -> SocketAddr {
+        self.cold.backend_addr
+    }
+}
+
+impl std::ops::Deref for Tracked<'_> {
+    type Target = FlowHot;
+    fn deref(&self) -> &FlowHot {
+        self.hot
+    }
 }
 
 /// Conntrack counters.
@@ -79,13 +239,6 @@ impl ConnTrackCounters {
     }
 }
 
-/// One tracked flow in the dense slab.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    key: FlowKey,
-    flow: Flow,
-}
-
 pub struct ConnTrack {
     /// Forward key -> slot id, in 64-byte buckets of eight ids, so a large, mostly empty
     /// table stays compact and a lookup's first line can be prefetched; the flows themselves
@@ -95,19 +248,20 @@ pub struct ConnTrack {
     replies: FlowIndex,
     /// Flows, packed at the front: freed slots are reused before the slab grows.
     slots: Vec<Slot>,
+    /// The cold half of each slot, same ids.
+    cold: Vec<FlowCold>,
     /// Free slot ids.
     free: Vec<u32>,
     /// Every live slot id once, in CLOCK order.
     ring: VecDeque<u32>,
-    hasher: FastBuildHasher,
     capacity: usize,
     timeouts_ns: [u64; 4],
     pub counters: ConnTrackCounters,
 }
 
-#[inline]
-fn hash_key(h: &FastBuildHasher, k: &FlowKey) -> u64 {
-    h.hash_one(k)
+#[inline(always)]
+fn hash_key(k: &FlowKey) -> u64 {
+    PackedKey::of(k).hash()
 }
 
 impl ConnTrack {
@@ -119,9 +273,9 @@ impl ConnTrack {
             index: FlowIndex::with_capacity(cap),
             replies: FlowIndex::with_capacity(cap),
             slots: Vec::with_capacity(cap),
+            cold: Vec::with_capacity(cap),
             free: Vec::with_capacity(cap),
             ring: VecDeque::with_capacity(cap),
-            hasher: FastBuildHasher::default(),
             capacity: cap,
             timeouts_ns: [
                 t.tcp_syn_timeout * s,
@@ -145,19 +299,20 @@ impl ConnTrack {
         self.capacity
     }
 
-    fn timeout(&self, s: FlowState) -> u64 {
-        timeout_of(&self.timeouts_ns, s)
+    #[inline(always)]
+    fn expired(&self, last_seen_ns: u64, s: FlowState, now: u64) -> bool {
+        now.saturating_sub(last_seen_ns) > timeout_of(&self.timeouts_ns, s)
     }
 
     /// True when the flow has been idle past its state's timeout at `now`.
     pub fn is_expired(&self, f: &Flow, now: u64) -> bool {
-        now.saturating_sub(f.last_seen_ns) > self.timeout(f.state)
+        self.expired(f.last_seen_ns, f.state, now)
     }
 
     /// The hash the index files `key` under.
     #[inline]
     pub fn hash(&self, key: &FlowKey) -> u64 {
-        hash_key(&self.hasher, key)
+        hash_key(key)
     }
 
     /// Starts loading the index bucket a lookup of `hash` reads (burst stage one).
@@ -182,34 +337,57 @@ impl ConnTrack {
         });
     }
 
-    /// The slot id tracking `key`, if any.
+    /// The slot id tracking `key` (filed under `hash`), if any.
     #[inline]
-    fn find(&self, key: &FlowKey) -> Option<u32> {
+    fn find(&self, key: &PackedKey, hash: u64) -> Option<u32> {
         let slots = &self.slots;
-        self.index.find(hash_key(&self.hasher, key), |i| {
-            slots[i as usize].key == *key
+        self.index.find(hash, |i| {
+            slots.get(i as usize).is_some_and(|s| s.key.same(key))
         })
     }
 
     /// The slot id whose reply key is `reply`, if any.
     #[inline]
     fn find_reply(&self, reply: &FlowKey) -> Option<u32> {
-        let slots = &self.slots;
-        self.replies.find(hash_key(&self.hasher, reply), |i| {
-            slots[i as usize].flow.reply_key.as_ref() == Some(reply)
+        let cold = &self.cold;
+        self.replies.find(hash_key(reply), |i| {
+            cold.get(i as usize)
+                .is_some_and(|c| c.reply_key.as_ref() == Some(reply))
         })
     }
 
     /// Looks up a live flow and refreshes it with the packet's TCP flags. An entry idle past
     /// its timeout, or a closed TCP flow that a fresh SYN reopens, is reported as a miss so the
     /// caller chooses again and calls [`ConnTrack::insert`], which reuses the slot.
-    pub fn lookup(&mut self, key: &FlowKey, tcp_flags: Option<u8>, now: u64) -> Option<&mut Flow> {
-        let Some(id) = self.find(key) else {
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        key: &FlowKey,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Option<Tracked<'_>> {
+        self.lookup_hashed(key, hash_key(key), tcp_flags, now)
+    }
+
+    /// [`ConnTrack::lookup`] with the key's hash already computed (by [`ConnTrack::hash`]).
+    #[inline]
+    pub fn lookup_hashed(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Option<Tracked<'_>> {
+        let Some(id) = self.find(&PackedKey::of(key), hash) else {
             self.counters.misses += 1;
             return None;
         };
         let timeouts = self.timeouts_ns;
-        let f = &mut self.slots[id as usize].flow;
+        let (slot, cold) = (
+            self.slots.get_mut(id as usize)?,
+            self.cold.get(id as usize)?,
+        );
+        let f = &mut slot.hot;
         let reopened = f.state == FlowState::TcpClosing
             && tcp_flags
                 .is_some_and(|fl| fl & (packet::tcp::SYN | packet::tcp::ACK) == packet::tcp::SYN);
@@ -223,7 +401,12 @@ impl ConnTrack {
         if let Some(fl) = tcp_flags {
             f.state = next_state(f.state, fl);
         }
-        Some(f)
+        Some(Tracked { hot: f, cold })
+    }
+
+    /// The whole flow in slot `id`.
+    fn flow(&self, id: u32) -> Flow {
+        Flow::join(&self.slots[id as usize].hot, &self.cold[id as usize])
     }
 
     /// Looks up the flow a reply belongs to, refreshing it.
@@ -236,7 +419,7 @@ impl ConnTrack {
         let id = self.find_reply(reply)?;
         let timeouts = self.timeouts_ns;
         let slot = &mut self.slots[id as usize];
-        let f = &mut slot.flow;
+        let f = &mut slot.hot;
         if now.saturating_sub(f.last_seen_ns) > timeout_of(&timeouts, f.state) {
             return None;
         }
@@ -246,12 +429,14 @@ impl ConnTrack {
                 f.state = FlowState::TcpClosing;
             }
         }
-        Some((slot.key, slot.flow))
+        let key = slot.key.unpack();
+        Some((key, self.flow(id)))
     }
 
     /// Read-only lookup (ICMP steering), which neither refreshes nor counts.
-    pub fn peek(&self, key: &FlowKey) -> Option<&Flow> {
-        self.find(key).map(|id| &self.slots[id as usize].flow)
+    pub fn peek(&self, key: &FlowKey) -> Option<Flow> {
+        self.find(&PackedKey::of(key), hash_key(key))
+            .map(|id| self.flow(id))
     }
 
     /// True when a reply key is already taken (SNAT port selection).
@@ -260,14 +445,14 @@ impl ConnTrack {
     }
 
     fn index_reply(&mut self, id: u32) {
-        if let Some(r) = self.slots[id as usize].flow.reply_key {
-            self.replies.insert(hash_key(&self.hasher, &r), id);
+        if let Some(r) = self.cold[id as usize].reply_key {
+            self.replies.insert(hash_key(&r), id);
         }
     }
 
     fn unindex_reply(&mut self, id: u32) {
-        if let Some(r) = self.slots[id as usize].flow.reply_key {
-            self.replies.remove(hash_key(&self.hasher, &r), id);
+        if let Some(r) = self.cold[id as usize].reply_key {
+            self.replies.remove(hash_key(&r), id);
         }
     }
 
@@ -275,27 +460,33 @@ impl ConnTrack {
     /// Returns the flow that left the table to make room or was replaced, if any.
     pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) -> Option<(FlowKey, Flow)> {
         let mut gone = None;
-        if let Some(id) = self.find(&key) {
+        let packed = PackedKey::of(&key);
+        let hash = packed.hash();
+        let (hot, cold) = flow.split();
+        if let Some(id) = self.find(&packed, hash) {
             self.unindex_reply(id);
-            gone = Some((key, self.slots[id as usize].flow));
-            self.slots[id as usize].flow = flow;
+            gone = Some((key, self.flow(id)));
+            self.slots[id as usize].hot = hot;
+            self.cold[id as usize] = cold;
             self.index_reply(id);
         } else {
             if self.index.len() >= self.capacity {
                 gone = self.evict_one(now);
             }
-            let slot = Slot { key, flow };
+            let slot = Slot { key: packed, hot };
             let id = match self.free.pop() {
                 Some(id) => {
                     self.slots[id as usize] = slot;
+                    self.cold[id as usize] = cold;
                     id
                 }
                 None => {
                     self.slots.push(slot);
+                    self.cold.push(cold);
                     (self.slots.len() - 1) as u32
                 }
             };
-            self.index.insert(hash_key(&self.hasher, &key), id);
+            self.index.insert(hash, id);
             self.index_reply(id);
             self.ring.push_back(id);
         }
@@ -303,12 +494,13 @@ impl ConnTrack {
         gone
     }
 
-    /// Forgets slot `id` (already taken off the ring).
-    fn remove(&mut self, id: u32) {
+    /// Forgets slot `id` (already taken off the ring), returning its key and flow.
+    fn remove(&mut self, id: u32) -> (FlowKey, Flow) {
         self.unindex_reply(id);
-        let key = self.slots[id as usize].key;
-        self.index.remove(hash_key(&self.hasher, &key), id);
+        let packed = self.slots[id as usize].key;
+        self.index.remove(packed.hash(), id);
         self.free.push(id);
+        (packed.unpack(), self.flow(id))
     }
 
     fn evict_one(&mut self, now: u64) -> Option<(FlowKey, Flow)> {
@@ -318,8 +510,8 @@ impl ConnTrack {
             let Some(&id) = self.ring.get(i) else {
                 continue;
             };
-            let f = &self.slots[id as usize].flow;
-            if self.is_expired(f, now) {
+            let f = &self.slots[id as usize].hot;
+            if self.expired(f.last_seen_ns, f.state, now) {
                 victim = Some((i, f.last_seen_ns, true));
                 break;
             }
@@ -335,14 +527,13 @@ impl ConnTrack {
             }
         }
         let id = self.ring.pop_front()?;
-        let Slot { key, flow } = self.slots[id as usize];
-        self.remove(id);
+        let gone = self.remove(id);
         if expired {
             self.counters.expiries += 1;
         } else {
             self.counters.evictions += 1;
         }
-        Some((key, flow))
+        Some(gone)
     }
 
     /// Examines up to `budget` ring entries: expired flows are removed, live ones rotate to
@@ -352,9 +543,9 @@ impl ConnTrack {
             let Some(id) = self.ring.pop_front() else {
                 return;
             };
-            if self.is_expired(&self.slots[id as usize].flow, now) {
-                let Slot { key, flow } = self.slots[id as usize];
-                self.remove(id);
+            let f = &self.slots[id as usize].hot;
+            if self.expired(f.last_seen_ns, f.state, now) {
+                let (key, flow) = self.remove(id);
                 self.counters.expiries += 1;
                 gone(&key, &flow);
             } else {
@@ -363,20 +554,11 @@ impl ConnTrack {
         }
     }
 
-    /// Visits every tracked flow mutably (configuration swaps re-point indices).
-    pub fn for_each_mut(&mut self, mut f: impl FnMut(&FlowKey, &mut Flow)) {
-        for &id in self.ring.iter() {
-            let s = &mut self.slots[id as usize];
-            f(&s.key, &mut s.flow);
-        }
-    }
-
     /// Every tracked flow (for tools and tests).
-    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Flow)> {
-        self.ring.iter().map(|&id| {
-            let s = &self.slots[id as usize];
-            (&s.key, &s.flow)
-        })
+    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, Flow)> + '_ {
+        self.ring
+            .iter()
+            .map(|&id| (self.slots[id as usize].key.unpack(), self.flow(id)))
     }
 }
 
@@ -540,6 +722,51 @@ mod tests {
         assert!(t.reply_key_in_use(&r));
         t.sweep(100 * S, 10, |_, _| {});
         assert!(!t.reply_key_in_use(&r) && t.lookup_reply(&r, None, 100 * S).is_none());
+    }
+
+    #[test]
+    fn packed_keys_round_trip_and_keep_families_apart() {
+        let v6 = FlowKey {
+            src: "2001:db8::1".parse().unwrap(),
+            dst: "2001:db8::ffff:a".parse().unwrap(),
+            src_port: 65535,
+            dst_port: 443,
+            proto: 17,
+        };
+        let mapped = FlowKey {
+            src: "::ffff:203.0.113.1".parse().unwrap(),
+            dst: "::ffff:198.51.100.10".parse().unwrap(),
+            ..key(1)
+        };
+        for k in [key(1), key(65535), v6, mapped] {
+            assert_eq!(PackedKey::of(&k).unpack(), k);
+        }
+        assert_ne!(PackedKey::of(&mapped), PackedKey::of(&key(1)));
+        assert_ne!(PackedKey::of(&mapped).hash(), PackedKey::of(&key(1)).hash());
+        let mut t = ct(8);
+        t.insert(key(1), flow(0, FlowState::Udp), 0);
+        assert!(t.peek(&mapped).is_none() && t.peek(&key(1)).is_some());
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn hot_and_cold_halves_make_the_flow_inserted() {
+        let mut t = ct(8);
+        let f = Flow {
+            snat_port: 4321,
+            generation: 7,
+            reply_key: Some(key(3).reversed()),
+            ..flow(5, FlowState::TcpSyn)
+        };
+        t.insert(key(3), f, 5);
+        assert_eq!(t.peek(&key(3)), Some(f));
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![(key(3), f)]);
+        let hit = t.lookup(&key(3), Some(packet::tcp::ACK), 6).unwrap();
+        assert_eq!(hit.backend_addr(), f.backend_addr);
+        assert_eq!(
+            (hit.state, hit.last_seen_ns),
+            (FlowState::TcpEstablished, 6)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod conntrack;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod endpoints;
 pub mod fasthash;
 pub mod flowindex;
 pub mod forward;

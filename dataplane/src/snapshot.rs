@@ -2,6 +2,7 @@
 //! Maglev tables and the lookup indexes classification needs. Built off the data path from a
 //! validated [`config::Config`]; a change builds a new snapshot and swaps it in whole.
 
+use crate::endpoints::{EndpointKey, EndpointMap};
 use crate::fasthash::FastMap;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 use crate::neighbour::{NeighbourTable, NeighbourTableFull};
@@ -126,12 +127,12 @@ pub struct Snapshot {
     pub conntrack: config::Conntrack,
     pub services: Vec<ServiceEntry>,
     /// (VIP address, port, protocol) -> service index.
-    vips: FastMap<(IpAddr, u16, u8), u16>,
+    vips: EndpointMap<u16>,
     /// Every address that is some service's VIP.
-    vip_addrs: FastMap<IpAddr, ()>,
+    vip_addrs: EndpointMap<()>,
     /// (backend address, port, protocol) -> index of the `nat` service it serves, to recognise
     /// replies that need reverse translation.
-    nat_backends: FastMap<(IpAddr, u16, u8), u16>,
+    nat_backends: EndpointMap<u16>,
     /// (service index, backend address) -> backend index, for re-resolving flows.
     backend_index: FastMap<(u16, SocketAddr), u16>,
     /// Where replies to clients go.
@@ -205,9 +206,9 @@ impl Snapshot {
         static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let generation = NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut services = Vec::with_capacity(cfg.services.len());
-        let mut vips = FastMap::default();
-        let mut vip_addrs = FastMap::default();
-        let mut nat_backends = FastMap::default();
+        let mut vips = EndpointMap::default();
+        let mut vip_addrs = EndpointMap::default();
+        let mut nat_backends = EndpointMap::default();
         let mut backend_index = FastMap::default();
         let mut resolve: Vec<IpAddr> = cfg
             .services
@@ -260,12 +261,15 @@ impl Snapshot {
                 }
             }
             let proto = s.protocol.number();
-            vips.insert((s.vip.ip(), s.vip.port(), proto), i as u16);
-            vip_addrs.insert(s.vip.ip(), ());
+            vips.insert(EndpointKey::new(s.vip.ip(), s.vip.port(), proto), i as u16);
+            vip_addrs.insert(EndpointKey::new(s.vip.ip(), 0, 0), ());
             for (j, b) in s.backends.iter().enumerate() {
                 backend_index.insert((i as u16, b.address), j as u16);
                 if s.forwarding == Forwarding::Nat {
-                    nat_backends.insert((b.address.ip(), b.address.port(), proto), i as u16);
+                    nat_backends.insert(
+                        EndpointKey::new(b.address.ip(), b.address.port(), proto),
+                        i as u16,
+                    );
                 }
             }
             services.push(ServiceEntry {
@@ -329,18 +333,18 @@ impl Snapshot {
 
     #[inline]
     pub fn service_for(&self, dst: IpAddr, port: u16, proto: u8) -> Option<u16> {
-        self.vips.get(&(dst, port, proto)).copied()
+        self.vips.get(EndpointKey::new(dst, port, proto))
     }
 
     #[inline]
     pub fn is_vip_addr(&self, a: IpAddr) -> bool {
-        self.vip_addrs.contains_key(&a)
+        self.vip_addrs.get(EndpointKey::new(a, 0, 0)).is_some()
     }
 
     /// The `nat` service whose backend sent from `src:port`, if any.
     #[inline]
     pub fn nat_service_of_backend(&self, src: IpAddr, port: u16, proto: u8) -> Option<u16> {
-        self.nat_backends.get(&(src, port, proto)).copied()
+        self.nat_backends.get(EndpointKey::new(src, port, proto))
     }
 
     /// True when `a` is one of the node's own addresses.

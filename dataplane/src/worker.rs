@@ -3,7 +3,7 @@
 //! or not ours), find or choose the backend (conntrack, then Maglev), rewrite in place, and
 //! queue for transmit. No allocation, no locks, no panics on any input.
 
-use crate::conntrack::{initial_state, ConnTrack, Flow};
+use crate::conntrack::{initial_state, ConnTrack, Flow, Tracked};
 use crate::forward::{set_macs, translate, translate_icmp_error};
 use crate::port::{Frame, Port, BURST};
 use crate::snapshot::{ServiceEntry, Snapshot};
@@ -44,13 +44,30 @@ pub enum Verdict {
 pub fn resolve(snap: &Snapshot, key: &FlowKey, f: &mut Flow) {
     let g = snap.generation as u32;
     if f.generation != g {
-        let s = snap.service_for(key.dst, key.dst_port, key.proto);
-        f.service = s.unwrap_or(u16::MAX);
-        f.backend = s
-            .and_then(|s| snap.backend_of(s, f.backend_addr))
-            .unwrap_or(u16::MAX);
+        (f.service, f.backend) = reindex(snap, key, f.backend_addr);
         f.generation = g;
     }
+}
+
+/// [`resolve`] for a flow found in place by [`ConnTrack::lookup`], whose backend address is
+/// read (from the cold half of its record) only when the generation moved.
+#[inline]
+fn resolve_tracked(snap: &Snapshot, key: &FlowKey, t: &mut Tracked<'_>) {
+    let g = snap.generation as u32;
+    if t.generation != g {
+        let (s, b) = reindex(snap, key, t.backend_addr());
+        t.hot.service = s;
+        t.hot.backend = b;
+        t.hot.generation = g;
+    }
+}
+
+/// The service (found by the forward key's VIP) and backend (by address) indices in `snap`.
+#[cold]
+fn reindex(snap: &Snapshot, key: &FlowKey, backend: SocketAddr) -> (u16, u16) {
+    let s = snap.service_for(key.dst, key.dst_port, key.proto);
+    let b = s.and_then(|s| snap.backend_of(s, backend));
+    (s.unwrap_or(u16::MAX), b.unwrap_or(u16::MAX))
 }
 
 /// Accounts for a flow that left the table (expired, evicted or replaced).
@@ -298,13 +315,20 @@ impl Worker {
             }
         }
         let mut now = clock.unwrap_or(0);
+        // Borrowed by value for the burst (a move, not an allocation), so each frame's
+        // summary is read in place rather than copied out past `&mut self`.
+        let parsed = std::mem::take(&mut self.parsed);
         for (i, mut f) in b.rx.drain(..).enumerate() {
             now = clock.unwrap_or_else(|| f.timestamp_ns());
             if i >= handed_in {
                 self.stats.bytes_in += f.data().len() as u64;
             }
-            let parsed = self.parsed[i];
-            match self.process_parsed(&snap, &mut f, parsed, now) {
+            let hash = self.hashes.get(i).copied().unwrap_or(0);
+            let verdict = match parsed.get(i) {
+                Some(r) => self.process_parsed(&snap, &mut f, r, hash, now),
+                None => Verdict::Drop(DropReason::NotOurs),
+            };
+            match verdict {
                 Verdict::Transmit => b.tx.push(f),
                 Verdict::ToHost => {
                     self.stats.to_host += 1;
@@ -324,6 +348,7 @@ impl Worker {
                 },
             }
         }
+        self.parsed = parsed;
         self.stats.packets_out += b.tx.len() as u64;
         if self.id == 0
             && !snap.next_hops.is_empty()
@@ -426,11 +451,11 @@ impl Worker {
             }
             if vip.is_some_and(|(v, p)| (k.dst, k.dst_port, k.proto) != (v.ip(), v.port(), p))
                 || backend.is_some_and(|b| f.backend_addr != b)
-                || self.ct.is_expired(f, now)
+                || self.ct.is_expired(&f, now)
             {
                 continue;
             }
-            out.push((*k, *f));
+            out.push((k, f));
         }
     }
 
@@ -446,31 +471,33 @@ impl Worker {
     pub fn process<F: Frame>(&mut self, f: &mut F, now: u64) -> Verdict {
         let snap = Arc::clone(&self.snap);
         let parsed = parse_frame(f.data());
-        self.process_parsed(&snap, f, parsed, now)
+        self.process_parsed(&snap, f, &parsed, 0, now)
     }
 
-    /// [`Worker::process`] for a frame already parsed (as `parsed`), against a snapshot the
-    /// caller holds: the poll loop takes one reference per burst, not per packet, so workers
-    /// do not bounce the `Arc`'s counter between their cores.
+    /// [`Worker::process`] for a frame already parsed (as `parsed`, its flow key hashed by
+    /// the conntrack as `hash`, or 0 if not), against a snapshot the caller holds: the poll
+    /// loop takes one reference per burst, not per packet, so workers do not bounce the
+    /// `Arc`'s counter between their cores.
     fn process_parsed<F: Frame>(
         &mut self,
         snap: &Snapshot,
         f: &mut F,
-        parsed: Result<Parsed, packet::Malformed>,
+        parsed: &Result<Parsed, packet::Malformed>,
+        hash: u64,
         now: u64,
     ) -> Verdict {
         let p = match parsed {
             Ok(p) => p,
-            Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
+            Err(m) => return Verdict::Drop(DropReason::Malformed(*m)),
         };
         if !p.is_ip() {
             if p.network == Network::Arp
                 && !snap.next_hops.is_empty()
-                && crate::neighbour::learn_arp(f.data(), &p, snap, now)
+                && crate::neighbour::learn_arp(f.data(), p, snap, now)
             {
                 self.stats.neighbours_learned += 1;
             }
-            if p.network == Network::Arp && crate::neighbour::answer_arp(f.data_mut(), &p, snap) {
+            if p.network == Network::Arp && crate::neighbour::answer_arp(f.data_mut(), p, snap) {
                 self.stats.neighbour_answers += 1;
                 return Verdict::Transmit;
             }
@@ -485,7 +512,7 @@ impl Worker {
                         return Verdict::Handoff(owner);
                     }
                 }
-                return self.forward(f, &p, snap, s as usize, now);
+                return self.forward(f, p, snap, s as usize, hash, now);
             }
         }
         if p.proto == 58
@@ -494,14 +521,14 @@ impl Worker {
                 p.icmp_type,
                 packet::icmp::V6_NEIGHBOR_SOLICIT | packet::icmp::V6_NEIGHBOR_ADVERT
             )
-            && crate::neighbour::learn_nd(f.data(), &p, snap, now)
+            && crate::neighbour::learn_nd(f.data(), p, snap, now)
         {
             self.stats.neighbours_learned += 1;
         }
         // Neighbour solicitations come to a solicited-node multicast address, or (to confirm
         // reachability) to the VIP itself.
         if p.proto == 58 && p.icmp_type == packet::icmp::V6_NEIGHBOR_SOLICIT {
-            if let Some(len) = crate::neighbour::answer_ns(f.data_mut(), &p, snap) {
+            if let Some(len) = crate::neighbour::answer_ns(f.data_mut(), p, snap) {
                 f.truncate(len);
                 self.stats.neighbour_answers += 1;
                 return Verdict::Transmit;
@@ -512,8 +539,8 @@ impl Worker {
             if p.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
-            if is_icmp_error(&p) {
-                return self.steer_icmp_error(f, &p, snap);
+            if is_icmp_error(p) {
+                return self.steer_icmp_error(f, p, snap);
             }
             return Verdict::Drop(DropReason::NoService);
         }
@@ -522,11 +549,11 @@ impl Worker {
         }
         if snap.is_node_addr(p.dst) {
             if let Some(owner) = self.steering.snat_owner(p.dst_port) {
-                return self.snat_reply(f, &p, snap, owner, now);
+                return self.snat_reply(f, p, snap, owner, now);
             }
         }
         if let Some(s) = snap.nat_service_of_backend(p.src, p.src_port, p.proto) {
-            return self.nat_reply(f, &p, &snap.services[s as usize], snap, now);
+            return self.nat_reply(f, p, &snap.services[s as usize], snap, now);
         }
         self.not_ours()
     }
@@ -537,54 +564,60 @@ impl Worker {
         p: &Parsed,
         snap: &Snapshot,
         s: usize,
+        hash: u64,
         now: u64,
     ) -> Verdict {
         let svc = &snap.services[s];
         let key = p.flow_key();
+        let hash = if hash == 0 { self.ct.hash(&key) } else { hash };
         let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
         // A tracked flow stays on its backend unless that backend is gone, disabled or past
         // its drain timeout, or its VIP now belongs to another service: then it is chosen
         // afresh.
-        let kept = self.ct.lookup(&key, tcp_flags, now).and_then(|fl| {
-            resolve(snap, &key, fl);
-            let keep = fl.service as usize == s
-                && svc
-                    .backends
-                    .get(fl.backend as usize)
-                    .is_some_and(|b| b.keeps_flows);
-            keep.then_some(*fl)
-        });
-        let flow = match kept {
-            Some(fl) => fl,
+        let kept = self
+            .ct
+            .lookup_hashed(&key, hash, tcp_flags, now)
+            .and_then(|mut t| {
+                resolve_tracked(snap, &key, &mut t);
+                let keep = t.service as usize == s
+                    && svc
+                        .backends
+                        .get(t.backend as usize)
+                        .is_some_and(|b| b.keeps_flows);
+                keep.then_some((t.backend, t.snat_port))
+            });
+        let (backend, snat_port) = match kept {
+            Some(k) => k,
             None => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
-                Ok(fl) => fl,
+                Ok(fl) => (fl.backend, fl.snat_port),
                 Err(r) => return Verdict::Drop(r),
             },
         };
+        // The flow's backend index is resolved against this snapshot, whose entry carries
+        // the same address the flow was given.
+        let Some(be) = svc.backends.get(backend as usize) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
         let node = &snap.node;
-        let dst_mac = match backend_mac(snap, svc, flow.backend) {
-            Ok(m) => m,
-            Err(r) => return Verdict::Drop(r),
+        let Some(dst_mac) = snap.mac_of(be.next_hop) else {
+            return Verdict::Drop(DropReason::UnresolvedNextHop);
         };
         let result = match svc.forwarding {
-            Forwarding::Nat => translate(
-                f.data_mut(),
-                p,
-                None,
-                Some((flow.backend_addr.ip(), flow.backend_addr.port())),
-            ),
+            Forwarding::Nat => {
+                translate(f.data_mut(), p, None, Some((be.addr.ip(), be.addr.port())))
+            }
             Forwarding::Snat => match snap.node_addr(p.dst.is_ipv6()) {
                 Some(src) => translate(
                     f.data_mut(),
                     p,
-                    Some((src, flow.snat_port)),
-                    Some((flow.backend_addr.ip(), flow.backend_addr.port())),
+                    Some((src, snat_port)),
+                    Some((be.addr.ip(), be.addr.port())),
                 ),
                 None => Err(DropReason::NoService),
             },
             Forwarding::Dsr => Ok(()),
             Forwarding::Ipip | Forwarding::Gue => {
-                encapsulate(f, p, svc, snap, flow.backend_addr, key.stable_hash())
+                encapsulate(f, p, svc, snap, be.addr, key.stable_hash())
             }
         };
         if let Err(r) = result {
@@ -595,7 +628,7 @@ impl Worker {
             .stats
             .backends
             .get_mut(s)
-            .and_then(|v| v.get_mut(flow.backend as usize))
+            .and_then(|v| v.get_mut(backend as usize))
         {
             c.packets += 1;
             c.bytes += f.data().len() as u64;
@@ -794,7 +827,7 @@ impl Worker {
         if owner != self.id {
             return Verdict::Handoff(owner);
         }
-        let Some(mut flow) = self.ct.peek(&fwd).copied() else {
+        let Some(mut flow) = self.ct.peek(&fwd) else {
             return Verdict::Drop(DropReason::IcmpNoFlow);
         };
         resolve(snap, &fwd, &mut flow);

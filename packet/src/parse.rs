@@ -129,6 +129,18 @@ impl Parsed {
     }
 }
 
+/// RFC 1071 over a 20-byte IPv4 header: true when it sums to all ones.
+#[inline(always)]
+fn header20_checksum_ok(h: &[u8; 20]) -> bool {
+    let w = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
+    let mut acc = w(0) + w(4) + w(8) + w(12) + w(16);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc == 0xffff
+}
+
 const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// Parses one Ethernet frame. Never panics; every fault is a [`Malformed`].
@@ -160,6 +172,30 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed, Malformed> {
     }
     let l3 = &frame[p.l2_len..];
     match p.ethertype {
+        // The common case, a header without options, is checked and read as one fixed-size
+        // array: no per-field bounds checks, the checksum as five 32-bit adds. Anything else
+        // (options, a bad version) takes the general path below, with the same verdicts.
+        ETHERTYPE_IPV4 if l3.first_chunk::<20>().is_some_and(|h| h[0] == 0x45) => {
+            let Some(h) = l3.first_chunk::<20>() else {
+                return Err(Malformed::Ipv4Truncated);
+            };
+            let tl = u16::from_be_bytes([h[2], h[3]]) as usize;
+            if !(20..=l3.len()).contains(&tl) {
+                return Err(Malformed::Ipv4BadLength);
+            }
+            if !header20_checksum_ok(h) {
+                return Err(Malformed::Ipv4BadChecksum);
+            }
+            p.network = Network::Ipv4;
+            p.l3_end = p.l2_len + tl;
+            p.l4_off = p.l2_len + 20;
+            p.proto = h[9];
+            p.src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
+            p.dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
+            p.ttl = h[8];
+            // More fragments, or a non-zero fragment offset.
+            p.fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+        }
         ETHERTYPE_IPV4 => {
             let ip = Ipv4Packet::new_checked(l3).map_err(|e| match e {
                 Error::Truncated => Malformed::Ipv4Truncated,
@@ -321,6 +357,76 @@ mod tests {
         assert_eq!(parse_frame(&f), Err(Malformed::Ipv4BadChecksum));
         assert_eq!(parse_frame(&f[..16]), Err(Malformed::VlanTruncated));
         assert_eq!(parse_frame(&f[..10]), Err(Malformed::EthernetTruncated));
+    }
+
+    /// The fast IPv4 path must give exactly what the checked view types give, for headers
+    /// with every byte mutated and for every truncation.
+    #[test]
+    fn ipv4_fast_path_agrees_with_the_checked_views() {
+        let mut f = [0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14..34].copy_from_slice(&[
+            0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 203, 0, 113, 1, 198, 51, 100, 10,
+        ]);
+        let c = crate::checksum::finish(0, &f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..54].copy_from_slice(&[
+            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        let expect = |frame: &[u8]| -> Result<(usize, usize, u8, u8, bool, IpAddr), Malformed> {
+            let l3 = &frame[14..];
+            let ip = Ipv4Packet::new_checked(l3).map_err(|e| match e {
+                Error::Truncated => Malformed::Ipv4Truncated,
+                Error::BadVersion => Malformed::Ipv4BadVersion,
+                Error::BadHeaderLength => Malformed::Ipv4BadHeaderLength,
+                _ => Malformed::Ipv4BadLength,
+            })?;
+            if !ip.verify_checksum() {
+                return Err(Malformed::Ipv4BadChecksum);
+            }
+            Ok((
+                14 + ip.total_len() as usize,
+                14 + ip.header_len(),
+                ip.protocol(),
+                ip.ttl(),
+                ip.is_fragment(),
+                IpAddr::V4(ip.src_addr()),
+            ))
+        };
+        let got = |frame: &[u8]| {
+            parse_frame(frame).map(|p| (p.l3_end, p.l4_off, p.proto, p.ttl, p.fragment, p.src))
+        };
+        let mut checked = 0;
+        for i in 14..34 {
+            for v in [0u8, 1, 0x20, 0x45, 0x46, 0x80, 0xff] {
+                let mut m = f;
+                m[i] = v;
+                let e = expect(&m);
+                if let Ok(p) = parse_frame(&m) {
+                    if p.fragment || p.proto != 6 {
+                        assert_eq!(got(&m), e, "byte {i} = {v:#x}");
+                        checked += 1;
+                        continue;
+                    }
+                }
+                match (got(&m), e) {
+                    (Err(a), Err(b)) => assert_eq!(a, b, "byte {i} = {v:#x}"),
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "byte {i} = {v:#x}"),
+                    // A valid IP header whose TCP header the new length cuts short.
+                    (Err(Malformed::TcpTruncated | Malformed::TcpBadHeaderLength), Ok(_)) => {}
+                    (a, b) => panic!("byte {i} = {v:#x}: {a:?} vs {b:?}"),
+                }
+                checked += 1;
+            }
+        }
+        for n in 14..f.len() {
+            match (got(&f[..n]), expect(&f[..n])) {
+                (Err(a), Err(b)) => assert_eq!(a, b, "cut at {n}"),
+                (a, b) => panic!("cut at {n}: {a:?} vs {b:?}"),
+            }
+        }
+        assert_eq!(got(&f), expect(&f));
+        assert!(checked > 100);
     }
 
     #[test]
