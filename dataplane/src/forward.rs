@@ -53,6 +53,7 @@ pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
 
 /// Rewrites the source and/or destination endpoint of a TCP/UDP datagram, updates the IP and
 /// transport checksums incrementally, and decrements the TTL / hop limit (we route it).
+#[inline]
 pub fn translate(
     frame: &mut [u8],
     p: &Parsed,
@@ -155,53 +156,63 @@ fn get16(b: &[u8], o: usize) -> u16 {
     u16::from_be_bytes([b[o], b[o + 1]])
 }
 
-#[inline(always)]
-fn get32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-/// The IPv4 path of [`translate`]: one length check up front (the offsets come from
-/// `parse_frame`, which validated them), then every change (addresses, ports, TTL) folded into
-/// one incremental update per checksum.
+/// The IPv4 path of [`translate`]: the IP header taken once as a fixed-size array and the
+/// transport header up to its checksum as one checked slice (the offsets come from `parse_frame`, which validated
+/// them), then every change (addresses, ports, TTL) folded into one incremental update per
+/// checksum.
+#[inline]
 fn translate_v4(
     frame: &mut [u8],
     p: &Parsed,
     new_src: Option<(u32, u16)>,
     new_dst: Option<(u32, u16)>,
 ) -> Result<(), DropReason> {
-    let (ip, l4) = (p.l2_len, p.l4_off);
     let csum = match p.proto {
-        6 => l4 + 16,
-        17 => l4 + 6,
+        6 => 16,
+        17 => 6,
         _ => return Err(DropReason::NoService),
     };
-    if l4 < ip + 20 || frame.len() < csum + 2 || frame.len() < p.l3_end {
-        return Err(DropReason::Malformed(Malformed::Ipv4BadLength));
+    let bad = DropReason::Malformed(Malformed::Ipv4BadLength);
+    if p.l4_off < p.l2_len + 20 || frame.len() < p.l3_end {
+        return Err(bad);
     }
-    let udp_no_checksum = p.proto == 17 && get16(frame, csum) == 0;
-    let mut ip_sum = Delta::start(get16(frame, ip + 10));
-    let mut l4_sum = Delta::start(get16(frame, csum));
-    for (change, addr_off, port_off) in [(new_src, ip + 12, l4), (new_dst, ip + 16, l4 + 2)] {
-        if let Some((a, port)) = change {
-            let old = get32(frame, addr_off);
-            ip_sum.dword(old, a);
-            l4_sum.dword(old, a);
-            frame[addr_off..addr_off + 4].copy_from_slice(&a.to_be_bytes());
-            l4_sum.word(get16(frame, port_off), port);
-            frame[port_off..port_off + 2].copy_from_slice(&port.to_be_bytes());
-        }
+    let (head, l4) = frame.split_at_mut(p.l4_off);
+    let ip: &mut [u8; 20] = head
+        .get_mut(p.l2_len..p.l2_len + 20)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(bad)?;
+    // Ports and checksum: the first 18 bytes of a TCP header, 8 of a UDP one.
+    let l4 = l4.get_mut(..csum + 2).ok_or(bad)?;
+    let udp_no_checksum = p.proto == 17 && get16(l4, csum) == 0;
+    let mut ip_sum = Delta::start(get16(ip, 10));
+    let mut l4_sum = Delta::start(get16(l4, csum));
+    if let Some((a, port)) = new_src {
+        let old = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        ip_sum.dword(old, a);
+        l4_sum.dword(old, a);
+        ip[12..16].copy_from_slice(&a.to_be_bytes());
+        l4_sum.word(get16(l4, 0), port);
+        l4[0..2].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((a, port)) = new_dst {
+        let old = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        ip_sum.dword(old, a);
+        l4_sum.dword(old, a);
+        ip[16..20].copy_from_slice(&a.to_be_bytes());
+        l4_sum.word(get16(l4, 2), port);
+        l4[2..4].copy_from_slice(&port.to_be_bytes());
     }
     // TTL shares its 16-bit word with the protocol number.
-    let old_ttl_word = get16(frame, ip + 8);
-    frame[ip + 8] -= 1;
-    ip_sum.word(old_ttl_word, get16(frame, ip + 8));
-    frame[ip + 10..ip + 12].copy_from_slice(&ip_sum.finish().to_be_bytes());
+    let old_ttl_word = get16(ip, 8);
+    ip[8] -= 1;
+    ip_sum.word(old_ttl_word, get16(ip, 8));
+    ip[10..12].copy_from_slice(&ip_sum.finish().to_be_bytes());
     if !udp_no_checksum {
         let mut c = l4_sum.finish();
         if p.proto == 17 && c == 0 {
             c = 0xffff;
         }
-        frame[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
+        l4[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
     }
     Ok(())
 }

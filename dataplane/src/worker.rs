@@ -314,6 +314,9 @@ impl Worker {
                 self.ct.prefetch_flow(h);
             }
         }
+        if n > 0 || clock.is_some() {
+            self.ct.prefetch_sweep(SWEEP_BUDGET);
+        }
         let mut now = clock.unwrap_or(0);
         // Borrowed by value for the burst (a move, not an allocation), so each frame's
         // summary is read in place rather than copied out past `&mut self`.
