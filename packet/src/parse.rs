@@ -129,6 +129,16 @@ impl Parsed {
     }
 }
 
+/// The drop reason for an IPv4 header the checked view refuses.
+fn ipv4_malformed(e: Error) -> Malformed {
+    match e {
+        Error::Truncated => Malformed::Ipv4Truncated,
+        Error::BadVersion => Malformed::Ipv4BadVersion,
+        Error::BadHeaderLength => Malformed::Ipv4BadHeaderLength,
+        _ => Malformed::Ipv4BadLength,
+    }
+}
+
 /// RFC 1071 over a 20-byte IPv4 header: true when it sums to all ones.
 #[inline(always)]
 fn header20_checksum_ok(h: &[u8; 20]) -> bool {
@@ -197,12 +207,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed, Malformed> {
             p.fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
         }
         ETHERTYPE_IPV4 => {
-            let ip = Ipv4Packet::new_checked(l3).map_err(|e| match e {
-                Error::Truncated => Malformed::Ipv4Truncated,
-                Error::BadVersion => Malformed::Ipv4BadVersion,
-                Error::BadHeaderLength => Malformed::Ipv4BadHeaderLength,
-                _ => Malformed::Ipv4BadLength,
-            })?;
+            let ip = Ipv4Packet::new_checked(l3).map_err(ipv4_malformed)?;
             if !ip.verify_checksum() {
                 return Err(Malformed::Ipv4BadChecksum);
             }
@@ -375,12 +380,7 @@ mod tests {
         ]);
         let expect = |frame: &[u8]| -> Result<(usize, usize, u8, u8, bool, IpAddr), Malformed> {
             let l3 = &frame[14..];
-            let ip = Ipv4Packet::new_checked(l3).map_err(|e| match e {
-                Error::Truncated => Malformed::Ipv4Truncated,
-                Error::BadVersion => Malformed::Ipv4BadVersion,
-                Error::BadHeaderLength => Malformed::Ipv4BadHeaderLength,
-                _ => Malformed::Ipv4BadLength,
-            })?;
+            let ip = Ipv4Packet::new_checked(l3).map_err(ipv4_malformed)?;
             if !ip.verify_checksum() {
                 return Err(Malformed::Ipv4BadChecksum);
             }
