@@ -186,21 +186,22 @@ fn translate_v4(
     let udp_no_checksum = p.proto == 17 && get16(l4, csum) == 0;
     let mut ip_sum = Delta::start(get16(ip, 10));
     let mut l4_sum = Delta::start(get16(l4, csum));
-    if let Some((a, port)) = new_src {
-        let old = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-        ip_sum.dword(old, a);
-        l4_sum.dword(old, a);
-        ip[12..16].copy_from_slice(&a.to_be_bytes());
-        l4_sum.word(get16(l4, 0), port);
-        l4[0..2].copy_from_slice(&port.to_be_bytes());
-    }
-    if let Some((a, port)) = new_dst {
-        let old = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-        ip_sum.dword(old, a);
-        l4_sum.dword(old, a);
-        ip[16..20].copy_from_slice(&a.to_be_bytes());
-        l4_sum.word(get16(l4, 2), port);
-        l4[2..4].copy_from_slice(&port.to_be_bytes());
+    // Source: address at 12, port at 0; destination: address at 16, port at 2. The loop has
+    // two fixed iterations, which the compiler unrolls with the bounds checks proven away.
+    for (change, addr_off, port_off) in [(new_src, 12, 0), (new_dst, 16, 2)] {
+        if let Some((a, port)) = change {
+            let old = u32::from_be_bytes([
+                ip[addr_off],
+                ip[addr_off + 1],
+                ip[addr_off + 2],
+                ip[addr_off + 3],
+            ]);
+            ip_sum.dword(old, a);
+            l4_sum.dword(old, a);
+            ip[addr_off..addr_off + 4].copy_from_slice(&a.to_be_bytes());
+            l4_sum.word(get16(l4, port_off), port);
+            l4[port_off..port_off + 2].copy_from_slice(&port.to_be_bytes());
+        }
     }
     // TTL shares its 16-bit word with the protocol number.
     let old_ttl_word = get16(ip, 8);
