@@ -14,9 +14,9 @@
 use config::Config;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::conntrack::{initial_state, ConnTrack, Flow};
-use dataplane::maglev::{MaglevBackend, MaglevTable};
 use dataplane::port::{Port, BURST};
-use dataplane::{Bursts, MemPort, PacketBuf, Rings, Snapshot, Steering, Verdict, Worker};
+use dataplane::{Bursts, MemPort, PacketBuf, Rings, Steering, Verdict, Worker};
+use maglev::{MaglevBackend, MaglevTable};
 use packet::FlowKey;
 use pcap::synth::{FrameBuilder, Rng, Transport};
 use std::hint::black_box;
@@ -87,7 +87,7 @@ fn conntrack(c: &mut Criterion) {
         reply_key: None,
     };
     for n in [1_000u32, 1_000_000] {
-        let mut ct = ConnTrack::new(&config::Conntrack {
+        let mut ct = ConnTrack::new(&dataplane::setup::ConntrackSetup {
             capacity: n as usize,
             ..Default::default()
         });
@@ -205,7 +205,7 @@ fn modes(c: &mut Criterion) {
         let mut w = Worker::new(
             0,
             Steering::new(1, cfg.node.snat_ports),
-            Arc::new(Snapshot::build(&cfg).unwrap()),
+            Arc::new(controlplane::snapshot::build(&cfg).unwrap()),
             false,
         );
         let mut buf = PacketBuf::new();
@@ -235,7 +235,7 @@ fn per_packet(c: &mut Criterion) {
         let mut w = Worker::new(
             0,
             Steering::new(1, cfg.node.snat_ports),
-            Arc::new(Snapshot::build(&cfg).unwrap()),
+            Arc::new(controlplane::snapshot::build(&cfg).unwrap()),
             false,
         );
         let mut bursts: Bursts<PacketBuf> = Bursts::new();

@@ -25,7 +25,7 @@ ensure_packages libdpdk-dev libclang-dev libxdp-dev libbpf-dev clang
 ensure_hugepages 1024
 work=$(mktemp -d); trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=
-cargo build -q --release --bin sluice --bin sluicectl
+cargo build -q --release -p sluice -p ctl --bin sluice --bin sluicectl
 cargo run -q --release -p pcap --bin make-fixtures -- --bench "$flows" 1 "$work/in.pcap" >/dev/null
 sock="$work/control.sock"
 python3 - "$backends" "$table" "$flows" "$work" > "$work/sluice.toml" <<'PY'

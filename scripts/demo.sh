@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 ensure_packages build-essential pkg-config libdpdk-dev libclang-dev libxdp-dev libbpf-dev clang \
   iproute2 ethtool curl python3 iperf3
 ensure_rust
-cargo build --release -q --bin sluice --bin sluicectl
+cargo build --release -q -p sluice -p ctl --bin sluice --bin sluicectl
 mkdir -p target/demo
 demo=$(cd target/demo && pwd)
 

@@ -1,7 +1,6 @@
 //! The sluice daemon and tools. `sluice run` is the daemon; `sluice replay` runs a capture
 //! through the data path; `sluice check` validates a configuration.
 
-mod daemon;
 mod replay;
 mod report;
 mod run;
@@ -165,7 +164,7 @@ fn main() -> ExitCode {
         Command::Check { config } => config::Config::load(&config)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
-                dataplane::Snapshot::build(&cfg).map_err(|e| e.to_string())?;
+                controlplane::snapshot::build(&cfg).map_err(|e| e.to_string())?;
                 println!(
                     "{}: valid, {} service(s)",
                     config.display(),

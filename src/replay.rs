@@ -11,7 +11,7 @@ use crate::report::Report;
 use config::Config;
 use dataplane::conntrack::ConnTrackCounters;
 use dataplane::port::BURST;
-use dataplane::{Bursts, MemPort, PacketBuf, Rings, Snapshot, Steering, Worker, WorkerStats};
+use dataplane::{Bursts, MemPort, PacketBuf, Rings, Steering, Worker, WorkerStats};
 use pcap::{PcapReader, PcapWriter};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -62,8 +62,10 @@ fn write_frames(
 /// Replays `opts.input` through the data path configured by `opts.config`.
 pub fn replay(opts: &ReplayOptions) -> Result<Report, String> {
     let cfg = Config::load(&opts.config).map_err(|e| e.to_string())?;
-    let snap =
-        Arc::new(Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?);
+    let snap = Arc::new(
+        controlplane::snapshot::build(&cfg)
+            .map_err(|e| format!("{}: {e}", opts.config.display()))?,
+    );
     let file = File::open(&opts.input).map_err(|e| {
         format!(
             "cannot open the input capture {}: {e}",

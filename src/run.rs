@@ -4,10 +4,10 @@
 //! this thread until SIGINT/SIGTERM, `--duration` or `--idle-exit`. Control work never runs on
 //! a worker core.
 
-use crate::daemon::control::{self, ControlPlane};
 use crate::report::Report;
 use config::{Config, Dataplane, Driver};
-use dataplane::{Bursts, MemPort, PacketBuf, Rings, Snapshot, Steering, Worker};
+use controlplane::control::{self, ControlPlane};
+use dataplane::{Bursts, MemPort, PacketBuf, Rings, Steering, Worker};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -192,7 +192,8 @@ fn run_pcap(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Str
             pc.output.display()
         )
     })?;
-    let snap = Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?;
+    let snap = controlplane::snapshot::build(&cfg)
+        .map_err(|e| format!("{}: {e}", opts.config.display()))?;
     let stop = stop_on_signals()?;
     let (mut ctl, mut links) =
         control::start(&cfg, &opts.config, "pcap", snap.clone(), 1, opts.quiet)?;

@@ -4,13 +4,13 @@
 //! `--duration` / `--idle-exit`), then stops the workers, drains the hand-off rings, stops the
 //! port and reports.
 
-use crate::daemon::control;
 use crate::report::Report;
 use crate::run::{run_workers, RunOptions};
 use config::{Config, Dataplane};
+use controlplane::control;
 use dataplane::conntrack::ConnTrackCounters;
 use dataplane::dpdk::{DpdkQueue, Eal, EthPort, Mbuf, Mempool};
-use dataplane::{Bursts, DropReason, Port, Rings, Snapshot, Steering, Worker, WorkerStats};
+use dataplane::{Bursts, DropReason, Port, Rings, Steering, Worker, WorkerStats};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,8 +56,10 @@ pub fn run(
             available.len().saturating_sub(1)
         ));
     }
-    let snap =
-        Arc::new(Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?);
+    let snap = Arc::new(
+        controlplane::snapshot::build(&cfg)
+            .map_err(|e| format!("{}: {e}", opts.config.display()))?,
+    );
     let stop = crate::run::stop_on_signals()?;
 
     // The exception path: a TAP device DPDK creates, carrying the node's MAC so the kernel's

@@ -7,12 +7,12 @@
 //! sent). Everything the program does not redirect (SSH, the host's own traffic,
 //! ARP for its addresses) stays with the kernel.
 
-use crate::daemon::control;
 use crate::report::Report;
 use crate::run::{run_workers, stop_on_signals, RunOptions};
 use config::{Config, Dataplane};
+use controlplane::control;
 use dataplane::xdp::{AttachMode, CopyMode, XdpProgram, XskFrame, XskQueue};
-use dataplane::{Bursts, DropReason, Rings, Snapshot, Steering, Worker};
+use dataplane::{Bursts, DropReason, Rings, Steering, Worker};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -42,7 +42,8 @@ pub fn run(
             opts.config.display(), x.interface, queues.unwrap_or(0), queues.unwrap_or(0), x.interface
         ));
     }
-    let snap = Snapshot::build(&cfg).map_err(|e| format!("{}: {e}", opts.config.display()))?;
+    let snap = controlplane::snapshot::build(&cfg)
+        .map_err(|e| format!("{}: {e}", opts.config.display()))?;
     let mode = match x.mode.as_str() {
         "native" => AttachMode::Native,
         "generic" => AttachMode::Generic,

@@ -35,6 +35,8 @@ fn temp_dir(name: &str) -> PathBuf {
 impl Daemon {
     /// Starts `sluice run` on `services` (TOML) with the pcap driver playing `frames`.
     fn start(name: &str, services: &str, frames: &[(u64, Vec<u8>)], extra: &str) -> Daemon {
+        // Built (if it must be) before the capture starts playing in real time.
+        sluicectl();
         let dir = temp_dir(name);
         let input = dir.join("in.pcap");
         std::fs::write(
@@ -81,7 +83,7 @@ impl Daemon {
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+        Command::new(sluicectl())
             .arg("--socket")
             .arg(&self.socket)
             .args(args)
@@ -816,7 +818,7 @@ fn every_verb_and_every_refusal_leave_a_consistent_daemon() {
         .map(|_| {
             let sock = d.socket.clone();
             std::thread::spawn(move || {
-                let o = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+                let o = Command::new(sluicectl())
                     .arg("--socket")
                     .arg(&sock)
                     .args(["--json", "status"])
@@ -865,7 +867,7 @@ fn every_verb_and_every_refusal_leave_a_consistent_daemon() {
         d.ctl(&["backend", "set-weight", "web"]).status.code(),
         Some(2)
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+    let o = Command::new(sluicectl())
         .args(["--socket", "/nonexistent/x.sock", "status"])
         .output()
         .unwrap();
@@ -886,12 +888,13 @@ fn every_verb_and_every_refusal_leave_a_consistent_daemon() {
         .unwrap();
         std::fs::set_permissions(&d.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
+        let ctl = sluicectl();
         let o = Command::new("setpriv")
             .args([
                 "--reuid=65534",
                 "--regid=65534",
                 "--clear-groups",
-                env!("CARGO_BIN_EXE_sluicectl"),
+                ctl.to_str().unwrap(),
                 "--json",
                 "--socket",
                 d.socket.to_str().unwrap(),

@@ -4,8 +4,14 @@
 //! transfer must complete; a backend removed by a config reload must get no new connections
 //! while a long transfer to it completes. The topology is torn down even when a test fails.
 //!
-//! Drivers: DPDK on the veth through `net_af_packet`. Needs root (namespaces, hugepages).
+//! Drivers: DPDK on the veth through `net_af_packet`, and AF_XDP on the veth itself (one and
+//! two queues), for every forwarding mode; the ipip and gue backends decapsulate with the
+//! kernel's devices where this kernel has them, else with `tests/e2e/decap.py`. Needs root
+//! (namespaces, hugepages).
 
+mod common;
+
+use common::sluicectl;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -94,6 +100,7 @@ struct Balancer {
 
 impl Balancer {
     fn start(t: &Topology, config: &str) -> Balancer {
+        sluicectl();
         let socket = t.dir.join("control.sock");
         let path = t.dir.join("sluice.toml");
         std::fs::write(
@@ -130,7 +137,7 @@ impl Balancer {
     }
 
     fn ctl(&self, args: &[&str]) -> Value {
-        let o = Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+        let o = Command::new(sluicectl())
             .arg("--socket")
             .arg(&self.socket)
             .arg("--json")

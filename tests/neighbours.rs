@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use dataplane::neighbour::{MAX_PROBES, REACHABLE_NS, RETRY_NS};
-use dataplane::{Bursts, DropReason, Frame, MemPort, Rings, Snapshot, Steering, Worker};
+use dataplane::{Bursts, DropReason, Frame, MemPort, Rings, Steering, Worker};
 use packet::MacAddr;
 use pcap::synth::{self, FrameBuilder, Transport};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -50,7 +50,7 @@ struct Rig {
 
 impl Rig {
     fn new(v6: bool) -> Rig {
-        let snap = Arc::new(Snapshot::build(&config(v6)).unwrap());
+        let snap = Arc::new(controlplane::snapshot::build(&config(v6)).unwrap());
         let mut port = MemPort::new(false);
         port.clock = Some(T0);
         Rig {
@@ -291,13 +291,13 @@ fn learned_macs_carry_over_configuration_changes() {
             dataplane::snapshot::Health::Unknown,
         )
     };
-    let a = Snapshot::build_with(&cfg, &table, ready).unwrap();
+    let a = controlplane::snapshot::build_with(&cfg, &table, ready).unwrap();
     let backend = backend_ip(false, 0);
     let slot = a.next_hop_slot(backend).unwrap();
     table.learn(slot, MacAddr(LEARNED), 0);
     let mut changed = cfg.clone();
     changed.services[0].backends[0].weight = 5;
-    let b = Snapshot::build_with(&changed, &table, ready).unwrap();
+    let b = controlplane::snapshot::build_with(&changed, &table, ready).unwrap();
     assert_eq!(b.next_hop_slot(backend), Some(slot));
     assert_eq!(
         b.mac_of(b.services[0].backends[0].next_hop),
@@ -305,7 +305,7 @@ fn learned_macs_carry_over_configuration_changes() {
     );
     let mut fixed = cfg.clone();
     fixed.services[0].backends[0].mac = Some(MacAddr(backend_mac(0)));
-    let c = Snapshot::build_with(&fixed, &table, ready).unwrap();
+    let c = controlplane::snapshot::build_with(&fixed, &table, ready).unwrap();
     assert_eq!(c.next_hop_slot(backend), None);
     assert_eq!(
         c.mac_of(c.services[0].backends[0].next_hop),

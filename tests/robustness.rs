@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use config::Config;
 use dataplane::port::PacketBuf;
-use dataplane::{Frame, Snapshot, Steering, Verdict, Worker};
+use dataplane::{Frame, Steering, Verdict, Worker};
 use pcap::synth::{FrameBuilder, Rng, Transport};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -91,7 +91,7 @@ fn workers_for(tuples: &[packet::FlowKey]) -> Vec<Worker> {
             Worker::new(
                 0,
                 Steering::new(1, c.node.snat_ports),
-                Arc::new(Snapshot::build(&c).unwrap()),
+                Arc::new(controlplane::snapshot::build(&c).unwrap()),
                 true,
             )
         })
@@ -282,7 +282,7 @@ fn test_workers() -> Vec<Worker> {
             Worker::new(
                 0,
                 Steering::new(1, c.node.snat_ports),
-                Arc::new(Snapshot::build(&c).unwrap()),
+                Arc::new(controlplane::snapshot::build(&c).unwrap()),
                 true,
             )
         })

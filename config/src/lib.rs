@@ -499,31 +499,8 @@ impl Ctx<'_> {
     }
 }
 
-/// True when `n` is prime (trial division; table sizes are at most ~2^24).
-pub fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n.is_multiple_of(2) {
-        return n == 2;
-    }
-    let mut d = 3;
-    while d * d <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 2;
-    }
-    true
-}
-
-/// The smallest prime >= n (for suggesting a table size).
-pub fn next_prime(mut n: u64) -> u64 {
-    while !is_prime(n) {
-        n += 1;
-    }
-    n
-}
+/// Table sizes are validated with Maglev's own prime helpers.
+pub use maglev::{is_prime, next_prime};
 
 impl Config {
     /// Reads and validates a file.
@@ -1859,18 +1836,5 @@ mac = "02:00:00:00:01:01"
             "{GOOD}\n[dataplane]\ndriver = \"pcap\"\ncores = [0]\n"
         ));
         assert!(e.message.contains("[dataplane.pcap]"), "{e}");
-    }
-
-    #[test]
-    fn primes() {
-        assert!(
-            is_prime(65537)
-                && is_prime(655373)
-                && is_prime(2)
-                && !is_prime(65536)
-                && !is_prime(1)
-                && !is_prime(9)
-        );
-        assert_eq!(next_prime(65536), 65537);
     }
 }

@@ -4,6 +4,8 @@
 //! `{"version": 1, "ok": false, "error": {"code": ..., "message": ...}}`. A `batch` request
 //! applies all its changes or none.
 
+pub mod views;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -3,6 +3,10 @@
 //! (including when the daemon cannot be reached), 2 usage.
 
 use clap::{Parser, Subcommand};
+use ctl::views::{
+    BackendList, BackendView, Changed, FlowList, FlowView, HealthList, HealthView, NeighbourView,
+    ServiceList, ServiceStatsView, ServiceView, Stats, Status, WorkerStatsView,
+};
 use ctl::{encode_request, BackendSpec, Op, Response, ServiceSpec, DEFAULT_SOCKET};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -368,7 +372,13 @@ fn watch(client: &mut Client, interval: f64, count: Option<u64>, json: bool) -> 
                 } else {
                     // Clear the screen and home the cursor, like watch(1).
                     print!("\x1b[2J\x1b[H");
-                    print!("{}", stats_text(r.result.as_ref().unwrap_or(&Value::Null)));
+                    match serde_json::from_value::<Stats>(r.result.clone().unwrap_or(Value::Null)) {
+                        Ok(st) => print!("{}", stats_text(&st)),
+                        Err(e) => {
+                            eprintln!("sluicectl: the daemon's stats are not what this sluicectl expects ({e})");
+                            return ExitCode::FAILURE;
+                        }
+                    }
                     let _ = std::io::stdout().flush();
                 }
             }
@@ -399,115 +409,144 @@ fn show(cmd: &Command, r: &Response, json: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let v = r.result.clone().unwrap_or(Value::Null);
-    let text = match cmd {
-        Command::Status => status_text(&v),
-        Command::Service(ServiceCmd::List) => table(
-            &v["services"],
-            &[
-                ("NAME", "name"),
-                ("PROTO", "protocol"),
-                ("VIP", "vip"),
-                ("MODE", "forwarding"),
-                ("BACKENDS", "backends"),
-                ("TAKING_NEW", "taking_new_flows"),
-                ("ALL_DOWN", "all_down"),
-                ("PACKETS", "packets"),
-            ],
-        ),
-        Command::Service(ServiceCmd::Show { .. }) => {
-            let mut t = String::new();
-            for k in [
-                "name",
-                "protocol",
-                "vip",
-                "forwarding",
-                "table_size",
-                "all_down",
-                "all_down_active",
-                "all_down_flows",
-                "health_check",
-                "packets",
-                "bytes",
-            ] {
-                t += &format!("{k:<16} {}\n", cell(&v[k]));
-            }
-            t + "\n" + &backend_table(&v["backend_list"])
+    match render(cmd, v) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
-        Command::Backend(BackendCmd::List { .. }) => backend_table(&v["backends"]),
-        Command::Health(_) => table(
-            &v["backends"],
-            &[
-                ("SERVICE", "service"),
-                ("BACKEND", "address"),
-                ("HEALTH", "health"),
-                ("OK_RUN", "successes"),
-                ("FAIL_RUN", "failures"),
-                ("LAST", "last.message"),
-                ("LATENCY_MS", "last.latency_ms"),
-                ("CHECK", "check"),
-            ],
-        ),
-        Command::Stats => stats_text(&v),
+        Err(e) => {
+            eprintln!(
+                "sluicectl: the daemon's answer is not what this sluicectl expects ({e}); is it the same version? --json prints it as it is"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The table or summary for one command's result, read as its type from `ctl::views`.
+fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
+    Ok(match cmd {
+        Command::Status => status_text(&serde_json::from_value(v)?),
+        Command::Service(ServiceCmd::List) => {
+            let l: ServiceList = serde_json::from_value(v)?;
+            table(
+                &l.services,
+                &[
+                    ("NAME", &|s: &ServiceView| s.name.clone()),
+                    ("PROTO", &|s| s.protocol.clone()),
+                    ("VIP", &|s| s.vip.clone()),
+                    ("MODE", &|s| s.forwarding.clone()),
+                    ("BACKENDS", &|s| s.backends.to_string()),
+                    ("TAKING_NEW", &|s| s.taking_new_flows.to_string()),
+                    ("ALL_DOWN", &|s| s.all_down.clone()),
+                    ("PACKETS", &|s| s.packets.to_string()),
+                ],
+            )
+        }
+        Command::Service(ServiceCmd::Show { .. }) => {
+            let s: ServiceView = serde_json::from_value(v)?;
+            let mut t = String::new();
+            for (k, val) in [
+                ("name", s.name.clone()),
+                ("protocol", s.protocol.clone()),
+                ("vip", s.vip.clone()),
+                ("forwarding", s.forwarding.clone()),
+                ("table_size", s.table_size.to_string()),
+                ("all_down", s.all_down.clone()),
+                ("all_down_active", s.all_down_active.to_string()),
+                ("all_down_flows", s.all_down_flows.to_string()),
+                ("health_check", opt(&s.health_check)),
+                ("packets", s.packets.to_string()),
+                ("bytes", s.bytes.to_string()),
+            ] {
+                t += &format!("{k:<16} {val}\n");
+            }
+            t + "\n" + &backend_table(s.backend_list.as_deref().unwrap_or_default())
+        }
+        Command::Backend(BackendCmd::List { .. }) => {
+            let l: BackendList = serde_json::from_value(v)?;
+            backend_table(&l.backends)
+        }
+        Command::Health(_) => {
+            let l: HealthList = serde_json::from_value(v)?;
+            table(
+                &l.backends,
+                &[
+                    ("SERVICE", &|h: &HealthView| h.service.clone()),
+                    ("BACKEND", &|h| h.address.clone()),
+                    ("HEALTH", &|h| h.health.clone()),
+                    ("OK_RUN", &|h| h.successes.to_string()),
+                    ("FAIL_RUN", &|h| h.failures.to_string()),
+                    ("LAST", &|h| {
+                        opt(&h.last.as_ref().map(|c| c.message.clone()))
+                    }),
+                    ("LATENCY_MS", &|h| {
+                        opt_f(h.last.as_ref().map(|c| c.latency_ms))
+                    }),
+                    ("CHECK", &|h| opt(&h.check)),
+                ],
+            )
+        }
+        Command::Stats => stats_text(&serde_json::from_value(v)?),
         Command::Flows { .. } => {
+            let l: FlowList = serde_json::from_value(v)?;
             format!(
                 "{}\n{} flow(s) tracked in all; {} shown\n",
                 table(
-                    &v["flows"],
+                    &l.flows,
                     &[
-                        ("WORKER", "worker"),
-                        ("CLIENT", "client"),
-                        ("VIP", "vip"),
-                        ("PROTO", "protocol"),
-                        ("SERVICE", "service"),
-                        ("BACKEND", "backend"),
-                        ("STATE", "state"),
-                        ("AGE_S", "age_s"),
-                        ("IDLE_S", "idle_s")
+                        ("WORKER", &|f: &FlowView| f.worker.to_string()),
+                        ("CLIENT", &|f| f.client.clone()),
+                        ("VIP", &|f| f.vip.clone()),
+                        ("PROTO", &|f| f.protocol.clone()),
+                        ("SERVICE", &|f| opt(&f.service)),
+                        ("BACKEND", &|f| f.backend.clone()),
+                        ("STATE", &|f| f.state.clone()),
+                        ("AGE_S", &|f| f2(f.age_s)),
+                        ("IDLE_S", &|f| f2(f.idle_s)),
                     ]
                 ),
-                cell(&v["tracked"]),
-                v["flows"].as_array().map_or(0, |a| a.len())
+                l.tracked,
+                l.flows.len()
             )
         }
         _ => {
             // Changes: what changed, and how long the rebuild took.
+            let c: Changed = serde_json::from_value(v)?;
             let mut t = String::new();
-            for c in v["changed"].as_array().into_iter().flatten() {
-                t += &format!("{}\n", c.as_str().unwrap_or(""));
+            for line in &c.changed {
+                t += &format!("{line}\n");
             }
             t += &format!(
                 "applied as configuration generation {} (built in {} ms)\n",
-                cell(&v["generation"]),
-                cell(&v["build_ms"])
+                c.generation,
+                f2(c.build_ms)
             );
             t
         }
-    };
-    print!("{text}");
-    ExitCode::SUCCESS
+    })
 }
 
-fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(v, |v, k| &v[k])
+/// A measured value as the tables print it.
+fn f2(x: f64) -> String {
+    format!("{x:.2}")
 }
 
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.2}"),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
 }
 
-fn table(rows: &Value, cols: &[(&str, &str)]) -> String {
-    let rows = rows.as_array().cloned().unwrap_or_default();
+fn opt_f(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), f2)
+}
+
+/// A column: its heading and how a row gives its cell.
+type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
+
+fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| cols.iter().map(|(_, k)| cell(get(r, k))).collect())
+        .map(|r| cols.iter().map(|(_, f)| f(r)).collect())
         .collect();
     let widths: Vec<usize> = cols
         .iter()
@@ -539,118 +578,120 @@ fn table(rows: &Value, cols: &[(&str, &str)]) -> String {
     t
 }
 
-fn backend_table(v: &Value) -> String {
+fn backend_table(rows: &[BackendView]) -> String {
     table(
-        v,
+        rows,
         &[
-            ("SERVICE", "service"),
-            ("BACKEND", "address"),
-            ("WEIGHT", "weight"),
-            ("ADMIN", "admin"),
-            ("HEALTH", "health"),
-            ("NEW_FLOWS?", "takes_new_flows"),
-            ("ACTIVE_FLOWS", "active_flows"),
-            ("PACKETS", "packets"),
-            ("LAST_CHECK", "last_check.message"),
-            ("CHECK_MS", "last_check.latency_ms"),
-            ("DRAIN_LEFT_S", "drain_left_s"),
+            ("SERVICE", &|b: &BackendView| b.service.clone()),
+            ("BACKEND", &|b| b.address.clone()),
+            ("WEIGHT", &|b| b.weight.to_string()),
+            ("ADMIN", &|b| b.admin.clone()),
+            ("HEALTH", &|b| b.health.clone()),
+            ("NEW_FLOWS?", &|b| b.takes_new_flows.to_string()),
+            ("ACTIVE_FLOWS", &|b| b.active_flows.to_string()),
+            ("PACKETS", &|b| b.packets.to_string()),
+            ("LAST_CHECK", &|b| {
+                opt(&b.last_check.as_ref().map(|c| c.message.clone()))
+            }),
+            ("CHECK_MS", &|b| {
+                opt_f(b.last_check.as_ref().map(|c| c.latency_ms))
+            }),
+            ("DRAIN_LEFT_S", &|b| opt_f(b.drain_left_s)),
         ],
     )
 }
 
-fn status_text(v: &Value) -> String {
+fn status_text(s: &Status) -> String {
     let mut t = String::new();
-    for (label, k) in [
-        ("version", "version"),
-        ("protocol", "protocol"),
-        ("uptime (s)", "uptime_s"),
-        ("driver", "driver"),
-        ("workers", "workers"),
-        ("config file", "config_file"),
-        ("running vs file", "config_vs_file"),
-        ("generation", "generation"),
-        ("services", "services"),
-        ("backends", "backends"),
-        ("last build (ms)", "last_build_ms"),
+    for (label, val) in [
+        ("version", s.version.clone()),
+        ("protocol", s.protocol.to_string()),
+        ("uptime (s)", f2(s.uptime_s)),
+        ("driver", s.driver.clone()),
+        ("workers", s.workers.to_string()),
+        ("config file", s.config_file.clone()),
+        ("running vs file", s.config_vs_file.clone()),
+        ("generation", s.generation.to_string()),
+        ("services", s.services.to_string()),
+        ("backends", s.backends.to_string()),
+        ("last build (ms)", opt_f(s.last_build_ms)),
     ] {
-        t += &format!("{label:<16} {}\n", cell(&v[k]));
+        t += &format!("{label:<16} {val}\n");
     }
-    let events = v["recent_events"].as_array().cloned().unwrap_or_default();
-    if !events.is_empty() {
+    if !s.recent_events.is_empty() {
         t += "recent events:\n";
-        for e in events {
-            t += &format!("  {}\n", cell(&e["event"]));
+        for e in &s.recent_events {
+            t += &format!("  {}\n", e.event);
         }
     }
     t
 }
 
-fn stats_text(v: &Value) -> String {
+fn stats_text(v: &Stats) -> String {
     let mut t = format!(
         "total: {} packets in, {} out; {} packets/s, {} bits/s (over {} s)\n\n",
-        cell(&v["packets_in"]),
-        cell(&v["packets_out"]),
-        cell(&v["packets_per_s"]),
-        cell(&v["bits_per_s"]),
-        cell(&v["interval_s"])
+        v.packets_in,
+        v.packets_out,
+        f2(v.packets_per_s),
+        f2(v.bits_per_s),
+        f2(v.interval_s)
     );
     t += &table(
-        &v["workers"],
+        &v.workers,
         &[
-            ("WORKER", "worker"),
-            ("PACKETS_IN", "packets_in"),
-            ("PACKETS_OUT", "packets_out"),
-            ("DROPS", "drops"),
-            ("PACKETS/S", "packets_per_s"),
-            ("BITS/S", "bits_per_s"),
-            ("SWAPS", "snapshot_swaps"),
-            ("SWAP_MAX_US", "swap_max_us"),
+            ("WORKER", &|w: &WorkerStatsView| w.worker.to_string()),
+            ("PACKETS_IN", &|w| w.packets_in.to_string()),
+            ("PACKETS_OUT", &|w| w.packets_out.to_string()),
+            ("DROPS", &|w| w.drops.to_string()),
+            ("PACKETS/S", &|w| f2(w.packets_per_s)),
+            ("BITS/S", &|w| f2(w.bits_per_s)),
+            ("SWAPS", &|w| w.snapshot_swaps.to_string()),
+            ("SWAP_MAX_US", &|w| f2(w.swap_max_us)),
         ],
     );
     t += "\n";
     t += &table(
-        &v["services"],
+        &v.services,
         &[
-            ("SERVICE", "service"),
-            ("PACKETS", "packets"),
-            ("PACKETS/S", "packets_per_s"),
-            ("BITS/S", "bits_per_s"),
-            ("ALL_DOWN_FLOWS", "all_down_flows"),
+            ("SERVICE", &|s: &ServiceStatsView| s.service.clone()),
+            ("PACKETS", &|s| s.packets.to_string()),
+            ("PACKETS/S", &|s| f2(s.packets_per_s)),
+            ("BITS/S", &|s| f2(s.bits_per_s)),
+            ("ALL_DOWN_FLOWS", &|s| s.all_down_flows.to_string()),
         ],
     );
-    let c = &v["conntrack"];
+    let c = &v.conntrack;
     t += &format!(
         "\nconntrack: {} of {} flows ({:.1}%), hits {}, misses {}, evictions {}, expiries {}\n",
-        cell(&c["active"]),
-        cell(&c["capacity"]),
-        c["occupancy"].as_f64().unwrap_or(0.0) * 100.0,
-        cell(&c["hits"]),
-        cell(&c["misses"]),
-        cell(&c["evictions"]),
-        cell(&c["expiries"])
+        c.active,
+        c.capacity,
+        c.occupancy * 100.0,
+        c.hits,
+        c.misses,
+        c.evictions,
+        c.expiries
     );
-    if v["neighbours"].as_array().is_some_and(|a| !a.is_empty()) {
+    if !v.neighbours.is_empty() {
         t += "\nnext hops resolved by sluice:\n";
         t += &table(
-            &v["neighbours"],
+            &v.neighbours,
             &[
-                ("ADDRESS", "address"),
-                ("MAC", "mac"),
-                ("STATE", "state"),
-                ("UNANSWERED", "unanswered"),
-                ("REQUESTS", "requests"),
-                ("EXPIRIES", "expiries"),
-                ("DROPPED", "unresolved_drops"),
+                ("ADDRESS", &|n: &NeighbourView| n.address.clone()),
+                ("MAC", &|n| opt(&n.mac)),
+                ("STATE", &|n| n.state.clone()),
+                ("UNANSWERED", &|n| n.unanswered.to_string()),
+                ("REQUESTS", &|n| n.requests.to_string()),
+                ("EXPIRIES", &|n| n.expiries.to_string()),
+                ("DROPPED", &|n| n.unresolved_drops.to_string()),
             ],
         );
     }
-    let drops = v["drops"].as_object().cloned().unwrap_or_default();
-    if drops.is_empty() {
+    if v.drops.is_empty() {
         t += "drops: none\n";
     } else {
         t += "drops:\n";
-        for (k, n) in drops {
-            t += &format!("  {k:<24} {}\n", cell(&n));
+        for (k, n) in &v.drops {
+            t += &format!("  {k:<24} {n}\n");
         }
     }
     t

@@ -20,7 +20,7 @@
 //! Maglev table: that is what keeps established connections in place when backends change.
 
 use crate::flowindex::{prefetch_read, FlowIndex};
-use config::Conntrack as Timeouts;
+use crate::setup::ConntrackSetup as Timeouts;
 use packet::flow::mix64;
 use packet::FlowKey;
 use std::collections::VecDeque;
@@ -165,18 +165,25 @@ impl PackedKey {
         }
     }
 
-    /// Local to this process (the index is per worker), unlike [`FlowKey::stable_hash`].
+    /// Keyed by `seed`, which each table draws at random: clients choose their tuples, and
+    /// with a hash they could compute they would choose tuples that share a bucket and build
+    /// long probe chains. The seed enters every multiply, so which tuples collide changes with
+    /// it. Unlike [`FlowKey::stable_hash`], this is local to one table.
     #[inline(always)]
-    pub fn hash(&self) -> u64 {
+    pub fn hash(&self, seed: u64) -> u64 {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let w = &self.0;
-        let a = (w[0] ^ w[1].rotate_left(29)).wrapping_mul(K);
-        let b = (w[2] ^ w[3].rotate_left(29)).wrapping_mul(K);
-        mix64(a ^ b.rotate_left(31) ^ w[4])
+        let a = (w[0] ^ w[1].rotate_left(29) ^ seed).wrapping_mul(K);
+        let b = (w[2] ^ w[3].rotate_left(29) ^ seed.rotate_left(17)).wrapping_mul(K);
+        mix64(a ^ b.rotate_left(31) ^ (w[4] ^ seed.rotate_left(41)).wrapping_mul(K))
     }
 }
 
 impl PackedKey {
+    /// Written over a freed slot's key. No real key has it: the last word's low byte is 0
+    /// or 1 (the address family).
+    const FREE: PackedKey = PackedKey([0, 0, 0, 0, u64::MAX]);
+
     /// Equality as one branch over the xor of every word (derived `==` on the array calls
     /// `memcmp`).
     #[inline(always)]
@@ -226,6 +233,18 @@ pub struct ConnTrackCounters {
     pub expiries: u64,
     /// Tracked flows found idle past their timeout on lookup and started afresh.
     pub restarts: u64,
+    /// New flows not tracked because every bucket their probe may use was full (see
+    /// [`crate::flowindex::MAX_PROBE`]); their packets are still forwarded.
+    pub refused: u64,
+}
+
+/// What [`ConnTrack::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inserted {
+    /// The flow that left the table to make room, or was replaced.
+    pub gone: Option<(FlowKey, Flow)>,
+    /// False when the flow could not be indexed (counted as `refused`).
+    pub tracked: bool,
 }
 
 impl ConnTrackCounters {
@@ -236,6 +255,7 @@ impl ConnTrackCounters {
         self.evictions += o.evictions;
         self.expiries += o.expiries;
         self.restarts += o.restarts;
+        self.refused += o.refused;
     }
 }
 
@@ -256,12 +276,17 @@ pub struct ConnTrack {
     ring: VecDeque<u32>,
     capacity: usize,
     timeouts_ns: [u64; 4],
+    /// Keys [`PackedKey::hash`] for both indexes.
+    seed: u64,
     pub counters: ConnTrackCounters,
 }
 
-#[inline(always)]
-fn hash_key(k: &FlowKey) -> u64 {
-    PackedKey::of(k).hash()
+/// A random seed for one table's hash (std's `RandomState` is seeded from the OS).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    h.finish()
 }
 
 impl ConnTrack {
@@ -283,8 +308,14 @@ impl ConnTrack {
                 t.tcp_closing_timeout * s,
                 t.udp_timeout * s,
             ],
+            seed: random_seed(),
             counters: ConnTrackCounters::default(),
         }
+    }
+
+    #[inline(always)]
+    fn hash_key(&self, k: &FlowKey) -> u64 {
+        PackedKey::of(k).hash(self.seed)
     }
 
     pub fn len(&self) -> usize {
@@ -312,7 +343,7 @@ impl ConnTrack {
     /// The hash the index files `key` under.
     #[inline]
     pub fn hash(&self, key: &FlowKey) -> u64 {
-        hash_key(key)
+        self.hash_key(key)
     }
 
     /// Starts loading the index bucket a lookup of `hash` reads (burst stage one).
@@ -362,7 +393,7 @@ impl ConnTrack {
     #[inline]
     fn find_reply(&self, reply: &FlowKey) -> Option<u32> {
         let cold = &self.cold;
-        self.replies.find(hash_key(reply), |i| {
+        self.replies.find(self.hash_key(reply), |i| {
             cold.get(i as usize)
                 .is_some_and(|c| c.reply_key.as_ref() == Some(reply))
         })
@@ -378,7 +409,7 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
         now: u64,
     ) -> Option<Tracked<'_>> {
-        self.lookup_hashed(key, hash_key(key), tcp_flags, now)
+        self.lookup_hashed(key, self.hash_key(key), tcp_flags, now)
     }
 
     /// [`ConnTrack::lookup`] with the key's hash already computed (by [`ConnTrack::hash`]).
@@ -447,7 +478,7 @@ impl ConnTrack {
 
     /// Read-only lookup (ICMP steering), which neither refreshes nor counts.
     pub fn peek(&self, key: &FlowKey) -> Option<Flow> {
-        self.find(&PackedKey::of(key), hash_key(key))
+        self.find(&PackedKey::of(key), self.hash_key(key))
             .map(|id| self.flow(id))
     }
 
@@ -456,31 +487,50 @@ impl ConnTrack {
         self.find_reply(reply).is_some()
     }
 
-    fn index_reply(&mut self, id: u32) {
-        if let Some(r) = self.cold[id as usize].reply_key {
-            self.replies.insert(hash_key(&r), id);
+    /// Indexes slot `id`'s reply key, if it has one; false if the reply index had no room.
+    fn index_reply(&mut self, id: u32) -> bool {
+        match self.cold[id as usize].reply_key {
+            Some(r) => {
+                let h = self.hash_key(&r);
+                self.replies.insert(h, id)
+            }
+            None => true,
         }
     }
 
     fn unindex_reply(&mut self, id: u32) {
         if let Some(r) = self.cold[id as usize].reply_key {
-            self.replies.remove(hash_key(&r), id);
+            let h = self.hash_key(&r);
+            self.replies.remove(h, id);
         }
     }
 
     /// Tracks a new flow (or restarts an existing entry in place). Evicts first if full.
-    /// Returns the flow that left the table to make room or was replaced, if any.
-    pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) -> Option<(FlowKey, Flow)> {
+    /// Says which flow left the table to make room or was replaced, if any, and whether the
+    /// new one is tracked.
+    pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) -> Inserted {
         let mut gone = None;
         let packed = PackedKey::of(&key);
-        let hash = packed.hash();
+        let hash = packed.hash(self.seed);
         let (hot, cold) = flow.split();
         if let Some(id) = self.find(&packed, hash) {
             self.unindex_reply(id);
             gone = Some((key, self.flow(id)));
             self.slots[id as usize].hot = hot;
             self.cold[id as usize] = cold;
-            self.index_reply(id);
+            if !self.index_reply(id) {
+                // Its reply could not be found: forget the flow rather than half-track it.
+                self.index.remove(hash, id);
+                if let Some(pos) = self.ring.iter().position(|&r| r == id) {
+                    self.ring.remove(pos);
+                }
+                self.free.push(id);
+                self.counters.refused += 1;
+                return Inserted {
+                    gone,
+                    tracked: false,
+                };
+            }
         } else {
             if self.index.len() >= self.capacity {
                 gone = self.evict_one(now);
@@ -498,19 +548,38 @@ impl ConnTrack {
                     (self.slots.len() - 1) as u32
                 }
             };
-            self.index.insert(hash, id);
-            self.index_reply(id);
+            if !self.index.insert(hash, id) {
+                self.free.push(id);
+                self.counters.refused += 1;
+                return Inserted {
+                    gone,
+                    tracked: false,
+                };
+            }
+            if !self.index_reply(id) {
+                self.index.remove(hash, id);
+                self.free.push(id);
+                self.counters.refused += 1;
+                return Inserted {
+                    gone,
+                    tracked: false,
+                };
+            }
             self.ring.push_back(id);
         }
         self.counters.inserts += 1;
-        gone
+        Inserted {
+            gone,
+            tracked: true,
+        }
     }
 
     /// Forgets slot `id` (already taken off the ring), returning its key and flow.
     fn remove(&mut self, id: u32) -> (FlowKey, Flow) {
         self.unindex_reply(id);
         let packed = self.slots[id as usize].key;
-        self.index.remove(packed.hash(), id);
+        self.index.remove(packed.hash(self.seed), id);
+        self.slots[id as usize].key = PackedKey::FREE;
         self.free.push(id);
         (packed.unpack(), self.flow(id))
     }
@@ -564,6 +633,34 @@ impl ConnTrack {
                 self.ring.push_back(id);
             }
         }
+    }
+
+    /// Visits the tracked flows in slots `from..` in slab order, at most `budget` slots, while
+    /// `visit` returns true. Returns where to resume: the slab's length once every slot has
+    /// been seen. Slot ids do not move, so a scan resumed after more bursts sees every flow
+    /// that lived throughout exactly once.
+    pub fn scan(
+        &self,
+        from: usize,
+        budget: usize,
+        mut visit: impl FnMut(FlowKey, Flow) -> bool,
+    ) -> usize {
+        let end = self.slots.len().min(from.saturating_add(budget));
+        for id in from..end {
+            let key = self.slots[id].key;
+            if key.same(&PackedKey::FREE) {
+                continue;
+            }
+            if !visit(key.unpack(), self.flow(id as u32)) {
+                return id + 1;
+            }
+        }
+        end
+    }
+
+    /// Slots in the slab (live or free): where a [`ConnTrack::scan`] ends.
+    pub fn slab_len(&self) -> usize {
+        self.slots.len()
     }
 
     /// Every tracked flow (for tools and tests).
@@ -699,7 +796,9 @@ mod tests {
             t.insert(key(p), flow(p as u64, FlowState::TcpEstablished), p as u64);
         }
         t.lookup(&key(0), Some(packet::tcp::ACK), 10);
-        let gone = t.insert(key(9), flow(11, FlowState::TcpEstablished), 11);
+        let gone = t
+            .insert(key(9), flow(11, FlowState::TcpEstablished), 11)
+            .gone;
         assert_eq!(
             gone.map(|(k, _)| k),
             Some(key(1)),
@@ -754,7 +853,10 @@ mod tests {
             assert_eq!(PackedKey::of(&k).unpack(), k);
         }
         assert_ne!(PackedKey::of(&mapped), PackedKey::of(&key(1)));
-        assert_ne!(PackedKey::of(&mapped).hash(), PackedKey::of(&key(1)).hash());
+        assert_ne!(
+            PackedKey::of(&mapped).hash(7),
+            PackedKey::of(&key(1)).hash(7)
+        );
         let mut t = ct(8);
         t.insert(key(1), flow(0, FlowState::Udp), 0);
         assert!(t.peek(&mapped).is_none() && t.peek(&key(1)).is_some());
@@ -787,5 +889,65 @@ mod tests {
         t.insert(key(1), flow(0, FlowState::TcpClosing), 0);
         assert!(t.lookup(&key(1), Some(packet::tcp::ACK), S).is_some());
         assert!(t.lookup(&key(1), Some(packet::tcp::SYN), S).is_none());
+    }
+
+    /// Each table draws its own seed, so which tuples share a bucket cannot be worked out
+    /// from outside (or carried from one table to another).
+    #[test]
+    fn every_table_hashes_with_a_seed_of_its_own() {
+        let (a, b) = (ct(16), ct(16));
+        assert_ne!(a.seed, b.seed);
+        let differ = (0..64)
+            .filter(|&p| a.hash(&key(p)) != b.hash(&key(p)))
+            .count();
+        assert_eq!(differ, 64);
+        // Lookups agree with inserts whatever the seed.
+        let mut t = ct(64);
+        for p in 0..64 {
+            assert!(t.insert(key(p), flow(0, FlowState::Udp), 0).tracked);
+        }
+        for p in 0..64 {
+            assert!(t.peek(&key(p)).is_some(), "{p}");
+        }
+    }
+
+    /// A scan resumed from the cursor it returned sees each live flow once and skips freed
+    /// slots, however the budget cuts it.
+    #[test]
+    fn a_resumed_scan_sees_every_live_flow_once() {
+        let mut t = ct(100);
+        for p in 0..100 {
+            t.insert(key(p), flow(p as u64 * S, FlowState::Udp), p as u64 * S);
+        }
+        // Expire the first 30 (UDP timeout 30 s, the sweep at 60 s sees p < 30 idle).
+        t.sweep(60 * S, 100, |_, _| {});
+        assert_eq!(t.len(), 70);
+        for budget in [1, 7, 64, 1000] {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            let mut rounds = 0;
+            while cursor < t.slab_len() {
+                cursor = t.scan(cursor, budget, |k, _| {
+                    seen.push(k.src_port);
+                    true
+                });
+                rounds += 1;
+            }
+            seen.sort();
+            assert_eq!(seen, (30..100).collect::<Vec<u16>>(), "budget {budget}");
+            assert_eq!(rounds, 100usize.div_ceil(budget), "budget {budget}");
+        }
+        // A visitor that stops early resumes just after the flow it stopped at.
+        let mut first = None;
+        let next = t.scan(0, 1000, |k, _| {
+            first = Some(k.src_port);
+            false
+        });
+        let mut second = None;
+        t.scan(next, 1000, |k, _| {
+            second = Some(k.src_port);
+            false
+        });
+        assert_ne!(first, second);
     }
 }

@@ -10,6 +10,11 @@
 
 /// Slots per bucket.
 const WAYS: usize = 8;
+/// Buckets a probe visits at most. An entry lives within this many buckets of its home
+/// bucket (an insert that finds no room in them fails), so no lookup, however unlucky or
+/// hostile its keys, reads more than 16 cache lines. At the sizing below (at most half the
+/// slots in use) a probe past the second bucket is already rare.
+pub const MAX_PROBE: usize = 16;
 /// Tag of an empty slot (real tags have the low bit set).
 const EMPTY: u16 = 0;
 
@@ -72,7 +77,7 @@ impl FlowIndex {
     pub fn find(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
         let tag = tag_of(hash);
         let mut b = hash as usize & self.mask;
-        for _ in 0..=self.mask {
+        for _ in 0..self.probe_len() {
             let bucket = &self.buckets[b];
             for w in 0..WAYS {
                 if bucket.tags[w] == tag && is_key(bucket.ids[w]) {
@@ -87,13 +92,19 @@ impl FlowIndex {
         None
     }
 
-    /// Stores `id` under `hash` (the caller ensures the key is not present). False only if
-    /// the table is completely full, which the sizing rules out.
+    /// Buckets one probe may visit: [`MAX_PROBE`], or the whole table if it is smaller.
+    #[inline(always)]
+    fn probe_len(&self) -> usize {
+        MAX_PROBE.min(self.mask + 1)
+    }
+
+    /// Stores `id` under `hash` (the caller ensures the key is not present). False when the
+    /// [`MAX_PROBE`] buckets from its home are full (the caller does not track the key).
     pub fn insert(&mut self, hash: u64, id: u32) -> bool {
         let tag = tag_of(hash);
         let home = hash as usize & self.mask;
         let mut b = home;
-        for _ in 0..=self.mask {
+        for _ in 0..self.probe_len() {
             let bucket = &mut self.buckets[b];
             if let Some(w) = bucket.tags.iter().position(|t| *t == EMPTY) {
                 bucket.tags[w] = tag;
@@ -127,7 +138,7 @@ impl FlowIndex {
         let tag = tag_of(hash);
         let home = hash as usize & self.mask;
         let mut b = home;
-        for _ in 0..=self.mask {
+        for _ in 0..self.probe_len() {
             let bucket = &mut self.buckets[b];
             if let Some(w) = (0..WAYS).find(|&w| bucket.tags[w] == tag && bucket.ids[w] == id) {
                 bucket.tags[w] = EMPTY;
@@ -165,8 +176,9 @@ mod tests {
     fn insert_find_remove_under_full_load_and_collisions() {
         let n = 4096usize;
         let mut ix = FlowIndex::with_capacity(n);
-        // Every key in a few buckets: forces overflow chains.
-        let hash = |i: u32| (mix64(i as u64) & !0x3f_u64) | (i as u64 % 4);
+        // Every key in one of four neighbouring home buckets out of each sixteen: forces
+        // overflow chains (each cluster holds 64 entries, 8 buckets' worth).
+        let hash = |i: u32| (mix64(i as u64) & !0x0f_u64) | (i as u64 % 4);
         for i in 0..n as u32 {
             assert!(ix.insert(hash(i), i));
         }
@@ -191,6 +203,30 @@ mod tests {
             assert!(ix.insert(hash(i), i));
         }
         assert_eq!(ix.len(), n);
+    }
+
+    /// Keys that all share a home bucket (what a client choosing tuples against a known
+    /// hash would send) fill at most [`MAX_PROBE`] buckets; past that, inserts fail rather
+    /// than lengthen every probe.
+    #[test]
+    fn a_full_probe_window_refuses_inserts_instead_of_growing_the_probe() {
+        let mut ix = FlowIndex::with_capacity(4096);
+        let hash = |i: u32| (i as u64) << 40;
+        let room = (MAX_PROBE * WAYS) as u32;
+        for i in 0..room {
+            assert!(ix.insert(hash(i), i), "{i}");
+        }
+        assert!(!ix.insert(hash(room), room));
+        assert_eq!(ix.len(), room as usize);
+        for i in 0..room {
+            assert_eq!(ix.find(hash(i), |id| id == i), Some(i));
+        }
+        assert_eq!(ix.find(hash(room), |id| id == room), None);
+        assert!(ix.remove(hash(5), 5));
+        assert!(ix.insert(hash(room), room));
+        assert_eq!(ix.find(hash(room), |id| id == room), Some(room));
+        // Keys homed elsewhere are unaffected.
+        assert!(ix.insert(hash(1) | 700, 9999));
     }
 
     #[test]

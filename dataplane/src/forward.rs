@@ -7,7 +7,7 @@ use crate::stats::DropReason;
 use packet::checksum;
 use packet::ethernet::EthernetFrame;
 use packet::icmp::IcmpPacket;
-use packet::ipv4::Ipv4Packet;
+use packet::ipv4::{Ipv4Packet, PROTO_TCP, PROTO_UDP};
 use packet::ipv6::Ipv6Packet;
 use packet::parse::{Malformed, Network, Parsed, Quoted};
 use packet::tcp::TcpPacket;
@@ -66,7 +66,7 @@ pub fn translate(
     if p.network == Network::Ipv4 {
         let v4 = |e: Option<(IpAddr, u16)>| match e {
             Some((IpAddr::V4(a), port)) => Ok(Some((u32::from(a), port))),
-            Some(_) => Err(DropReason::NoService),
+            Some(_) => Err(DropReason::FamilyMismatch),
             None => Ok(None),
         };
         return translate_v4(frame, p, v4(new_src)?, v4(new_dst)?);
@@ -104,7 +104,7 @@ pub fn translate(
         .get_mut(p.l4_off..p.l3_end)
         .ok_or(DropReason::Malformed(Malformed::TcpTruncated))?;
     match p.proto {
-        6 => rewrite_ports(
+        PROTO_TCP => rewrite_ports(
             &mut TcpPacket::new_checked(l4)
                 .map_err(|_| DropReason::Malformed(Malformed::TcpTruncated))?,
             old_src,
@@ -112,7 +112,7 @@ pub fn translate(
             new_src,
             new_dst,
         ),
-        17 => rewrite_ports(
+        PROTO_UDP => rewrite_ports(
             &mut UdpPacket::new_checked(l4)
                 .map_err(|_| DropReason::Malformed(Malformed::UdpTruncated))?,
             old_src,
@@ -120,7 +120,7 @@ pub fn translate(
             new_src,
             new_dst,
         ),
-        _ => return Err(DropReason::NoService),
+        _ => return Err(DropReason::NotOurs),
     }
     Ok(())
 }
@@ -168,9 +168,9 @@ fn translate_v4(
     new_dst: Option<(u32, u16)>,
 ) -> Result<(), DropReason> {
     let csum = match p.proto {
-        6 => 16,
-        17 => 6,
-        _ => return Err(DropReason::NoService),
+        PROTO_TCP => 16,
+        PROTO_UDP => 6,
+        _ => return Err(DropReason::NotOurs),
     };
     let bad = DropReason::Malformed(Malformed::Ipv4BadLength);
     if p.l4_off < p.l2_len + 20 || frame.len() < p.l3_end {
@@ -183,7 +183,7 @@ fn translate_v4(
         .ok_or(bad)?;
     // Ports and checksum: the first 18 bytes of a TCP header, 8 of a UDP one.
     let l4 = l4.get_mut(..csum + 2).ok_or(bad)?;
-    let udp_no_checksum = p.proto == 17 && get16(l4, csum) == 0;
+    let udp_no_checksum = p.proto == PROTO_UDP && get16(l4, csum) == 0;
     let mut ip_sum = Delta::start(get16(ip, 10));
     let mut l4_sum = Delta::start(get16(l4, csum));
     // Source: address at 12, port at 0; destination: address at 16, port at 2. The loop has
@@ -210,7 +210,7 @@ fn translate_v4(
     ip[10..12].copy_from_slice(&ip_sum.finish().to_be_bytes());
     if !udp_no_checksum {
         let mut c = l4_sum.finish();
-        if p.proto == 17 && c == 0 {
+        if p.proto == PROTO_UDP && c == 0 {
             c = 0xffff;
         }
         l4[csum..csum + 2].copy_from_slice(&c.to_be_bytes());
@@ -349,7 +349,7 @@ pub fn translate_icmp_error(
         for i in 0..2 {
             c = checksum::update16(c, old_ports[i], new_ports[i]);
         }
-        if q.key.proto == 17 && c == 0 {
+        if q.key.proto == PROTO_UDP && c == 0 {
             c = 0xffff;
         }
         l4[off..off + 2].copy_from_slice(&c.to_be_bytes());

@@ -125,6 +125,10 @@ pub const MAX_PROBES: u32 = 3;
 /// How often worker 0 looks at the next hops, and how many it looks at each time.
 pub const TICK_NS: u64 = 10_000_000;
 pub const TICK_BUDGET: usize = 16;
+/// Next hops one configuration may leave to the data path to resolve (backends and the
+/// gateway given without a MAC). The configuration's validation refuses more with the key and
+/// fix (`config::MAX_RESOLVED_NEXT_HOPS`, the same number, checked by a control-plane test).
+pub const CAPACITY: usize = 4096;
 
 const RESOLVED: u64 = 1 << 63;
 const NEVER: u64 = u64::MAX;
@@ -224,7 +228,7 @@ impl NeighbourTable {
     /// Room for twice the next hops a configuration may have (the running configuration's
     /// and a changed one's, while workers move from one to the other).
     pub fn new() -> Self {
-        let n = 2 * config::MAX_RESOLVED_NEXT_HOPS;
+        let n = 2 * CAPACITY;
         NeighbourTable {
             slots: (0..n).map(|_| NeighbourSlot::new()).collect(),
             assigned: Mutex::new(HashMap::new()),
@@ -250,9 +254,7 @@ impl NeighbourTable {
                 next_free += 1;
             }
             if next_free == used.len() {
-                return Err(NeighbourTableFull {
-                    capacity: config::MAX_RESOLVED_NEXT_HOPS,
-                });
+                return Err(NeighbourTableFull { capacity: CAPACITY });
             }
             let i = next_free as u16;
             used[next_free] = true;

@@ -1,12 +1,13 @@
 //! The immutable view of the configuration that workers read: services with their built
 //! Maglev tables and the lookup indexes classification needs. Built off the data path from a
-//! validated [`config::Config`]; a change builds a new snapshot and swaps it in whole.
+//! [`Setup`]; a change builds a new snapshot and swaps it in whole.
 
 use crate::endpoints::{EndpointKey, EndpointMap};
 use crate::fasthash::FastMap;
-use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 use crate::neighbour::{NeighbourTable, NeighbourTableFull};
-use config::{AllDown, Backend, Config, Forwarding, Node, Service};
+pub use crate::setup::{Admin, Health};
+use crate::setup::{AllDown, ConntrackSetup, Forwarding, NodeSetup, ServiceSetup, Setup};
+use maglev::{MaglevBackend, MaglevError, MaglevTable};
 use packet::MacAddr;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -41,50 +42,6 @@ impl std::error::Error for SnapshotError {}
 impl From<MaglevError> for SnapshotError {
     fn from(e: MaglevError) -> Self {
         SnapshotError::Maglev(e)
-    }
-}
-
-/// The operator's say over a backend (`sluicectl backend drain|enable|disable`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admin {
-    /// Takes new flows.
-    Ready,
-    /// Takes no new flows; its tracked flows continue.
-    Drain,
-    /// Drained past the drain timeout (or removed with force): its tracked flows move to
-    /// other backends on their next packet.
-    DrainExpired,
-    /// Takes no new flows and its tracked flows move at once.
-    Disabled,
-}
-
-/// What health checks say of a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Up,
-    Down,
-    /// Not checked yet, or the service has no checks: treated as up.
-    Unknown,
-}
-
-impl Admin {
-    pub fn name(self) -> &'static str {
-        match self {
-            Admin::Ready => "ready",
-            Admin::Drain => "drain",
-            Admin::DrainExpired => "drain-expired",
-            Admin::Disabled => "disabled",
-        }
-    }
-}
-
-impl Health {
-    pub fn name(self) -> &'static str {
-        match self {
-            Health::Up => "up",
-            Health::Down => "down",
-            Health::Unknown => "unknown",
-        }
     }
 }
 
@@ -123,8 +80,8 @@ pub struct Snapshot {
     /// Increases with every snapshot the daemon publishes; flows remember the generation
     /// their service and backend indices refer to, and are re-resolved lazily when it moves.
     pub generation: u64,
-    pub node: Node,
-    pub conntrack: config::Conntrack,
+    pub node: NodeSetup,
+    pub conntrack: ConntrackSetup,
     pub services: Vec<ServiceEntry>,
     /// (VIP address, port, protocol) -> service index.
     vips: EndpointMap<u16>,
@@ -149,7 +106,7 @@ pub struct Snapshot {
 /// Builds one service's Maglev table over the backends that take new flows, labelled by
 /// their place in the full list. Cost: O(table size).
 fn service_table(
-    s: &Service,
+    s: &ServiceSetup,
     entries: &[BackendEntry],
 ) -> Result<(Option<MaglevTable>, bool), MaglevError> {
     let admitted: Vec<u16> = (0..entries.len() as u16)
@@ -170,14 +127,14 @@ fn service_table(
     }
     let ids: Vec<String> = chosen
         .iter()
-        .map(|&i| s.backends[i as usize].address.to_string())
+        .map(|&i| entries[i as usize].addr.to_string())
         .collect();
     let mb: Vec<MaglevBackend> = ids
         .iter()
         .zip(&chosen)
         .map(|(id, &i)| MaglevBackend {
             identity: id.as_bytes(),
-            weight: s.backends[i as usize].weight,
+            weight: entries[i as usize].weight,
         })
         .collect();
     let mut table = MaglevTable::build(&mb, s.table_size)?;
@@ -186,22 +143,18 @@ fn service_table(
 }
 
 impl Snapshot {
-    /// Builds every service's Maglev table with every backend ready and unchecked, with a
-    /// neighbour table of its own.
-    pub fn build(cfg: &Config) -> Result<Snapshot, SnapshotError> {
-        Snapshot::build_with(cfg, &Arc::new(NeighbourTable::new()), |_, _| {
-            (Admin::Ready, Health::Unknown)
-        })
+    /// Builds every service's Maglev table, with a neighbour table of its own.
+    pub fn build(setup: &Setup) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build_with(setup, &Arc::new(NeighbourTable::new()))
     }
 
-    /// Builds a snapshot with each backend's admin and health state from `state`, resolving
-    /// next hops without a MAC in `neighbours` (pass the running snapshot's, so learned MACs
-    /// carry over). Cost: O(table size) per service. Every snapshot built in a process gets
-    /// a generation of its own (increasing), so a worker can never mistake one for another.
+    /// Builds a snapshot, resolving next hops without a MAC in `neighbours` (pass the running
+    /// snapshot's, so learned MACs carry over). Cost: O(table size) per service. Every
+    /// snapshot built in a process gets a generation of its own (increasing), so a worker can
+    /// never mistake one for another.
     pub fn build_with(
-        cfg: &Config,
+        cfg: &Setup,
         neighbours: &Arc<NeighbourTable>,
-        state: impl Fn(&Service, &Backend) -> (Admin, Health),
     ) -> Result<Snapshot, SnapshotError> {
         static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let generation = NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -238,17 +191,14 @@ impl Snapshot {
             let backends: Vec<BackendEntry> = s
                 .backends
                 .iter()
-                .map(|b| {
-                    let (admin, health) = state(s, b);
-                    BackendEntry {
-                        addr: b.address,
-                        next_hop: next_hop(b.mac, Some(b.address.ip())),
-                        weight: b.weight,
-                        admin,
-                        health,
-                        takes_new_flows: false,
-                        keeps_flows: matches!(admin, Admin::Ready | Admin::Drain),
-                    }
+                .map(|b| BackendEntry {
+                    addr: b.address,
+                    next_hop: next_hop(b.mac, Some(b.address.ip())),
+                    weight: b.weight,
+                    admin: b.admin,
+                    health: b.health,
+                    takes_new_flows: false,
+                    keeps_flows: matches!(b.admin, Admin::Ready | Admin::Drain),
                 })
                 .collect();
             let (table, all_down_fallback) = service_table(s, &backends)?;
@@ -260,7 +210,7 @@ impl Snapshot {
                     }
                 }
             }
-            let proto = s.protocol.number();
+            let proto = s.proto;
             vips.insert(EndpointKey::new(s.vip.ip(), s.vip.port(), proto), i as u16);
             vip_addrs.insert(EndpointKey::new(s.vip.ip(), 0, 0), ());
             for (j, b) in s.backends.iter().enumerate() {

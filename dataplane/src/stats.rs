@@ -38,9 +38,23 @@ pub enum DropReason {
     /// The next hop (a backend or the gateway configured without `mac`) has not answered
     /// ARP / neighbour solicitation yet, or stopped answering.
     UnresolvedNextHop,
+    /// A frame of an offloaded service, on a worker with no offload pool to hand it to.
+    OffloadUnavailable,
+    /// The ring to the offload shard that owns the connection was full.
+    OffloadRingFull,
+    /// A hand-off to a worker the rings do not have (never chosen by steering; counted
+    /// rather than leaked, should it happen).
+    HandoffNoWorker,
+    /// The node has no address of the packet's family to use as a source (SNAT, or the
+    /// outer header of an IPIP/GUE tunnel).
+    NoNodeAddress,
+    /// A rewrite would put an address of one IP version into a packet of the other.
+    FamilyMismatch,
+    /// The datagram to encapsulate could not be read as an inner header.
+    EncapInnerInvalid,
 }
 
-const OTHER: [DropReason; 14] = [
+const OTHER: [DropReason; 20] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -55,6 +69,12 @@ const OTHER: [DropReason; 14] = [
     DropReason::Shutdown,
     DropReason::NoBackend,
     DropReason::UnresolvedNextHop,
+    DropReason::OffloadUnavailable,
+    DropReason::OffloadRingFull,
+    DropReason::HandoffNoWorker,
+    DropReason::NoNodeAddress,
+    DropReason::FamilyMismatch,
+    DropReason::EncapInnerInvalid,
 ];
 
 impl DropReason {
@@ -68,12 +88,33 @@ impl DropReason {
             .chain(OTHER)
     }
 
-    /// Position in the counter array.
+    /// Position in the counter array: [`Malformed`]'s reasons first, then [`OTHER`]'s order
+    /// (a unit test checks the two agree).
     pub fn index(self) -> usize {
-        match self {
-            DropReason::Malformed(m) => m as usize,
-            other => Malformed::ALL.len() + OTHER.iter().position(|o| *o == other).unwrap_or(0),
-        }
+        let other = match self {
+            DropReason::Malformed(m) => return m as usize,
+            DropReason::Fragment => 0,
+            DropReason::NoService => 1,
+            DropReason::NotOurs => 2,
+            DropReason::TtlExceeded => 3,
+            DropReason::IcmpNoFlow => 4,
+            DropReason::ReplyNoFlow => 5,
+            DropReason::SnatPortsExhausted => 6,
+            DropReason::NoHeadroom => 7,
+            DropReason::HandoffRingFull => 8,
+            DropReason::Oversize => 9,
+            DropReason::TxFull => 10,
+            DropReason::Shutdown => 11,
+            DropReason::NoBackend => 12,
+            DropReason::UnresolvedNextHop => 13,
+            DropReason::OffloadUnavailable => 14,
+            DropReason::OffloadRingFull => 15,
+            DropReason::HandoffNoWorker => 16,
+            DropReason::NoNodeAddress => 17,
+            DropReason::FamilyMismatch => 18,
+            DropReason::EncapInnerInvalid => 19,
+        };
+        Malformed::ALL.len() + other
     }
 
     /// Stable snake_case name (stats JSON keys).
@@ -94,6 +135,12 @@ impl DropReason {
             DropReason::Shutdown => "shutdown",
             DropReason::NoBackend => "no_backend",
             DropReason::UnresolvedNextHop => "unresolved_next_hop",
+            DropReason::OffloadUnavailable => "offload_unavailable",
+            DropReason::OffloadRingFull => "offload_ring_full",
+            DropReason::HandoffNoWorker => "handoff_no_worker",
+            DropReason::NoNodeAddress => "no_node_address",
+            DropReason::FamilyMismatch => "family_mismatch",
+            DropReason::EncapInnerInvalid => "encap_inner_invalid",
         }
     }
 }
@@ -138,6 +185,10 @@ pub struct WorkerStats {
     /// the port had no buffer to write one in.
     pub neighbour_requests: u64,
     pub neighbour_no_buffer: u64,
+    /// Frames handed to an offload shard, and frames the shards returned that this worker
+    /// transmitted.
+    pub offloaded: u64,
+    pub offload_returned: u64,
     pub drops: [u64; DropReason::COUNT],
     /// `[service][backend]`, sized from the snapshot before the worker starts.
     pub backends: Vec<Vec<BackendCounters>>,
@@ -159,6 +210,8 @@ impl WorkerStats {
             neighbours_learned: 0,
             neighbour_requests: 0,
             neighbour_no_buffer: 0,
+            offloaded: 0,
+            offload_returned: 0,
             drops: [0; DropReason::COUNT],
             backends: backends_per_service
                 .iter()
@@ -195,6 +248,8 @@ impl WorkerStats {
         out.neighbours_learned = self.neighbours_learned;
         out.neighbour_requests = self.neighbour_requests;
         out.neighbour_no_buffer = self.neighbour_no_buffer;
+        out.offloaded = self.offloaded;
+        out.offload_returned = self.offload_returned;
         out.drops = self.drops;
         out.backends.clone_from(&self.backends);
         out.services.clone_from(&self.services);
@@ -213,6 +268,8 @@ impl WorkerStats {
         self.neighbours_learned += o.neighbours_learned;
         self.neighbour_requests += o.neighbour_requests;
         self.neighbour_no_buffer += o.neighbour_no_buffer;
+        self.offloaded += o.offloaded;
+        self.offload_returned += o.offload_returned;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

@@ -49,14 +49,20 @@ impl Steering {
             return 0;
         }
         match parse_frame(frame) {
-            Ok(p) if p.is_ip() && !p.fragment && (p.proto == 6 || p.proto == 17) => self
-                .queue_for_hash(rss::hash_tuple(
+            Ok(p)
+                if p.is_ip()
+                    && !p.fragment
+                    && (p.proto == packet::ipv4::PROTO_TCP
+                        || p.proto == packet::ipv4::PROTO_UDP) =>
+            {
+                self.queue_for_hash(rss::hash_tuple(
                     &rss::SYMMETRIC_KEY,
                     p.src,
                     p.dst,
                     p.src_port,
                     p.dst_port,
-                )),
+                ))
+            }
             Ok(p) if matches!(p.network, Network::Ipv4 | Network::Ipv6) => {
                 self.queue_for_hash(rss::hash_addrs(&rss::SYMMETRIC_KEY, p.src, p.dst))
             }

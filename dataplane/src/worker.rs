@@ -5,15 +5,17 @@
 
 use crate::conntrack::{initial_state, ConnTrack, Flow, Tracked};
 use crate::forward::{set_macs, translate, translate_icmp_error};
+use crate::offload::{OffloadPlan, OffloadRings};
 use crate::port::{Frame, Port, BURST};
+use crate::setup::Forwarding;
 use crate::snapshot::{ServiceEntry, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
 use crate::steering::Steering;
-use config::Forwarding;
 use crossbeam::queue::ArrayQueue;
 use packet::encap::{self, InnerInfo, Outer, Tunnel};
 use packet::icmp;
 use packet::ipv4::Ipv4Packet;
+use packet::ipv4::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use packet::ipv6::Ipv6Packet;
 use packet::parse::{parse_frame, parse_quoted, Network, Parsed};
 use packet::FlowKey;
@@ -35,6 +37,9 @@ pub enum Verdict {
     Drop(DropReason),
     /// Another worker owns the flow: pass the (unmodified) frame to it.
     Handoff(usize),
+    /// The flow belongs to an offloaded service (or is a reply on a connection an offload
+    /// shard opened): pass the (unmodified) frame to that shard.
+    Offload(usize),
 }
 
 /// Points a flow's service and backend indices at `snap` if they refer to an older
@@ -83,9 +88,11 @@ fn flow_gone(stats: &mut WorkerStats, snap: &Snapshot, key: &FlowKey, f: &Flow) 
     }
 }
 
-/// Bounded inbound rings, one per worker, carrying frames to the worker that owns their flow.
+/// Bounded inbound rings, one per worker, carrying frames to the worker that owns their flow;
+/// and, when an offload pool runs, the rings to and from its shards.
 pub struct Rings<F> {
     inbound: Vec<ArrayQueue<F>>,
+    offload: Option<OffloadRings<F>>,
 }
 
 impl<F> Rings<F> {
@@ -94,14 +101,40 @@ impl<F> Rings<F> {
             inbound: (0..workers.max(1))
                 .map(|_| ArrayQueue::new(capacity.max(1)))
                 .collect(),
+            offload: None,
         }
     }
+
+    /// Adds the rings of an offload pool (give each worker their plan with
+    /// [`Worker::offloading_to`]).
+    pub fn with_offload(mut self, o: OffloadRings<F>) -> Self {
+        self.offload = Some(o);
+        self
+    }
+
+    pub fn offload(&self) -> Option<&OffloadRings<F>> {
+        self.offload.as_ref()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.inbound.iter().all(|q| q.is_empty())
+            && self.offload.as_ref().is_none_or(|o| o.is_empty())
     }
-    /// Takes one frame left in worker `w`'s ring (shutdown drains them).
+
+    /// Takes one frame left for worker `w`: handed over by another worker, or returned to it
+    /// by an offload shard (shutdown drains them).
     pub fn pop(&self, w: usize) -> Option<F> {
-        self.inbound.get(w).and_then(|q| q.pop())
+        self.inbound
+            .get(w)
+            .and_then(|q| q.pop())
+            .or_else(|| self.offload.as_ref().and_then(|o| o.returned(w)))
+    }
+
+    /// Takes one frame still waiting for an offload shard, with the worker it came from
+    /// (shutdown drains them once the shards have stopped).
+    pub fn pop_unclaimed(&self) -> Option<(F, usize)> {
+        let h = self.offload.as_ref()?.pop_unclaimed()?;
+        Some((h.frame, h.worker))
     }
 }
 
@@ -149,16 +182,25 @@ pub struct Worker {
     /// The port does not deliver each flow to its owner (the kernel picks AF_XDP queues, not
     /// our RSS key): forward frames are checked against [`Steering`] too, and handed over.
     steer_forward: bool,
+    /// Where frames of offloaded services go; `None` drops them as `offload_unavailable`.
+    offload: Option<OffloadPlan>,
 }
 
-/// Which tracked flows a [`Probe`] samples.
+/// Which tracked flows a [`Probe`] samples, and where this part of the scan starts.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowQuery {
     pub vip: Option<(SocketAddr, u8)>,
     pub backend: Option<SocketAddr>,
-    /// Flows examined at most (bounds the worker's time on the request).
+    /// Conntrack slots examined at most per probe: bounds the time one probe takes from the
+    /// worker's poll loop. The control plane sends another probe from `cursor` to go on.
     pub scan: usize,
+    /// The slot to start from: 0 first, then the `cursor` the last probe returned.
+    pub cursor: usize,
 }
+
+/// Conntrack slots a flow probe examines per burst unless asked for fewer (~20 µs of a
+/// worker's time).
+pub const FLOW_SCAN_PER_PROBE: usize = 4096;
 
 /// A buffer the control plane hands a worker between bursts, which the worker fills with a
 /// copy of its counters (and a flow sample, if asked) and hands back. The control plane
@@ -173,6 +215,9 @@ pub struct Probe {
     pub now_ns: u64,
     pub flow_query: Option<FlowQuery>,
     pub flows: Vec<(FlowKey, Flow)>,
+    /// Where the flow scan stopped, and whether it has seen every slot.
+    pub cursor: usize,
+    pub scan_done: bool,
     /// Snapshots this worker has swapped in, and the longest a swap took (the most a swap
     /// delayed the next burst); filled by the daemon's worker link.
     pub swaps: u64,
@@ -192,6 +237,8 @@ impl Probe {
             now_ns: 0,
             flow_query: None,
             flows: Vec::with_capacity(flows),
+            cursor: 0,
+            scan_done: false,
             swaps: 0,
             swap_max_ns: 0,
         }
@@ -216,7 +263,16 @@ impl Worker {
             neighbour_due: 0,
             neighbour_cursor: 0,
             steer_forward: false,
+            offload: None,
         }
+    }
+
+    /// Hands frames of services with [`Forwarding::Offload`], and replies to the shards'
+    /// upstream ports, to the shards of `plan` (the plan of the [`OffloadRings`] given to
+    /// [`Rings::with_offload`]).
+    pub fn offloading_to(mut self, plan: OffloadPlan) -> Self {
+        self.offload = Some(plan);
+        self
     }
 
     /// For ports whose queues are not chosen by sluice's symmetric RSS key (AF_XDP with
@@ -299,7 +355,7 @@ impl Worker {
         for f in b.rx.iter() {
             let r = parse_frame(f.data());
             let h = match &r {
-                Ok(p) if !p.fragment && (p.proto == 6 || p.proto == 17) => {
+                Ok(p) if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) => {
                     let h = self.ct.hash(&p.flow_key());
                     self.ct.prefetch_index(h);
                     h
@@ -341,13 +397,31 @@ impl Worker {
                     self.stats.drop(r);
                     port.free(f);
                 }
-                Verdict::Handoff(w) => match rings.inbound.get(w).map(|q| q.push(f)) {
-                    Some(Ok(())) => self.stats.handed_off += 1,
-                    Some(Err(f)) => {
-                        self.stats.drop(DropReason::HandoffRingFull);
+                Verdict::Handoff(w) => match rings.inbound.get(w) {
+                    Some(q) => match q.push(f) {
+                        Ok(()) => self.stats.handed_off += 1,
+                        Err(f) => {
+                            self.stats.drop(DropReason::HandoffRingFull);
+                            port.free(f);
+                        }
+                    },
+                    None => {
+                        self.stats.drop(DropReason::HandoffNoWorker);
                         port.free(f);
                     }
-                    None => {}
+                },
+                Verdict::Offload(s) => match &rings.offload {
+                    Some(o) => match o.hand(s, self.id, f) {
+                        Ok(()) => self.stats.offloaded += 1,
+                        Err(f) => {
+                            self.stats.drop(DropReason::OffloadRingFull);
+                            port.free(f);
+                        }
+                    },
+                    None => {
+                        self.stats.drop(DropReason::OffloadUnavailable);
+                        port.free(f);
+                    }
                 },
             }
         }
@@ -363,6 +437,21 @@ impl Worker {
         }
         if !b.tx.is_empty() {
             port.tx_burst(&mut b.tx);
+        }
+        // Frames the offload shards produced for this queue: a second transmit burst, so a
+        // full receive burst never starves them.
+        if let Some(o) = &rings.offload {
+            while b.tx.len() < BURST {
+                match o.returned(self.id) {
+                    Some(f) => b.tx.push(f),
+                    None => break,
+                }
+            }
+            if !b.tx.is_empty() {
+                self.stats.offload_returned += b.tx.len() as u64;
+                self.stats.packets_out += b.tx.len() as u64;
+                port.tx_burst(&mut b.tx);
+            }
         }
         if !b.host.is_empty() {
             port.to_host(&mut b.host);
@@ -433,32 +522,38 @@ impl Worker {
         p.now_ns = self.last_now;
         p.flows.clear();
         if let Some(q) = p.flow_query {
-            self.sample_flows(q.vip, q.backend, q.scan, self.last_now, &mut p.flows);
+            p.cursor = self.sample_flows(&q, self.last_now, &mut p.flows);
+            p.scan_done = p.cursor >= self.ct.slab_len();
         }
     }
 
-    /// Up to `out.capacity()` tracked flows (none past their timeout) to `vip` (if given)
-    /// and `backend` (if given), scanning at most `scan` flows: the control socket's `flows`
-    /// sample. Never allocates (`out` is the caller's).
-    pub fn sample_flows(
-        &self,
-        vip: Option<(SocketAddr, u8)>,
-        backend: Option<SocketAddr>,
-        scan: usize,
-        now: u64,
-        out: &mut Vec<(FlowKey, Flow)>,
-    ) {
-        for (k, f) in self.ct.iter().take(scan) {
+    /// Up to `out.capacity()` tracked flows (none past their timeout) to `q.vip` (if given)
+    /// and `q.backend` (if given), examining at most `q.scan` conntrack slots from
+    /// `q.cursor`: the control socket's `flows` sample. Returns where the next probe should
+    /// start. Never allocates (`out` is the caller's).
+    pub fn sample_flows(&self, q: &FlowQuery, now: u64, out: &mut Vec<(FlowKey, Flow)>) -> usize {
+        self.ct.scan(q.cursor, q.scan, |k, f| {
             if out.len() == out.capacity() {
-                break;
+                return false;
             }
-            if vip.is_some_and(|(v, p)| (k.dst, k.dst_port, k.proto) != (v.ip(), v.port(), p))
-                || backend.is_some_and(|b| f.backend_addr != b)
-                || self.ct.is_expired(&f, now)
-            {
-                continue;
+            let wanted = q
+                .vip
+                .is_none_or(|(v, p)| (k.dst, k.dst_port, k.proto) == (v.ip(), v.port(), p))
+                && q.backend.is_none_or(|b| f.backend_addr == b)
+                && !self.ct.is_expired(&f, now);
+            if wanted {
+                out.push((k, f));
             }
-            out.push((k, f));
+            out.len() < out.capacity()
+        })
+    }
+
+    /// The shard a frame of an offloaded flow goes to.
+    #[inline]
+    fn offload_verdict(&self, flow_hash: u64) -> Verdict {
+        match self.offload {
+            Some(plan) => Verdict::Offload(plan.shard_of(flow_hash)),
+            None => Verdict::Drop(DropReason::OffloadUnavailable),
         }
     }
 
@@ -507,8 +602,11 @@ impl Worker {
             return self.not_ours();
         }
         // The common case first: TCP/UDP to a service, found with one lookup.
-        if !p.fragment && (p.proto == 6 || p.proto == 17) {
+        if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) {
             if let Some(s) = snap.service_for(p.dst, p.dst_port, p.proto) {
+                if snap.services[s as usize].forwarding == Forwarding::Offload {
+                    return self.offload_verdict(p.flow_key().stable_hash());
+                }
                 if self.steer_forward {
                     let owner = self.steering.owner_of(p.src, p.src_port, p.dst, p.dst_port);
                     if owner != self.id {
@@ -518,7 +616,7 @@ impl Worker {
                 return self.forward(f, p, snap, s as usize, hash, now);
             }
         }
-        if p.proto == 58
+        if p.proto == PROTO_ICMPV6
             && !snap.next_hops.is_empty()
             && matches!(
                 p.icmp_type,
@@ -530,7 +628,7 @@ impl Worker {
         }
         // Neighbour solicitations come to a solicited-node multicast address, or (to confirm
         // reachability) to the VIP itself.
-        if p.proto == 58 && p.icmp_type == packet::icmp::V6_NEIGHBOR_SOLICIT {
+        if p.proto == PROTO_ICMPV6 && p.icmp_type == packet::icmp::V6_NEIGHBOR_SOLICIT {
             if let Some(len) = crate::neighbour::answer_ns(f.data_mut(), p, snap) {
                 f.truncate(len);
                 self.stats.neighbour_answers += 1;
@@ -547,10 +645,13 @@ impl Worker {
             }
             return Verdict::Drop(DropReason::NoService);
         }
-        if p.fragment || !(p.proto == 6 || p.proto == 17) {
+        if p.fragment || !(p.proto == PROTO_TCP || p.proto == PROTO_UDP) {
             return self.not_ours();
         }
         if snap.is_node_addr(p.dst) {
+            if let Some(shard) = self.offload.and_then(|o| o.upstream_owner(p.dst_port)) {
+                return Verdict::Offload(shard);
+            }
             if let Some(owner) = self.steering.snat_owner(p.dst_port) {
                 return self.snat_reply(f, p, snap, owner, now);
             }
@@ -573,7 +674,7 @@ impl Worker {
         let svc = &snap.services[s];
         let key = p.flow_key();
         let hash = if hash == 0 { self.ct.hash(&key) } else { hash };
-        let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
+        let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
         // A tracked flow stays on its backend unless that backend is gone, disabled or past
         // its drain timeout, or its VIP now belongs to another service: then it is chosen
         // afresh.
@@ -616,12 +717,14 @@ impl Worker {
                     Some((src, snat_port)),
                     Some((be.addr.ip(), be.addr.port())),
                 ),
-                None => Err(DropReason::NoService),
+                None => Err(DropReason::NoNodeAddress),
             },
             Forwarding::Dsr => Ok(()),
             Forwarding::Ipip | Forwarding::Gue => {
                 encapsulate(f, p, svc, snap, be.addr, key.stable_hash())
             }
+            // Classification hands these to the offload pool before they get here.
+            Forwarding::Offload => Err(DropReason::OffloadUnavailable),
         };
         if let Err(r) = result {
             return Verdict::Drop(r);
@@ -667,7 +770,7 @@ impl Worker {
             Forwarding::Snat => {
                 let node_ip = snap
                     .node_addr(p.dst.is_ipv6())
-                    .ok_or(DropReason::NoService)?;
+                    .ok_or(DropReason::NoNodeAddress)?;
                 let port = self.alloc_snat_port(be.addr, node_ip, p.proto)?;
                 (
                     port,
@@ -693,7 +796,8 @@ impl Worker {
             last_seen_ns: now,
             reply_key,
         };
-        if let Some((k, f)) = self.ct.insert(*key, flow, now) {
+        let inserted = self.ct.insert(*key, flow, now);
+        if let Some((k, f)) = inserted.gone {
             flow_gone(&mut self.stats, snap, &k, &f);
         }
         if let Some(c) = self
@@ -703,7 +807,7 @@ impl Worker {
             .and_then(|v| v.get_mut(b as usize))
         {
             c.new_flows += 1;
-            c.active_flows += 1;
+            c.active_flows += inserted.tracked as u64;
         }
         if svc.all_down_fallback {
             if let Some(c) = self.stats.services.get_mut(s) {
@@ -752,7 +856,7 @@ impl Worker {
         if owner != self.id {
             return Verdict::Handoff(owner);
         }
-        let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
+        let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
         if self
             .ct
             .lookup_reply(&p.flow_key(), tcp_flags, now)
@@ -784,7 +888,7 @@ impl Worker {
         if owner != self.id {
             return Verdict::Handoff(owner);
         }
-        let tcp_flags = (p.proto == 6).then_some(p.tcp_flags);
+        let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
         let Some((fwd, flow)) = self.ct.lookup_reply(&p.flow_key(), tcp_flags, now) else {
             return self.not_ours();
         };
@@ -824,6 +928,10 @@ impl Worker {
         let Some(s) = snap.service_for(fwd.dst, fwd.dst_port, fwd.proto) else {
             return Verdict::Drop(DropReason::IcmpNoFlow);
         };
+        // The shard that terminates the connection handles errors about it (path MTU).
+        if snap.services[s as usize].forwarding == Forwarding::Offload {
+            return self.offload_verdict(fwd.stable_hash());
+        }
         let owner = self
             .steering
             .owner_of(fwd.src, fwd.src_port, fwd.dst, fwd.dst_port);
@@ -845,6 +953,7 @@ impl Worker {
             Forwarding::Ipip | Forwarding::Gue => {
                 encapsulate(f, p, svc, snap, flow.backend_addr, fwd.stable_hash())
             }
+            Forwarding::Offload => Err(DropReason::OffloadUnavailable),
             Forwarding::Nat => translate_icmp_error(f.data_mut(), p, &q, be.0, be, None),
             Forwarding::Snat => match snap.node_addr(p.dst.is_ipv6()) {
                 Some(node_ip) => translate_icmp_error(
@@ -879,8 +988,8 @@ fn backend_mac(snap: &Snapshot, svc: &ServiceEntry, b: u16) -> Result<packet::Ma
 
 fn is_icmp_error(p: &Parsed) -> bool {
     match (p.network, p.proto) {
-        (Network::Ipv4, 1) => icmp::v4_is_error(p.icmp_type),
-        (Network::Ipv6, 58) => icmp::v6_is_error(p.icmp_type),
+        (Network::Ipv4, PROTO_ICMP) => icmp::v4_is_error(p.icmp_type),
+        (Network::Ipv6, PROTO_ICMPV6) => icmp::v6_is_error(p.icmp_type),
         _ => false,
     }
 }
@@ -911,12 +1020,12 @@ fn encapsulate<F: Frame>(
                 flow_label: ip.flow_label(),
             }),
         }
-        .map_err(|_| DropReason::NoHeadroom)?
+        .map_err(|_| DropReason::EncapInnerInvalid)?
     };
     let outer = match (backend.ip(), snap.node.ipv4, snap.node.ipv6) {
         (IpAddr::V4(dst), Some(src), _) => Outer::V4 { src, dst },
         (IpAddr::V6(dst), _, Some(src)) => Outer::V6 { src, dst },
-        _ => return Err(DropReason::NoService),
+        _ => return Err(DropReason::NoNodeAddress),
     };
     let tunnel = match svc.forwarding {
         // Source port from the flow hash: entropy for ECMP and RSS between us and the backend.
@@ -937,14 +1046,28 @@ fn encapsulate<F: Frame>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::port::PacketBuf;
+    use crate::port::{MemPort, PacketBuf};
+    use crate::setup::{AllDown, NodeSetup, ServiceSetup, Setup};
 
-    fn cfg(backends: &[u8]) -> config::Config {
-        let mut t = String::from("[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"192.0.2.1\"\ngateway_mac = \"02:00:00:00:00:fe\"\n[[service]]\nname = \"web\"\nvip = \"198.51.100.10:80\"\nprotocol = \"tcp\"\nforwarding = \"nat\"\n");
-        for b in backends {
-            t += &format!("[[service.backend]]\naddress = \"10.1.0.{b}:8080\"\nmac = \"02:00:00:00:01:{b:02x}\"\n");
+    fn cfg(backends: &[u8]) -> Setup {
+        let mut node = NodeSetup::new(
+            packet::MacAddr([2, 0, 0, 0, 0, 1]),
+            packet::MacAddr([2, 0, 0, 0, 0, 0xfe]),
+        );
+        node.ipv4 = Some("192.0.2.1".parse().unwrap());
+        let mut web = ServiceSetup::new(
+            "web",
+            "198.51.100.10:80".parse().unwrap(),
+            packet::ipv4::PROTO_TCP,
+            Forwarding::Nat,
+        );
+        for &b in backends {
+            web = web.backend(
+                format!("10.1.0.{b}:8080").parse().unwrap(),
+                Some(packet::MacAddr([2, 0, 0, 0, 1, b])),
+            );
         }
-        config::Config::from_toml(&t, None).unwrap()
+        Setup::new(node).service(web)
     }
 
     fn syn(i: u16, flags: u8) -> PacketBuf {
@@ -1064,16 +1187,14 @@ mod tests {
     ) -> Arc<Snapshot> {
         let mut c = cfg(backends);
         c.services[0].all_down = if all_down == "all" {
-            config::AllDown::All
+            AllDown::All
         } else {
-            config::AllDown::Drop
+            AllDown::Drop
         };
-        Arc::new(
-            Snapshot::build_with(&c, &Default::default(), |_, b: &config::Backend| {
-                state(b.address.ip().to_string()[7..].parse().unwrap())
-            })
-            .unwrap(),
-        )
+        for b in &mut c.services[0].backends {
+            (b.admin, b.health) = state(b.address.ip().to_string()[7..].parse().unwrap());
+        }
+        Arc::new(Snapshot::build(&c).unwrap())
     }
 
     use crate::snapshot::{Admin, Health};
@@ -1147,5 +1268,196 @@ mod tests {
         let got = each(&mut w, 0..300, packet::tcp::SYN);
         assert_eq!(got, first, "fail open: the same table as when all were up");
         assert_eq!(w.stats.services[0].all_down_flows, 300);
+    }
+
+    /// The snapshot of `cfg` with its service offloaded.
+    fn offloaded(backends: &[u8]) -> Arc<Snapshot> {
+        let mut c = cfg(backends);
+        c.services[0].forwarding = Forwarding::Offload;
+        Arc::new(Snapshot::build(&c).unwrap())
+    }
+
+    /// What a trivial shard does: swaps the frame's MACs, IP addresses and ports (the
+    /// checksums stay valid: their sums do not depend on order) and returns it to the worker
+    /// it came from.
+    fn echo(f: &mut PacketBuf) {
+        let d = f.data_mut();
+        for i in 0..6 {
+            d.swap(i, 6 + i);
+        }
+        for i in 0..4 {
+            d.swap(26 + i, 30 + i);
+        }
+        for i in 0..2 {
+            d.swap(34 + i, 36 + i);
+        }
+    }
+
+    /// Frames of an offloaded service reach the shard their connection hashes to, whichever
+    /// worker received them, unmodified and untracked; what the shard returns is transmitted
+    /// by the worker it names, after that worker's own burst.
+    #[test]
+    fn offloaded_frames_reach_one_shard_per_connection_and_come_back_through_their_worker() {
+        let snap = offloaded(&[1, 2]);
+        let plan = OffloadPlan::new(3);
+        let rings = Rings::new(2, 64).with_offload(OffloadRings::new(plan, 2, 1024));
+        let mut workers: Vec<Worker> = (0..2)
+            .map(|id| {
+                Worker::new(
+                    id,
+                    Steering::new(2, (1024, 32767)),
+                    Arc::clone(&snap),
+                    false,
+                )
+                .offloading_to(plan)
+            })
+            .collect();
+        let mut ports = [MemPort::new(false), MemPort::new(false)];
+        let mut bursts = [Bursts::new(), Bursts::new()];
+        // 60 connections, three frames each, alternating between the two workers' queues.
+        let mut sent = Vec::new();
+        for round in 0..3 {
+            for i in 0..60u16 {
+                let flags = if round == 0 {
+                    packet::tcp::SYN
+                } else {
+                    packet::tcp::ACK
+                };
+                let f = syn(i, flags);
+                let w = (i as usize + round) % 2;
+                ports[w].inject(f.data(), 1, 0);
+                sent.push((w, f.data().to_vec()));
+            }
+            for w in 0..2 {
+                while !ports[w].rx.is_empty() {
+                    workers[w].poll(&mut ports[w], &mut bursts[w], &rings);
+                }
+            }
+        }
+        assert_eq!(workers[0].stats.offloaded + workers[1].stats.offloaded, 180);
+        assert!(
+            workers.iter().all(|w| w.ct.is_empty()),
+            "offloaded flows are not tracked"
+        );
+        assert!(
+            ports.iter().all(|p| p.tx.is_empty()),
+            "nothing is sent before a shard answers"
+        );
+        // Each shard takes its frames; every frame of a connection went to one shard.
+        let mut shard_of_conn = std::collections::HashMap::new();
+        let mut per_shard = [0; 3];
+        let mut received = Vec::new();
+        for (shard, taken) in per_shard.iter_mut().enumerate() {
+            while let Some(mut h) = rings.offload().unwrap().take(shard) {
+                let conn = (h.frame.data()[29], h.frame.data()[34..36].to_vec());
+                assert_eq!(*shard_of_conn.entry(conn).or_insert(shard), shard);
+                *taken += 1;
+                received.push((h.worker, h.frame.data().to_vec()));
+                echo(&mut h.frame);
+                rings
+                    .offload()
+                    .unwrap()
+                    .give_back(h.worker, h.frame)
+                    .unwrap();
+            }
+        }
+        assert!(per_shard.iter().all(|&n| n >= 30), "{per_shard:?}");
+        received.sort();
+        let mut expect = sent.clone();
+        expect.sort();
+        assert!(
+            received == expect,
+            "frames reach the shards unmodified, with their worker"
+        );
+        // Idle polls transmit what the shards returned, at most a burst each, on the worker
+        // each frame came from.
+        for w in 0..2 {
+            for _ in 0..3 {
+                let before = ports[w].tx.len();
+                workers[w].poll(&mut ports[w], &mut bursts[w], &rings);
+                assert!(ports[w].tx.len() - before <= BURST);
+            }
+            let mut got: Vec<Vec<u8>> = ports[w].tx.iter().map(|b| b.data().to_vec()).collect();
+            let mut want: Vec<Vec<u8>> = sent
+                .iter()
+                .filter(|(sw, _)| *sw == w)
+                .map(|(_, d)| {
+                    let mut b = PacketBuf::new();
+                    b.load(d, 0, 0);
+                    echo(&mut b);
+                    b.data().to_vec()
+                })
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got.len(), want.len(), "worker {w}");
+            assert!(got == want, "worker {w} sends the echoes of its own frames");
+            assert_eq!(workers[w].stats.offload_returned, 90);
+            assert_eq!(workers[w].stats.packets_out, 90);
+        }
+        assert!(rings.is_empty());
+    }
+
+    /// A full shard ring, or no pool at all, drops the frame by name and frees its buffer.
+    #[test]
+    fn offload_without_room_or_without_a_pool_is_dropped_and_counted() {
+        let snap = offloaded(&[1]);
+        let plan = OffloadPlan::new(1);
+        let rings = Rings::new(1, 64).with_offload(OffloadRings::new(plan, 1, 4));
+        let mut w = Worker::new(0, Steering::new(1, (1024, 32767)), Arc::clone(&snap), false)
+            .offloading_to(plan);
+        let mut port = MemPort::new(false);
+        let mut b = Bursts::new();
+        for i in 0..10 {
+            port.inject(syn(i, packet::tcp::SYN).data(), 1, 0);
+        }
+        w.poll(&mut port, &mut b, &rings);
+        assert_eq!(w.stats.offloaded, 4);
+        assert_eq!(w.stats.dropped(DropReason::OffloadRingFull), 6);
+        assert_eq!(port.pool.len(), 6, "dropped frames go back to the port");
+        // A worker that was given no plan, and rings that have no pool.
+        let mut bare = Worker::new(0, Steering::new(1, (1024, 32767)), snap, false);
+        let mut f = syn(1, packet::tcp::SYN);
+        assert_eq!(
+            bare.process(&mut f, 1),
+            Verdict::Drop(DropReason::OffloadUnavailable)
+        );
+        let no_pool = Rings::new(1, 64);
+        port.inject(syn(2, packet::tcp::SYN).data(), 1, 0);
+        w.poll(&mut port, &mut b, &no_pool);
+        assert_eq!(w.stats.dropped(DropReason::OffloadUnavailable), 1);
+    }
+
+    /// Replies to the node's address on a shard's upstream ports go to that shard; other
+    /// ports of the node are not the pool's.
+    #[test]
+    fn replies_to_a_shards_upstream_ports_reach_that_shard() {
+        let plan = OffloadPlan::new(4).with_upstream_ports(50000, 50999);
+        let mut w = Worker::new(0, Steering::new(1, (1024, 32767)), offloaded(&[1]), false)
+            .offloading_to(plan);
+        let reply = |port: u16| {
+            // 10.1.0.1:8080 -> 192.0.2.1:port
+            let mut f = syn(0, packet::tcp::SYN | packet::tcp::ACK);
+            let d = f.data_mut();
+            d[26..30].copy_from_slice(&[10, 1, 0, 1]);
+            d[30..34].copy_from_slice(&[192, 0, 2, 1]);
+            d[34..36].copy_from_slice(&8080u16.to_be_bytes());
+            d[36..38].copy_from_slice(&port.to_be_bytes());
+            d[24..26].copy_from_slice(&[0, 0]);
+            let c = packet::checksum::finish(0, &d[14..34]);
+            d[24..26].copy_from_slice(&c.to_be_bytes());
+            f
+        };
+        for (port, shard) in [(50000, 0), (50249, 0), (50250, 1), (50750, 3), (50999, 3)] {
+            assert_eq!(
+                w.process(&mut reply(port), 1),
+                Verdict::Offload(shard),
+                "{port}"
+            );
+        }
+        assert_eq!(
+            w.process(&mut reply(51000), 1),
+            Verdict::Drop(DropReason::NotOurs)
+        );
     }
 }

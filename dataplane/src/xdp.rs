@@ -158,7 +158,7 @@ impl XdpProgram {
         let mut nat = HashSet::new();
         for s in &snap.services {
             vips.insert(addr_key(s.vip.ip(), 0, 0));
-            if s.forwarding == config::Forwarding::Nat {
+            if s.forwarding == crate::setup::Forwarding::Nat {
                 for b in &s.backends {
                     nat.insert(addr_key(b.addr.ip(), b.addr.port(), s.proto));
                 }

@@ -19,6 +19,32 @@ pub const VIP_PORT: u16 = 80;
 pub const SNAT_PORTS: (u16, u16) = (1024, 32767);
 pub const T0: u64 = 1_767_225_600_000_000_000;
 
+/// The `sluicectl` binary. The `ctl` package builds it beside `sluice` (`cargo test
+/// --workspace` does, for ctl's own tests); when only this package's tests were built, it is
+/// built here, once per test process.
+pub fn sluicectl() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let sluice = Path::new(env!("CARGO_BIN_EXE_sluice"));
+    let p = sluice.with_file_name("sluicectl");
+    BUILT.call_once(|| {
+        let release = sluice
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release");
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "-q", "-p", "ctl", "--bin", "sluicectl"]);
+        if release {
+            c.arg("--release");
+        }
+        let ok = c.status().is_ok_and(|s| s.success());
+        assert!(
+            ok && p.exists(),
+            "could not build sluicectl: run `cargo build -p ctl --bin sluicectl`"
+        );
+    });
+    p
+}
+
 pub fn backend_mac(i: usize) -> [u8; 6] {
     [2, 0, 0, 0, 1, i as u8 + 1]
 }

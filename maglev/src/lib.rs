@@ -6,8 +6,19 @@
 //! ECMP builds the same one. Backends take turns claiming their next free preferred slot; a
 //! backend of weight `w` takes `w / w_max` turns per round, so its share of slots follows its
 //! weight. Built off the data path; lookups are one modulo and one load.
+//!
+//! This crate depends on nothing of sluice's: `config` uses its prime helpers to validate
+//! table sizes, and `dataplane` builds and reads tables with it.
 
-use packet::flow::mix64;
+/// The splitmix64 finaliser: a bijection on u64 with full avalanche. (The same function as
+/// `packet::flow::mix64`; kept here so Maglev depends on no other crate of ours, and so the
+/// table a backend set gives can never change because a packet hash did.)
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// Marks an unclaimed slot during the build.
 const EMPTY: u16 = u16::MAX;
@@ -74,7 +85,7 @@ fn fnv1a(basis: u64, data: &[u8]) -> u64 {
 impl MaglevTable {
     /// Builds the table of `size` entries (a prime) for `backends`.
     pub fn build(backends: &[MaglevBackend], size: u32) -> Result<MaglevTable, MaglevError> {
-        if !is_prime(size) {
+        if !is_prime(size as u64) {
             return Err(MaglevError::NotPrime(size));
         }
         let n = backends.len();
@@ -156,9 +167,30 @@ impl MaglevTable {
     }
 }
 
-/// True when `n` is prime.
-pub fn is_prime(n: u32) -> bool {
-    config::is_prime(n as u64)
+/// True when `n` is prime (trial division; table sizes are at most ~2^24).
+pub fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n.is_multiple_of(2) {
+        return n == 2;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// The smallest prime >= n (for suggesting a table size).
+pub fn next_prime(mut n: u64) -> u64 {
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -293,5 +325,18 @@ mod tests {
             MaglevTable::build(&z, 7),
             Err(MaglevError::ZeroWeight { backend: 0 })
         );
+    }
+
+    #[test]
+    fn primes() {
+        assert!(
+            is_prime(65537)
+                && is_prime(655373)
+                && is_prime(2)
+                && !is_prime(65536)
+                && !is_prime(1)
+                && !is_prime(9)
+        );
+        assert_eq!(next_prime(65536), 65537);
     }
 }

@@ -1,4 +1,4 @@
-//! The daemon's control plane, shared by every port driver: the snapshot workers read (an
+//! The control plane, a library the daemon wires to its port drivers: the snapshot workers read (an
 //! `ArcSwap`, swapped whole; workers pick a new one up between bursts), the probe mailboxes
 //! through which workers hand the control plane copies of their counters, the backend state
 //! machine ([`plane`]), the control socket ([`control`]), health checks ([`health`]) and the
@@ -9,6 +9,7 @@ pub mod control;
 pub mod health;
 pub mod metrics;
 pub mod plane;
+pub mod snapshot;
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{bounded, Receiver, Sender, TryRecvError};
@@ -85,23 +86,37 @@ pub fn links(
 /// Sends each worker a probe and collects the filled ones; a worker that does not answer
 /// within `wait` (stopped, or stuck) is left out.
 pub fn probe_all(links: &[ProbeLink], make: impl Fn() -> Probe, wait: Duration) -> Vec<Probe> {
+    probe_each(links, |_| Some(make()), wait)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// Sends the workers `make` gives a probe for (by link index) and collects the filled ones
+/// with their link index; a worker that does not answer within `wait` is left out.
+pub fn probe_each(
+    links: &[ProbeLink],
+    make: impl Fn(usize) -> Option<Probe>,
+    wait: Duration,
+) -> Vec<(usize, Probe)> {
     // Drop stale replies left by an earlier probe that timed out.
     for l in links {
         while l.replies.try_recv().is_ok() {}
     }
     let sent: Vec<bool> = links
         .iter()
-        .map(|l| l.requests.try_send(Box::new(make())).is_ok())
+        .enumerate()
+        .map(|(i, l)| make(i).is_some_and(|p| l.requests.try_send(Box::new(p)).is_ok()))
         .collect();
     let deadline = std::time::Instant::now() + wait;
     let mut out = Vec::with_capacity(links.len());
-    for (l, s) in links.iter().zip(sent) {
+    for (i, (l, s)) in links.iter().zip(sent).enumerate() {
         if !s {
             continue;
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if let Ok(p) = l.replies.recv_timeout(left) {
-            out.push(*p);
+            out.push((i, *p));
         }
     }
     out

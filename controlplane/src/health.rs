@@ -4,7 +4,7 @@
 //! and down. After every configuration change the daemon calls [`HealthChecks::reconcile`],
 //! which starts checks for new backends and stops those of removed ones.
 
-use super::plane::{CheckResult, Plane};
+use crate::plane::{CheckResult, Plane};
 use config::{CheckKind, Config, HealthCheck};
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -1,7 +1,7 @@
 //! The optional Prometheus text endpoint (`[metrics] listen`): any GET is answered with the
 //! counters last collected from the workers and each backend's admin and health state.
 
-use super::plane::Plane;
+use crate::plane::Plane;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

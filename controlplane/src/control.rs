@@ -4,9 +4,9 @@
 //! [`ctl::MAX_LINE`] is refused and the connection closed; a client that disconnects
 //! mid-line has sent nothing.
 
-use super::health::HealthChecks;
-use super::plane::Plane;
-use super::{ProbeLink, WorkerLink};
+use crate::health::HealthChecks;
+use crate::plane::Plane;
+use crate::{ProbeLink, WorkerLink};
 use arc_swap::ArcSwap;
 use config::Config;
 use ctl::{decode_request, ErrorBody, Response, MAX_LINE};
@@ -43,7 +43,7 @@ pub fn start(
     quiet: bool,
 ) -> Result<(ControlPlane, Vec<WorkerLink>), String> {
     let (cell, links, worker_links): (Arc<ArcSwap<Snapshot>>, Vec<ProbeLink>, Vec<WorkerLink>) =
-        super::links(Arc::new(first), workers);
+        crate::links(Arc::new(first), workers);
     let plane = Arc::new(Mutex::new(Plane::new(
         cfg.clone(),
         config_path.to_path_buf(),
@@ -63,7 +63,7 @@ pub fn start(
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
     }
     if let Some(m) = &cfg.metrics {
-        super::metrics::serve(m.listen, Arc::clone(&plane), Arc::clone(&stop))?;
+        crate::metrics::serve(m.listen, Arc::clone(&plane), Arc::clone(&stop))?;
     }
     let mut health = HealthChecks::default();
     health.reconcile(cfg, &plane);

@@ -1,0 +1,452 @@
+//! The control plane's state: the running configuration, each backend's admin state (ready,
+//! drain, disabled) and health state (up, down, unknown), and the counters last collected from
+//! the workers. Every change is made on a copy, validated exactly as a configuration file is
+//! (written out and read back), turned into a new snapshot — Maglev tables rebuilt here, off
+//! the workers — and only then swapped in; a change that fails leaves everything as it was.
+//!
+//! One job per file: [`change`] applies operator changes and batches to a candidate,
+//! [`reload`] diffs the file against the running configuration, [`drain`] moves drains past
+//! their deadline and removes drained backends, [`checks`] turns health results into
+//! transitions, [`telemetry`] folds worker probes into totals, and [`views`] answers queries.
+//! Time comes from the plane's [`Clock`], so drain deadlines are testable without waiting.
+
+mod change;
+mod checks;
+mod drain;
+mod reload;
+mod telemetry;
+#[cfg(test)]
+mod tests;
+mod views;
+
+pub use telemetry::Totals;
+pub use views::check_desc;
+
+use crate::ProbeLink;
+use arc_swap::ArcSwap;
+use config::{Backend, Config, Service};
+use ctl::{ErrorBody, Op};
+use dataplane::snapshot::{Admin, Health};
+use dataplane::Snapshot;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where the plane reads the time: drain deadlines, rates and uptime. The daemon uses
+/// [`SystemClock`]; tests move a clock of their own.
+pub trait Clock: Send {
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic clock of the system.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A backend's identity across changes: service name and address.
+pub type BackendId = (String, SocketAddr);
+
+/// The last health check of a backend.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub ok: bool,
+    pub latency: Duration,
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// Run-time state of one backend, beside its configuration.
+#[derive(Debug, Clone)]
+pub struct BackendState {
+    pub admin: Admin,
+    /// When a drain passes its timeout.
+    pub drain_deadline: Option<Instant>,
+    /// Remove the backend once its flows end or the drain times out (`backend remove`, or a
+    /// reload that dropped it).
+    pub remove_when_drained: bool,
+    pub health: Health,
+    /// Consecutive successes / failures.
+    pub successes: u32,
+    pub failures: u32,
+    pub last_check: Option<CheckResult>,
+}
+
+impl Default for BackendState {
+    fn default() -> Self {
+        BackendState {
+            admin: Admin::Ready,
+            drain_deadline: None,
+            remove_when_drained: false,
+            health: Health::Unknown,
+            successes: 0,
+            failures: 0,
+            last_check: None,
+        }
+    }
+}
+
+/// Called with each snapshot as it is published.
+pub type PublishHook = Box<dyn FnMut(&Snapshot) -> Result<(), String> + Send>;
+
+/// A recent event for the log and `sluicectl status`.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: SystemTime,
+    pub text: String,
+}
+
+pub struct Plane {
+    pub cfg: Config,
+    pub config_path: PathBuf,
+    pub started: Instant,
+    pub driver: String,
+    pub workers: usize,
+    pub backends: HashMap<BackendId, BackendState>,
+    pub generation: u64,
+    cell: Arc<ArcSwap<Snapshot>>,
+    /// Recently published snapshots, to read probes of workers that have not caught up.
+    history: VecDeque<Arc<Snapshot>>,
+    links: Vec<ProbeLink>,
+    pub totals: Totals,
+    pub previous: Totals,
+    pub events: VecDeque<Event>,
+    /// Time the last change took to validate and build, and to publish.
+    pub last_build: Option<Duration>,
+    pub quiet: bool,
+    /// Called with every snapshot published (the AF_XDP driver keeps its XDP program's maps
+    /// in step this way), on the control thread.
+    pub on_publish: Vec<PublishHook>,
+    clock: Box<dyn Clock>,
+}
+fn now_wall() -> SystemTime {
+    SystemTime::now()
+}
+
+fn refused(m: impl Into<String>) -> ErrorBody {
+    ErrorBody::new("refused", m)
+}
+
+fn not_found(m: impl Into<String>) -> ErrorBody {
+    ErrorBody::new("not_found", m)
+}
+
+/// A configuration error as one line for a control client (no file or line: the change did
+/// not come from a file).
+fn config_error(e: &config::ConfigError) -> ErrorBody {
+    let mut m = String::new();
+    if !e.key.is_empty() {
+        m.push_str(&format!("`{}`: ", e.key));
+    }
+    m.push_str(&e.message);
+    if !e.fix.is_empty() {
+        m.push_str(&format!(" (fix: {})", e.fix));
+    }
+    refused(m)
+}
+
+/// A pending change: the configuration and backend states it would leave.
+#[derive(Clone)]
+struct Candidate {
+    cfg: Config,
+    backends: HashMap<BackendId, BackendState>,
+    notes: Vec<String>,
+}
+
+impl Candidate {
+    fn service_index(&self, name: &str) -> Result<usize, ErrorBody> {
+        self.cfg
+            .services
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.cfg.services.iter().map(|s| s.name.as_str()).collect();
+                not_found(format!(
+                    "no service `{name}`; the services are: {}",
+                    if names.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            })
+    }
+
+    fn backend_index(&self, service: &str, address: &str) -> Result<(usize, usize), ErrorBody> {
+        let si = self.service_index(service)?;
+        let addr: SocketAddr = address.parse().map_err(|_| {
+            ErrorBody::new(
+                "bad_request",
+                format!("`{address}` is not an address with a port (like 10.1.0.1:8080)"),
+            )
+        })?;
+        let bi = self.cfg.services[si]
+            .backends
+            .iter()
+            .position(|b| b.address == addr)
+            .ok_or_else(|| not_found(format!("service `{service}` has no backend {addr}")))?;
+        Ok((si, bi))
+    }
+
+    fn state(&mut self, service: &str, addr: SocketAddr) -> &mut BackendState {
+        self.backends
+            .entry((service.to_string(), addr))
+            .or_default()
+    }
+}
+
+impl Plane {
+    pub fn new(
+        cfg: Config,
+        config_path: PathBuf,
+        driver: &str,
+        cell: Arc<ArcSwap<Snapshot>>,
+        links: Vec<ProbeLink>,
+        quiet: bool,
+    ) -> Plane {
+        let mut backends = HashMap::new();
+        for s in &cfg.services {
+            for b in &s.backends {
+                backends.insert((s.name.clone(), b.address), BackendState::default());
+            }
+        }
+        let workers = links.len();
+        let first = cell.load_full();
+        Plane {
+            cfg,
+            config_path,
+            started: Instant::now(),
+            clock: Box::new(SystemClock),
+            driver: driver.into(),
+            workers,
+            backends,
+            generation: first.generation,
+            history: VecDeque::from([first]),
+            cell,
+            links,
+            totals: Totals::default(),
+            previous: Totals::default(),
+            events: VecDeque::new(),
+            last_build: None,
+            quiet,
+            on_publish: Vec::new(),
+        }
+    }
+
+    /// The snapshot most recently published.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.cell.load_full()
+    }
+
+    pub fn log(&mut self, text: String) {
+        if !self.quiet {
+            eprintln!("sluice: {text}");
+        }
+        self.events.push_back(Event {
+            at: now_wall(),
+            text,
+        });
+        while self.events.len() > 100 {
+            self.events.pop_front();
+        }
+    }
+
+    /// The admin and health state the snapshot gives a backend.
+    fn snapshot_state(
+        backends: &HashMap<BackendId, BackendState>,
+        s: &Service,
+        b: &Backend,
+    ) -> (Admin, Health) {
+        match backends.get(&(s.name.clone(), b.address)) {
+            Some(st) => (
+                st.admin,
+                if s.health.is_some() {
+                    st.health
+                } else {
+                    Health::Unknown
+                },
+            ),
+            None => (Admin::Ready, Health::Unknown),
+        }
+    }
+
+    /// Validates a candidate the way a file is validated and builds its snapshot.
+    fn build(&self, c: &Candidate) -> Result<Snapshot, ErrorBody> {
+        let text = c.cfg.to_toml();
+        let back = Config::from_toml(&text, None).map_err(|e| config_error(&e))?;
+        if back != c.cfg {
+            return Err(ErrorBody::new(
+                "failed",
+                "internal error: the changed configuration does not read back equal; nothing was changed",
+            ));
+        }
+        let neighbours = Arc::clone(&self.cell.load().neighbours);
+        crate::snapshot::build_with(&c.cfg, &neighbours, |s, b| {
+            Plane::snapshot_state(&c.backends, s, b)
+        })
+        .map_err(|e| refused(e.to_string()))
+    }
+
+    /// Publishes `snap` and makes `c` the running state; if publishing fails, neither
+    /// changes.
+    fn commit(&mut self, c: Candidate, snap: Snapshot) -> Result<(), String> {
+        self.publish(snap)?;
+        self.cfg = c.cfg;
+        // States of backends no longer configured are forgotten.
+        let live: std::collections::HashSet<BackendId> = self
+            .cfg
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| (s.name.clone(), b.address)))
+            .collect();
+        self.backends = c.backends;
+        self.backends.retain(|k, _| live.contains(k));
+        for k in live {
+            self.backends.entry(k).or_default();
+        }
+        Ok(())
+    }
+
+    /// Runs the publish hooks on `snap`, then stores it for the workers. A hook that fails
+    /// (the XDP program's maps could not be updated, say) fails the publish: every hook is
+    /// put back in step with the running snapshot, which stays.
+    fn publish(&mut self, snap: Snapshot) -> Result<(), String> {
+        let mut failure = None;
+        for f in self.on_publish.iter_mut() {
+            if let Err(e) = f(&snap) {
+                failure = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failure {
+            let running = self.cell.load_full();
+            for f in self.on_publish.iter_mut() {
+                if let Err(again) = f(&running) {
+                    self.events.push_back(Event {
+                        at: now_wall(),
+                        text: format!(
+                            "could not restore a publish hook to generation {}: {again}",
+                            running.generation
+                        ),
+                    });
+                }
+            }
+            return Err(e);
+        }
+        self.generation = snap.generation;
+        let snap = Arc::new(snap);
+        self.cell.store(Arc::clone(&snap));
+        self.history.push_back(snap);
+        while self.history.len() > 16 {
+            self.history.pop_front();
+        }
+        // Next hops no snapshot a worker may still hold resolves give their slots back.
+        let keep: std::collections::HashSet<std::net::IpAddr> = self
+            .history
+            .iter()
+            .flat_map(|s| s.next_hops.iter().map(|h| h.0))
+            .collect();
+        if let Some(s) = self.history.back() {
+            s.neighbours.release_unused(|a| keep.contains(&a));
+        }
+        Ok(())
+    }
+
+    /// The next hops the running snapshot resolves, with what is known of each.
+    pub fn neighbours(&self) -> Vec<dataplane::neighbour::NeighbourState> {
+        let snap = self.cell.load();
+        snap.next_hops
+            .iter()
+            .filter_map(|&(a, i)| snap.neighbours.state(a, i))
+            .collect()
+    }
+
+    /// Rebuilds the snapshot from the running state (after a health or drain transition).
+    pub fn republish(&mut self) -> Result<(), String> {
+        let c = Candidate {
+            cfg: self.cfg.clone(),
+            backends: self.backends.clone(),
+            notes: vec![],
+        };
+        let t = Instant::now();
+        let snap = self.build(&c).map_err(|e| e.message)?;
+        self.last_build = Some(t.elapsed());
+        self.publish(snap)
+    }
+
+    /// Serves one request.
+    pub fn handle(&mut self, op: &Op) -> Result<Value, ErrorBody> {
+        if !op.is_change() {
+            return self.query(op);
+        }
+        let t = Instant::now();
+        let mut c = Candidate {
+            cfg: self.cfg.clone(),
+            backends: self.backends.clone(),
+            notes: vec![],
+        };
+        let mut reload_diff = None;
+        if let Op::Reload = op {
+            reload_diff = Some(self.reload_into(&mut c)?);
+        } else {
+            self.apply(&mut c, op)?;
+        }
+        let snap = self.build(&c)?;
+        let built = t.elapsed();
+        let notes = c.notes.clone();
+        self.commit(c, snap).map_err(|e| {
+            ErrorBody::new(
+                "failed",
+                format!(
+                    "the change could not be published ({e}); the running configuration is kept"
+                ),
+            )
+        })?;
+        self.last_build = Some(built);
+        for n in &notes {
+            self.log(n.clone());
+        }
+        Ok(views::to_json(&ctl::views::Changed {
+            changed: notes,
+            generation: self.generation,
+            build_ms: built.as_secs_f64() * 1e3,
+            reload: reload_diff,
+        }))
+    }
+
+    fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.control.drain_timeout_s)
+    }
+
+    /// Tracked flows to a backend, as last collected.
+    pub fn active_flows(&self, service: &str, addr: SocketAddr) -> u64 {
+        self.totals
+            .backends
+            .get(&(service.to_string(), addr))
+            .map_or(0, |c| c.active_flows)
+    }
+
+    /// Reads the time from `clock` from now on (tests).
+    pub fn with_clock(mut self, clock: Box<dyn Clock>) -> Self {
+        self.started = clock.now();
+        self.clock = clock;
+        self
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+}
+
+pub fn op_name(op: &Op) -> String {
+    serde_json::to_value(op)
+        .ok()
+        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}

@@ -1,0 +1,109 @@
+//! Worker counters folded into totals keyed by identity (service name, backend address), so
+//! they survive configuration changes; rates are differences between two collections.
+
+use super::{BackendId, Plane};
+use crate::probe_all;
+use dataplane::conntrack::ConnTrackCounters;
+use dataplane::stats::BackendCounters;
+use dataplane::{DropReason, Probe, Snapshot};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Counters summed over workers, keyed by identity so they survive configuration changes.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub at: Option<Instant>,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub neighbour_answers: u64,
+    pub neighbour_requests: u64,
+    pub neighbours_learned: u64,
+    pub drops: Vec<(&'static str, u64)>,
+    pub conntrack: ConnTrackCounters,
+    pub active_flows: usize,
+    pub backends: HashMap<BackendId, BackendCounters>,
+    pub services: HashMap<String, (u64, u64, u64)>,
+    /// Per worker: (packets in, packets out, bytes in, drops).
+    pub workers: Vec<(usize, u64, u64, u64, u64)>,
+    /// Per worker: (snapshots swapped in, longest swap in ns).
+    pub swaps: Vec<(usize, u64, u64)>,
+}
+
+impl Plane {
+    pub(super) fn snapshot_of(&self, generation: u64) -> Option<&Arc<Snapshot>> {
+        self.history
+            .iter()
+            .rev()
+            .find(|s| s.generation == generation)
+    }
+
+    /// Asks every worker for its counters and sums them by identity.
+    pub fn collect(&mut self) {
+        let shape = self.cell.load_full();
+        let probes = probe_all(
+            &self.links,
+            || Probe::new(&shape, 0),
+            Duration::from_millis(200),
+        );
+        self.fold(probes);
+    }
+
+    pub(super) fn fold(&mut self, probes: Vec<Probe>) {
+        let mut t = Totals {
+            at: Some(self.now()),
+            ..Default::default()
+        };
+        let mut drops = vec![0u64; DropReason::COUNT];
+        for p in &probes {
+            let s = &p.stats;
+            t.packets_in += s.packets_in;
+            t.neighbour_answers += s.neighbour_answers;
+            t.neighbour_requests += s.neighbour_requests;
+            t.neighbours_learned += s.neighbours_learned;
+            t.packets_out += s.packets_out;
+            t.bytes_in += s.bytes_in;
+            for (a, b) in drops.iter_mut().zip(s.drops.iter()) {
+                *a += b;
+            }
+            t.conntrack.merge(&p.conntrack);
+            t.active_flows += p.active_flows;
+            t.workers.push((
+                p.worker,
+                s.packets_in,
+                s.packets_out,
+                s.bytes_in,
+                s.total_drops(),
+            ));
+            t.swaps.push((p.worker, p.swaps, p.swap_max_ns));
+            let Some(snap) = self.snapshot_of(p.generation) else {
+                continue;
+            };
+            for (si, svc) in snap.services.iter().enumerate() {
+                let e = t.services.entry(svc.name.clone()).or_default();
+                for (bi, b) in svc.backends.iter().enumerate() {
+                    let c = s
+                        .backends
+                        .get(si)
+                        .and_then(|v| v.get(bi))
+                        .copied()
+                        .unwrap_or_default();
+                    e.0 += c.packets;
+                    e.1 += c.bytes;
+                    let k = t.backends.entry((svc.name.clone(), b.addr)).or_default();
+                    k.packets += c.packets;
+                    k.bytes += c.bytes;
+                    k.new_flows += c.new_flows;
+                    k.active_flows += c.active_flows;
+                }
+                e.2 += s.services.get(si).map_or(0, |x| x.all_down_flows);
+            }
+        }
+        t.drops = DropReason::all()
+            .map(|r| (r.name(), drops[r.index()]))
+            .collect();
+        t.workers.sort();
+        self.previous = std::mem::replace(&mut self.totals, t);
+    }
+}

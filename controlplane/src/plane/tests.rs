@@ -1,0 +1,414 @@
+//! The plane with no daemon: changes, batches, reloads, drain deadlines on a clock the test
+//! moves, health transitions and publish failures, each checked against the snapshot the
+//! workers would read.
+
+use super::*;
+use ctl::BackendSpec;
+use dataplane::Probe;
+use std::sync::Mutex;
+
+const BASE: &str = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "192.0.2.1"
+gateway_mac = "02:00:00:00:00:fe"
+[control]
+socket = "/nonexistent/sluice-test.sock"
+drain_timeout = 30
+[[service]]
+name = "web"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+forwarding = "nat"
+table_size = 1009
+[service.health]
+type = "tcp"
+interval = 1
+timeout = 1
+rise = 2
+fall = 3
+[[service.backend]]
+address = "10.1.0.1:8080"
+mac = "02:00:00:00:01:01"
+[[service.backend]]
+address = "10.1.0.2:8080"
+mac = "02:00:00:00:01:02"
+"#;
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+struct ManualClock(Arc<Mutex<Instant>>);
+
+impl ManualClock {
+    fn new() -> Self {
+        ManualClock(Arc::new(Mutex::new(Instant::now())))
+    }
+    fn advance(&self, d: Duration) {
+        *self.0.lock().unwrap() += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn plane_from(text: &str, path: PathBuf) -> (Plane, ManualClock) {
+    let cfg = Config::from_toml(text, None).unwrap();
+    let snap = crate::snapshot::build(&cfg).unwrap();
+    let (cell, links, _workers) = crate::links(Arc::new(snap), 0);
+    let clock = ManualClock::new();
+    let p = Plane::new(cfg, path, "test", cell, links, true).with_clock(Box::new(clock.clone()));
+    (p, clock)
+}
+
+fn plane() -> (Plane, ManualClock) {
+    plane_from(BASE, PathBuf::from("/nonexistent/sluice.toml"))
+}
+
+fn b2() -> SocketAddr {
+    "10.1.0.2:8080".parse().unwrap()
+}
+
+fn drain(addr: &str) -> Op {
+    Op::BackendDrain {
+        service: "web".into(),
+        address: addr.into(),
+    }
+}
+
+/// The snapshot entry the workers would read for backend `addr` of `web`.
+fn entry(p: &Plane, addr: SocketAddr) -> dataplane::snapshot::BackendEntry {
+    let snap = p.current();
+    snap.services[0]
+        .backends
+        .iter()
+        .find(|b| b.addr == addr)
+        .cloned()
+        .expect("backend in the snapshot")
+}
+
+/// Counters as if one worker tracked `flows` flows to `addr`.
+fn collected(p: &mut Plane, addr: SocketAddr, flows: u64) {
+    let snap = p.current();
+    let mut probe = Probe::new(&snap, 0);
+    probe.generation = snap.generation;
+    let bi = snap.backend_of(0, addr).unwrap() as usize;
+    probe.stats.backends[0][bi].active_flows = flows;
+    p.fold(vec![probe]);
+}
+
+#[test]
+fn a_drain_expires_when_the_plane_clock_passes_its_deadline() {
+    let (mut p, clock) = plane();
+    let g0 = p.generation;
+    p.handle(&drain("10.1.0.2:8080")).unwrap();
+    let e = entry(&p, b2());
+    assert!(!e.takes_new_flows && e.keeps_flows, "draining: {e:?}");
+    assert!(p.generation > g0);
+    let g1 = p.generation;
+    clock.advance(Duration::from_secs(29));
+    p.settle_drains();
+    assert_eq!(p.backends[&("web".into(), b2())].admin, Admin::Drain);
+    assert_eq!(p.generation, g1, "nothing to publish before the deadline");
+    clock.advance(Duration::from_secs(2));
+    p.settle_drains();
+    assert_eq!(p.backends[&("web".into(), b2())].admin, Admin::DrainExpired);
+    let e = entry(&p, b2());
+    assert!(!e.takes_new_flows && !e.keeps_flows, "expired: {e:?}");
+    assert!(p.generation > g1);
+    assert!(p
+        .events
+        .iter()
+        .any(|e| e.text.contains("drain timeout passed")));
+    // Draining again does not move the deadline of a drain already running.
+    p.handle(&Op::BackendEnable {
+        service: "web".into(),
+        address: "10.1.0.2:8080".into(),
+    })
+    .unwrap();
+    p.handle(&drain("10.1.0.2:8080")).unwrap();
+    clock.advance(Duration::from_secs(20));
+    p.handle(&drain("10.1.0.2:8080")).unwrap();
+    clock.advance(Duration::from_secs(11));
+    p.settle_drains();
+    assert_eq!(p.backends[&("web".into(), b2())].admin, Admin::DrainExpired);
+}
+
+#[test]
+fn a_removed_backend_with_flows_drains_and_goes_when_they_end_or_at_the_deadline() {
+    let (mut p, clock) = plane();
+    collected(&mut p, b2(), 5);
+    let out = p
+        .handle(&Op::BackendRemove {
+            service: "web".into(),
+            address: "10.1.0.2:8080".into(),
+            force: false,
+        })
+        .unwrap();
+    assert!(out["changed"][0]
+        .as_str()
+        .unwrap()
+        .contains("draining: 5 tracked flow(s)"));
+    assert_eq!(
+        p.cfg.services[0].backends.len(),
+        2,
+        "kept while its flows last"
+    );
+    assert!(p.backends[&("web".into(), b2())].remove_when_drained);
+    p.settle_drains();
+    assert_eq!(p.cfg.services[0].backends.len(), 2);
+    collected(&mut p, b2(), 0);
+    p.settle_drains();
+    assert_eq!(
+        p.cfg.services[0].backends.len(),
+        1,
+        "removed once its flows ended"
+    );
+    assert!(p.current().backend_of(0, b2()).is_none());
+    assert!(!p.backends.contains_key(&("web".into(), b2())));
+
+    // The same with flows that never end: removed at the deadline.
+    let (mut p, clock2) = plane();
+    collected(&mut p, b2(), 3);
+    p.handle(&Op::BackendRemove {
+        service: "web".into(),
+        address: "10.1.0.2:8080".into(),
+        force: false,
+    })
+    .unwrap();
+    clock2.advance(Duration::from_secs(31));
+    collected(&mut p, b2(), 3);
+    p.settle_drains();
+    assert_eq!(p.cfg.services[0].backends.len(), 1);
+    assert!(p
+        .events
+        .iter()
+        .any(|e| e.text.contains("drain timeout passed")));
+    let _ = clock;
+}
+
+#[test]
+fn a_batch_applies_all_of_its_changes_or_none() {
+    let (mut p, _) = plane();
+    let g0 = p.generation;
+    let set = Op::BackendSetWeight {
+        service: "web".into(),
+        address: "10.1.0.1:8080".into(),
+        weight: 7,
+    };
+    let bad = Op::BackendAdd {
+        service: "web".into(),
+        backend: BackendSpec {
+            address: "10.1.0.3".into(),
+            mac: None,
+            weight: None,
+        },
+    };
+    let e = p
+        .handle(&Op::Batch {
+            ops: vec![set.clone(), bad],
+        })
+        .unwrap_err();
+    assert!(
+        e.message.starts_with("batch entry 1 (backend-add)"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("10.1.0.3"), "{}", e.message);
+    assert_eq!(
+        p.cfg.services[0].backends[0].weight, 1,
+        "the first change was not kept"
+    );
+    assert_eq!(p.generation, g0, "nothing was published");
+    assert_eq!(p.current().generation, g0);
+    let add = Op::BackendAdd {
+        service: "web".into(),
+        backend: BackendSpec {
+            address: "10.1.0.3:8080".into(),
+            mac: Some("02:00:00:00:01:03".into()),
+            weight: Some(2),
+        },
+    };
+    p.handle(&Op::Batch {
+        ops: vec![set, add],
+    })
+    .unwrap();
+    assert_eq!(p.cfg.services[0].backends[0].weight, 7);
+    assert_eq!(p.cfg.services[0].backends.len(), 3);
+    assert_eq!(p.current().services[0].backends.len(), 3);
+    assert_eq!(p.generation, p.current().generation);
+    assert!(p.generation > g0);
+    // A batch may not hold a reload or another batch, and may not be empty.
+    assert_eq!(
+        p.handle(&Op::Batch { ops: vec![] }).unwrap_err().code,
+        "bad_request"
+    );
+    let nested = p
+        .handle(&Op::Batch {
+            ops: vec![Op::Batch {
+                ops: vec![drain("10.1.0.1:8080")],
+            }],
+        })
+        .unwrap_err();
+    assert!(
+        nested.message.contains("batch entry 0"),
+        "{}",
+        nested.message
+    );
+}
+
+#[test]
+fn a_reload_reports_its_diff_and_keeps_sections_that_need_a_restart() {
+    let dir = std::env::temp_dir().join(format!("sluice-plane-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("reload.toml");
+    std::fs::write(&path, BASE).unwrap();
+    let (mut p, _) = plane_from(BASE, path.clone());
+    collected(&mut p, b2(), 4);
+    let changed = BASE
+        .replace("ipv4 = \"192.0.2.1\"", "ipv4 = \"192.0.2.9\"")
+        .replace(
+            "address = \"10.1.0.2:8080\"\nmac = \"02:00:00:00:01:02\"",
+            "address = \"10.1.0.3:8080\"\nmac = \"02:00:00:00:01:03\"",
+        )
+        .replace(
+            "address = \"10.1.0.1:8080\"\nmac = \"02:00:00:00:01:01\"",
+            "address = \"10.1.0.1:8080\"\nmac = \"02:00:00:00:01:01\"\nweight = 4",
+        );
+    std::fs::write(&path, &changed).unwrap();
+    let out = p.handle(&Op::Reload).unwrap();
+    let out: ctl::views::Changed = serde_json::from_value(out).unwrap();
+    let r = out.reload.expect("a reload says what it found");
+    assert_eq!(r.added, ["backend web 10.1.0.3:8080"]);
+    assert_eq!(r.changed, ["backend web 10.1.0.1:8080 (weight 1 -> 4)"]);
+    assert!(r.removed.is_empty());
+    assert!(r.draining[0].starts_with("backend web 10.1.0.2:8080 (4 flow(s)"));
+    assert_eq!(r.needs_restart, ["node"]);
+    assert_eq!(
+        p.cfg.node.ipv4,
+        Some("192.0.2.1".parse().unwrap()),
+        "[node] is kept"
+    );
+    let st = &p.backends[&("web".into(), b2())];
+    assert!(st.remove_when_drained && st.admin == Admin::Drain);
+    assert_eq!(p.current().services[0].backends.len(), 3);
+    // A file that does not validate is refused, and the running configuration stays.
+    let g = p.generation;
+    std::fs::write(
+        &path,
+        BASE.replace("table_size = 1009", "table_size = 1000"),
+    )
+    .unwrap();
+    let e = p.handle(&Op::Reload).unwrap_err();
+    assert!(
+        e.message.contains("the running configuration is kept"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("table_size"), "{}", e.message);
+    assert_eq!(p.generation, g);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn check(ok: bool) -> CheckResult {
+    CheckResult {
+        ok,
+        latency: Duration::from_millis(1),
+        message: if ok { "connected" } else { "refused" }.into(),
+        at: SystemTime::now(),
+    }
+}
+
+#[test]
+fn health_results_move_a_backend_after_rise_successes_and_fall_failures() {
+    let (mut p, _) = plane();
+    assert!(entry(&p, b2()).takes_new_flows, "unknown counts as up");
+    assert!(!p.health_result("web", b2(), check(true)));
+    assert!(
+        p.health_result("web", b2(), check(true)),
+        "up after rise = 2"
+    );
+    assert_eq!(entry(&p, b2()).health, Health::Up);
+    let g = p.generation;
+    assert!(!p.health_result("web", b2(), check(false)));
+    assert!(!p.health_result("web", b2(), check(false)));
+    assert_eq!(p.generation, g, "no transition, no publish");
+    // A success in between starts the count again.
+    assert!(!p.health_result("web", b2(), check(true)));
+    assert!(!p.health_result("web", b2(), check(false)));
+    assert!(!p.health_result("web", b2(), check(false)));
+    assert!(
+        p.health_result("web", b2(), check(false)),
+        "down after fall = 3"
+    );
+    let e = entry(&p, b2());
+    assert_eq!(e.health, Health::Down);
+    assert!(!e.takes_new_flows && e.keeps_flows, "down: {e:?}");
+    assert!(p.generation > g);
+    assert_eq!(p.backends[&("web".into(), b2())].failures, 3);
+    // Unknown backends and services are ignored.
+    assert!(!p.health_result("web", "10.9.9.9:1".parse().unwrap(), check(false)));
+    assert!(!p.health_result("nope", b2(), check(false)));
+}
+
+#[test]
+fn a_failed_publish_hook_fails_the_change_and_keeps_the_running_state() {
+    let (mut p, _) = plane();
+    let g0 = p.generation;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (s, f) = (Arc::clone(&seen), Arc::clone(&fail));
+    p.on_publish.push(Box::new(move |snap: &Snapshot| {
+        s.lock().unwrap().push(snap.generation);
+        if f.load(std::sync::atomic::Ordering::Relaxed) {
+            Err("map update refused".into())
+        } else {
+            Ok(())
+        }
+    }));
+    let set = Op::BackendSetWeight {
+        service: "web".into(),
+        address: "10.1.0.1:8080".into(),
+        weight: 3,
+    };
+    let e = p.handle(&set).unwrap_err();
+    assert_eq!(e.code, "failed");
+    assert!(e.message.contains("map update refused"), "{}", e.message);
+    assert!(
+        e.message.contains("running configuration is kept"),
+        "{}",
+        e.message
+    );
+    assert_eq!(p.cfg.services[0].backends[0].weight, 1);
+    assert_eq!((p.generation, p.current().generation), (g0, g0));
+    // The hook was tried with the new snapshot, then put back on the running one.
+    let seen_now = seen.lock().unwrap().clone();
+    assert_eq!(seen_now.len(), 2);
+    assert!(seen_now[0] > g0);
+    assert_eq!(seen_now[1], g0);
+    fail.store(false, std::sync::atomic::Ordering::Relaxed);
+    p.handle(&set).unwrap();
+    assert_eq!(p.cfg.services[0].backends[0].weight, 3);
+    assert_eq!(p.current().generation, p.generation);
+    assert!(p.generation > g0);
+}
+
+#[test]
+fn rates_use_the_plane_clock() {
+    let (mut p, clock) = plane();
+    let snap = p.current();
+    let mut probe = Probe::new(&snap, 0);
+    probe.generation = snap.generation;
+    probe.stats.packets_in = 100;
+    p.fold(vec![probe.clone()]);
+    clock.advance(Duration::from_secs(2));
+    probe.stats.packets_in = 500;
+    p.fold(vec![probe]);
+    assert_eq!(p.status().uptime_s, 2.0);
+    let t: &Totals = &p.totals;
+    assert_eq!(t.packets_in, 500);
+    let s = p.stats();
+    assert_eq!((s.interval_s, s.packets_per_s), (2.0, 200.0));
+}

@@ -1,0 +1,269 @@
+//! The results the daemon answers with, as types: the daemon builds them, `sluicectl` reads
+//! them. On the wire each is the `result` of a [`Response`](crate::Response), a JSON object
+//! whose keys are these field names (written in sorted order, as `serde_json` writes its
+//! maps), with `null` for an absent value unless a field says it is left out.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub protocol: u32,
+    pub uptime_s: f64,
+    pub driver: String,
+    pub workers: usize,
+    pub config_file: String,
+    /// `same`, `differs`, or `unreadable: <why>`.
+    pub config_vs_file: String,
+    pub generation: u64,
+    pub services: usize,
+    pub backends: usize,
+    pub last_build_ms: Option<f64>,
+    /// Newest first, at most 10.
+    pub recent_events: Vec<EventView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Unix time in seconds.
+    pub at: f64,
+    pub event: String,
+}
+
+/// `service list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<ServiceView>,
+}
+
+/// One service (`service list` rows, and `service show` with `backend_list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub vip: String,
+    pub protocol: String,
+    pub forwarding: String,
+    pub table_size: u32,
+    pub backends: usize,
+    pub taking_new_flows: usize,
+    pub all_down: String,
+    pub all_down_active: bool,
+    pub all_down_flows: u64,
+    pub health_check: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Only in `service show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_list: Option<Vec<BackendView>>,
+}
+
+/// `backend list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendList {
+    pub backends: Vec<BackendView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendView {
+    pub service: String,
+    pub address: String,
+    pub mac: Option<String>,
+    pub weight: u32,
+    /// `ready`, `drain`, `drain-expired` or `disabled`.
+    pub admin: String,
+    /// `up`, `down`, `unknown`, or `unchecked` for a service without checks.
+    pub health: String,
+    pub takes_new_flows: bool,
+    pub remove_when_drained: bool,
+    pub drain_left_s: Option<f64>,
+    pub active_flows: u64,
+    pub new_flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_check: Option<CheckView>,
+}
+
+/// The last health check of a backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckView {
+    pub ok: bool,
+    pub latency_ms: f64,
+    pub message: String,
+    /// Unix time in seconds.
+    pub at: f64,
+}
+
+/// `health show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthList {
+    pub backends: Vec<HealthView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub service: String,
+    pub address: String,
+    pub check: Option<String>,
+    pub health: String,
+    pub successes: u32,
+    pub failures: u32,
+    pub last: Option<CheckView>,
+}
+
+/// `stats`: totals, rates over the interval since the previous collection, per worker and
+/// per service, drops by reason (only the reasons that counted any), conntrack, next hops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub interval_s: f64,
+    pub packets_in: u64,
+    pub neighbour_answers: u64,
+    pub neighbour_requests: u64,
+    pub neighbours_learned: u64,
+    pub neighbours: Vec<NeighbourView>,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub packets_per_s: f64,
+    pub bits_per_s: f64,
+    pub workers: Vec<WorkerStatsView>,
+    pub services: Vec<ServiceStatsView>,
+    pub drops: BTreeMap<String, u64>,
+    pub conntrack: ConntrackView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourView {
+    pub address: String,
+    pub mac: Option<String>,
+    /// `resolved` or `unresolved`.
+    pub state: String,
+    pub unanswered: u32,
+    pub requests: u64,
+    pub expiries: u64,
+    pub unresolved_drops: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatsView {
+    pub worker: usize,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub drops: u64,
+    pub packets_per_s: f64,
+    pub bits_per_s: f64,
+    pub snapshot_swaps: u64,
+    pub swap_max_us: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatsView {
+    pub service: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_s: f64,
+    pub bits_per_s: f64,
+    pub all_down_flows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConntrackView {
+    pub active: usize,
+    pub capacity: usize,
+    pub occupancy: f64,
+    pub hits: u64,
+    pub misses: u64,
+    pub inserts: u64,
+    pub evictions: u64,
+    pub expiries: u64,
+    /// New flows not tracked because their index probe was full.
+    #[serde(default)]
+    pub refused: u64,
+}
+
+/// `flows`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowList {
+    pub flows: Vec<FlowView>,
+    /// Flows tracked by the workers that answered, whatever the filter.
+    pub tracked: usize,
+    pub workers_answered: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowView {
+    pub worker: usize,
+    pub client: String,
+    pub vip: String,
+    pub protocol: String,
+    pub service: Option<String>,
+    pub backend: String,
+    pub state: String,
+    pub age_s: f64,
+    pub idle_s: f64,
+}
+
+/// Every change (and `reload`, `batch`): what changed, the generation it was published as,
+/// and how long validating and building took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Changed {
+    pub changed: Vec<String>,
+    pub generation: u64,
+    pub build_ms: f64,
+    /// Only for `reload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadDiff>,
+}
+
+/// What a `reload` found between the file and the running configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub draining: Vec<String>,
+    /// Sections that differ but cannot change live (`dataplane`, `control`, `metrics`,
+    /// `node`, `conntrack`): the running values are kept.
+    pub needs_restart: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire form: sorted keys, `null` for an absent value, and the optional parts of
+    /// `service show` and `reload` left out when absent.
+    #[test]
+    fn results_encode_with_sorted_keys_and_explicit_nulls() {
+        let c = Changed {
+            changed: vec!["x".into()],
+            generation: 3,
+            build_ms: 1.5,
+            reload: None,
+        };
+        let line = serde_json::to_value(&c).unwrap().to_string();
+        assert_eq!(line, r#"{"build_ms":1.5,"changed":["x"],"generation":3}"#);
+        let e = EventView {
+            at: 1.0,
+            event: "e".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap().to_string(),
+            r#"{"at":1.0,"event":"e"}"#
+        );
+        let h = HealthView {
+            service: "web".into(),
+            address: "10.1.0.1:80".into(),
+            check: None,
+            health: "unchecked".into(),
+            successes: 0,
+            failures: 0,
+            last: None,
+        };
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!(v["check"], serde_json::Value::Null);
+        assert!(v.as_object().unwrap().contains_key("last"));
+        assert_eq!(serde_json::from_value::<HealthView>(v).unwrap(), h);
+    }
+}
