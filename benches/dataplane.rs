@@ -16,9 +16,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use dataplane::conntrack::{initial_state, ConnTrack, Flow};
 use dataplane::port::{Port, BURST};
 use dataplane::{Bursts, MemPort, PacketBuf, Rings, Steering, Verdict, Worker};
+use fixtures::{FrameBuilder, Rng, Transport};
 use maglev::{MaglevBackend, MaglevTable};
 use packet::FlowKey;
-use pcap::synth::{FrameBuilder, Rng, Transport};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -40,7 +40,7 @@ for w in $workers; do
   per=$(( flows / w ))
   rx="net_pcap0"
   for q in $(seq 0 $((w - 1))); do
-    cargo run -q --release -p pcap --bin make-fixtures -- --bench "$per" 1 "$work/q$q.pcap" $((q * per)) >/dev/null
+    cargo run -q --release -p fixtures --bin make-fixtures -- --bench "$per" 1 "$work/q$q.pcap" $((q * per)) >/dev/null
     rx="$rx,rx_pcap=$work/q$q.pcap"
   done
   rx="$rx,infinite_rx=1"

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 flows=${1:-10000}; per=${2:-20}; runs=${3:-5}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cargo build -q --release --bin sluice
-cargo run -q --release -p pcap --bin make-fixtures -- --bench "$flows" "$per" "$work/in.pcap" >/dev/null
+cargo run -q --release -p fixtures --bin make-fixtures -- --bench "$flows" "$per" "$work/in.pcap" >/dev/null
 sed -n '/^\[node\]/,/^gateway_mac/p' examples/sluice.toml > "$work/none.toml"
 echo "capture: $flows flows x $per frames = $((flows * per)) frames; $runs runs each, best kept"
 best() {  # config -> best packets/s over the runs

@@ -8,6 +8,7 @@ mod run;
 mod run_dpdk;
 #[cfg(feature = "xdp")]
 mod run_xdp;
+mod workers;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -64,7 +65,7 @@ enum Command {
     /// writes them with --stats).
     ///
     /// Example (DPDK virtual devices, no NIC needed):
-    ///   sluice run --config examples/dpdk-pcap.toml --idle-exit 1 --stats stats.json
+    ///   sluice run --config examples/dpdk-vdev.toml --idle-exit 1 --stats stats.json
     #[command(verbatim_doc_comment)]
     Run {
         /// Configuration file with a [dataplane] section.
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
                     }
                 };
             (|| {
-                let opts = run::RunOptions {
+                let opts = workers::RunOptions {
                     config,
                     duration: secs(duration, "--duration")?,
                     idle_exit: secs(idle_exit, "--idle-exit")?,

@@ -25,10 +25,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report of a daemon run (the `pcap` and `xdp` drivers): the workers' counters on
-    /// `snap` (which every worker must already use), with `driver` and its figures in the
-    /// JSON document and `note` in the summary. `adjust` adds what the ports counted (frames
-    /// they refused or could not hold).
+    /// The report of a daemon run, whatever the driver: the workers' counters on `snap`
+    /// (which every worker must already use), with `driver` and the driver's own `figures`
+    /// (top-level entries) in the JSON document and `note` in the summary. `adjust` adds
+    /// what the ports counted (frames they refused or could not hold).
     #[allow(clippy::too_many_arguments)]
     pub fn of_workers(
         snap: Arc<Snapshot>,
@@ -36,7 +36,7 @@ impl Report {
         capacity: usize,
         elapsed: Duration,
         driver: &str,
-        figures: Option<serde_json::Value>,
+        figures: serde_json::Map<String, serde_json::Value>,
         note: String,
         adjust: impl FnOnce(&mut WorkerStats),
     ) -> Report {
@@ -49,9 +49,7 @@ impl Report {
         adjust(&mut stats);
         let mut extra = serde_json::Map::new();
         extra.insert("driver".into(), driver.into());
-        if let Some(f) = figures {
-            extra.insert(driver.into(), f);
-        }
+        extra.extend(figures);
         Report {
             snapshot: snap,
             workers: workers.len(),
@@ -94,7 +92,7 @@ impl Report {
                 backends.push(row.clone());
                 list.push(row);
             }
-            services.push(json!({"name": svc.name, "vip": svc.vip.to_string(), "protocol": if svc.proto == 6 {"tcp"} else {"udp"}, "forwarding": svc.forwarding.name(), "table_size": svc.table_size, "backends": list}));
+            services.push(json!({"name": svc.name, "vip": svc.vip.to_string(), "protocol": if svc.proto == packet::ipv4::PROTO_TCP {"tcp"} else {"udp"}, "forwarding": svc.forwarding.name(), "table_size": svc.table_size, "backends": list}));
         }
         let c = &self.conntrack;
         let mut doc = json!({

@@ -1,30 +1,18 @@
-//! `sluice run`: the daemon. Reads the configuration, starts the port driver `[dataplane]`
-//! names — `dpdk` (src/run_dpdk.rs) or `pcap` (here: a capture played in real time, for
-//! trying the control plane without NICs or privileges) — and serves the control plane from
-//! this thread until SIGINT/SIGTERM, `--duration` or `--idle-exit`. Control work never runs on
+//! `sluice run`: the daemon. Reads the configuration and starts the port driver `[dataplane]`
+//! names — `dpdk` (src/run_dpdk.rs), `xdp` (src/run_xdp.rs), `auto` (DPDK, falling back to
+//! AF_XDP), or `pcap` (here: a capture played in real time, for trying the control plane
+//! without NICs or privileges). Each serves the control plane from the main thread until
+//! SIGINT/SIGTERM, `--duration` or `--idle-exit` (src/workers.rs); control work never runs on
 //! a worker core.
 
 use crate::report::Report;
+use crate::workers::{main_loop, stop_on_signals, RunOptions};
 use config::{Config, Dataplane, Driver};
-use controlplane::control::{self, ControlPlane};
+use controlplane::control;
 use dataplane::{Bursts, MemPort, PacketBuf, Rings, Steering, Worker};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub config: PathBuf,
-    /// Stop after this long.
-    pub duration: Option<Duration>,
-    /// Stop once no packet has arrived for this long (after the first one, or from the start).
-    pub idle_exit: Option<Duration>,
-    /// Print a progress line this often.
-    pub progress: Option<Duration>,
-    /// Print nothing but errors.
-    pub quiet: bool,
-}
 
 pub fn run(opts: &RunOptions) -> Result<Report, String> {
     let cfg = Config::load(&opts.config).map_err(|e| e.to_string())?;
@@ -79,97 +67,6 @@ fn run_xdp(
 #[cfg(not(feature = "xdp"))]
 fn run_xdp(_: &RunOptions, _: Config, _: Dataplane, _: Option<String>) -> Result<Report, String> {
     Err("this sluice was built without AF_XDP support (the `xdp` feature); rebuild with default features and libxdp-dev, libbpf-dev and clang installed".into())
-}
-
-/// A flag SIGINT and SIGTERM set.
-pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    }
-    Ok(stop)
-}
-
-/// The daemon's main thread: serves the control plane every 50 ms and returns on a signal,
-/// the duration, idleness, or a worker that ended.
-/// The worker threads of a multi-worker driver, each ending with its worker and port queue.
-pub type WorkerHandles<Q> = Vec<std::thread::JoinHandle<Result<(Worker, Q), String>>>;
-
-/// Serves the control plane until a stop (signal, `--duration`, or a worker ending), stops the
-/// workers and collects them: (time run, workers, their queues, the first failure if any).
-pub fn run_workers<Q>(
-    opts: &RunOptions,
-    stop: &Arc<AtomicBool>,
-    received: &[AtomicU64],
-    handles: WorkerHandles<Q>,
-    ctl: &mut ControlPlane,
-    start: Instant,
-) -> (Duration, Vec<Worker>, Vec<Q>, Option<String>) {
-    main_loop(
-        opts,
-        stop,
-        received,
-        || handles.iter().any(|h| h.is_finished()),
-        ctl,
-        start,
-    );
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    let mut workers = Vec::with_capacity(handles.len());
-    let mut queues = Vec::with_capacity(handles.len());
-    let mut failure = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok((w, q))) => {
-                workers.push(w);
-                queues.push(q);
-            }
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some("a worker thread panicked".into()),
-        }
-    }
-    (elapsed, workers, queues, failure)
-}
-
-pub fn main_loop(
-    opts: &RunOptions,
-    stop: &AtomicBool,
-    received: &[AtomicU64],
-    finished: impl Fn() -> bool,
-    ctl: &mut ControlPlane,
-    start: Instant,
-) {
-    let mut last_total = 0u64;
-    let mut last_change = Instant::now();
-    let mut last_progress = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        ctl.tick();
-        let total: u64 = received.iter().map(|r| r.load(Ordering::Relaxed)).sum();
-        if total != last_total {
-            last_total = total;
-            last_change = Instant::now();
-        }
-        if opts.duration.is_some_and(|d| start.elapsed() >= d)
-            || opts.idle_exit.is_some_and(|d| last_change.elapsed() >= d)
-            || finished()
-        {
-            break;
-        }
-        if let Some(p) = opts.progress {
-            if last_progress.elapsed() >= p {
-                last_progress = Instant::now();
-                eprintln!(
-                    "sluice: {:.0} s, {} packets received ({:.0} packets/s)",
-                    start.elapsed().as_secs_f64(),
-                    total,
-                    total as f64 / start.elapsed().as_secs_f64()
-                );
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
 }
 
 /// The `pcap` driver: one worker plays the input capture in real time (scaled by `speed`)
@@ -289,7 +186,7 @@ fn run_pcap(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Str
         cfg.conntrack.capacity,
         elapsed,
         "pcap",
-        None,
+        serde_json::Map::new(),
         format!("{} frames written to {}", out.len(), pc.output.display()),
         |stats| {
             stats.drops[dataplane::DropReason::Oversize.index()] += oversize;

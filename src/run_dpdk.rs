@@ -5,13 +5,12 @@
 //! port and reports.
 
 use crate::report::Report;
-use crate::run::{run_workers, RunOptions};
+use crate::workers::{self, RunOptions, Shared, ThreadSetup};
 use config::{Config, Dataplane};
 use controlplane::control;
-use dataplane::conntrack::ConnTrackCounters;
-use dataplane::dpdk::{DpdkQueue, Eal, EthPort, Mbuf, Mempool};
-use dataplane::{Bursts, DropReason, Port, Rings, Steering, Worker, WorkerStats};
-use std::sync::atomic::{AtomicU64, Ordering};
+use dataplane::dpdk::{DpdkQueue, Eal, EthPort, Mbuf, Mempool, QueueCounters};
+use dataplane::{DropReason, Rings, Steering, Worker};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,7 +59,7 @@ pub fn run(
         controlplane::snapshot::build(&cfg)
             .map_err(|e| format!("{}: {e}", opts.config.display()))?,
     );
-    let stop = crate::run::stop_on_signals()?;
+    let stop = crate::workers::stop_on_signals()?;
 
     // The exception path: a TAP device DPDK creates, carrying the node's MAC so the kernel's
     // answers look like the port's own.
@@ -70,7 +69,7 @@ pub fn run(
         user_args.push("--vdev".into());
         user_args.push(format!("{HOST_PORT},iface={name},mac={}", cfg.node.mac));
     }
-    let eal = Arc::new(Eal::init(&eal_args(&user_args, &dp.cores))?);
+    let eal = Eal::init(&eal_args(&user_args, &dp.cores))?;
     let port_id = EthPort::find(&dpdk.port)?;
     let n = dp.cores.len();
     // One pool per NUMA socket that has a worker; each RX queue fills from its worker's.
@@ -137,53 +136,50 @@ pub fn run(
     let baseline_in_use = in_use(&pools);
     let steering =
         Steering::new(n, cfg.node.snat_ports).with_reta_size(port.info.reta_size as usize);
-    let rings: Arc<Rings<Mbuf>> = Arc::new(Rings::new(n, RING_CAPACITY));
-    let received: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let rings: Rings<Mbuf> = Rings::new(n, RING_CAPACITY);
+    let received: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let (mut ctl, links) =
         control::start(&cfg, &opts.config, "dpdk", (*snap).clone(), n, opts.quiet)?;
     *started = true;
+    let shared = Shared {
+        rings: &rings,
+        stop: &stop,
+        received: &received,
+    };
+    let make = |i: usize, host: bool| Worker::new(i, steering, Arc::clone(&snap), host);
+    // Registered, each worker thread gets an lcore id, so the pool's per-core cache serves it.
+    let enter = |_: usize| eal.register_thread().map(|_| ());
+    let leave = || eal.unregister_thread();
+    let setup = ThreadSetup {
+        enter: &enter,
+        leave: &leave,
+        worker: &make,
+    };
     let start = Instant::now();
-    let mut handles = Vec::with_capacity(n);
-    for ((i, &core), mut link) in dp.cores.iter().enumerate().zip(links) {
-        let (snap, rings, stop, eal, received) = (
-            Arc::clone(&snap),
-            Arc::clone(&rings),
-            Arc::clone(&stop),
-            Arc::clone(&eal),
-            Arc::clone(&received),
-        );
-        let mut queue: DpdkQueue = port.queue(
-            i as u16,
-            queue_pools[i],
-            tx_port.as_ref(),
-            host_port.as_ref(),
-        );
-        let h = std::thread::Builder::new()
-            .name(format!("sluice-worker-{i}"))
-            .spawn(move || -> Result<(Worker, DpdkQueue), String> {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                    return Err(format!("cannot pin worker {i} to core {core}"));
-                }
-                eal.register_thread()?;
-                let mut worker = Worker::new(i, steering, snap, queue.has_host_path());
-                let mut bursts: Bursts<Mbuf> = Bursts::new();
-                while !stop.load(Ordering::Relaxed) {
-                    if worker.poll(&mut queue, &mut bursts, &rings) > 0 {
-                        received[i].store(worker.stats.packets_in, Ordering::Relaxed);
-                    }
-                    queue.pump_host();
-                    link.between_bursts(&mut worker);
-                }
-                eal.unregister_thread();
-                Ok((worker, queue))
-            })
-            .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
-        handles.push(h);
-    }
-
-    let (elapsed, mut workers, queues, failure) =
-        run_workers(opts, &stop, &received, handles, &mut ctl, start);
-    // Frames still in hand-off rings when the workers stopped.
+    let queues: Vec<DpdkQueue> = (0..n)
+        .map(|i| {
+            port.queue(
+                i as u16,
+                queue_pools[i],
+                tx_port.as_ref(),
+                host_port.as_ref(),
+            )
+        })
+        .collect();
+    let ran = std::thread::scope(|scope| {
+        let threads = workers::spawn(scope, &dp.cores, queues, links, &shared, &setup)?;
+        Ok::<_, String>(workers::serve_and_collect(
+            opts, &stop, &received, threads, &mut ctl, start,
+        ))
+    })?;
+    let workers::Collected {
+        elapsed,
+        mut workers,
+        queues,
+        failure,
+    } = ran;
+    let queues: Vec<QueueCounters> = queues.iter().map(DpdkQueue::counters).collect();
+    // Frames still in hand-off rings when the workers stopped go back to their pool.
     let mut stranded = 0u64;
     for w in 0..n {
         while let Some(m) = rings.pop(w) {
@@ -191,16 +187,21 @@ pub fn run(
             stranded += 1;
         }
     }
+    drop(rings);
     let port_counters = port.counters();
     let tx_counters = tx_port.as_ref().map(|t| t.counters());
-    port.stop();
-    if let Some(t) = &tx_port {
-        t.stop();
-    }
-    if let Some(h) = &host_port {
-        h.stop();
-    }
+    let (driver, mac, info) = (port.driver(), port.mac(), port.info);
+    let tx_driver = tx_port.as_ref().map(|t| t.driver());
+    // Stopping takes each port by value: no queue or mbuf can still be using it.
+    let stopped = (
+        port.stop(),
+        tx_port.map(EthPort::stop),
+        host_port.map(EthPort::stop),
+    );
     let end_in_use = in_use(&pools);
+    // Closing gives back the buffers the devices held; the pools are freed when they drop.
+    drop(stopped);
+    let after_close = in_use(&pools);
     if let Some(e) = failure {
         return Err(e);
     }
@@ -211,38 +212,23 @@ pub fn run(
         w.set_snapshot(Arc::clone(&snap));
     }
     ctl.shutdown();
-    let mut stats = WorkerStats::new(&snap.backend_counts());
-    let mut conntrack = ConnTrackCounters::default();
-    let mut active_flows = 0;
-    for w in &workers {
-        stats.merge(&w.stats);
-        conntrack.merge(&w.ct.counters);
-        active_flows += w.ct.len();
-    }
     let tx_full: u64 = queues.iter().map(|q| q.tx_full).sum();
     let oversize: u64 = queues.iter().map(|q| q.oversize).sum();
-    stats.drops[DropReason::TxFull.index()] += tx_full;
-    stats.drops[DropReason::Oversize.index()] += oversize;
-    stats.drops[DropReason::Shutdown.index()] += stranded;
-    stats.packets_in += oversize;
-    // Frames counted out by the workers that the device refused are not out.
-    stats.packets_out -= tx_full.min(stats.packets_out);
     let mut extra = serde_json::Map::new();
-    extra.insert("driver".into(), "dpdk".into());
     extra.insert(
         "port".into(),
         serde_json::json!({
-            "name": dpdk.port, "driver": port.driver(), "mac": port.mac().to_string(), "queues": n,
-            "rss": port.info.rss_hf != 0, "reta_size": port.info.reta_size,
+            "name": dpdk.port, "driver": driver, "mac": mac.to_string(), "queues": n,
+            "rss": info.rss_hf != 0, "reta_size": info.reta_size,
             "rx_packets": port_counters.rx_packets, "tx_packets": port_counters.tx_packets,
             "rx_missed": port_counters.rx_missed, "rx_errors": port_counters.rx_errors,
             "tx_errors": port_counters.tx_errors, "rx_no_mbuf": port_counters.rx_no_mbuf,
         }),
     );
-    if let (Some(name), Some(t), Some(c)) = (&dpdk.tx_port, &tx_port, tx_counters) {
-        extra.insert("tx_port".into(), serde_json::json!({"name": name, "driver": t.driver(), "tx_packets": c.tx_packets, "tx_errors": c.tx_errors}));
+    if let (Some(name), Some(t), Some(c)) = (&dpdk.tx_port, &tx_driver, tx_counters) {
+        extra.insert("tx_port".into(), serde_json::json!({"name": name, "driver": t, "tx_packets": c.tx_packets, "tx_errors": c.tx_errors}));
     }
-    extra.insert("mempool".into(), serde_json::json!({"pools": pools.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "size_per_pool": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use}));
+    extra.insert("mempool".into(), serde_json::json!({"pools": pools.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "size_per_pool": dpdk.mbufs, "in_use_at_start": baseline_in_use, "in_use_at_end": end_in_use, "in_use_after_close": after_close}));
     extra.insert("cores".into(), serde_json::json!(dp.cores));
     if let Some(name) = &dpdk.exception_interface {
         extra.insert(
@@ -254,7 +240,7 @@ pub fn run(
         );
     }
     let sent_by_device = tx_counters.map_or(port_counters.tx_packets, |c| c.tx_packets);
-    let notes = vec![format!(
+    let note = format!(
         "port {}: {} received; {} sent by {}; packet buffers in use {} at start, {} at end",
         dpdk.port,
         port_counters.rx_packets,
@@ -262,18 +248,22 @@ pub fn run(
         dpdk.tx_port.as_deref().unwrap_or(&dpdk.port),
         baseline_in_use,
         end_in_use
-    )];
-    Ok(Report {
-        snapshot: snap,
-        workers: n,
-        frames_read: stats.packets_in,
-        stats,
-        conntrack,
-        active_flows,
-        conntrack_capacity: cfg.conntrack.capacity,
+    );
+    Ok(Report::of_workers(
+        snap,
+        &workers,
+        cfg.conntrack.capacity,
         elapsed,
+        "dpdk",
         extra,
-        notes,
-        verb: "processed",
-    })
+        note,
+        |stats| {
+            stats.drops[DropReason::TxFull.index()] += tx_full;
+            stats.drops[DropReason::Oversize.index()] += oversize;
+            stats.drops[DropReason::Shutdown.index()] += stranded;
+            stats.packets_in += oversize;
+            // Frames counted out by the workers that the device refused are not out.
+            stats.packets_out -= tx_full.min(stats.packets_out);
+        },
+    ))
 }

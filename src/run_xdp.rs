@@ -8,12 +8,12 @@
 //! ARP for its addresses) stays with the kernel.
 
 use crate::report::Report;
-use crate::run::{run_workers, stop_on_signals, RunOptions};
-use config::{Config, Dataplane};
+use crate::workers::{self, stop_on_signals, RunOptions, Shared, ThreadSetup};
+use config::{Config, Dataplane, XdpMode, ZeroCopy};
 use controlplane::control;
-use dataplane::xdp::{AttachMode, CopyMode, XdpProgram, XskFrame, XskQueue};
-use dataplane::{Bursts, DropReason, Rings, Steering, Worker};
-use std::sync::atomic::{AtomicU64, Ordering};
+use dataplane::xdp::{AttachMode, CopyMode, Umem, XdpProgram, XskFrame, XskQueue};
+use dataplane::{DropReason, Rings, Steering, Worker};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,8 +27,7 @@ pub fn run(
     let n = dp.cores.len();
     // Counted from the system, not this thread's affinity (which a failed DPDK start under
     // the `auto` driver leaves narrowed to one core).
-    // SAFETY: sysconf has no preconditions.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let online = online_cpus();
     if let Some(core) = dp.cores.iter().find(|&&c| c >= online) {
         return Err(format!(
             "{}: dataplane.cores names core {core}, which this machine does not have",
@@ -44,28 +43,28 @@ pub fn run(
     }
     let snap = controlplane::snapshot::build(&cfg)
         .map_err(|e| format!("{}: {e}", opts.config.display()))?;
-    let mode = match x.mode.as_str() {
-        "native" => AttachMode::Native,
-        "generic" => AttachMode::Generic,
-        _ => AttachMode::Auto,
+    let mode = match x.mode {
+        XdpMode::Native => AttachMode::Native,
+        XdpMode::Generic => AttachMode::Generic,
+        XdpMode::Auto => AttachMode::Auto,
     };
-    let copy = match x.zerocopy.as_str() {
-        "on" => CopyMode::ZeroCopy,
-        "off" => CopyMode::Copy,
-        _ => CopyMode::Auto,
+    let copy = match x.zerocopy {
+        ZeroCopy::On => CopyMode::ZeroCopy,
+        ZeroCopy::Off => CopyMode::Copy,
+        ZeroCopy::Auto => CopyMode::Auto,
     };
     let mut prog = XdpProgram::attach(&x.interface, mode).map_err(|e| {
         format!("{e}\n  fix: check that dataplane.xdp.interface names an interface that is up (`ip link`), that no other XDP program is attached (`ip link set dev {} xdp off`), and run as root", x.interface)
     })?;
     prog.sync(&snap)?;
-    let mut queues = Vec::with_capacity(n);
-    for q in 0..n {
-        queues.push(XskQueue::open(&prog, q as u32, x.frames, x.ring, copy)?);
-    }
+    // Every queue and frame borrows its UMEM, so the UMEMs outlive the workers' scope.
+    let umems = (0..n)
+        .map(|q| Umem::open(&prog, q as u32, x.frames, x.ring, copy))
+        .collect::<Result<Vec<Umem>, String>>()?;
     let stop = stop_on_signals()?;
     let (mut ctl, links) = control::start(&cfg, &opts.config, "xdp", snap.clone(), n, opts.quiet)?;
     let native = prog.native;
-    let zerocopy = queues.iter().all(|q| q.zerocopy);
+    let zerocopy = umems.iter().all(|u| u.zerocopy);
     let prog = Arc::new(Mutex::new(prog));
     {
         let prog = Arc::clone(&prog);
@@ -88,43 +87,43 @@ pub fn run(
         );
     }
     let steering = Steering::new(n, snap.node.snat_ports);
-    let rings: Arc<Rings<XskFrame>> = Arc::new(Rings::new(n, RING_CAPACITY));
-    let received: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let rings: Rings<XskFrame> = Rings::new(n, RING_CAPACITY);
+    let received: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let snap = Arc::new(snap);
+    let shared = Shared {
+        rings: &rings,
+        stop: &stop,
+        received: &received,
+    };
+    let make = |i: usize, _host: bool| {
+        let w = Worker::new(i, steering, Arc::clone(&snap), false);
+        // The kernel, not our RSS key, picks each frame's queue.
+        if n > 1 {
+            w.steering_forward_frames()
+        } else {
+            w
+        }
+    };
+    let setup = ThreadSetup {
+        enter: &|_| Ok(()),
+        leave: &|| {},
+        worker: &make,
+    };
     let start = Instant::now();
-    let mut handles = Vec::with_capacity(n);
-    for (((i, &core), mut link), mut queue) in dp.cores.iter().enumerate().zip(links).zip(queues) {
-        let (stop, received, snap, rings) = (
-            Arc::clone(&stop),
-            Arc::clone(&received),
-            Arc::clone(&snap),
-            Arc::clone(&rings),
-        );
-        let h = std::thread::Builder::new()
-            .name(format!("sluice-worker-{i}"))
-            .spawn(move || -> Result<(Worker, XskQueue), String> {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                    return Err(format!("cannot pin worker {i} to core {core}"));
-                }
-                let mut worker = Worker::new(i, steering, snap, false);
-                if n > 1 {
-                    worker = worker.steering_forward_frames();
-                }
-                let mut bursts = Bursts::new();
-                while !stop.load(Ordering::Relaxed) {
-                    if worker.poll(&mut queue, &mut bursts, &rings) > 0 {
-                        received[i].store(worker.stats.packets_in, Ordering::Relaxed);
-                    }
-                    link.between_bursts(&mut worker);
-                }
-                Ok((worker, queue))
-            })
-            .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
-        handles.push(h);
-    }
-    let (elapsed, mut workers, queues, failure) =
-        run_workers(opts, &stop, &received, handles, &mut ctl, start);
-    // Frames still in hand-off rings (their UMEMs are still mapped: queues drop below).
+    let queues: Vec<XskQueue> = umems.iter().map(XskQueue::new).collect();
+    let ran = std::thread::scope(|scope| {
+        let threads = workers::spawn(scope, &dp.cores, queues, links, &shared, &setup)?;
+        Ok::<_, String>(workers::serve_and_collect(
+            opts, &stop, &received, threads, &mut ctl, start,
+        ))
+    })?;
+    let workers::Collected {
+        elapsed,
+        mut workers,
+        queues,
+        failure,
+    } = ran;
+    // Frames still in hand-off rings give their chunks back as they drop.
     let mut stranded = 0u64;
     for w in 0..n {
         while rings.pop(w).is_some() {
@@ -141,6 +140,8 @@ pub fn run(
     let copied_in: u64 = queues.iter().map(|q| q.copied_in).sum();
     let kernel_rx_dropped: u64 = xs.iter().map(|s| s.rx_dropped).sum();
     drop(queues);
+    drop(rings);
+    drop(umems);
     // Explicitly: the control plane's publish hook holds the program too, and an XDP program
     // stays attached after the process exits.
     if let Ok(mut p) = prog.lock() {
@@ -155,12 +156,12 @@ pub fn run(
         cfg.conntrack.capacity,
         elapsed,
         "xdp",
-        Some(serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
+        serde_json::Map::from_iter([("xdp".to_string(), serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
             "queues": n, "copied_in": copied_in,
             "kernel_rx_dropped": kernel_rx_dropped,
             "rx_invalid": xs.iter().map(|s| s.rx_invalid).sum::<u64>(),
             "tx_invalid": xs.iter().map(|s| s.tx_invalid).sum::<u64>(),
-            "rx_ring_full": xs.iter().map(|s| s.rx_ring_full).sum::<u64>()})),
+            "rx_ring_full": xs.iter().map(|s| s.rx_ring_full).sum::<u64>()}))]),
         format!(
             "AF_XDP on {} ({n} queue(s)): kernel dropped {kernel_rx_dropped} frames for want of fill buffers; {copied_in} handed-off frames copied between queues",
             x.interface
@@ -171,6 +172,19 @@ pub fn run(
             stats.packets_out -= tx_full.min(stats.packets_out);
         },
     ))
+}
+
+/// One more than the highest online CPU, from `/sys/devices/system/cpu/online` (a list such
+/// as `0-3,6`); 1 where it cannot be read.
+fn online_cpus() -> usize {
+    let Ok(list) = std::fs::read_to_string("/sys/devices/system/cpu/online") else {
+        return 1;
+    };
+    list.trim()
+        .split(',')
+        .filter_map(|r| r.rsplit('-').next()?.trim().parse::<usize>().ok())
+        .max()
+        .map_or(1, |m| m + 1)
 }
 
 /// Frames a hand-off ring between two workers holds.

@@ -220,3 +220,27 @@ fn summary_reports_per_backend_traffic() {
     );
     assert_eq!(total_in, s["frames_read"].as_u64().unwrap());
 }
+
+/// Every `sluice` command answers `--help` (exit 0, a description and its flags), and every
+/// file its examples name exists in the repository, so a reader can paste them.
+#[test]
+fn every_help_runs_and_its_examples_name_files_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for cmd in [&[][..], &["replay"], &["run"], &["check"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let o = sluice(&args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(out.contains("Usage:"), "{args:?}: {out}");
+        for word in out.split_whitespace() {
+            if word.starts_with("examples/") {
+                assert!(
+                    root.join(word).exists(),
+                    "`sluice {}` names {word}, which does not exist",
+                    args.join(" ")
+                );
+            }
+        }
+    }
+}

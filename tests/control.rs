@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use pcap::synth::{FrameBuilder, Transport};
+use fixtures::{FrameBuilder, Transport};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -183,7 +183,7 @@ fn nat_replies_on_dpdk_match_replay() {
     for (i, (_, f)) in learned.out.iter().enumerate() {
         let d = decode(f);
         let backend = ip_fields(&d.ip).dst;
-        let fb = pcap::synth::FrameBuilder::new(
+        let fb = fixtures::FrameBuilder::new(
             packet::MacAddr(d.dst_mac),
             packet::MacAddr(NODE_MAC),
             backend,
@@ -204,10 +204,10 @@ fn nat_replies_on_dpdk_match_replay() {
 fn soak_accounts_for_every_packet_and_leaks_no_mbuf() {
     let dir = scratch("dpdk-soak");
     let input = dir.join("flows.pcap");
-    let mut frames = pcap::synth::bench_capture(5000, 2);
+    let mut frames = fixtures::bench_capture(5000, 2);
     // Some frames that must be dropped, so the accounting covers drops too.
     frames.extend(
-        pcap::synth::malformed_frames()
+        fixtures::malformed_frames()
             .into_iter()
             .map(|(_, f)| (T0, f)),
     );
@@ -261,6 +261,10 @@ fn soak_accounts_for_every_packet_and_leaks_no_mbuf() {
     assert_eq!(
         s["mempool"]["in_use_at_end"], s["mempool"]["in_use_at_start"],
         "mbufs returned to the pool"
+    );
+    assert_eq!(
+        s["mempool"]["in_use_after_close"], 0,
+        "closing the ports gave back every buffer the devices held"
     );
 }
 

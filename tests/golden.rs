@@ -1,4 +1,4 @@
-//! Golden replay tests: captures built by `pcap::synth` go through `sluice replay` for every
+//! Golden replay tests: captures built by the `fixtures` crate go through `sluice replay` for every
 //! forwarding mode over IPv4 and IPv6, and every header field of every output frame is
 //! checked against the input with an independent decoder and checksum (tests/common).
 
@@ -211,7 +211,7 @@ fn split_over_many_flows_follows_weights() {
     for (proto, v6) in [("tcp", false), ("udp", true)] {
         let dir = scratch(&format!("split-{proto}"));
         let weights = [1u32, 2, 3];
-        let mut rng = pcap::synth::Rng::new(42);
+        let mut rng = fixtures::Rng::new(42);
         let frames: Vec<(u64, Vec<u8>)> = (0..12_000u32)
             .map(|i| {
                 let sport = 1024 + rng.below(60000) as u16;
@@ -296,7 +296,7 @@ fn reverse_translation(mode: &str, v6: bool, workers: usize) -> Run {
         } else {
             node_ip(v6)
         };
-        let fb = pcap::synth::FrameBuilder::new(
+        let fb = fixtures::FrameBuilder::new(
             packet::MacAddr(backend_mac(b)),
             packet::MacAddr(NODE_MAC),
             *backend,
@@ -313,7 +313,7 @@ fn reverse_translation(mode: &str, v6: bool, workers: usize) -> Run {
     } else {
         node_ip(v6)
     };
-    let fb = pcap::synth::FrameBuilder::new(
+    let fb = fixtures::FrameBuilder::new(
         packet::MacAddr(backend_mac(0)),
         packet::MacAddr(NODE_MAC),
         backend_ip(v6, 0),
@@ -403,7 +403,7 @@ fn two_workers_make_the_same_choices() {
 
 /// The datagram the VIP sent to the client that a router bounced, as it would have been quoted.
 fn quoted_reply(v6: bool, client: u32, client_port: u16) -> Vec<u8> {
-    let fb = pcap::synth::FrameBuilder::new(
+    let fb = fixtures::FrameBuilder::new(
         packet::MacAddr(NODE_MAC),
         packet::MacAddr(GW_MAC),
         vip(v6),
@@ -424,7 +424,7 @@ fn icmp_steering(mode: &str, v6: bool) {
     };
     let mut frames = syns.clone();
     let icmp = |client: u32, port: u16| {
-        let fb = pcap::synth::FrameBuilder::new(
+        let fb = fixtures::FrameBuilder::new(
             packet::MacAddr(GW_MAC),
             packet::MacAddr(NODE_MAC),
             router,
@@ -432,14 +432,14 @@ fn icmp_steering(mode: &str, v6: bool) {
         );
         let quote = quoted_reply(v6, client, port);
         let t = if v6 {
-            pcap::synth::Transport::Icmp {
+            fixtures::Transport::Icmp {
                 msg_type: 2,
                 code: 0,
                 rest: 1280u32.to_be_bytes(),
                 payload: &quote,
             }
         } else {
-            pcap::synth::Transport::Icmp {
+            fixtures::Transport::Icmp {
                 msg_type: 3,
                 code: 4,
                 rest: [0, 0, 0x05, 0x78],
@@ -522,7 +522,7 @@ fn malformed_frames_are_dropped_and_counted_by_reason() {
     let run = replay(&dir, &config("nat", false, "tcp", &WEIGHTS, ""), &frames, 1);
     assert!(run.out.is_empty() && run.host.is_empty());
     let mut want: HashMap<&str, u64> = HashMap::new();
-    for (reason, _) in pcap::synth::malformed_frames() {
+    for (reason, _) in fixtures::malformed_frames() {
         *want.entry(reason).or_default() += 1;
     }
     for (reason, count) in run.stats["drops"].as_object().unwrap() {
@@ -552,12 +552,12 @@ fn classification_of_traffic_that_is_not_forwarded() {
     ttl1.ttl = 1;
     let ttl1 = ttl1.frame(&tcp(1235, VIP_PORT, 0x02, b""));
     // ARP for an address that is not ours (ours are answered: see the next test).
-    let arp = pcap::synth::arp_request(
+    let arp = fixtures::arp_request(
         packet::MacAddr(GW_MAC),
         "192.0.2.254".parse().unwrap(),
         "192.0.2.200".parse().unwrap(),
     );
-    let other = pcap::synth::FrameBuilder::new(
+    let other = fixtures::FrameBuilder::new(
         packet::MacAddr(GW_MAC),
         packet::MacAddr(NODE_MAC),
         client_ip(false, 1),
@@ -606,18 +606,18 @@ fn neighbour_requests_for_our_addresses_are_answered() {
     let dir = scratch("neighbour");
     let asker = [2, 0, 0, 0, 0x0a, 0x0b];
     let asker_ip: std::net::Ipv4Addr = "192.0.2.254".parse().unwrap();
-    let arp = |target| pcap::synth::arp_request(packet::MacAddr(asker), asker_ip, target);
+    let arp = |target| fixtures::arp_request(packet::MacAddr(asker), asker_ip, target);
     let asker6: std::net::Ipv6Addr = "2001:db8::fe".parse().unwrap();
-    let ns = |target| pcap::synth::neighbour_solicitation(packet::MacAddr(asker), asker6, target);
+    let ns = |target| fixtures::neighbour_solicitation(packet::MacAddr(asker), asker6, target);
     let frames: Vec<(u64, Vec<u8>)> = [
         arp(VIP_V4),
         arp(NODE_V4),
         arp("192.0.2.200".parse().unwrap()),
-        pcap::synth::arp_request(packet::MacAddr(asker), VIP_V4, VIP_V4), // gratuitous
+        fixtures::arp_request(packet::MacAddr(asker), VIP_V4, VIP_V4), // gratuitous
         ns(VIP_V6),
         ns(NODE_V6),
         ns("2001:db8::77".parse().unwrap()),
-        pcap::synth::neighbour_solicitation(
+        fixtures::neighbour_solicitation(
             packet::MacAddr(asker),
             std::net::Ipv6Addr::UNSPECIFIED,
             VIP_V6,
@@ -741,14 +741,14 @@ fn expiry_is_reproducible_from_capture_timestamps() {
 #[test]
 fn committed_fixtures_match_their_generator() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sample = pcap::synth::sample_capture();
+    let sample = fixtures::sample_capture();
     assert_eq!(
         std::fs::read(root.join("examples/sample.pcap")).unwrap(),
         pcap::to_bytes(sample.iter().map(|(t, f)| (*t, f.as_slice()))),
-        "examples/sample.pcap is stale: run `cargo run -p pcap --bin make-fixtures -- .`"
+        "examples/sample.pcap is stale: run `cargo run -p fixtures --bin make-fixtures -- .`"
     );
     let bad = read_capture(&root.join("tests/fixtures/malformed.pcap"));
-    let want: Vec<Vec<u8>> = pcap::synth::malformed_frames()
+    let want: Vec<Vec<u8>> = fixtures::malformed_frames()
         .into_iter()
         .map(|(_, f)| f)
         .collect();

@@ -1,5 +1,5 @@
 //! Next hops configured without a MAC: the data path sends ARP requests / neighbour
-//! solicitations itself (checked byte for byte against frames the `pcap` synthesiser builds
+//! solicitations itself (checked byte for byte against frames the `fixtures` synthesiser builds
 //! independently), learns the answers, forwards with the learned MAC, retries, and forgets a
 //! MAC that stops being confirmed. Packets to a next hop not resolved yet are dropped and
 //! counted, never sent to a wrong or empty MAC.
@@ -9,8 +9,8 @@ mod common;
 use common::*;
 use dataplane::neighbour::{MAX_PROBES, REACHABLE_NS, RETRY_NS};
 use dataplane::{Bursts, DropReason, Frame, MemPort, Rings, Steering, Worker};
+use fixtures::{self as synth, FrameBuilder, Transport};
 use packet::MacAddr;
-use pcap::synth::{self, FrameBuilder, Transport};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 

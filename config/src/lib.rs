@@ -242,14 +242,52 @@ impl Driver {
     }
 }
 
+/// How the XDP program attaches (`dataplane.xdp.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native where the driver has it, else generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Whether AF_XDP sockets bind zero-copy (`dataplane.xdp.zerocopy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Zero-copy where the driver supports it, else copy.
+    Auto,
+    On,
+    Off,
+}
+
+impl XdpMode {
+    pub const ALL: [XdpMode; 3] = [XdpMode::Auto, XdpMode::Native, XdpMode::Generic];
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+impl ZeroCopy {
+    pub const ALL: [ZeroCopy; 3] = [ZeroCopy::Auto, ZeroCopy::On, ZeroCopy::Off];
+    pub fn name(self) -> &'static str {
+        match self {
+            ZeroCopy::Auto => "auto",
+            ZeroCopy::On => "on",
+            ZeroCopy::Off => "off",
+        }
+    }
+}
+
 /// Settings of the `xdp` driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdpDriver {
     pub interface: String,
-    /// "auto" (native where the driver has it, else generic), "native" or "generic".
-    pub mode: String,
-    /// "auto" (zero-copy where supported, else copy), "on" or "off".
-    pub zerocopy: String,
+    pub mode: XdpMode,
+    pub zerocopy: ZeroCopy,
     /// UMEM frames per queue (4 KiB each).
     pub frames: u32,
     /// Entries in each ring (a power of two).
@@ -575,7 +613,7 @@ impl Config {
             }
             if let Some(x) = &d.xdp {
                 let _ = writeln!(o, "\n[dataplane.xdp]\ninterface = {}\nmode = {}\nzerocopy = {}\nframes = {}\nring = {}",
-                    q(&x.interface), q(&x.mode), q(&x.zerocopy), x.frames, x.ring);
+                    q(&x.interface), q(x.mode.name()), q(x.zerocopy.name()), x.frames, x.ring);
             }
             if let Some(x) = &d.pcap {
                 let _ = writeln!(
@@ -955,21 +993,30 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
                     "give the Linux interface name, such as \"eth0\" (see `ip link`)",
                 );
             }
-            let pick = |v: &Option<Spanned<String>>,
-                        key: &str,
-                        allowed: &[&str]|
-             -> Result<String, ConfigError> {
-                match v {
-                    Some(m) if !allowed.contains(&m.get_ref().as_str()) => ctx.err(
+            /// The setting of `key` named by `v` among `all` (by name), "auto" when absent.
+            fn pick<T: Copy>(
+                ctx: &Ctx,
+                v: &Option<Spanned<String>>,
+                key: &str,
+                all: &[T],
+                name: fn(T) -> &'static str,
+            ) -> Result<T, ConfigError> {
+                let Some(m) = v else {
+                    return Ok(all[0]);
+                };
+                match all.iter().find(|t| name(**t) == m.get_ref().as_str()) {
+                    Some(t) => Ok(*t),
+                    None => ctx.err(
                         m.span(),
                         format!("dataplane.xdp.{key}"),
                         format!("`{}` is not a {key} setting", m.get_ref()),
-                        format!("use one of: {}", allowed.join(", ")),
+                        format!(
+                            "use one of: {}",
+                            all.iter().map(|t| name(*t)).collect::<Vec<_>>().join(", ")
+                        ),
                     ),
-                    Some(m) => Ok(m.get_ref().clone()),
-                    None => Ok("auto".into()),
                 }
-            };
+            }
             let frames = match &x.frames {
                 Some(f) if *f.get_ref() < 1024 || *f.get_ref() > 1 << 20 => {
                     return ctx.err(
@@ -1001,8 +1048,8 @@ fn validate_dataplane(ctx: &Ctx, d: &Spanned<RawDataplane>) -> Result<Dataplane,
             };
             Some(XdpDriver {
                 interface: i.clone(),
-                mode: pick(&x.mode, "mode", &["auto", "native", "generic"])?,
-                zerocopy: pick(&x.zerocopy, "zerocopy", &["auto", "on", "off"])?,
+                mode: pick(ctx, &x.mode, "mode", &XdpMode::ALL, XdpMode::name)?,
+                zerocopy: pick(ctx, &x.zerocopy, "zerocopy", &ZeroCopy::ALL, ZeroCopy::name)?,
                 frames,
                 ring,
             })

@@ -11,9 +11,11 @@ use arc_swap::ArcSwap;
 use config::Config;
 use ctl::{decode_request, ErrorBody, Response, MAX_LINE};
 use dataplane::Snapshot;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{chown, geteuid, Gid, Group};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -145,25 +147,16 @@ fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
             .map_err(|e| format!("control.socket: cannot remove the stale {shown}: {e}"))?;
     }
     // Created with no access for others from the start: no window where anyone can connect.
-    // SAFETY: umask only changes this process's file-creation mask.
-    let old = unsafe { libc::umask(0o177) };
+    let old = umask(Mode::from_bits_truncate(0o177));
     let l = UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
+    umask(old);
     let l = l.map_err(|e| format!("control.socket: cannot listen on {shown}: {e}"))?;
     let mode = match group {
         Some(g) => {
             let gid = group_id(g)
                 .ok_or_else(|| format!("control.group: no group `{g}` on this machine"))?;
-            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|e| e.to_string())?;
-            // SAFETY: c is a valid NUL-terminated path; uid -1 leaves the owner unchanged.
-            if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
-                return Err(format!(
-                    "control.group: cannot give {shown} to group `{g}`: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+            chown(path, None, Some(Gid::from_raw(gid)))
+                .map_err(|e| format!("control.group: cannot give {shown} to group `{g}`: {e}"))?;
             0o660
         }
         None => 0o600,
@@ -174,37 +167,16 @@ fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
 }
 
 fn group_id(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam reads the group database; the pointer is checked before use, and the
-    // gid copied out at once.
-    let g = unsafe { libc::getgrnam(c.as_ptr()) };
-    if g.is_null() {
-        None
-    } else {
-        // SAFETY: g is non-null and points to a group entry.
-        Some(unsafe { (*g).gr_gid })
-    }
+    Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
-/// The peer's (uid, gid), from the kernel.
+/// The peer's (uid, gid), from the kernel (`SO_PEERCRED`).
 fn peer(s: &UnixStream) -> Option<(u32, u32)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (r == 0).then_some((cred.uid, cred.gid))
+    let c = getsockopt(s, PeerCredentials).ok()?;
+    Some((c.uid(), c.gid()))
 }
 
 fn accept_loop(l: UnixListener, plane: Arc<Mutex<Plane>>, stop: Arc<AtomicBool>) {
@@ -285,8 +257,7 @@ fn read_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> Result<Option<()>, ()>
 }
 
 fn serve_client(s: UnixStream, plane: &Mutex<Plane>, group: Option<u32>) {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = geteuid().as_raw();
     let allowed = match peer(&s) {
         Some((uid, gid)) => uid == 0 || uid == me || group.is_some_and(|g| g == gid),
         None => false,

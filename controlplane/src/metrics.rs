@@ -127,9 +127,9 @@ pub fn render(p: &Plane) -> String {
         "counter",
         "Packets dropped because their next hop's MAC was not known.",
     );
-    let _ = writeln!(o, "sluice_packets_received_total {}", t.packets_in);
-    let _ = writeln!(o, "sluice_packets_sent_total {}", t.packets_out);
-    let _ = writeln!(o, "sluice_bytes_received_total {}", t.bytes_in);
+    let _ = writeln!(o, "sluice_packets_received_total {}", t.counters.packets_in);
+    let _ = writeln!(o, "sluice_packets_sent_total {}", t.counters.packets_out);
+    let _ = writeln!(o, "sluice_bytes_received_total {}", t.counters.bytes_in);
     for (r, n) in &t.drops {
         let _ = writeln!(o, "sluice_drops_total{{reason=\"{r}\"}} {n}");
     }

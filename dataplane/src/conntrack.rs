@@ -167,15 +167,16 @@ impl PackedKey {
 
     /// Keyed by `seed`, which each table draws at random: clients choose their tuples, and
     /// with a hash they could compute they would choose tuples that share a bucket and build
-    /// long probe chains. The seed enters every multiply, so which tuples collide changes with
-    /// it. Unlike [`FlowKey::stable_hash`], this is local to one table.
+    /// long probe chains. The seed's two words enter both multiplies (so which addresses
+    /// collide changes with it) and the finaliser. Unlike [`FlowKey::stable_hash`], this is
+    /// local to one table.
     #[inline(always)]
-    pub fn hash(&self, seed: u64) -> u64 {
+    pub fn hash(&self, seed: [u64; 2]) -> u64 {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let w = &self.0;
-        let a = (w[0] ^ w[1].rotate_left(29) ^ seed).wrapping_mul(K);
-        let b = (w[2] ^ w[3].rotate_left(29) ^ seed.rotate_left(17)).wrapping_mul(K);
-        mix64(a ^ b.rotate_left(31) ^ (w[4] ^ seed.rotate_left(41)).wrapping_mul(K))
+        let a = (w[0] ^ w[1].rotate_left(29) ^ seed[0]).wrapping_mul(K);
+        let b = (w[2] ^ w[3].rotate_left(29) ^ seed[1]).wrapping_mul(K);
+        mix64(a ^ b.rotate_left(31) ^ w[4] ^ seed[0].rotate_left(32))
     }
 }
 
@@ -277,16 +278,20 @@ pub struct ConnTrack {
     capacity: usize,
     timeouts_ns: [u64; 4],
     /// Keys [`PackedKey::hash`] for both indexes.
-    seed: u64,
+    seed: [u64; 2],
     pub counters: ConnTrackCounters,
 }
 
 /// A random seed for one table's hash (std's `RandomState` is seeded from the OS).
-fn random_seed() -> u64 {
+fn random_seed() -> [u64; 2] {
     use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x5eed);
-    h.finish()
+    let s = std::collections::hash_map::RandomState::new();
+    let word = |i: u64| {
+        let mut h = s.build_hasher();
+        h.write_u64(i);
+        h.finish()
+    };
+    [word(0x5eed), word(0x5eed + 1)]
 }
 
 impl ConnTrack {
@@ -658,6 +663,17 @@ impl ConnTrack {
         end
     }
 
+    /// Bytes this table reserved at start (slab, cold half, free list, CLOCK ring and both
+    /// indexes): what `[conntrack].capacity` costs per worker.
+    pub fn reserved_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.cold.capacity() * std::mem::size_of::<FlowCold>()
+            + self.free.capacity() * std::mem::size_of::<u32>()
+            + self.ring.capacity() * std::mem::size_of::<u32>()
+            + self.index.reserved_bytes()
+            + self.replies.reserved_bytes()
+    }
+
     /// Slots in the slab (live or free): where a [`ConnTrack::scan`] ends.
     pub fn slab_len(&self) -> usize {
         self.slots.len()
@@ -854,8 +870,8 @@ mod tests {
         }
         assert_ne!(PackedKey::of(&mapped), PackedKey::of(&key(1)));
         assert_ne!(
-            PackedKey::of(&mapped).hash(7),
-            PackedKey::of(&key(1)).hash(7)
+            PackedKey::of(&mapped).hash([7, 9]),
+            PackedKey::of(&key(1)).hash([7, 9])
         );
         let mut t = ct(8);
         t.insert(key(1), flow(0, FlowState::Udp), 0);
@@ -949,5 +965,19 @@ mod tests {
             false
         });
         assert_ne!(first, second);
+    }
+
+    /// What a tracked flow costs, all structures counted: docs/architecture.md quotes it.
+    #[test]
+    fn a_tracked_flow_costs_under_220_bytes_of_reserved_memory() {
+        for cap in [1000, 4096, 100_000, 262_144] {
+            let t = ct(cap);
+            let per = t.reserved_bytes() as f64 / cap as f64;
+            eprintln!("capacity {cap}: {per:.0} bytes per flow");
+            assert!(
+                (150.0..220.0).contains(&per),
+                "capacity {cap}: {per:.0} bytes per flow"
+            );
+        }
     }
 }

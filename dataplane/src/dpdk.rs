@@ -1,13 +1,22 @@
 //! The `dpdk` port driver: the one safe wrapper over `dpdk-sys`. EAL initialisation (once per
-//! process), mbuf pools (one per NUMA socket that has a worker), ethdev set-up (queue pair per worker, symmetric RSS, round-robin
-//! redirection table), and [`DpdkQueue`], a [`Port`] over one RX/TX queue pair whose frames
-//! are mbufs rewritten in place (encapsulation prepends into the mbuf headroom): no copy and no
-//! allocation per packet.
+//! process), mbuf pools (one per NUMA socket that has a worker), ethdev set-up (queue pair per
+//! worker, symmetric RSS, round-robin redirection table), and [`DpdkQueue`], a [`Port`] over
+//! one RX/TX queue pair whose frames are mbufs rewritten in place (encapsulation prepends into
+//! the mbuf headroom): no copy and no allocation per packet.
+//!
+//! Soundness rests on lifetimes, not on teardown order written by hand: an [`EthPort`]
+//! borrows the pools its receive queues fill from, a [`DpdkQueue`] borrows its port and its
+//! pool, and every [`Mbuf`] carries the queue's lifetime. So no mbuf or queue can outlive its
+//! pool or port, a port can be stopped ([`EthPort::stop`], which consumes it) only once no
+//! queue or mbuf borrows it, and a pool is freed ([`Mempool`]'s `Drop`, `rte_mempool_free`)
+//! only after every port that posts its buffers has closed. Workers run on scoped threads,
+//! which is what lets them hold these borrows. None of this costs anything per packet.
 
 use crate::port::{Frame, Port, BURST};
 use dpdk_sys as sys;
 use packet::MacAddr;
 use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -138,10 +147,31 @@ impl Mempool {
     }
 }
 
-/// One ethdev, configured and started.
-pub struct EthPort {
+impl Drop for Mempool {
+    fn drop(&mut self) {
+        // Every mbuf and port borrows its pool, so none is left by now; a count above zero
+        // would mean a buffer escaped the types (an mbuf leaked with `forget`), and freeing
+        // the pool under it would be unsound: keep it, and say so.
+        let left = self.in_use();
+        if left != 0 {
+            eprintln!(
+                "sluice: an mbuf pool still has {left} buffer(s) in use at exit; not freeing it"
+            );
+            return;
+        }
+        // SAFETY: the pool is valid, nothing uses it (no borrow of it is left), freed once.
+        unsafe { sys::rte_mempool_free(self.0.as_ptr()) }
+    }
+}
+
+/// One ethdev, configured and started. It borrows the pools its receive queues fill from
+/// (`'p`): the device holds their buffers until it is closed. Dropping it stops and closes
+/// it; [`EthPort::stop`] does the same and says so.
+pub struct EthPort<'p> {
     pub id: u16,
     pub info: sys::sluice_port_info,
+    open: bool,
+    pools: PhantomData<&'p Mempool>,
 }
 
 /// Port counters from the device.
@@ -155,7 +185,7 @@ pub struct PortCounters {
     pub rx_no_mbuf: u64,
 }
 
-impl EthPort {
+impl<'p> EthPort<'p> {
     /// Finds a port by its DPDK name (`net_pcap0`) or PCI address.
     pub fn find(name: &str) -> Result<u16, String> {
         let cname = CString::new(name).map_err(|_| "port name contains a NUL byte".to_string())?;
@@ -198,9 +228,9 @@ impl EthPort {
         id: u16,
         rx_desc: u16,
         tx_desc: u16,
-        pools: &[&Mempool],
+        pools: &[&'p Mempool],
         rss_key: &[u8; 40],
-    ) -> Result<EthPort, String> {
+    ) -> Result<EthPort<'p>, String> {
         let queues = pools.len() as u16;
         let mut raw: Vec<*mut sys::rte_mempool> = pools.iter().map(|p| p.0.as_ptr()).collect();
         let mut info = sys::sluice_port_info::default();
@@ -227,7 +257,12 @@ impl EthPort {
                 .into_owned();
             return Err(format!("cannot set up DPDK port {id}: {msg}"));
         }
-        Ok(EthPort { id, info })
+        Ok(EthPort {
+            id,
+            info,
+            open: true,
+            pools: PhantomData,
+        })
     }
 
     pub fn driver(&self) -> String {
@@ -269,15 +304,15 @@ impl EthPort {
     /// The RX/TX queue pair `q`, for one worker; transmits on `tx` (another port's queue `q`)
     /// when given, else on this port. Frames the worker writes itself (ARP requests, neighbour
     /// solicitations) come from `pool`.
-    pub fn queue(
-        &self,
+    pub fn queue<'a>(
+        &'a self,
         q: u16,
-        pool: &Mempool,
-        tx: Option<&EthPort>,
-        host: Option<&EthPort>,
-    ) -> DpdkQueue {
+        pool: &'a Mempool,
+        tx: Option<&'a EthPort<'_>>,
+        host: Option<&'a EthPort<'_>>,
+    ) -> DpdkQueue<'a> {
         DpdkQueue {
-            pool: pool.0.as_ptr(),
+            pool,
             port: self.id,
             tx_port: tx.map_or(self.id, |t| t.id),
             queue: q,
@@ -288,33 +323,61 @@ impl EthPort {
             host_dropped: 0,
             tx_full: 0,
             oversize: 0,
+            borrows: PhantomData,
         }
     }
 
-    /// Stops the port (after which its queues must not be polled) and closes it.
-    pub fn stop_and_close(self) {
-        // SAFETY: valid port; workers have stopped polling.
-        unsafe {
-            sys::rte_eth_dev_stop(self.id);
-            sys::rte_eth_dev_close(self.id);
-        }
-    }
-
-    /// Stops the port without closing it.
-    pub fn stop(&self) {
-        // SAFETY: valid port; workers have stopped polling.
+    /// Stops the port. Taking it by value means no queue (and no mbuf from one) can still
+    /// use it. The device keeps the buffers posted to its receive rings until the stopped
+    /// port is dropped, which closes it.
+    pub fn stop(mut self) -> StoppedPort<'p> {
+        // SAFETY: valid port, stopped once; no queue borrows it any more.
         unsafe { sys::rte_eth_dev_stop(self.id) };
+        self.open = false;
+        StoppedPort {
+            id: self.id,
+            pools: PhantomData,
+        }
     }
 }
 
-/// A packet buffer owned by sluice. Dropping it returns it to its pool.
-pub struct Mbuf(NonNull<sys::rte_mbuf>);
+impl Drop for EthPort<'_> {
+    /// A port dropped without [`EthPort::stop`] (an error path) is stopped and closed.
+    fn drop(&mut self) {
+        if self.open {
+            // SAFETY: valid port, stopped and closed once; nothing borrows it any more.
+            unsafe {
+                sys::rte_eth_dev_stop(self.id);
+                sys::rte_eth_dev_close(self.id);
+            }
+        }
+    }
+}
+
+/// A stopped port, which still holds the buffers posted to its receive rings (so a pool's
+/// in-use count read now compares with the one read at start). Dropping it closes the port
+/// and gives them back.
+pub struct StoppedPort<'p> {
+    id: u16,
+    pools: PhantomData<&'p Mempool>,
+}
+
+impl Drop for StoppedPort<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the port is stopped and closed once.
+        unsafe { sys::rte_eth_dev_close(self.id) };
+    }
+}
+
+/// A packet buffer owned by sluice. Dropping it returns it to its pool; it cannot outlive the
+/// queue it came from (`'a`), nor so its port and pool.
+pub struct Mbuf<'a>(NonNull<sys::rte_mbuf>, PhantomData<&'a Mempool>);
 
 // SAFETY: an mbuf is owned by exactly one Mbuf at a time; handing it to another core is how
 // DPDK applications pass packets between lcores.
-unsafe impl Send for Mbuf {}
+unsafe impl Send for Mbuf<'_> {}
 
-impl Mbuf {
+impl Mbuf<'_> {
     fn m(&self) -> &sys::rte_mbuf {
         // SAFETY: we own the mbuf.
         unsafe { self.0.as_ref() }
@@ -330,14 +393,14 @@ impl Mbuf {
     }
 }
 
-impl Drop for Mbuf {
+impl Drop for Mbuf<'_> {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf and give it back exactly once.
         unsafe { sys::sluice_pktmbuf_free(self.0.as_ptr()) }
     }
 }
 
-impl Frame for Mbuf {
+impl Frame for Mbuf<'_> {
     #[inline]
     fn data(&self) -> &[u8] {
         let m = self.m();
@@ -390,9 +453,10 @@ fn monotonic_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// One RX/TX queue pair of an [`EthPort`], polled by one worker.
-pub struct DpdkQueue {
-    pool: *mut sys::rte_mempool,
+/// One RX/TX queue pair of an [`EthPort`], polled by one worker; it borrows its port (and
+/// the transmit and exception ports, if any) and its pool for `'a`.
+pub struct DpdkQueue<'a> {
+    pool: &'a Mempool,
     port: u16,
     tx_port: u16,
     queue: u16,
@@ -410,15 +474,38 @@ pub struct DpdkQueue {
     pub tx_full: u64,
     /// Multi-segment frames received (freed: the data path handles single buffers).
     pub oversize: u64,
+    borrows: PhantomData<&'a EthPort<'a>>,
 }
 
-// SAFETY: the raw array is scratch space; the queue is used by one thread at a time.
-unsafe impl Send for DpdkQueue {}
+// SAFETY: the raw array is scratch space; the queue is used by one thread at a time, and the
+// ports and pool it borrows are usable from any thread.
+unsafe impl Send for DpdkQueue<'_> {}
 
-impl DpdkQueue {
+/// The counters a queue kept, once it is done.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueCounters {
+    pub from_host: u64,
+    pub to_host: u64,
+    pub host_dropped: u64,
+    pub tx_full: u64,
+    pub oversize: u64,
+}
+
+impl<'a> DpdkQueue<'a> {
+    /// What this queue counted (read after its worker stopped, before it is dropped).
+    pub fn counters(&self) -> QueueCounters {
+        QueueCounters {
+            from_host: self.from_host,
+            to_host: self.to_host,
+            host_dropped: self.host_dropped,
+            tx_full: self.tx_full,
+            oversize: self.oversize,
+        }
+    }
+
     /// Moves `frames` (at most one burst) into `raw` and transmits them on `port`; frees the
     /// ones the device did not take. Returns (sent, refused).
-    fn send(&mut self, port: u16, frames: &mut Vec<Mbuf>) -> (usize, usize) {
+    fn send(&mut self, port: u16, frames: &mut Vec<Mbuf<'a>>) -> (usize, usize) {
         let n = frames.len().min(BURST);
         for (slot, f) in self.raw.iter_mut().zip(frames.drain(..n)) {
             *slot = f.into_raw();
@@ -462,10 +549,10 @@ impl DpdkQueue {
     }
 }
 
-impl Port for DpdkQueue {
-    type Frame = Mbuf;
+impl<'a> Port for DpdkQueue<'a> {
+    type Frame = Mbuf<'a>;
 
-    fn rx_burst(&mut self, out: &mut Vec<Mbuf>) {
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf<'a>>) {
         let room = BURST.saturating_sub(out.len()) as u16;
         if room == 0 {
             return;
@@ -475,7 +562,7 @@ impl Port for DpdkQueue {
             as usize;
         for &p in &self.raw[..n] {
             let Some(nn) = NonNull::new(p) else { continue };
-            let m = Mbuf(nn);
+            let m = Mbuf(nn, PhantomData);
             if m.m().nb_segs != 1 {
                 self.oversize += 1;
                 drop(m);
@@ -485,12 +572,12 @@ impl Port for DpdkQueue {
         }
     }
 
-    fn tx_burst(&mut self, frames: &mut Vec<Mbuf>) {
+    fn tx_burst(&mut self, frames: &mut Vec<Mbuf<'a>>) {
         let (_, refused) = self.send(self.tx_port, frames);
         self.tx_full += refused as u64;
     }
 
-    fn to_host(&mut self, frames: &mut Vec<Mbuf>) {
+    fn to_host(&mut self, frames: &mut Vec<Mbuf<'a>>) {
         let Some(host) = self.host else {
             frames.clear();
             return;
@@ -504,14 +591,19 @@ impl Port for DpdkQueue {
         self.host.is_some()
     }
 
-    fn free(&mut self, frame: Mbuf) {
+    fn free(&mut self, frame: Mbuf<'a>) {
         drop(frame);
     }
 
-    fn alloc(&mut self, len: usize) -> Option<Mbuf> {
+    fn alloc(&mut self, len: usize) -> Option<Mbuf<'a>> {
         let len = u16::try_from(len).ok()?;
-        // SAFETY: the pool outlives the queue (the daemon drops queues before pools).
-        NonNull::new(unsafe { sys::sluice_pktmbuf_alloc(self.pool, len) }).map(Mbuf)
+        // SAFETY: the pool is valid for 'a, which the mbuf carries.
+        NonNull::new(unsafe { sys::sluice_pktmbuf_alloc(self.pool.0.as_ptr(), len) })
+            .map(|m| Mbuf(m, PhantomData))
+    }
+
+    fn after_poll(&mut self) {
+        self.pump_host();
     }
 
     fn clock_ns(&self) -> Option<u64> {

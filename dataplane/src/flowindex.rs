@@ -61,6 +61,11 @@ impl FlowIndex {
         self.len
     }
 
+    /// Bytes of its buckets (fixed at construction).
+    pub fn reserved_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Bucket>()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -4,9 +4,9 @@
 //! request, in place: no allocation, and the frame goes back out of the port it came from.
 //! And the other way: resolving next hops configured without a MAC ([`NeighbourTable`]).
 
-use crate::snapshot::Snapshot;
 use packet::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use packet::checksum;
+use packet::ipv4::PROTO_ICMPV6;
 use packet::parse::Parsed;
 use packet::MacAddr;
 use std::collections::HashMap;
@@ -15,14 +15,25 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Mutex;
 
-/// Whether `a` is an address the balancer answers for.
-fn ours(snap: &Snapshot, a: IpAddr) -> bool {
-    snap.is_vip_addr(a) || snap.is_node_addr(a)
+/// What answering and learning on the link needs to know of the configuration. The
+/// snapshot provides it; this module needs nothing else of it (and so does not depend on it).
+pub trait LinkView {
+    /// The node's MAC, which answers carry.
+    fn node_mac(&self) -> MacAddr;
+    /// Whether `a` is an address the balancer answers for (a VIP or a node address).
+    fn answers_for(&self, a: IpAddr) -> bool;
+    /// The slot of next hop `a` in [`LinkView::neighbours`], if the data path resolves it.
+    fn next_hop_slot(&self, a: IpAddr) -> Option<u16>;
+    fn neighbours(&self) -> &NeighbourTable;
+}
+
+fn ours(snap: &impl LinkView, a: IpAddr) -> bool {
+    snap.answers_for(a)
 }
 
 /// Turns an ARP request for one of our addresses into the reply. False (frame untouched)
 /// for anything else: replies, gratuitous ARP, other hosts' addresses.
-pub fn answer_arp(frame: &mut [u8], p: &Parsed, snap: &Snapshot) -> bool {
+pub fn answer_arp(frame: &mut [u8], p: &Parsed, snap: &impl LinkView) -> bool {
     let l2 = p.l2_len;
     let Some(body) = frame.get(l2..) else {
         return false;
@@ -34,7 +45,7 @@ pub fn answer_arp(frame: &mut [u8], p: &Parsed, snap: &Snapshot) -> bool {
     if a.operation() != OP_REQUEST || target == sender_ip || !ours(snap, IpAddr::V4(target)) {
         return false;
     }
-    let me = snap.node.mac;
+    let me = snap.node_mac();
     let Some(arp) = frame.get_mut(l2..l2 + ArpPacket::<&[u8]>::LEN) else {
         return false;
     };
@@ -62,12 +73,12 @@ const ND_LEN: usize = 24;
 /// Returns the advertisement's frame length (the caller truncates to it), or `None` with the
 /// frame untouched for anything else, including duplicate address detection probes (from
 /// `::`), which must not be answered.
-pub fn answer_ns(frame: &mut [u8], p: &Parsed, snap: &Snapshot) -> Option<usize> {
+pub fn answer_ns(frame: &mut [u8], p: &Parsed, snap: &impl LinkView) -> Option<usize> {
     let IpAddr::V6(asker) = p.src else {
         return None;
     };
     // RFC 4861 7.1.1: hop limit 255 (never forwarded), code 0, at least the fixed part.
-    if p.proto != 58
+    if p.proto != PROTO_ICMPV6
         || p.icmp_type != packet::icmp::V6_NEIGHBOR_SOLICIT
         || p.ttl != 255
         || asker.is_unspecified()
@@ -90,7 +101,7 @@ pub fn answer_ns(frame: &mut [u8], p: &Parsed, snap: &Snapshot) -> Option<usize>
         ND_LEN
     };
     let peer = MacAddr(frame.get(6..12)?.try_into().ok()?);
-    let me = snap.node.mac;
+    let me = snap.node_mac();
     // IPv6 header: payload length, hop limit 255, source the target, destination the asker.
     let h = frame.get_mut(p.l2_len..p.l2_len + 40)?;
     h[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes());
@@ -107,7 +118,10 @@ pub fn answer_ns(frame: &mut [u8], p: &Parsed, snap: &Snapshot) -> Option<usize>
         m[25] = 1;
         m[26..32].copy_from_slice(&me.0);
     }
-    let c = checksum::finish(checksum::pseudo_v6(target, asker, 58, icmp_len as u32), m);
+    let c = checksum::finish(
+        checksum::pseudo_v6(target, asker, PROTO_ICMPV6, icmp_len as u32),
+        m,
+    );
     m[2..4].copy_from_slice(&c.to_be_bytes());
     set_eth(frame, peer, me);
     Some(p.l4_off + icmp_len)
@@ -414,7 +428,7 @@ pub fn write_ns(frame: &mut [u8], me: MacAddr, my_ip: Ipv6Addr, target: Ipv6Addr
     let h = &mut frame[14..54];
     h[0] = 0x60;
     h[4..6].copy_from_slice(&(len as u16).to_be_bytes());
-    h[6] = 58;
+    h[6] = PROTO_ICMPV6;
     h[7] = 255;
     h[8..24].copy_from_slice(&my_ip.octets());
     h[24..40].copy_from_slice(&group.octets());
@@ -424,14 +438,17 @@ pub fn write_ns(frame: &mut [u8], me: MacAddr, my_ip: Ipv6Addr, target: Ipv6Addr
     m[24] = 1; // source link-layer address option, 8 bytes
     m[25] = 1;
     m[26..32].copy_from_slice(&me.0);
-    let c = checksum::finish(checksum::pseudo_v6(my_ip, group, 58, len as u32), m);
+    let c = checksum::finish(
+        checksum::pseudo_v6(my_ip, group, PROTO_ICMPV6, len as u32),
+        m,
+    );
     m[2..4].copy_from_slice(&c.to_be_bytes());
     true
 }
 
 /// Learns the sender's MAC from an ARP request or reply sent by a next hop the snapshot
 /// resolves. True if it did.
-pub fn learn_arp(frame: &[u8], p: &Parsed, snap: &Snapshot, now: u64) -> bool {
+pub fn learn_arp(frame: &[u8], p: &Parsed, snap: &impl LinkView, now: u64) -> bool {
     let Some(a) = frame
         .get(p.l2_len..)
         .and_then(|b| ArpPacket::new_checked(b).ok())
@@ -440,7 +457,7 @@ pub fn learn_arp(frame: &[u8], p: &Parsed, snap: &Snapshot, now: u64) -> bool {
     };
     match snap.next_hop_slot(IpAddr::V4(a.sender_ip())) {
         Some(i) => {
-            snap.neighbours.learn(i, a.sender_mac(), now);
+            snap.neighbours().learn(i, a.sender_mac(), now);
             true
         }
         None => false,
@@ -450,8 +467,8 @@ pub fn learn_arp(frame: &[u8], p: &Parsed, snap: &Snapshot, now: u64) -> bool {
 /// Learns a next hop's MAC from its neighbour advertisement (the target link-layer address
 /// option) or its solicitation of one of our addresses (the source link-layer address
 /// option). True if it did.
-pub fn learn_nd(frame: &[u8], p: &Parsed, snap: &Snapshot, now: u64) -> bool {
-    if p.proto != 58 || p.ttl != 255 {
+pub fn learn_nd(frame: &[u8], p: &Parsed, snap: &impl LinkView, now: u64) -> bool {
+    if p.proto != PROTO_ICMPV6 || p.ttl != 255 {
         return false;
     }
     let Some(icmp) = frame.get(p.l4_off..p.l3_end) else {
@@ -482,7 +499,7 @@ pub fn learn_nd(frame: &[u8], p: &Parsed, snap: &Snapshot, now: u64) -> bool {
         if opts[0] == want_option && len == 8 {
             let mut m = [0u8; 6];
             m.copy_from_slice(&opts[2..8]);
-            snap.neighbours.learn(i, MacAddr(m), now);
+            snap.neighbours().learn(i, MacAddr(m), now);
             return true;
         }
         opts = &opts[len..];

@@ -47,6 +47,10 @@ pub trait Port {
     fn clock_ns(&self) -> Option<u64> {
         None
     }
+    /// The driver's own work between bursts, beside the data path: the DPDK driver moves
+    /// what the kernel sent through the exception port out of the port. The worker threads
+    /// call it after every poll.
+    fn after_poll(&mut self) {}
 }
 
 /// A heap buffer with headroom, used by the `mem` driver.

@@ -319,3 +319,22 @@ impl Snapshot {
         self.services.iter().map(|s| s.backends.len()).collect()
     }
 }
+
+impl crate::neighbour::LinkView for Snapshot {
+    #[inline]
+    fn node_mac(&self) -> MacAddr {
+        self.node.mac
+    }
+    #[inline]
+    fn answers_for(&self, a: IpAddr) -> bool {
+        self.is_vip_addr(a) || self.is_node_addr(a)
+    }
+    #[inline]
+    fn next_hop_slot(&self, a: IpAddr) -> Option<u16> {
+        Snapshot::next_hop_slot(self, a)
+    }
+    #[inline]
+    fn neighbours(&self) -> &NeighbourTable {
+        &self.neighbours
+    }
+}

@@ -163,64 +163,93 @@ pub struct ServiceCounters {
     pub all_down_flows: u64,
 }
 
-/// One worker's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerStats {
-    pub packets_in: u64,
-    pub packets_out: u64,
-    pub bytes_in: u64,
-    pub to_host: u64,
+/// Declares [`WorkerStats`] from one list of its scalar counters, so that creating, copying,
+/// adding and listing them cannot forget one.
+macro_rules! worker_stats {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// One worker's counters.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct WorkerStats {
+            $( $(#[$doc])* pub $name: u64, )*
+            pub drops: [u64; DropReason::COUNT],
+            /// `[service][backend]`, sized from the snapshot before the worker starts.
+            pub backends: Vec<Vec<BackendCounters>>,
+            /// Per service, in snapshot order.
+            pub services: Vec<ServiceCounters>,
+        }
+
+        impl WorkerStats {
+            /// The names of the scalar counters, in order.
+            pub const SCALARS: &'static [&'static str] = &[$(stringify!($name)),*];
+
+            pub fn new(backends_per_service: &[usize]) -> Self {
+                WorkerStats {
+                    $( $name: 0, )*
+                    drops: [0; DropReason::COUNT],
+                    backends: backends_per_service
+                        .iter()
+                        .map(|n| vec![BackendCounters::default(); *n])
+                        .collect(),
+                    services: vec![ServiceCounters::default(); backends_per_service.len()],
+                }
+            }
+
+            /// Every scalar counter with its name, in [`WorkerStats::SCALARS`] order.
+            pub fn scalars(&self) -> impl Iterator<Item = (&'static str, u64)> {
+                Self::SCALARS.iter().copied().zip([$(self.$name),*])
+            }
+
+            /// Adds another worker's scalar counters and drops (not the per-backend ones,
+            /// whose shape follows a snapshot) into these.
+            pub fn add_counters(&mut self, o: &WorkerStats) {
+                $( self.$name += o.$name; )*
+                for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+                    *a += b;
+                }
+            }
+
+            fn copy_counters(&mut self, o: &WorkerStats) {
+                $( self.$name = o.$name; )*
+                self.drops = o.drops;
+            }
+        }
+    };
+}
+
+worker_stats! {
+    packets_in,
+    packets_out,
+    bytes_in,
+    to_host,
     /// Frames this worker passed to another worker that owns their flow.
-    pub handed_off: u64,
+    handed_off,
     /// Replies reverse-translated back towards clients.
-    pub replies: u64,
+    replies,
     /// ICMP errors steered to the backend of the quoted flow.
-    pub icmp_steered: u64,
+    icmp_steered,
     /// ARP requests and neighbour solicitations for our addresses, answered.
-    pub neighbour_answers: u64,
+    neighbour_answers,
     /// ARP packets and neighbour advertisements / solicitations a next hop's MAC was
     /// learned (or confirmed) from.
-    pub neighbours_learned: u64,
+    neighbours_learned,
     /// ARP requests and neighbour solicitations sent to resolve next hops, and the times
     /// the port had no buffer to write one in.
-    pub neighbour_requests: u64,
-    pub neighbour_no_buffer: u64,
+    neighbour_requests,
+    neighbour_no_buffer,
     /// Frames handed to an offload shard, and frames the shards returned that this worker
     /// transmitted.
-    pub offloaded: u64,
-    pub offload_returned: u64,
-    pub drops: [u64; DropReason::COUNT],
-    /// `[service][backend]`, sized from the snapshot before the worker starts.
-    pub backends: Vec<Vec<BackendCounters>>,
-    /// Per service, in snapshot order.
-    pub services: Vec<ServiceCounters>,
+    offloaded,
+    offload_returned,
+}
+
+impl Default for WorkerStats {
+    /// Counters of no service.
+    fn default() -> Self {
+        WorkerStats::new(&[])
+    }
 }
 
 impl WorkerStats {
-    pub fn new(backends_per_service: &[usize]) -> Self {
-        WorkerStats {
-            packets_in: 0,
-            packets_out: 0,
-            bytes_in: 0,
-            to_host: 0,
-            handed_off: 0,
-            replies: 0,
-            icmp_steered: 0,
-            neighbour_answers: 0,
-            neighbours_learned: 0,
-            neighbour_requests: 0,
-            neighbour_no_buffer: 0,
-            offloaded: 0,
-            offload_returned: 0,
-            drops: [0; DropReason::COUNT],
-            backends: backends_per_service
-                .iter()
-                .map(|n| vec![BackendCounters::default(); *n])
-                .collect(),
-            services: vec![ServiceCounters::default(); backends_per_service.len()],
-        }
-    }
-
     #[inline]
     pub fn drop(&mut self, r: DropReason) {
         self.drops[r.index()] += 1;
@@ -237,42 +266,15 @@ impl WorkerStats {
     /// Makes `out` a copy of these counters, reusing its buffers: no allocation when `out`
     /// already has this shape (a worker copies into a buffer the control plane made).
     pub fn copy_into(&self, out: &mut WorkerStats) {
-        out.packets_in = self.packets_in;
-        out.packets_out = self.packets_out;
-        out.bytes_in = self.bytes_in;
-        out.to_host = self.to_host;
-        out.handed_off = self.handed_off;
-        out.replies = self.replies;
-        out.icmp_steered = self.icmp_steered;
-        out.neighbour_answers = self.neighbour_answers;
-        out.neighbours_learned = self.neighbours_learned;
-        out.neighbour_requests = self.neighbour_requests;
-        out.neighbour_no_buffer = self.neighbour_no_buffer;
-        out.offloaded = self.offloaded;
-        out.offload_returned = self.offload_returned;
-        out.drops = self.drops;
+        out.copy_counters(self);
         out.backends.clone_from(&self.backends);
         out.services.clone_from(&self.services);
     }
 
-    /// Adds another worker's counters into these.
+    /// Adds another worker's counters into these (per-backend ones by position: both must
+    /// have the shape of one snapshot).
     pub fn merge(&mut self, o: &WorkerStats) {
-        self.packets_in += o.packets_in;
-        self.packets_out += o.packets_out;
-        self.bytes_in += o.bytes_in;
-        self.to_host += o.to_host;
-        self.handed_off += o.handed_off;
-        self.replies += o.replies;
-        self.icmp_steered += o.icmp_steered;
-        self.neighbour_answers += o.neighbour_answers;
-        self.neighbours_learned += o.neighbours_learned;
-        self.neighbour_requests += o.neighbour_requests;
-        self.neighbour_no_buffer += o.neighbour_no_buffer;
-        self.offloaded += o.offloaded;
-        self.offload_returned += o.offload_returned;
-        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
-            *a += b;
-        }
+        self.add_counters(o);
         for (sa, sb) in self.backends.iter_mut().zip(&o.backends) {
             for (a, b) in sa.iter_mut().zip(sb) {
                 a.packets += b.packets;
@@ -301,5 +303,33 @@ mod tests {
                 assert_ne!(r.name(), o.name());
             }
         }
+    }
+
+    /// One list declares the counters: copying and adding carry each of them.
+    #[test]
+    fn every_scalar_counter_is_copied_and_added() {
+        let mut one = WorkerStats::new(&[1]);
+        one.packets_in = 3;
+        one.offload_returned = 5;
+        one.neighbour_no_buffer = 7;
+        one.drop(DropReason::OffloadRingFull);
+        let mut sum = WorkerStats::new(&[1]);
+        sum.merge(&one);
+        sum.merge(&one);
+        let names: Vec<&str> = sum.scalars().map(|(n, _)| n).collect();
+        assert_eq!(names, WorkerStats::SCALARS);
+        let v = |s: &WorkerStats, k: &str| s.scalars().find(|(n, _)| *n == k).unwrap().1;
+        assert_eq!(
+            (
+                v(&sum, "packets_in"),
+                v(&sum, "offload_returned"),
+                v(&sum, "neighbour_no_buffer")
+            ),
+            (6, 10, 14)
+        );
+        assert_eq!(sum.dropped(DropReason::OffloadRingFull), 2);
+        let mut copy = WorkerStats::new(&[1]);
+        sum.copy_into(&mut copy);
+        assert_eq!(copy, sum);
     }
 }

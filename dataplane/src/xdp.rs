@@ -7,6 +7,13 @@
 //! encapsulation. One queue per worker; a frame handed to another worker (which owns its
 //! flow) is processed there in place, and copied into that worker's own UMEM only when it is
 //! transmitted; its chunk goes back to its home queue through a lock-free return ring.
+//!
+//! Soundness rests on lifetimes: a [`Umem`] owns the socket and the memory it maps; an
+//! [`XskQueue`] and every [`XskFrame`] borrow their UMEM, so none can outlive it, and the
+//! UMEM is closed only after all of them are gone. A frame dropped anywhere but through its
+//! port (left in a ring at shutdown, say) gives its chunk back to its home UMEM's return
+//! ring: no path leaks a chunk, and nothing costs an atomic per packet (frames freed or sent
+//! by their port return their chunks directly).
 
 use crate::port::{Frame, Port, BURST, HEADROOM};
 use crate::snapshot::Snapshot;
@@ -14,7 +21,7 @@ use crossbeam::queue::ArrayQueue;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 use xdp_sys as sys;
 
@@ -212,109 +219,35 @@ impl Drop for XdpProgram {
     }
 }
 
-/// A frame in a UMEM chunk: `addr` is where its data starts, which moves back into the
-/// chunk's headroom when encapsulation prepends.
-pub struct XskFrame {
-    area: *mut u8,
-    /// The return ring of the queue whose UMEM holds the chunk.
-    home: *const ArrayQueue<u64>,
-    addr: u64,
-    len: u32,
-    ts: u64,
-}
-
-// SAFETY: a frame points into its queue's UMEM, which outlives every frame (the queue is
-// dropped after the worker's bursts and rings); one thread uses a frame at a time.
-unsafe impl Send for XskFrame {}
-
-impl XskFrame {
-    fn chunk(&self) -> u64 {
-        self.addr & !(FRAME_SIZE as u64 - 1)
-    }
-}
-
-/// Gives a frame's chunk back to the queue whose UMEM holds it.
-fn send_home(f: &XskFrame) {
-    // SAFETY: every queue outlives the frames of its UMEM (the daemon drains the hand-off
-    // rings before dropping queues), so `home` is live; the ring has room for every chunk.
-    let _ = unsafe { &*f.home }.push(f.chunk());
-}
-
-impl Frame for XskFrame {
-    fn data(&self) -> &[u8] {
-        // SAFETY: addr..addr+len lies in one chunk of the mapped UMEM (the kernel's
-        // descriptor, or our own prepend/truncate within the chunk).
-        unsafe { std::slice::from_raw_parts(self.area.add(self.addr as usize), self.len as usize) }
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in data; this frame is the chunk's only user.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.area.add(self.addr as usize), self.len as usize)
-        }
-    }
-    fn prepend(&mut self, n: usize) -> bool {
-        if self.addr - self.chunk() < n as u64 {
-            return false;
-        }
-        self.addr -= n as u64;
-        self.len += n as u32;
-        true
-    }
-    fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len as u32);
-    }
-    fn timestamp_ns(&self) -> u64 {
-        self.ts
-    }
-}
-
-/// Kernel counters of an AF_XDP socket.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct XskStats {
-    /// Frames the kernel dropped because the fill ring was empty.
-    pub rx_dropped: u64,
-    pub rx_invalid: u64,
-    pub tx_invalid: u64,
-    pub rx_ring_full: u64,
-}
-
-/// One AF_XDP socket (one interface queue) with its own UMEM.
-pub struct XskQueue {
+/// The memory of one AF_XDP socket (its UMEM) and the socket itself: created together by
+/// [`Umem::open`], closed together when it drops. Queues and frames borrow it.
+pub struct Umem {
     sock: *mut sys::sx_sock,
     area: *mut u8,
-    /// Chunks of this UMEM that other workers are done with (room for every chunk).
-    returns: Arc<ArrayQueue<u64>>,
-    /// Free chunk addresses, reserved at the UMEM's size.
-    free: Vec<u64>,
-    addrs: [u64; BURST],
-    lens: [u32; BURST],
-    comp: [u64; 64],
+    /// Chunks of this UMEM that other workers, or dropped frames, are done with (room for
+    /// every chunk).
+    returns: ArrayQueue<u64>,
+    frames: u32,
+    queue: u32,
     pub zerocopy: bool,
-    /// Frames the TX ring had no room for (freed).
-    pub tx_full: u64,
-    /// Frames from other workers' queues copied in to be transmitted here.
-    pub copied_in: u64,
 }
 
-/// Nanoseconds on one clock shared by every queue (and so every worker) of the process.
-fn clock_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
+// SAFETY: shared access touches only `returns` (a lock-free queue) and reads the area
+// pointer; the socket's rings are used through the one XskQueue that borrows this UMEM
+// mutably in spirit (it is the only holder of the ring operations).
+unsafe impl Sync for Umem {}
+unsafe impl Send for Umem {}
 
-// SAFETY: the socket and its UMEM are used only by the worker thread that owns the queue.
-unsafe impl Send for XskQueue {}
-
-impl XskQueue {
+impl Umem {
     /// Opens queue `queue` of the program's interface with `frames` UMEM chunks (half given to
-    /// the kernel for receiving) and rings of `ring` entries.
+    /// the kernel for receiving, by the queue) and rings of `ring` entries.
     pub fn open(
         prog: &XdpProgram,
         queue: u32,
         frames: u32,
         ring: u32,
         copy: CopyMode,
-    ) -> Result<XskQueue, String> {
+    ) -> Result<Umem, String> {
         let name =
             CString::new(prog.interface.as_str()).map_err(|_| "interface name has a NUL byte")?;
         let mut err = [0u8; 256];
@@ -347,35 +280,169 @@ impl XskQueue {
                 message(&err)
             ));
         }
-        // SAFETY: sock is live.
-        let area = unsafe { sys::sx_area(sock) };
-        let mut q = XskQueue {
+        Ok(Umem {
             sock,
-            area,
-            returns: Arc::new(ArrayQueue::new(frames.max(1) as usize)),
-            free: (0..frames as u64).map(|i| i * FRAME_SIZE as u64).collect(),
+            // SAFETY: sock is live.
+            area: unsafe { sys::sx_area(sock) },
+            returns: ArrayQueue::new(frames.max(1) as usize),
+            frames,
+            queue,
+            zerocopy: zc == 1,
+        })
+    }
+
+    /// The interface queue this UMEM's socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// Takes this UMEM's chunk `chunk` back (from another worker, or a dropped frame).
+    fn give_back(&self, chunk: u64) {
+        // The ring has room for every chunk of the UMEM, and a chunk is out at most once.
+        let _ = self.returns.push(chunk);
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: sock is live and closed once; no queue or frame borrows this UMEM now.
+        unsafe { sys::sx_close(self.sock) };
+    }
+}
+
+/// A frame in a UMEM chunk: `addr` is where its data starts, which moves back into the
+/// chunk's headroom when encapsulation prepends. It borrows the UMEM that holds it.
+pub struct XskFrame<'u> {
+    umem: &'u Umem,
+    addr: u64,
+    len: u32,
+    ts: u64,
+}
+
+// SAFETY: a frame points into its UMEM, which outlives it (the borrow); one thread uses a
+// frame at a time.
+unsafe impl Send for XskFrame<'_> {}
+
+impl XskFrame<'_> {
+    fn chunk(&self) -> u64 {
+        self.addr & !(FRAME_SIZE as u64 - 1)
+    }
+}
+
+impl Drop for XskFrame<'_> {
+    /// A frame dropped without passing through a port (left in a hand-off ring, say) gives
+    /// its chunk back to its UMEM. The port's own paths `forget` the frame instead, having
+    /// put the chunk where it belongs.
+    fn drop(&mut self) {
+        self.umem.give_back(self.chunk());
+    }
+}
+
+impl Frame for XskFrame<'_> {
+    fn data(&self) -> &[u8] {
+        // SAFETY: addr..addr+len lies in one chunk of the mapped UMEM (the kernel's
+        // descriptor, or our own prepend/truncate within the chunk), mapped while 'u lasts.
+        unsafe {
+            std::slice::from_raw_parts(self.umem.area.add(self.addr as usize), self.len as usize)
+        }
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in data; this frame is the chunk's only user.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.umem.area.add(self.addr as usize),
+                self.len as usize,
+            )
+        }
+    }
+    fn prepend(&mut self, n: usize) -> bool {
+        if self.addr - self.chunk() < n as u64 {
+            return false;
+        }
+        self.addr -= n as u64;
+        self.len += n as u32;
+        true
+    }
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len as u32);
+    }
+    fn timestamp_ns(&self) -> u64 {
+        self.ts
+    }
+}
+
+/// Kernel counters of an AF_XDP socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct XskStats {
+    /// Frames the kernel dropped because the fill ring was empty.
+    pub rx_dropped: u64,
+    pub rx_invalid: u64,
+    pub tx_invalid: u64,
+    pub rx_ring_full: u64,
+}
+
+/// One AF_XDP socket (one interface queue) over its [`Umem`], polled by one worker.
+pub struct XskQueue<'u> {
+    umem: &'u Umem,
+    /// Free chunk addresses, reserved at the UMEM's size.
+    free: Vec<u64>,
+    addrs: [u64; BURST],
+    lens: [u32; BURST],
+    comp: [u64; 64],
+    pub zerocopy: bool,
+    /// Frames the TX ring had no room for (freed).
+    pub tx_full: u64,
+    /// Frames from other workers' queues copied in to be transmitted here.
+    pub copied_in: u64,
+}
+
+/// Nanoseconds on one clock shared by every queue (and so every worker) of the process.
+fn clock_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+// SAFETY: the socket's rings are used only by the worker thread that owns the queue.
+unsafe impl Send for XskQueue<'_> {}
+
+impl<'u> XskQueue<'u> {
+    /// The queue over `umem`: every chunk free, half of them given to the kernel to fill.
+    pub fn new(umem: &'u Umem) -> XskQueue<'u> {
+        let mut q = XskQueue {
+            umem,
+            free: (0..umem.frames as u64)
+                .map(|i| i * FRAME_SIZE as u64)
+                .collect(),
             addrs: [0; BURST],
             lens: [0; BURST],
             comp: [0; 64],
-            zerocopy: zc == 1,
+            zerocopy: umem.zerocopy,
             tx_full: 0,
             copied_in: 0,
         };
         q.refill();
-        Ok(q)
+        q
+    }
+
+    fn owns(&self, f: &XskFrame<'_>) -> bool {
+        std::ptr::eq(f.umem, self.umem)
     }
 
     /// Takes back chunks the kernel finished transmitting, and gives free chunks to the fill
     /// ring. Transmit needs no chunks of its own: frames go out in the chunk they came in.
     fn refill(&mut self) {
         // `free` has room for every chunk of the UMEM, so these pushes never reallocate.
-        while let Some(a) = self.returns.pop() {
+        while let Some(a) = self.umem.returns.pop() {
             self.free.push(a);
         }
         loop {
             // SAFETY: comp has room for its length.
             let n = unsafe {
-                sys::sx_complete(self.sock, self.comp.as_mut_ptr(), self.comp.len() as u32)
+                sys::sx_complete(
+                    self.umem.sock,
+                    self.comp.as_mut_ptr(),
+                    self.comp.len() as u32,
+                )
             } as usize;
             for &a in &self.comp[..n] {
                 self.free.push(a & !(FRAME_SIZE as u64 - 1));
@@ -388,8 +455,9 @@ impl XskQueue {
             let take = self.free.len().min(BURST * 4);
             let from = self.free.len() - take;
             // SAFETY: the addresses are chunk offsets inside this UMEM.
-            let given = unsafe { sys::sx_fill(self.sock, self.free[from..].as_ptr(), take as u32) }
-                as usize;
+            let given =
+                unsafe { sys::sx_fill(self.umem.sock, self.free[from..].as_ptr(), take as u32) }
+                    as usize;
             // The ring took the first `given` of the slice (fewer than offered when full).
             self.free.drain(from..from + given);
         }
@@ -398,7 +466,7 @@ impl XskQueue {
     pub fn stats(&self) -> XskStats {
         let mut v = [0u64; 4];
         // SAFETY: v has the four entries the shim writes.
-        unsafe { sys::sx_stats(self.sock, v.as_mut_ptr()) };
+        unsafe { sys::sx_stats(self.umem.sock, v.as_mut_ptr()) };
         XskStats {
             rx_dropped: v[0],
             rx_invalid: v[1],
@@ -406,19 +474,22 @@ impl XskQueue {
             rx_ring_full: v[3],
         }
     }
-}
 
-impl Drop for XskQueue {
-    fn drop(&mut self) {
-        // SAFETY: sock is live and dropped once.
-        unsafe { sys::sx_close(self.sock) };
+    /// A frame this queue is done with: its chunk back to the free list if the UMEM is ours,
+    /// else to its home UMEM.
+    fn recycle(&mut self, f: XskFrame<'u>) {
+        if self.owns(&f) {
+            self.free.push(f.chunk());
+            std::mem::forget(f);
+        }
+        // A foreign frame's Drop sends its chunk home.
     }
 }
 
-impl Port for XskQueue {
-    type Frame = XskFrame;
+impl<'u> Port for XskQueue<'u> {
+    type Frame = XskFrame<'u>;
 
-    fn rx_burst(&mut self, out: &mut Vec<XskFrame>) {
+    fn rx_burst(&mut self, out: &mut Vec<XskFrame<'u>>) {
         self.refill();
         let room = BURST.saturating_sub(out.len());
         if room == 0 {
@@ -427,18 +498,16 @@ impl Port for XskQueue {
         // SAFETY: addrs and lens have room for `room` <= BURST entries.
         let n = unsafe {
             sys::sx_rx(
-                self.sock,
+                self.umem.sock,
                 self.addrs.as_mut_ptr(),
                 self.lens.as_mut_ptr(),
                 room as u32,
             )
         } as usize;
         let ts = clock_ns();
-        let home = Arc::as_ptr(&self.returns);
         for i in 0..n {
             out.push(XskFrame {
-                area: self.area,
-                home,
+                umem: self.umem,
                 addr: self.addrs[i],
                 len: self.lens[i],
                 ts,
@@ -446,40 +515,41 @@ impl Port for XskQueue {
         }
     }
 
-    fn tx_burst(&mut self, frames: &mut Vec<XskFrame>) {
+    fn tx_burst(&mut self, frames: &mut Vec<XskFrame<'u>>) {
         // Frames from another queue's UMEM are copied into one of ours (or dropped, counted as
         // tx_full, when none is free) and their chunks sent home.
         let mut i = 0;
         while i < frames.len() {
-            if frames[i].area == self.area {
+            if self.owns(&frames[i]) {
                 i += 1;
                 continue;
             }
-            let f = &frames[i];
             match self.free.pop() {
                 Some(chunk) => {
-                    let len = f.len as usize;
+                    let len = frames[i].len as usize;
                     let at = chunk + (HEADROOM as u64).min(FRAME_SIZE as u64 - len as u64);
                     // SAFETY: `at..at+len` lies inside one chunk of our UMEM, which no one
                     // else uses while it is off the free list; the source is the frame's.
                     unsafe {
                         std::ptr::copy_nonoverlapping(
-                            f.data().as_ptr(),
-                            self.area.add(at as usize),
+                            frames[i].data().as_ptr(),
+                            self.umem.area.add(at as usize),
                             len,
                         )
                     };
-                    send_home(f);
-                    let f = &mut frames[i];
-                    f.area = self.area;
-                    f.home = Arc::as_ptr(&self.returns);
-                    f.addr = at;
+                    let copy = XskFrame {
+                        umem: self.umem,
+                        addr: at,
+                        len: len as u32,
+                        ts: frames[i].ts,
+                    };
+                    // The original goes home (its Drop) and the copy takes its place.
+                    drop(std::mem::replace(&mut frames[i], copy));
                     self.copied_in += 1;
                     i += 1;
                 }
                 None => {
-                    let f = frames.swap_remove(i);
-                    send_home(&f);
+                    drop(frames.swap_remove(i));
                     self.tx_full += 1;
                 }
             }
@@ -490,18 +560,27 @@ impl Port for XskQueue {
             self.lens[i] = f.len;
         }
         // SAFETY: the first n entries of addrs and lens are filled.
-        let sent =
-            unsafe { sys::sx_tx(self.sock, self.addrs.as_ptr(), self.lens.as_ptr(), n as u32) }
-                as usize;
-        for f in frames.drain(..).skip(sent) {
+        let sent = unsafe {
+            sys::sx_tx(
+                self.umem.sock,
+                self.addrs.as_ptr(),
+                self.lens.as_ptr(),
+                n as u32,
+            )
+        } as usize;
+        // The kernel owns the chunks it took until it completes them (refill).
+        for f in frames.drain(..sent) {
+            std::mem::forget(f);
+        }
+        for f in frames.drain(..) {
             self.tx_full += 1;
-            self.free.push(f.chunk());
+            self.recycle(f);
         }
     }
 
-    fn to_host(&mut self, frames: &mut Vec<XskFrame>) {
+    fn to_host(&mut self, frames: &mut Vec<XskFrame<'u>>) {
         for f in frames.drain(..) {
-            self.free(f);
+            self.recycle(f);
         }
     }
 
@@ -509,22 +588,17 @@ impl Port for XskQueue {
         false
     }
 
-    fn free(&mut self, frame: XskFrame) {
-        if frame.area == self.area {
-            self.free.push(frame.chunk());
-        } else {
-            send_home(&frame);
-        }
+    fn free(&mut self, frame: XskFrame<'u>) {
+        self.recycle(frame);
     }
 
-    fn alloc(&mut self, len: usize) -> Option<XskFrame> {
+    fn alloc(&mut self, len: usize) -> Option<XskFrame<'u>> {
         if HEADROOM + len > FRAME_SIZE as usize {
             return None;
         }
         let chunk = self.free.pop()?;
         Some(XskFrame {
-            area: self.area,
-            home: Arc::as_ptr(&self.returns),
+            umem: self.umem,
             addr: chunk + HEADROOM as u64,
             len: len as u32,
             ts: clock_ns(),

@@ -1,8 +1,6 @@
 //! pcap capture files: a streaming reader and writer (classic libpcap format, micro- or
-//! nanosecond timestamps, either byte order) for the replay driver and the tests, and
-//! [`synth`], the frame builder from which every committed capture fixture is generated.
-
-pub mod synth;
+//! nanosecond timestamps, either byte order) for the replay driver and the tests. The frame
+//! builder and fixture generator live in the dev-only `fixtures` crate.
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -3,8 +3,8 @@
 //! `packet` crate, so the tests check the data path against a second implementation).
 #![allow(dead_code)]
 
+use fixtures::{FrameBuilder, Transport};
 use packet::MacAddr;
-use pcap::synth::{FrameBuilder, Transport};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

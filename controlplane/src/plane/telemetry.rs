@@ -5,7 +5,7 @@ use super::{BackendId, Plane};
 use crate::probe_all;
 use dataplane::conntrack::ConnTrackCounters;
 use dataplane::stats::BackendCounters;
-use dataplane::{DropReason, Probe, Snapshot};
+use dataplane::{DropReason, Probe, Snapshot, WorkerStats};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
     pub at: Option<Instant>,
-    pub packets_in: u64,
-    pub packets_out: u64,
-    pub bytes_in: u64,
-    pub neighbour_answers: u64,
-    pub neighbour_requests: u64,
-    pub neighbours_learned: u64,
+    /// Every worker's scalar counters and drops, added up (its per-backend part is empty:
+    /// those are summed by identity in `backends` and `services`).
+    pub counters: WorkerStats,
+    /// Drops by reason name, every reason listed.
     pub drops: Vec<(&'static str, u64)>,
     pub conntrack: ConnTrackCounters,
     pub active_flows: usize,
@@ -55,18 +53,9 @@ impl Plane {
             at: Some(self.now()),
             ..Default::default()
         };
-        let mut drops = vec![0u64; DropReason::COUNT];
         for p in &probes {
             let s = &p.stats;
-            t.packets_in += s.packets_in;
-            t.neighbour_answers += s.neighbour_answers;
-            t.neighbour_requests += s.neighbour_requests;
-            t.neighbours_learned += s.neighbours_learned;
-            t.packets_out += s.packets_out;
-            t.bytes_in += s.bytes_in;
-            for (a, b) in drops.iter_mut().zip(s.drops.iter()) {
-                *a += b;
-            }
+            t.counters.add_counters(s);
             t.conntrack.merge(&p.conntrack);
             t.active_flows += p.active_flows;
             t.workers.push((
@@ -101,7 +90,7 @@ impl Plane {
             }
         }
         t.drops = DropReason::all()
-            .map(|r| (r.name(), drops[r.index()]))
+            .map(|r| (r.name(), t.counters.dropped(r)))
             .collect();
         t.workers.sort();
         self.previous = std::mem::replace(&mut self.totals, t);

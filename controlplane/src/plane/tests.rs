@@ -408,7 +408,7 @@ fn rates_use_the_plane_clock() {
     p.fold(vec![probe]);
     assert_eq!(p.status().uptime_s, 2.0);
     let t: &Totals = &p.totals;
-    assert_eq!(t.packets_in, 500);
+    assert_eq!(t.counters.packets_in, 500);
     let s = p.stats();
     assert_eq!((s.interval_s, s.packets_per_s), (2.0, 200.0));
 }

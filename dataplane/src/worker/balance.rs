@@ -1,0 +1,314 @@
+//! Balancing a flow: a tracked flow keeps its backend; a new one is given one by Maglev (and
+//! an SNAT port), tracked, and rewritten for its service's forwarding mode.
+
+use super::{Verdict, Worker};
+use crate::conntrack::{initial_state, Flow, Tracked};
+use crate::forward::{set_macs, translate};
+use crate::port::Frame;
+use crate::setup::Forwarding;
+use crate::snapshot::{ServiceEntry, Snapshot};
+use crate::stats::{DropReason, WorkerStats};
+use packet::encap::{self, InnerInfo, Outer, Tunnel};
+use packet::ipv4::{Ipv4Packet, PROTO_TCP};
+use packet::ipv6::Ipv6Packet;
+use packet::parse::{Network, Parsed};
+use packet::FlowKey;
+use std::net::{IpAddr, SocketAddr};
+
+/// SNAT ports tried for a new flow before giving up.
+const SNAT_TRIES: usize = 64;
+
+/// Points a flow's service and backend indices at `snap` if they refer to an older
+/// generation (`u16::MAX` where the service or backend is gone). The forward key's
+/// destination is the VIP, so the service is found again by it, and the backend by address.
+#[inline]
+pub fn resolve(snap: &Snapshot, key: &FlowKey, f: &mut Flow) {
+    let g = snap.generation as u32;
+    if f.generation != g {
+        (f.service, f.backend) = reindex(snap, key, f.backend_addr);
+        f.generation = g;
+    }
+}
+
+/// [`resolve`] for a flow found in place by [`ConnTrack::lookup`], whose backend address is
+/// read (from the cold half of its record) only when the generation moved.
+#[inline]
+fn resolve_tracked(snap: &Snapshot, key: &FlowKey, t: &mut Tracked<'_>) {
+    let g = snap.generation as u32;
+    if t.generation != g {
+        let (s, b) = reindex(snap, key, t.backend_addr());
+        t.hot.service = s;
+        t.hot.backend = b;
+        t.hot.generation = g;
+    }
+}
+
+/// The service (found by the forward key's VIP) and backend (by address) indices in `snap`.
+#[cold]
+fn reindex(snap: &Snapshot, key: &FlowKey, backend: SocketAddr) -> (u16, u16) {
+    let s = snap.service_for(key.dst, key.dst_port, key.proto);
+    let b = s.and_then(|s| snap.backend_of(s, backend));
+    (s.unwrap_or(u16::MAX), b.unwrap_or(u16::MAX))
+}
+
+/// Accounts for a flow that left the table (expired, evicted or replaced).
+pub(super) fn flow_gone(stats: &mut WorkerStats, snap: &Snapshot, key: &FlowKey, f: &Flow) {
+    let mut f = *f;
+    resolve(snap, key, &mut f);
+    if let Some(c) = stats
+        .backends
+        .get_mut(f.service as usize)
+        .and_then(|v| v.get_mut(f.backend as usize))
+    {
+        c.active_flows = c.active_flows.saturating_sub(1);
+    }
+}
+
+impl Worker {
+    pub(super) fn forward<F: Frame>(
+        &mut self,
+        f: &mut F,
+        p: &Parsed,
+        snap: &Snapshot,
+        s: usize,
+        hash: u64,
+        now: u64,
+    ) -> Verdict {
+        let svc = &snap.services[s];
+        let key = p.flow_key();
+        if svc.forwarding == Forwarding::Offload {
+            return self
+                .offload_shard(key.stable_hash())
+                .map_or_else(Verdict::Drop, Verdict::Offload);
+        }
+        let hash = if hash == 0 { self.ct.hash(&key) } else { hash };
+        let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
+        // A tracked flow stays on its backend unless that backend is gone, disabled or past
+        // its drain timeout, or its VIP now belongs to another service: then it is chosen
+        // afresh.
+        let kept = self
+            .ct
+            .lookup_hashed(&key, hash, tcp_flags, now)
+            .and_then(|mut t| {
+                resolve_tracked(snap, &key, &mut t);
+                let keep = t.service as usize == s
+                    && svc
+                        .backends
+                        .get(t.backend as usize)
+                        .is_some_and(|b| b.keeps_flows);
+                keep.then_some((t.backend, t.snat_port))
+            });
+        let (backend, snat_port) = match kept {
+            Some(k) => k,
+            None => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
+                Ok(fl) => (fl.backend, fl.snat_port),
+                Err(r) => return Verdict::Drop(r),
+            },
+        };
+        // The flow's backend index is resolved against this snapshot, whose entry carries
+        // the same address the flow was given.
+        let Some(be) = svc.backends.get(backend as usize) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let node = &snap.node;
+        let Some(dst_mac) = snap.mac_of(be.next_hop) else {
+            return Verdict::Drop(DropReason::UnresolvedNextHop);
+        };
+        let result = match svc.forwarding {
+            Forwarding::Nat => {
+                translate(f.data_mut(), p, None, Some((be.addr.ip(), be.addr.port())))
+            }
+            Forwarding::Snat => match snap.node_addr(p.dst.is_ipv6()) {
+                Some(src) => translate(
+                    f.data_mut(),
+                    p,
+                    Some((src, snat_port)),
+                    Some((be.addr.ip(), be.addr.port())),
+                ),
+                None => Err(DropReason::NoNodeAddress),
+            },
+            Forwarding::Dsr => Ok(()),
+            Forwarding::Ipip | Forwarding::Gue => {
+                encapsulate(f, p, svc, snap, be.addr, key.stable_hash())
+            }
+            // Classification hands these to the offload pool before they get here.
+            Forwarding::Offload => Err(DropReason::OffloadUnavailable),
+        };
+        if let Err(r) = result {
+            return Verdict::Drop(r);
+        }
+        set_macs(f.data_mut(), node.mac, dst_mac);
+        if let Some(c) = self
+            .stats
+            .backends
+            .get_mut(s)
+            .and_then(|v| v.get_mut(backend as usize))
+        {
+            c.packets += 1;
+            c.bytes += f.data().len() as u64;
+        }
+        Verdict::Transmit
+    }
+
+    /// Chooses a backend by Maglev and tracks the flow (allocating an SNAT port if needed).
+    fn new_flow(
+        &mut self,
+        key: &FlowKey,
+        p: &Parsed,
+        snap: &Snapshot,
+        s: usize,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Result<Flow, DropReason> {
+        let svc = &snap.services[s];
+        let table = svc.table.as_ref().ok_or(DropReason::NoBackend)?;
+        let b = table.lookup(key.stable_hash());
+        let be = svc.backends.get(b as usize).ok_or(DropReason::NoBackend)?;
+        let (snat_port, reply_key) = match svc.forwarding {
+            Forwarding::Nat => (
+                0,
+                Some(FlowKey {
+                    src: be.addr.ip(),
+                    dst: p.src,
+                    src_port: be.addr.port(),
+                    dst_port: p.src_port,
+                    proto: p.proto,
+                }),
+            ),
+            Forwarding::Snat => {
+                let node_ip = snap
+                    .node_addr(p.dst.is_ipv6())
+                    .ok_or(DropReason::NoNodeAddress)?;
+                let port = self.alloc_snat_port(be.addr, node_ip, p.proto)?;
+                (
+                    port,
+                    Some(FlowKey {
+                        src: be.addr.ip(),
+                        dst: node_ip,
+                        src_port: be.addr.port(),
+                        dst_port: port,
+                        proto: p.proto,
+                    }),
+                )
+            }
+            _ => (0, None),
+        };
+        let flow = Flow {
+            service: s as u16,
+            backend: b,
+            generation: snap.generation as u32,
+            backend_addr: be.addr,
+            snat_port,
+            state: initial_state(tcp_flags),
+            created_ns: now,
+            last_seen_ns: now,
+            reply_key,
+        };
+        let inserted = self.ct.insert(*key, flow, now);
+        if let Some((k, f)) = inserted.gone {
+            flow_gone(&mut self.stats, snap, &k, &f);
+        }
+        if let Some(c) = self
+            .stats
+            .backends
+            .get_mut(s)
+            .and_then(|v| v.get_mut(b as usize))
+        {
+            c.new_flows += 1;
+            c.active_flows += inserted.tracked as u64;
+        }
+        if svc.all_down_fallback {
+            if let Some(c) = self.stats.services.get_mut(s) {
+                c.all_down_flows += 1;
+            }
+        }
+        Ok(flow)
+    }
+
+    fn alloc_snat_port(
+        &mut self,
+        backend: SocketAddr,
+        node_ip: IpAddr,
+        proto: u8,
+    ) -> Result<u16, DropReason> {
+        let (lo, hi) = self.snat_range;
+        for _ in 0..SNAT_TRIES {
+            let port = self.snat_next;
+            self.snat_next = if port >= hi { lo } else { port + 1 };
+            let rk = FlowKey {
+                src: backend.ip(),
+                dst: node_ip,
+                src_port: backend.port(),
+                dst_port: port,
+                proto,
+            };
+            if !self.ct.reply_key_in_use(&rk) {
+                return Ok(port);
+            }
+        }
+        Err(DropReason::SnatPortsExhausted)
+    }
+}
+
+/// The MAC frames to backend `b` of `svc` go to; `unresolved_next_hop` while the data
+/// path has not resolved it.
+#[inline]
+pub(super) fn backend_mac(
+    snap: &Snapshot,
+    svc: &ServiceEntry,
+    b: u16,
+) -> Result<packet::MacAddr, DropReason> {
+    svc.backends
+        .get(b as usize)
+        .and_then(|b| snap.mac_of(b.next_hop))
+        .ok_or(DropReason::UnresolvedNextHop)
+}
+
+/// Wraps the datagram in IPIP or GUE from the node's address to the backend, in the frame's
+/// headroom. Ethernet padding after the datagram is trimmed first.
+pub(super) fn encapsulate<F: Frame>(
+    f: &mut F,
+    p: &Parsed,
+    svc: &ServiceEntry,
+    snap: &Snapshot,
+    backend: SocketAddr,
+    flow_hash: u64,
+) -> Result<(), DropReason> {
+    let inner = {
+        let l3 = f.data().get(p.l2_len..p.l3_end).unwrap_or(&[]);
+        match p.network {
+            Network::Ipv4 => Ipv4Packet::new_quoted(l3).map(|ip| InnerInfo {
+                is_ipv6: false,
+                dscp_ecn: ip.dscp_ecn(),
+                dont_fragment: ip.dont_fragment(),
+                flow_label: 0,
+            }),
+            _ => Ipv6Packet::new_quoted(l3).map(|ip| InnerInfo {
+                is_ipv6: true,
+                dscp_ecn: ip.traffic_class(),
+                dont_fragment: false,
+                flow_label: ip.flow_label(),
+            }),
+        }
+        .map_err(|_| DropReason::EncapInnerInvalid)?
+    };
+    let outer = match (backend.ip(), snap.node.ipv4, snap.node.ipv6) {
+        (IpAddr::V4(dst), Some(src), _) => Outer::V4 { src, dst },
+        (IpAddr::V6(dst), _, Some(src)) => Outer::V6 { src, dst },
+        _ => return Err(DropReason::NoNodeAddress),
+    };
+    let tunnel = match svc.forwarding {
+        // Source port from the flow hash: entropy for ECMP and RSS between us and the backend.
+        Forwarding::Gue => Tunnel::Gue {
+            src_port: 49152 | (flow_hash as u16 & 0x3fff),
+            dst_port: svc.gue_port,
+        },
+        _ => Tunnel::Ipip,
+    };
+    f.truncate(p.l3_end);
+    if !f.prepend(encap::overhead(&outer, &tunnel)) {
+        return Err(DropReason::NoHeadroom);
+    }
+    encap::encapsulate(f.data_mut(), p.l2_len, inner, outer, tunnel)
+        .map_err(|_| DropReason::NoHeadroom)
+}

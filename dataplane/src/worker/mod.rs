@@ -1,0 +1,519 @@
+//! The per-core worker: one poll loop over one port queue, with its own connection tracking
+//! and counters. Per frame: parse; classify ([`classify`]: what the frame is, from its parse
+//! summary and the snapshot alone); then act on the class: balance a flow to a backend
+//! ([`balance`]: conntrack, then Maglev, then the rewrite), translate a reply or steer an
+//! ICMP error ([`reply`]), answer or learn on the link, hand over, or drop. Counters and flow
+//! samples go to the control plane through [`probe`]. No allocation, no locks, no panics on
+//! any input.
+
+mod balance;
+mod classify;
+mod probe;
+mod reply;
+#[cfg(test)]
+mod tests;
+
+use balance::flow_gone;
+pub use balance::resolve;
+pub use classify::Class;
+pub use probe::{FlowQuery, Probe, FLOW_SCAN_PER_PROBE};
+
+use crate::conntrack::ConnTrack;
+use crate::offload::{OffloadPlan, OffloadRings};
+use crate::port::{Frame, Port, BURST};
+use crate::snapshot::Snapshot;
+use crate::stats::{DropReason, WorkerStats};
+use crate::steering::Steering;
+use crossbeam::queue::ArrayQueue;
+use packet::ipv4::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use packet::parse::{parse_frame, Parsed};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Conntrack ring entries examined for expiry per burst of up to 32 frames: at 1 Mpps that
+/// walks a full 1M-flow table about every two seconds, while costing ~100 instructions per
+/// packet rather than the ~345 a budget of 64 cost (measured with callgrind).
+pub const SWEEP_BUDGET: usize = 16;
+
+/// What to do with a processed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Transmit,
+    ToHost,
+    Drop(DropReason),
+    /// Another worker owns the flow: pass the (unmodified) frame to it.
+    Handoff(usize),
+    /// The flow belongs to an offloaded service (or is a reply on a connection an offload
+    /// shard opened): pass the (unmodified) frame to that shard.
+    Offload(usize),
+}
+
+/// Bounded inbound rings, one per worker, carrying frames to the worker that owns their flow;
+/// and, when an offload pool runs, the rings to and from its shards.
+pub struct Rings<F> {
+    inbound: Vec<ArrayQueue<F>>,
+    offload: Option<OffloadRings<F>>,
+}
+
+impl<F> Rings<F> {
+    pub fn new(workers: usize, capacity: usize) -> Self {
+        Rings {
+            inbound: (0..workers.max(1))
+                .map(|_| ArrayQueue::new(capacity.max(1)))
+                .collect(),
+            offload: None,
+        }
+    }
+
+    /// Adds the rings of an offload pool (give each worker their plan with
+    /// [`Worker::offloading_to`]).
+    pub fn with_offload(mut self, o: OffloadRings<F>) -> Self {
+        self.offload = Some(o);
+        self
+    }
+
+    pub fn offload(&self) -> Option<&OffloadRings<F>> {
+        self.offload.as_ref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inbound.iter().all(|q| q.is_empty())
+            && self.offload.as_ref().is_none_or(|o| o.is_empty())
+    }
+
+    /// Takes one frame left for worker `w`: handed over by another worker, or returned to it
+    /// by an offload shard (shutdown drains them).
+    pub fn pop(&self, w: usize) -> Option<F> {
+        self.inbound
+            .get(w)
+            .and_then(|q| q.pop())
+            .or_else(|| self.offload.as_ref().and_then(|o| o.returned(w)))
+    }
+
+    /// Takes one frame still waiting for an offload shard, with the worker it came from
+    /// (shutdown drains them once the shards have stopped).
+    pub fn pop_unclaimed(&self) -> Option<(F, usize)> {
+        let h = self.offload.as_ref()?.pop_unclaimed()?;
+        Some((h.frame, h.worker))
+    }
+}
+
+/// A worker's burst vectors, reserved once at [`BURST`] frames and reused.
+pub struct Bursts<F> {
+    rx: Vec<F>,
+    tx: Vec<F>,
+    host: Vec<F>,
+}
+
+impl<F> Bursts<F> {
+    pub fn new() -> Self {
+        Bursts {
+            rx: Vec::with_capacity(BURST),
+            tx: Vec::with_capacity(BURST),
+            host: Vec::with_capacity(BURST),
+        }
+    }
+}
+
+impl<F> Default for Bursts<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Worker {
+    pub id: usize,
+    steering: Steering,
+    snap: Arc<Snapshot>,
+    pub ct: ConnTrack,
+    pub stats: WorkerStats,
+    snat_range: (u16, u16),
+    snat_next: u16,
+    host_path: bool,
+    /// Per-burst scratch, reserved at BURST entries: each frame's parse result, and the
+    /// conntrack hash of its flow key (0 for frames that are not TCP/UDP flows).
+    parsed: Vec<Result<Parsed, packet::Malformed>>,
+    hashes: Vec<u64>,
+    /// The time of the last frame processed (control-plane samples judge expiry by it).
+    last_now: u64,
+    /// Worker 0 solicits next hops: when it looks next, and where it left off.
+    neighbour_due: u64,
+    neighbour_cursor: usize,
+    /// The port does not deliver each flow to its owner (the kernel picks AF_XDP queues, not
+    /// our RSS key): forward frames are checked against [`Steering`] too, and handed over.
+    steer_forward: bool,
+    /// Where frames of offloaded services go; `None` drops them as `offload_unavailable`.
+    offload: Option<OffloadPlan>,
+}
+
+impl Worker {
+    pub fn new(id: usize, steering: Steering, snap: Arc<Snapshot>, host_path: bool) -> Self {
+        let snat_range = steering.snat_range(id);
+        Worker {
+            id,
+            steering,
+            ct: ConnTrack::new(&snap.conntrack),
+            stats: WorkerStats::new(&snap.backend_counts()),
+            snap,
+            snat_range,
+            snat_next: snat_range.0,
+            host_path,
+            parsed: Vec::with_capacity(BURST),
+            hashes: Vec::with_capacity(BURST),
+            last_now: 0,
+            neighbour_due: 0,
+            neighbour_cursor: 0,
+            steer_forward: false,
+            offload: None,
+        }
+    }
+
+    /// Hands frames of services with [`Forwarding::Offload`], and replies to the shards'
+    /// upstream ports, to the shards of `plan` (the plan of the [`OffloadRings`] given to
+    /// [`Rings::with_offload`]).
+    pub fn offloading_to(mut self, plan: OffloadPlan) -> Self {
+        self.offload = Some(plan);
+        self
+    }
+
+    /// For ports whose queues are not chosen by sluice's symmetric RSS key (AF_XDP with
+    /// several queues): a client's frame reaching a worker that does not own its flow is
+    /// handed to the owner, as replies always are. One Toeplitz hash per forward frame.
+    pub fn steering_forward_frames(mut self) -> Self {
+        self.steer_forward = true;
+        self
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    /// Swaps in a new configuration snapshot, between bursts. Cost: O(services + backends),
+    /// never O(flows): tracked flows keep the backend they were given (its address and MAC
+    /// live in the flow), and their service and backend indices are re-resolved against the
+    /// new snapshot lazily, on their next packet or removal ([`resolve`]). Counters of
+    /// services and backends that remain are carried over by identity (VIP and protocol,
+    /// backend address).
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        let old = std::mem::replace(&mut self.snap, snap);
+        let new = &self.snap;
+        let mut stats = WorkerStats::new(&new.backend_counts());
+        for (si, svc) in old.services.iter().enumerate() {
+            let Some(ns) = new.service_for(svc.vip.ip(), svc.vip.port(), svc.proto) else {
+                continue;
+            };
+            if let (Some(a), Some(b)) = (
+                stats.services.get_mut(ns as usize),
+                self.stats.services.get(si),
+            ) {
+                *a = *b;
+            }
+            for (bi, b) in svc.backends.iter().enumerate() {
+                if let (Some(nb), Some(c)) = (
+                    new.backend_of(ns, b.addr),
+                    self.stats.backends.get(si).and_then(|v| v.get(bi)),
+                ) {
+                    stats.backends[ns as usize][nb as usize] = *c;
+                }
+            }
+        }
+        let WorkerStats {
+            backends, services, ..
+        } = stats;
+        self.stats.backends = backends;
+        self.stats.services = services;
+    }
+
+    /// One iteration of the poll loop: frames handed over by other workers, then a burst
+    /// from the port; each processed; transmit and host bursts sent; a slice of conntrack
+    /// swept. Returns the number of frames processed.
+    pub fn poll<P: Port>(
+        &mut self,
+        port: &mut P,
+        b: &mut Bursts<P::Frame>,
+        rings: &Rings<P::Frame>,
+    ) -> usize {
+        if let Some(q) = rings.inbound.get(self.id) {
+            while b.rx.len() < BURST {
+                match q.pop() {
+                    Some(f) => b.rx.push(f),
+                    None => break,
+                }
+            }
+        }
+        let handed_in = b.rx.len();
+        port.rx_burst(&mut b.rx);
+        let n = b.rx.len();
+        self.stats.packets_in += (n - handed_in) as u64;
+        let clock = port.clock_ns();
+        let snap = Arc::clone(&self.snap);
+        // Stage one: parse every frame, hash its flow key, and start loading the index bucket
+        // its lookup will read. Stage two: probe those buckets and start loading the flows'
+        // slots. By stage three, the per-frame work, both are in cache: the memory latency of
+        // 32 lookups overlaps instead of adding up.
+        self.parsed.clear();
+        self.hashes.clear();
+        for f in b.rx.iter() {
+            let r = parse_frame(f.data());
+            let h = match &r {
+                Ok(p) if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) => {
+                    let h = self.ct.hash(&p.flow_key());
+                    self.ct.prefetch_index(h);
+                    h
+                }
+                _ => 0,
+            };
+            self.parsed.push(r);
+            self.hashes.push(h);
+        }
+        for &h in &self.hashes {
+            if h != 0 {
+                self.ct.prefetch_flow(h);
+            }
+        }
+        if n > 0 || clock.is_some() {
+            self.ct.prefetch_sweep(SWEEP_BUDGET);
+        }
+        let mut now = clock.unwrap_or(0);
+        // Borrowed by value for the burst (a move, not an allocation), so each frame's
+        // summary is read in place rather than copied out past `&mut self`.
+        let parsed = std::mem::take(&mut self.parsed);
+        for (i, mut f) in b.rx.drain(..).enumerate() {
+            now = clock.unwrap_or_else(|| f.timestamp_ns());
+            if i >= handed_in {
+                self.stats.bytes_in += f.data().len() as u64;
+            }
+            let hash = self.hashes.get(i).copied().unwrap_or(0);
+            let verdict = match parsed.get(i) {
+                Some(r) => self.process_parsed(&snap, &mut f, r, hash, now),
+                None => Verdict::Drop(DropReason::NotOurs),
+            };
+            match verdict {
+                Verdict::Transmit => b.tx.push(f),
+                Verdict::ToHost => {
+                    self.stats.to_host += 1;
+                    b.host.push(f);
+                }
+                Verdict::Drop(r) => {
+                    self.stats.drop(r);
+                    port.free(f);
+                }
+                Verdict::Handoff(w) => match rings.inbound.get(w) {
+                    Some(q) => match q.push(f) {
+                        Ok(()) => self.stats.handed_off += 1,
+                        Err(f) => {
+                            self.stats.drop(DropReason::HandoffRingFull);
+                            port.free(f);
+                        }
+                    },
+                    None => {
+                        self.stats.drop(DropReason::HandoffNoWorker);
+                        port.free(f);
+                    }
+                },
+                Verdict::Offload(s) => match &rings.offload {
+                    Some(o) => match o.hand(s, self.id, f) {
+                        Ok(()) => self.stats.offloaded += 1,
+                        Err(f) => {
+                            self.stats.drop(DropReason::OffloadRingFull);
+                            port.free(f);
+                        }
+                    },
+                    None => {
+                        self.stats.drop(DropReason::OffloadUnavailable);
+                        port.free(f);
+                    }
+                },
+            }
+        }
+        self.parsed = parsed;
+        self.stats.packets_out += b.tx.len() as u64;
+        if self.id == 0
+            && !snap.next_hops.is_empty()
+            && (n > 0 || clock.is_some())
+            && now >= self.neighbour_due
+        {
+            self.neighbour_due = now.saturating_add(crate::neighbour::TICK_NS);
+            self.solicit_next_hops(port, &snap, now, &mut b.tx);
+        }
+        if !b.tx.is_empty() {
+            port.tx_burst(&mut b.tx);
+        }
+        // Frames the offload shards produced for this queue: a second transmit burst, so a
+        // full receive burst never starves them.
+        if let Some(o) = &rings.offload {
+            while b.tx.len() < BURST {
+                match o.returned(self.id) {
+                    Some(f) => b.tx.push(f),
+                    None => break,
+                }
+            }
+            if !b.tx.is_empty() {
+                self.stats.offload_returned += b.tx.len() as u64;
+                self.stats.packets_out += b.tx.len() as u64;
+                port.tx_burst(&mut b.tx);
+            }
+        }
+        if !b.host.is_empty() {
+            port.to_host(&mut b.host);
+        }
+        // Idle live ports sweep too, so flows expire (and drained backends empty) without
+        // traffic; replay has no time between frames and sweeps only with them.
+        if n > 0 || clock.is_some() {
+            self.last_now = now;
+            let stats = &mut self.stats;
+            self.ct
+                .sweep(now, SWEEP_BUDGET, |k, f| flow_gone(stats, &snap, k, f));
+        }
+        n
+    }
+
+    /// Sends ARP requests / neighbour solicitations for the next hops that are due one (at
+    /// most [`crate::neighbour::TICK_BUDGET`] looked at, and only while the transmit burst
+    /// has room), in frames from the port's own buffers.
+    fn solicit_next_hops<P: Port>(
+        &mut self,
+        port: &mut P,
+        snap: &Snapshot,
+        now: u64,
+        tx: &mut Vec<P::Frame>,
+    ) {
+        use crate::neighbour::{write_arp_request, write_ns, ARP_REQUEST_LEN, NS_LEN};
+        let hops = &snap.next_hops;
+        for _ in 0..crate::neighbour::TICK_BUDGET.min(hops.len()) {
+            if tx.len() >= BURST {
+                break;
+            }
+            self.neighbour_cursor = (self.neighbour_cursor + 1) % hops.len();
+            let (addr, slot) = hops[self.neighbour_cursor];
+            if !snap.neighbours.request_due(slot, now) {
+                continue;
+            }
+            let len = if addr.is_ipv4() {
+                ARP_REQUEST_LEN
+            } else {
+                NS_LEN
+            };
+            let Some(mut f) = port.alloc(len) else {
+                self.stats.neighbour_no_buffer += 1;
+                break;
+            };
+            let me = snap.node.mac;
+            let written = match (addr, snap.node.ipv4, snap.node.ipv6) {
+                (IpAddr::V4(t), Some(src), _) => write_arp_request(f.data_mut(), me, src, t),
+                (IpAddr::V6(t), _, Some(src)) => write_ns(f.data_mut(), me, src, t),
+                _ => false,
+            };
+            if written {
+                self.stats.neighbour_requests += 1;
+                tx.push(f);
+            } else {
+                port.free(f);
+            }
+        }
+    }
+
+    /// Learns a next hop's MAC from its neighbour solicitation or advertisement, if `p` is
+    /// one and the snapshot resolves next hops.
+    #[inline]
+    fn learn_nd<F: Frame>(&mut self, f: &F, p: &Parsed, snap: &Snapshot, now: u64) {
+        if p.proto == PROTO_ICMPV6
+            && !snap.next_hops.is_empty()
+            && matches!(
+                p.icmp_type,
+                packet::icmp::V6_NEIGHBOR_SOLICIT | packet::icmp::V6_NEIGHBOR_ADVERT
+            )
+            && crate::neighbour::learn_nd(f.data(), p, snap, now)
+        {
+            self.stats.neighbours_learned += 1;
+        }
+    }
+
+    fn not_ours(&self) -> Verdict {
+        if self.host_path {
+            Verdict::ToHost
+        } else {
+            Verdict::Drop(DropReason::NotOurs)
+        }
+    }
+
+    /// Classifies one frame and rewrites it in place for its verdict.
+    pub fn process<F: Frame>(&mut self, f: &mut F, now: u64) -> Verdict {
+        let snap = Arc::clone(&self.snap);
+        let parsed = parse_frame(f.data());
+        self.process_parsed(&snap, f, &parsed, 0, now)
+    }
+
+    /// [`Worker::process`] for a frame already parsed (as `parsed`, its flow key hashed by
+    /// the conntrack as `hash`, or 0 if not), against a snapshot the caller holds: the poll
+    /// loop takes one reference per burst, not per packet, so workers do not bounce the
+    /// `Arc`'s counter between their cores.
+    fn process_parsed<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        f: &mut F,
+        parsed: &Result<Parsed, packet::Malformed>,
+        hash: u64,
+        now: u64,
+    ) -> Verdict {
+        let p = match parsed {
+            Ok(p) => p,
+            Err(m) => return Verdict::Drop(DropReason::Malformed(*m)),
+        };
+        let class = self.classify(snap, p);
+        self.act(class, snap, f, p, hash, now)
+    }
+
+    /// Does what `class` calls for with frame `f` (parsed as `p`), rewriting it in place.
+    #[inline]
+    fn act<F: Frame>(
+        &mut self,
+        class: Class,
+        snap: &Snapshot,
+        f: &mut F,
+        p: &Parsed,
+        hash: u64,
+        now: u64,
+    ) -> Verdict {
+        match class {
+            Class::ToService(s) => self.forward(f, p, snap, s as usize, hash, now),
+            Class::Offload(shard) => Verdict::Offload(shard),
+            Class::Handoff(owner) => Verdict::Handoff(owner),
+            Class::SnatReply { owner } => self.snat_reply(f, p, snap, owner, now),
+            Class::NatReply(s) => self.nat_reply(f, p, &snap.services[s as usize], snap, now),
+            Class::IcmpError => self.steer_icmp_error(f, p, snap),
+            Class::Arp => {
+                if !snap.next_hops.is_empty() && crate::neighbour::learn_arp(f.data(), p, snap, now)
+                {
+                    self.stats.neighbours_learned += 1;
+                }
+                if crate::neighbour::answer_arp(f.data_mut(), p, snap) {
+                    self.stats.neighbour_answers += 1;
+                    return Verdict::Transmit;
+                }
+                self.not_ours()
+            }
+            Class::NeighbourSolicitation => {
+                self.learn_nd(f, p, snap, now);
+                match crate::neighbour::answer_ns(f.data_mut(), p, snap) {
+                    Some(len) => {
+                        f.truncate(len);
+                        self.stats.neighbour_answers += 1;
+                        Verdict::Transmit
+                    }
+                    None => self.not_ours(),
+                }
+            }
+            // A neighbour advertisement is one of these two (to a VIP: no service; else not
+            // ours), and teaches a next hop's MAC either way.
+            Class::NotOurs => {
+                self.learn_nd(f, p, snap, now);
+                self.not_ours()
+            }
+            Class::Drop(r) => {
+                self.learn_nd(f, p, snap, now);
+                Verdict::Drop(r)
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! What every driver of `sluice run` shares: its options, the stop flag SIGINT and SIGTERM
+//! set, one pinned worker thread per port queue, and the daemon's main loop, which serves the
+//! control plane until a stop and then collects the workers.
+//!
+//! Workers run on a thread scope (`std::thread::scope`), so they can borrow what outlives
+//! them — the hand-off rings, and through their queues the ports, pools and UMEMs — and the
+//! types, not a teardown order written by hand, keep every frame inside the lifetime of the
+//! memory it lives in.
+
+use controlplane::control::ControlPlane;
+use controlplane::WorkerLink;
+use dataplane::{Bursts, Port, Rings, Worker};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop once no packet has arrived for this long (after the first one, or from the start).
+    pub idle_exit: Option<Duration>,
+    /// Print a progress line this often.
+    pub progress: Option<Duration>,
+    /// Print nothing but errors.
+    pub quiet: bool,
+}
+
+/// A flag SIGINT and SIGTERM set.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+    Ok(stop)
+}
+
+/// What the worker threads share, borrowed for the scope.
+pub struct Shared<'env, F> {
+    pub rings: &'env Rings<F>,
+    pub stop: &'env AtomicBool,
+    /// Frames each worker received so far (for `--idle-exit` and `--progress`).
+    pub received: &'env [AtomicU64],
+}
+
+/// How a driver's worker threads start: `enter` runs first on the new thread (after pinning;
+/// DPDK registers the thread with the EAL there), `leave` last; `worker(i, host_path)` makes
+/// worker `i` for a queue that does (or does not) have a host path.
+pub struct ThreadSetup<'env> {
+    pub enter: &'env (dyn Fn(usize) -> Result<(), String> + Sync),
+    pub leave: &'env (dyn Fn() + Sync),
+    pub worker: &'env (dyn Fn(usize, bool) -> Worker + Sync),
+}
+
+/// A worker thread, which ends with its worker and its queue.
+pub type WorkerThread<'scope, Q> = ScopedJoinHandle<'scope, Result<(Worker, Q), String>>;
+
+/// Starts one thread per queue, pinned to its core in `cores` (same order), each polling its
+/// queue and serving its control-plane link between bursts until `shared.stop`.
+pub fn spawn<'scope, 'env, Q>(
+    scope: &'scope Scope<'scope, 'env>,
+    cores: &[usize],
+    queues: Vec<Q>,
+    links: Vec<WorkerLink>,
+    shared: &'env Shared<'env, Q::Frame>,
+    setup: &'env ThreadSetup<'env>,
+) -> Result<Vec<WorkerThread<'scope, Q>>, String>
+where
+    Q: Port + Send + 'scope,
+    Q::Frame: Send,
+{
+    let mut threads = Vec::with_capacity(queues.len());
+    for (((i, &core), mut link), mut queue) in cores.iter().enumerate().zip(links).zip(queues) {
+        let t = std::thread::Builder::new()
+            .name(format!("sluice-worker-{i}"))
+            .spawn_scoped(scope, move || -> Result<(Worker, Q), String> {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    return Err(format!("cannot pin worker {i} to core {core}"));
+                }
+                (setup.enter)(i)?;
+                let mut worker = (setup.worker)(i, queue.has_host_path());
+                let mut bursts: Bursts<Q::Frame> = Bursts::new();
+                while !shared.stop.load(Ordering::Relaxed) {
+                    if worker.poll(&mut queue, &mut bursts, shared.rings) > 0 {
+                        shared.received[i].store(worker.stats.packets_in, Ordering::Relaxed);
+                    }
+                    queue.after_poll();
+                    link.between_bursts(&mut worker);
+                }
+                (setup.leave)();
+                Ok((worker, queue))
+            })
+            .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
+        threads.push(t);
+    }
+    Ok(threads)
+}
+
+/// What the workers left when they stopped.
+pub struct Collected<Q> {
+    pub elapsed: Duration,
+    pub workers: Vec<Worker>,
+    pub queues: Vec<Q>,
+    /// The first worker that failed, if any.
+    pub failure: Option<String>,
+}
+
+/// Serves the control plane until a stop (signal, `--duration`, idleness, or a worker
+/// ending), stops the workers and collects them.
+pub fn serve_and_collect<Q>(
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    received: &[AtomicU64],
+    threads: Vec<WorkerThread<'_, Q>>,
+    ctl: &mut ControlPlane,
+    start: Instant,
+) -> Collected<Q> {
+    main_loop(
+        opts,
+        stop,
+        received,
+        || threads.iter().any(|h| h.is_finished()),
+        ctl,
+        start,
+    );
+    let elapsed = start.elapsed();
+    let mut c = Collected {
+        elapsed,
+        workers: Vec::with_capacity(threads.len()),
+        queues: Vec::with_capacity(threads.len()),
+        failure: None,
+    };
+    for h in threads {
+        match h.join() {
+            Ok(Ok((w, q))) => {
+                c.workers.push(w);
+                c.queues.push(q);
+            }
+            Ok(Err(e)) => c.failure = Some(e),
+            Err(_) => c.failure = Some("a worker thread panicked".into()),
+        }
+    }
+    c
+}
+
+/// The daemon's main thread: serves the control plane every 50 ms and returns (with `stop`
+/// set) on a signal, the duration, idleness, or when `finished` says a worker ended.
+pub fn main_loop(
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    received: &[AtomicU64],
+    finished: impl Fn() -> bool,
+    ctl: &mut ControlPlane,
+    start: Instant,
+) {
+    let mut last_total = 0u64;
+    let mut last_change = Instant::now();
+    let mut last_progress = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        ctl.tick();
+        let total: u64 = received.iter().map(|r| r.load(Ordering::Relaxed)).sum();
+        if total != last_total {
+            last_total = total;
+            last_change = Instant::now();
+        }
+        if opts.duration.is_some_and(|d| start.elapsed() >= d)
+            || opts.idle_exit.is_some_and(|d| last_change.elapsed() >= d)
+            || finished()
+        {
+            break;
+        }
+        if let Some(p) = opts.progress {
+            if last_progress.elapsed() >= p {
+                last_progress = Instant::now();
+                eprintln!(
+                    "sluice: {:.0} s, {} packets received ({:.0} packets/s)",
+                    start.elapsed().as_secs_f64(),
+                    total,
+                    total as f64 / start.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+}
