@@ -166,27 +166,16 @@ pub fn run(
             )
         })
         .collect();
-    let ran = std::thread::scope(|scope| {
-        let threads = workers::spawn(scope, &dp.cores, queues, links, &shared, &setup)?;
-        Ok::<_, String>(workers::serve_and_collect(
-            opts, &stop, &received, threads, &mut ctl, start,
-        ))
-    })?;
     let workers::Collected {
         elapsed,
         mut workers,
         queues,
         failure,
-    } = ran;
+        stranded,
+    } = workers::run_scoped(
+        opts, &dp.cores, queues, links, &shared, &setup, &mut ctl, start,
+    )?;
     let queues: Vec<QueueCounters> = queues.iter().map(DpdkQueue::counters).collect();
-    // Frames still in hand-off rings when the workers stopped go back to their pool.
-    let mut stranded = 0u64;
-    for w in 0..n {
-        while let Some(m) = rings.pop(w) {
-            drop(m);
-            stranded += 1;
-        }
-    }
     drop(rings);
     let port_counters = port.counters();
     let tx_counters = tx_port.as_ref().map(|t| t.counters());

@@ -111,25 +111,15 @@ pub fn run(
     };
     let start = Instant::now();
     let queues: Vec<XskQueue> = umems.iter().map(XskQueue::new).collect();
-    let ran = std::thread::scope(|scope| {
-        let threads = workers::spawn(scope, &dp.cores, queues, links, &shared, &setup)?;
-        Ok::<_, String>(workers::serve_and_collect(
-            opts, &stop, &received, threads, &mut ctl, start,
-        ))
-    })?;
     let workers::Collected {
         elapsed,
         mut workers,
         queues,
         failure,
-    } = ran;
-    // Frames still in hand-off rings give their chunks back as they drop.
-    let mut stranded = 0u64;
-    for w in 0..n {
-        while rings.pop(w).is_some() {
-            stranded += 1;
-        }
-    }
+        stranded,
+    } = workers::run_scoped(
+        opts, &dp.cores, queues, links, &shared, &setup, &mut ctl, start,
+    )?;
     let snap = ctl.latest();
     for w in workers.iter_mut() {
         w.set_snapshot(Arc::clone(&snap));

@@ -100,6 +100,43 @@ where
     Ok(threads)
 }
 
+/// Runs one worker thread per queue (as [`spawn`] does) on a thread scope, serves the
+/// control plane until a stop, and returns what the workers left, with the frames still in
+/// the hand-off rings dropped (each gives its buffer back) and counted as `stranded`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_scoped<Q>(
+    opts: &RunOptions,
+    cores: &[usize],
+    queues: Vec<Q>,
+    links: Vec<WorkerLink>,
+    shared: &Shared<'_, Q::Frame>,
+    setup: &ThreadSetup<'_>,
+    ctl: &mut ControlPlane,
+    start: Instant,
+) -> Result<Collected<Q>, String>
+where
+    Q: Port + Send,
+    Q::Frame: Send,
+{
+    let mut c = std::thread::scope(|scope| {
+        let threads = spawn(scope, cores, queues, links, shared, setup)?;
+        Ok::<_, String>(serve_and_collect(
+            opts,
+            shared.stop,
+            shared.received,
+            threads,
+            ctl,
+            start,
+        ))
+    })?;
+    for w in 0..cores.len() {
+        while shared.rings.pop(w).is_some() {
+            c.stranded += 1;
+        }
+    }
+    Ok(c)
+}
+
 /// What the workers left when they stopped.
 pub struct Collected<Q> {
     pub elapsed: Duration,
@@ -107,6 +144,8 @@ pub struct Collected<Q> {
     pub queues: Vec<Q>,
     /// The first worker that failed, if any.
     pub failure: Option<String>,
+    /// Frames left in hand-off rings at the stop (dropped: each returned its buffer).
+    pub stranded: u64,
 }
 
 /// Serves the control plane until a stop (signal, `--duration`, idleness, or a worker
@@ -133,6 +172,7 @@ pub fn serve_and_collect<Q>(
         workers: Vec::with_capacity(threads.len()),
         queues: Vec::with_capacity(threads.len()),
         failure: None,
+        stranded: 0,
     };
     for h in threads {
         match h.join() {
