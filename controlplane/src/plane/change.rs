@@ -1,8 +1,8 @@
 //! Operator changes (`service add|remove`, `backend add|remove|set-weight|drain|enable|
 //! disable`, and batches of them) applied to a candidate, never to the running state.
 
-use super::{config_error, op_name, refused, BackendState, Candidate, Plane};
-use config::{Backend, Config};
+use super::{op_name, refused, BackendState, Candidate, Plane};
+use config::{AllDown, Backend, Service};
 use ctl::{BackendSpec, ErrorBody, Op, ServiceSpec};
 use dataplane::snapshot::Admin;
 use std::net::SocketAddr;
@@ -29,42 +29,39 @@ fn backend_from_spec(b: &BackendSpec) -> Result<Backend, ErrorBody> {
     })
 }
 
-/// The TOML of a `service add` request, appended to the running configuration's TOML so the
-/// new service is validated by the same code as a file.
-fn service_toml(s: &ServiceSpec) -> String {
-    let q = |v: &str| toml_string(v);
-    let mut t = format!(
-        "\n[[service]]\nname = {}\nvip = {}\nprotocol = {}\nforwarding = {}\n",
-        q(&s.name),
-        q(&s.vip),
-        q(&s.protocol),
-        q(&s.forwarding)
-    );
-    if let Some(n) = s.table_size {
-        t += &format!("table_size = {n}\n");
-    }
-    if let Some(n) = s.gue_port {
-        t += &format!("gue_port = {n}\n");
-    }
-    if let Some(a) = &s.all_down {
-        t += &format!("all_down = {}\n", q(a));
-    }
-    for b in &s.backends {
-        t += &format!(
-            "[[service.backend]]\naddress = {}\nweight = {}\n",
-            q(&b.address),
-            b.weight.unwrap_or(1)
-        );
-        if let Some(m) = &b.mac {
-            t += &format!("mac = {}\n", q(m));
-        }
-    }
-    t
-}
-
-fn toml_string(v: &str) -> String {
-    // A JSON string is a valid TOML basic string for everything JSON escapes.
-    serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into())
+/// The service a `service add` request describes, read field by field (its rules are
+/// checked with the rest of the candidate by `Config::validate`). `i` is the place it will
+/// take, which error keys name.
+fn service_from_spec(i: usize, s: &ServiceSpec) -> Result<Service, ErrorBody> {
+    let key = format!("service[{i}] (\"{}\")", s.name);
+    let vip: SocketAddr = s.vip.parse().map_err(|_| {
+        refused(format!(
+            "`{key}.vip`: `{}` is not an address with a port (fix: write \"198.51.100.10:80\" or \"[2001:db8:100::10]:80\")",
+            s.vip
+        ))
+    })?;
+    let field = |k: &str, e: String| refused(format!("`{key}.{k}`: {e}"));
+    let protocol = s.protocol.parse().map_err(|e| field("protocol", e))?;
+    let forwarding = s.forwarding.parse().map_err(|e| field("forwarding", e))?;
+    let all_down = match &s.all_down {
+        Some(a) => a.parse().map_err(|e| field("all_down", e))?,
+        None => AllDown::Drop,
+    };
+    Ok(Service {
+        name: s.name.clone(),
+        vip,
+        protocol,
+        forwarding,
+        table_size: s.table_size.unwrap_or(config::DEFAULT_TABLE_SIZE),
+        gue_port: s.gue_port.unwrap_or(config::DEFAULT_GUE_PORT),
+        backends: s
+            .backends
+            .iter()
+            .map(backend_from_spec)
+            .collect::<Result<_, _>>()?,
+        health: None,
+        all_down,
+    })
 }
 
 impl Plane {
@@ -95,9 +92,8 @@ impl Plane {
                         spec.name
                     )));
                 }
-                let text = c.cfg.to_toml() + &service_toml(spec);
-                let cfg = Config::from_toml(&text, None).map_err(|e| config_error(&e))?;
-                c.cfg = cfg;
+                let svc = service_from_spec(c.cfg.services.len(), spec)?;
+                c.cfg.services.push(svc);
                 c.notes.push(format!(
                     "service `{}` added ({} {} {}, {} backend(s))",
                     spec.name,

@@ -1,0 +1,489 @@
+//! The validated configuration: what `Config::from_toml` returns and the rest of sluice
+//! reads. Every value here has passed validation.
+
+use packet::MacAddr;
+use serde::{Deserialize, Serialize, Serializer};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Default Maglev table size: prime, and large enough for ~650 backends at 1% balance.
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+/// Largest Maglev table size accepted.
+pub const MAX_TABLE_SIZE: u32 = 16_777_213;
+/// Backends per service the data path can index (u16).
+pub const MAX_BACKENDS: usize = 65535;
+/// Next hops (backend addresses and the gateway) a configuration may leave to the data path
+/// to resolve, i.e. give without a MAC.
+pub const MAX_RESOLVED_NEXT_HOPS: usize = 4096;
+/// The IANA-assigned GUE port.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// How packets reach a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Destination NAT; replies come back through the balancer and are reverse-translated.
+    Nat,
+    /// Full NAT: the source is rewritten too, so backends need no route back to clients.
+    Snat,
+    /// L2 direct server return: only the destination MAC changes.
+    Dsr,
+    /// IP-in-IP encapsulation from the node to the backend.
+    Ipip,
+    /// Generic UDP encapsulation.
+    Gue,
+}
+
+impl Forwarding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarding::Nat => "nat",
+            Forwarding::Snat => "snat",
+            Forwarding::Dsr => "dsr",
+            Forwarding::Ipip => "ipip",
+            Forwarding::Gue => "gue",
+        }
+    }
+    /// Whether replies come back through the balancer.
+    pub fn translates(self) -> bool {
+        matches!(self, Forwarding::Nat | Forwarding::Snat)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    #[serde(serialize_with = "as_text")]
+    pub mac: MacAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// Where replies to clients go: this MAC if given, else `gateway`'s, which the data
+    /// path resolves by ARP / neighbour discovery. At least one of the two is set.
+    #[serde(serialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
+    pub gateway_mac: Option<MacAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    /// Source ports SNAT allocates from (inclusive), split evenly between workers.
+    pub snat_ports: (u16, u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    pub address: SocketAddr,
+    /// The next hop's MAC; `None` has the data path resolve the (on-link) address itself.
+    #[serde(serialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub vip: SocketAddr,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    pub table_size: u32,
+    pub gue_port: u16,
+    #[serde(rename = "backend")]
+    pub backends: Vec<Backend>,
+    /// Health checking of the backends; `None` treats every backend as up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    /// What new flows do when every backend that is not drained or disabled is down.
+    pub all_down: AllDown,
+}
+
+/// The policy when every eligible backend of a service is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllDown {
+    /// Drop new flows (counted as `no_backend`); tracked flows continue.
+    Drop,
+    /// Ignore health and balance new flows over every eligible backend (fail open).
+    All,
+}
+
+impl AllDown {
+    pub fn name(self) -> &'static str {
+        match self {
+            AllDown::Drop => "drop",
+            AllDown::All => "all",
+        }
+    }
+}
+
+/// How a backend's health is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connect to the backend address.
+    Tcp,
+    /// An HTTP/1.1 GET of `path`; healthy when the status is in one of `status` (inclusive
+    /// ranges) and, if given, the body contains `body`.
+    Http {
+        path: String,
+        status: Vec<(u16, u16)>,
+        body: Option<String>,
+        host: Option<String>,
+    },
+}
+
+/// A service's health check (times in milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a backend up.
+    pub rise: u32,
+    /// Consecutive failures that take it down.
+    pub fall: u32,
+    /// Up to this many milliseconds added at random to each interval, so checks of many
+    /// backends do not fire together.
+    pub jitter_ms: u64,
+    /// Where checks connect; the backend address when `None` (a different port is common for
+    /// DSR backends whose service port answers only on the VIP).
+    pub port: Option<u16>,
+}
+
+/// The control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Control {
+    pub socket: std::path::PathBuf,
+    /// A group whose members may also use the socket (mode 0660 instead of 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// How long a drained backend's tracked flows may continue before they are moved, and
+    /// how long `backend remove` (without --force) waits for them, in seconds.
+    #[serde(rename = "drain_timeout")]
+    pub drain_timeout_s: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: "/run/sluice/control.sock".into(),
+            group: None,
+            drain_timeout_s: 300,
+        }
+    }
+}
+
+/// The Prometheus text endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    pub listen: SocketAddr,
+}
+
+/// Connection tracking sizing and timeouts (seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conntrack {
+    /// Flows tracked per worker; the table is reserved at this size up front.
+    pub capacity: usize,
+    pub tcp_syn_timeout: u64,
+    pub tcp_established_timeout: u64,
+    pub tcp_closing_timeout: u64,
+    pub udp_timeout: u64,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            capacity: 262_144,
+            tcp_syn_timeout: 30,
+            tcp_established_timeout: 900,
+            tcp_closing_timeout: 15,
+            udp_timeout: 60,
+        }
+    }
+}
+
+/// The port driver `sluice run` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// Any DPDK ethdev: a NIC or SR-IOV VF bound to vfio-pci, or a virtual device.
+    Dpdk,
+    /// A capture file played in real time (each frame at its timestamp's offset from the
+    /// first), output written to a capture at exit: a daemon without privileges or NICs, for
+    /// trying the control plane and for tests.
+    Pcap,
+    /// AF_XDP sockets on any Linux interface, with an XDP program that passes everything
+    /// that is not the balancer's to the kernel.
+    Xdp,
+    /// DPDK when its configured device initialises, AF_XDP on `[dataplane.xdp] interface`
+    /// otherwise.
+    Auto,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Dpdk => "dpdk",
+            Driver::Pcap => "pcap",
+            Driver::Xdp => "xdp",
+            Driver::Auto => "auto",
+        }
+    }
+}
+
+/// How the XDP program attaches (`dataplane.xdp.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native where the driver has it, else generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Whether AF_XDP sockets bind zero-copy (`dataplane.xdp.zerocopy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Zero-copy where the driver supports it, else copy.
+    Auto,
+    On,
+    Off,
+}
+
+impl XdpMode {
+    pub const ALL: [XdpMode; 3] = [XdpMode::Auto, XdpMode::Native, XdpMode::Generic];
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+impl ZeroCopy {
+    pub const ALL: [ZeroCopy; 3] = [ZeroCopy::Auto, ZeroCopy::On, ZeroCopy::Off];
+    pub fn name(self) -> &'static str {
+        match self {
+            ZeroCopy::Auto => "auto",
+            ZeroCopy::On => "on",
+            ZeroCopy::Off => "off",
+        }
+    }
+}
+
+/// Settings of the `xdp` driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct XdpDriver {
+    pub interface: String,
+    #[serde(serialize_with = "named")]
+    pub mode: XdpMode,
+    #[serde(serialize_with = "named")]
+    pub zerocopy: ZeroCopy,
+    /// UMEM frames per queue (4 KiB each).
+    pub frames: u32,
+    /// Entries in each ring (a power of two).
+    pub ring: u32,
+}
+
+/// Settings of the `pcap` driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PcapDriver {
+    pub input: std::path::PathBuf,
+    pub output: std::path::PathBuf,
+    /// Play the input this many times faster than captured (1 = real time).
+    pub speed: u32,
+}
+
+/// DPDK settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dpdk {
+    /// Arguments for DPDK's EAL, e.g. `["-a", "0000:3b:00.1"]` or `["--vdev", "net_pcap0,..."]`.
+    pub eal_args: Vec<String>,
+    /// The ethdev to balance on: its DPDK name (`net_pcap0`) or PCI address (`0000:3b:00.1`).
+    pub port: String,
+    /// A second ethdev to transmit on (two-armed set-ups); `None` transmits on `port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_port: Option<String>,
+    /// The kernel exception path: a TAP interface of this name (with the node's MAC) gets
+    /// every frame that is not the balancer's, and what the kernel sends on it goes out of
+    /// the port, so the host's own traffic keeps working on a NIC DPDK owns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception_interface: Option<String>,
+    /// Packet buffers in the pool (a power of two minus one is most efficient).
+    pub mbufs: u32,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+}
+
+/// How `sluice run` drives packets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dataplane {
+    pub driver: Driver,
+    /// CPU cores for workers, one worker (and one RX/TX queue pair) per core.
+    pub cores: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<Dpdk>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap: Option<PcapDriver>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpDriver>,
+}
+
+/// A whole configuration. `Serialize` writes it with the file's keys (`Config::to_toml`):
+/// the writer is derived from this model, so no key can be left out of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub node: Node,
+    pub conntrack: Conntrack,
+    pub control: Control,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    /// Present when the file has a `[dataplane]` section (needed by `sluice run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<Dataplane>,
+    #[serde(rename = "service")]
+    pub services: Vec<Service>,
+}
+
+/// Reads one of `all` by its name, or says which names there are.
+fn by_name<T: Copy>(
+    what: &str,
+    s: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T, String> {
+    all.iter().copied().find(|t| name(*t) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|t| name(*t)).collect();
+        format!("`{s}` is not a {what}; use one of {}", names.join(", "))
+    })
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        by_name(
+            "protocol",
+            s,
+            &[Protocol::Tcp, Protocol::Udp],
+            Protocol::name,
+        )
+    }
+}
+
+impl std::str::FromStr for Forwarding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use Forwarding::*;
+        by_name(
+            "forwarding mode",
+            s,
+            &[Nat, Snat, Dsr, Ipip, Gue],
+            Forwarding::name,
+        )
+    }
+}
+
+impl std::str::FromStr for AllDown {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        by_name(
+            "all_down policy",
+            s,
+            &[AllDown::Drop, AllDown::All],
+            AllDown::name,
+        )
+    }
+}
+
+/// A value written as its text (MAC addresses).
+fn as_text<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn opt_text<T: std::fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+/// A setting written by its name in the file.
+trait Named: Copy {
+    fn file_name(self) -> &'static str;
+}
+
+impl Named for XdpMode {
+    fn file_name(self) -> &'static str {
+        self.name()
+    }
+}
+
+impl Named for ZeroCopy {
+    fn file_name(self) -> &'static str {
+        self.name()
+    }
+}
+
+fn named<T: Named, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.file_name())
+}
+
+impl Serialize for HealthCheck {
+    /// As the `[service.health]` table: times in seconds, the kind as `type` with its own
+    /// keys, status ranges as "200-299".
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry(
+            "type",
+            match self.kind {
+                CheckKind::Tcp => "tcp",
+                CheckKind::Http { .. } => "http",
+            },
+        )?;
+        m.serialize_entry("interval", &secs(self.interval_ms))?;
+        m.serialize_entry("timeout", &secs(self.timeout_ms))?;
+        m.serialize_entry("rise", &self.rise)?;
+        m.serialize_entry("fall", &self.fall)?;
+        m.serialize_entry("jitter", &secs(self.jitter_ms))?;
+        if let Some(p) = self.port {
+            m.serialize_entry("port", &p)?;
+        }
+        if let CheckKind::Http {
+            path,
+            status,
+            body,
+            host,
+        } = &self.kind
+        {
+            m.serialize_entry("path", path)?;
+            let ranges: Vec<String> = status.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+            m.serialize_entry("status", &ranges)?;
+            if let Some(b) = body {
+                m.serialize_entry("body", b)?;
+            }
+            if let Some(h) = host {
+                m.serialize_entry("host", h)?;
+            }
+        }
+        m.end()
+    }
+}

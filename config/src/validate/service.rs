@@ -1,0 +1,327 @@
+//! `[[service]]` and `[[service.backend]]`, in two steps. [`parse_service`] reads a service
+//! from the file: addresses, MACs and numbers that must fit their type, recording where each
+//! key is. [`check_services`] then checks the model — ports, families, forwarding rules,
+//! table sizes, weights, duplicates, next hops to resolve — and it is the same check
+//! `Config::validate` runs on a configuration changed live, so a file and a control request
+//! are held to the same rules.
+
+use super::health::{check_health, parse_health};
+use super::{family, parse_mac, resolver_missing};
+use crate::error::{invalid, Ctx, Invalid, Spans};
+use crate::model::*;
+use crate::raw::*;
+use crate::ConfigError;
+use crate::{is_prime, next_prime};
+use std::net::{IpAddr, SocketAddr};
+use toml::Spanned;
+
+/// The key of service `i` once its name is known.
+fn service_key(i: usize, name: &str) -> String {
+    format!("service[{i}] (\"{name}\")")
+}
+
+/// What is wrong with a Maglev table size `n`, if anything: (message, fix).
+fn table_size_problem(n: u64) -> Option<(String, String)> {
+    if is_prime(n) && n <= MAX_TABLE_SIZE as u64 && n >= 7 {
+        return None;
+    }
+    let hint = if n <= MAX_TABLE_SIZE as u64 {
+        format!(
+            "the nearest prime at or above is {}; ",
+            next_prime(n.max(7))
+        )
+    } else {
+        String::new()
+    };
+    Some((
+        format!("Maglev table size {n} must be a prime between 7 and {MAX_TABLE_SIZE}"),
+        format!("{hint}common choices are 65537 (default) and 655373"),
+    ))
+}
+
+/// What is wrong with a backend weight `w`, if anything: (message, fix).
+fn weight_problem(w: u64) -> Option<(String, String)> {
+    (w == 0 || w > 65535).then(|| {
+        (
+            format!("weight {w} is out of range"),
+            "give a weight from 1 to 65535; to stop new flows to a backend, drain it (sluicectl backend drain) or remove it".into(),
+        )
+    })
+}
+
+/// Reads service `i` from the file, recording the span of each of its keys in `spans`.
+pub(crate) fn parse_service(
+    ctx: &Ctx,
+    i: usize,
+    s: &Spanned<RawService>,
+    spans: &mut Spans,
+) -> Result<Service, ConfigError> {
+    let r = s.get_ref();
+    let name = r.name.get_ref().clone();
+    spans.put(format!("service[{i}].name"), r.name.span());
+    spans.put(format!("service[{i}].vip"), r.vip.span());
+    let key = service_key(i, &name);
+    spans.put(key.clone(), s.span());
+    spans.put(format!("{key}.vip"), r.vip.span());
+    spans.put(format!("{key}.forwarding"), r.forwarding.span());
+    let vip: SocketAddr = r.vip.get_ref().parse().or_else(|_| {
+        ctx.err(
+            r.vip.span(),
+            format!("{key}.vip"),
+            format!("`{}` is not an address with a port", r.vip.get_ref()),
+            "write \"198.51.100.10:80\" or \"[2001:db8:100::10]:80\"",
+        )
+    })?;
+    let table_size = match &r.table_size {
+        Some(t) => {
+            spans.put(format!("{key}.table_size"), t.span());
+            let n = *t.get_ref();
+            match u32::try_from(n) {
+                Ok(n) => n,
+                Err(_) => {
+                    let (message, fix) = table_size_problem(n).unwrap_or_default();
+                    return ctx.err(t.span(), format!("{key}.table_size"), message, fix);
+                }
+            }
+        }
+        None => DEFAULT_TABLE_SIZE,
+    };
+    let gue_port = match &r.gue_port {
+        Some(p) => {
+            spans.put(format!("{key}.gue_port"), p.span());
+            *p.get_ref()
+        }
+        None => DEFAULT_GUE_PORT,
+    };
+    let mut backends: Vec<Backend> = Vec::with_capacity(r.backend.len());
+    for (j, sb) in r.backend.iter().enumerate() {
+        let bkey = format!("{key}.backend[{j}]");
+        let b = sb.get_ref();
+        spans.put(bkey.clone(), sb.span());
+        spans.put(format!("{bkey}.address"), b.address.span());
+        // A missing MAC is refused at the address that needs it.
+        spans.put(
+            format!("{bkey}.mac"),
+            b.mac.as_ref().map_or(b.address.span(), |m| m.span()),
+        );
+        let address: SocketAddr = b.address.get_ref().parse().or_else(|_| {
+            ctx.err(
+                b.address.span(),
+                format!("{bkey}.address"),
+                format!("`{}` is not an address with a port", b.address.get_ref()),
+                "write \"10.1.0.1:8080\" or \"[2001:db8:1::1]:8080\"",
+            )
+        })?;
+        let mac = match &b.mac {
+            Some(m) => Some(parse_mac(ctx, m, &format!("{bkey}.mac"))?),
+            None => None,
+        };
+        let weight = match &b.weight {
+            Some(w) => {
+                spans.put(format!("{bkey}.weight"), w.span());
+                match u32::try_from(*w.get_ref()) {
+                    Ok(w) => w,
+                    Err(_) => {
+                        let (message, fix) = weight_problem(*w.get_ref()).unwrap_or_default();
+                        return ctx.err(w.span(), format!("{bkey}.weight"), message, fix);
+                    }
+                }
+            }
+            None => 1,
+        };
+        backends.push(Backend {
+            address,
+            mac,
+            weight,
+        });
+    }
+    let health = match &r.health {
+        Some(h) => Some(parse_health(ctx, &key, h.get_ref(), spans)?),
+        None => None,
+    };
+    Ok(Service {
+        name,
+        vip,
+        protocol: *r.protocol.get_ref(),
+        forwarding: *r.forwarding.get_ref(),
+        table_size,
+        gue_port,
+        backends,
+        health,
+        all_down: r.all_down.as_ref().map_or(AllDown::Drop, |a| *a.get_ref()),
+    })
+}
+
+/// Every service on its own, then across services: names and VIPs used once, and no more
+/// next hops to resolve than the data path can.
+pub(crate) fn check_services(services: &[Service], node: &Node) -> Result<(), Invalid> {
+    for (i, svc) in services.iter().enumerate() {
+        check_service(i, svc, node)?;
+        let key = format!("service[{i}]");
+        if let Some(o) = services[..i].iter().find(|o| o.name == svc.name) {
+            return invalid(
+                format!("{key}.name"),
+                format!("service name `{}` is used twice", o.name),
+                "give every [[service]] a distinct name",
+            );
+        }
+        if let Some(o) = services[..i]
+            .iter()
+            .find(|o| o.vip == svc.vip && o.protocol == svc.protocol)
+        {
+            return invalid(
+                format!("{key}.vip"),
+                format!(
+                    "{} {} is already the VIP of service `{}`",
+                    svc.protocol.name(),
+                    svc.vip,
+                    o.name
+                ),
+                "use a different address or port, or merge the two services",
+            );
+        }
+    }
+    let resolved: std::collections::HashSet<IpAddr> = services
+        .iter()
+        .flat_map(|s| s.backends.iter())
+        .filter(|b| b.mac.is_none())
+        .map(|b| b.address.ip())
+        .chain(node.gateway.filter(|_| node.gateway_mac.is_none()))
+        .collect();
+    if resolved.len() > MAX_RESOLVED_NEXT_HOPS {
+        return invalid(
+            "service",
+            format!(
+                "{} backend addresses have no `mac`: sluice resolves at most {MAX_RESOLVED_NEXT_HOPS}",
+                resolved.len()
+            ),
+            "give the other backends' `mac` in the configuration",
+        );
+    }
+    Ok(())
+}
+
+/// The rules one service (number `i`) must follow.
+fn check_service(i: usize, s: &Service, node: &Node) -> Result<(), Invalid> {
+    let name = &s.name;
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return invalid(
+            format!("service[{i}].name"),
+            format!("`{name}` is not a valid service name"),
+            "use 1 to 64 letters, digits, '-', '_' or '.'",
+        );
+    }
+    let key = service_key(i, name);
+    let vip = s.vip;
+    if vip.port() == 0 {
+        return invalid(
+            format!("{key}.vip"),
+            "port 0 cannot be a service port",
+            "give the port clients connect to, such as \":80\"",
+        );
+    }
+    if let Some((message, fix)) = table_size_problem(s.table_size as u64) {
+        return invalid(format!("{key}.table_size"), message, fix);
+    }
+    if s.gue_port == 0 {
+        return invalid(
+            format!("{key}.gue_port"),
+            "port 0 cannot carry GUE",
+            format!("use the GUE port your backends' `ip fou add port` listens on (IANA's is {DEFAULT_GUE_PORT})"),
+        );
+    }
+    let forwarding = s.forwarding;
+    if matches!(
+        forwarding,
+        Forwarding::Snat | Forwarding::Ipip | Forwarding::Gue
+    ) {
+        let missing = match vip {
+            SocketAddr::V4(_) => node.ipv4.is_none().then_some("node.ipv4"),
+            SocketAddr::V6(_) => node.ipv6.is_none().then_some("node.ipv6"),
+        };
+        if let Some(k) = missing {
+            return invalid(
+                format!("{key}.forwarding"),
+                format!(
+                    "forwarding `{}` sends from the node's own {} address, and `{k}` is not set",
+                    forwarding.name(),
+                    family(vip.ip())
+                ),
+                format!("set `{k}` in [node]"),
+            );
+        }
+    }
+    if s.backends.is_empty() {
+        return invalid(
+            key,
+            format!("service `{name}` has no backends"),
+            "add at least one [[service.backend]] table after the service",
+        );
+    }
+    if s.backends.len() > MAX_BACKENDS {
+        return invalid(
+            key,
+            format!(
+                "{} backends is more than the {MAX_BACKENDS} a service can have",
+                s.backends.len()
+            ),
+            "split the backends over several services",
+        );
+    }
+    for (j, b) in s.backends.iter().enumerate() {
+        let bkey = format!("{key}.backend[{j}]");
+        let address = b.address;
+        if address.is_ipv4() != vip.is_ipv4() {
+            return invalid(format!("{bkey}.address"), format!("backend {address} is {} but the VIP {vip} is {}", family(address.ip()), family(vip.ip())), "give backends of the VIP's address family, or make a separate service for the other family");
+        }
+        if address.port() == 0 {
+            return invalid(
+                format!("{bkey}.address"),
+                "port 0 cannot be a backend port",
+                "give the port the backend listens on",
+            );
+        }
+        if !forwarding.translates() && address.port() != vip.port() {
+            return invalid(
+                format!("{bkey}.address"),
+                format!("forwarding `{}` delivers packets with the VIP's port unchanged, so the backend port must be {} (got {})", forwarding.name(), vip.port(), address.port()),
+                format!("use port {} here, or forwarding = \"nat\" to translate ports", vip.port()),
+            );
+        }
+        if s.backends[..j].iter().any(|o| o.address == address) {
+            return invalid(
+                format!("{bkey}.address"),
+                format!("backend {address} is listed twice in service `{name}`"),
+                "list each backend once; use `weight` to give it a larger share",
+            );
+        }
+        if b.mac.is_none() {
+            if let Some(k) = resolver_missing(address.ip(), node.ipv4, node.ipv6) {
+                return invalid(
+                    format!("{bkey}.mac"),
+                    format!("backend {address} has no `mac`, and resolving it needs the node's own {} address, but `{k}` is not set", family(address.ip())),
+                    format!("set `{k}` in [node] (sluice's ARP / neighbour requests come from it), or give the backend's `mac`"),
+                );
+            }
+        }
+        if let Some((message, fix)) = weight_problem(b.weight as u64) {
+            return invalid(format!("{bkey}.weight"), message, fix);
+        }
+    }
+    if (s.table_size as usize) < s.backends.len() * 100 {
+        return invalid(
+            format!("{key}.table_size"),
+            format!("a Maglev table of {} entries is too small for {} backends (it needs at least 100 entries per backend to balance)", s.table_size, s.backends.len()),
+            format!("set table_size to a prime of at least {}", next_prime(s.backends.len() as u64 * 100)),
+        );
+    }
+    if let Some(h) = &s.health {
+        check_health(&key, h)?;
+    }
+    Ok(())
+}
