@@ -13,17 +13,28 @@ pub mod snapshot;
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{bounded, Receiver, Sender, TryRecvError};
-use dataplane::{Probe, Snapshot, Worker};
+use dataplane::{Probe, Snapshot, Worker, WorkerStats};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Counters shaped for one snapshot generation, made by the control plane so that a worker
+/// swapping snapshots allocates nothing; the worker sends it back holding the old shape.
+pub struct Spare {
+    pub generation: u64,
+    pub stats: WorkerStats,
+}
 
 /// A worker's side of the control plane.
 pub struct WorkerLink {
     snapshot: Arc<ArcSwap<Snapshot>>,
     requests: Receiver<Box<Probe>>,
     replies: Sender<Box<Probe>>,
+    spares: Receiver<Box<Spare>>,
+    used: Sender<Box<Spare>>,
     swaps: u64,
     swap_max_ns: u64,
+    /// Swaps for which no spare of the right shape had arrived, so the worker allocated.
+    pub swaps_allocating: u64,
 }
 
 impl WorkerLink {
@@ -35,7 +46,26 @@ impl WorkerLink {
         if cur.generation != w.snapshot().generation {
             // Timed only when it happens: the time the swap holds up the next burst.
             let t = Instant::now();
-            w.set_snapshot(arc_swap::Guard::into_inner(cur));
+            let snap = arc_swap::Guard::into_inner(cur);
+            // Spares of older generations go back unused; the one for this one is used.
+            let mut spare = None;
+            while let Ok(s) = self.spares.try_recv() {
+                if s.generation == snap.generation {
+                    spare = Some(s);
+                    break;
+                }
+                let _ = self.used.try_send(s);
+            }
+            match spare {
+                Some(mut s) => {
+                    w.set_snapshot_with(snap, &mut s.stats);
+                    let _ = self.used.try_send(s);
+                }
+                None => {
+                    self.swaps_allocating += 1;
+                    w.set_snapshot(snap);
+                }
+            }
             self.swaps += 1;
             self.swap_max_ns = self.swap_max_ns.max(t.elapsed().as_nanos() as u64);
         }
@@ -55,6 +85,20 @@ impl WorkerLink {
 pub struct ProbeLink {
     requests: Sender<Box<Probe>>,
     replies: Receiver<Box<Probe>>,
+    spares: Sender<Box<Spare>>,
+    used: Receiver<Box<Spare>>,
+}
+
+impl ProbeLink {
+    /// Before `snap` is published: frees what the worker sent back, and gives it counters
+    /// shaped for `snap` (dropped if the worker has not taken the last ones yet).
+    pub fn prepare(&self, snap: &Snapshot) {
+        while self.used.try_recv().is_ok() {}
+        let _ = self.spares.try_send(Box::new(Spare {
+            generation: snap.generation,
+            stats: WorkerStats::new(&snap.backend_counts()),
+        }));
+    }
 }
 
 /// Makes the shared snapshot cell and one mailbox pair per worker.
@@ -68,16 +112,25 @@ pub fn links(
     for _ in 0..workers {
         let (rq_tx, rq_rx) = bounded(1);
         let (rp_tx, rp_rx) = bounded(1);
+        // Room for the spares of several publishes the worker has not caught up with, and
+        // for as many coming back.
+        let (sp_tx, sp_rx) = bounded(8);
+        let (us_tx, us_rx) = bounded(16);
         ctl.push(ProbeLink {
             requests: rq_tx,
             replies: rp_rx,
+            spares: sp_tx,
+            used: us_rx,
         });
         wl.push(WorkerLink {
             snapshot: Arc::clone(&cell),
             requests: rq_rx,
             replies: rp_tx,
+            spares: sp_rx,
+            used: us_tx,
             swaps: 0,
             swap_max_ns: 0,
+            swaps_allocating: 0,
         });
     }
     (cell, ctl, wl)

@@ -334,6 +334,9 @@ impl Plane {
             return Err(e);
         }
         self.generation = snap.generation;
+        for l in &self.links {
+            l.prepare(&snap);
+        }
         let snap = Arc::new(snap);
         self.cell.store(Arc::clone(&snap));
         self.history.push_back(snap);

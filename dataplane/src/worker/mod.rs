@@ -195,9 +195,25 @@ impl Worker {
     /// services and backends that remain are carried over by identity (VIP and protocol,
     /// backend address).
     pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        let mut spare = WorkerStats::new(&snap.backend_counts());
+        self.set_snapshot_with(snap, &mut spare);
+    }
+
+    /// [`Worker::set_snapshot`] into counters the caller shaped for `snap` beforehand
+    /// (`WorkerStats::new(&snap.backend_counts())`), so the worker allocates nothing: `spare`
+    /// receives the counters of the old shape, for the caller to free off the worker.
+    pub fn set_snapshot_with(&mut self, snap: Arc<Snapshot>, spare: &mut WorkerStats) {
         let old = std::mem::replace(&mut self.snap, snap);
         let new = &self.snap;
-        let mut stats = WorkerStats::new(&new.backend_counts());
+        let stats = spare;
+        for s in stats.services.iter_mut() {
+            *s = Default::default();
+        }
+        for v in stats.backends.iter_mut() {
+            for c in v.iter_mut() {
+                *c = Default::default();
+            }
+        }
         for (si, svc) in old.services.iter().enumerate() {
             let Some(ns) = new.service_for(svc.vip.ip(), svc.vip.port(), svc.proto) else {
                 continue;
@@ -217,11 +233,8 @@ impl Worker {
                 }
             }
         }
-        let WorkerStats {
-            backends, services, ..
-        } = stats;
-        self.stats.backends = backends;
-        self.stats.services = services;
+        std::mem::swap(&mut self.stats.backends, &mut stats.backends);
+        std::mem::swap(&mut self.stats.services, &mut stats.services);
     }
 
     /// One iteration of the poll loop: frames handed over by other workers, then a burst
