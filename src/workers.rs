@@ -29,14 +29,28 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-/// A flag SIGINT and SIGTERM set.
+/// Set by SIGHUP: the main loop reloads the configuration file.
+static RELOAD: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+/// A flag SIGINT and SIGTERM set. SIGHUP, from now on, asks the main loop to reload the
+/// configuration file (as `sluicectl reload` does) instead of ending the process.
 pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
+    let reload = RELOAD.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(reload))
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     Ok(stop)
+}
+
+/// Whether SIGHUP arrived since the last call.
+fn reload_requested() -> bool {
+    RELOAD
+        .get()
+        .is_some_and(|r| r.swap(false, Ordering::Relaxed))
 }
 
 /// What the worker threads share, borrowed for the scope.
@@ -202,6 +216,10 @@ pub fn main_loop(
     let mut last_progress = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if reload_requested() {
+            // The outcome is in the log and `sluicectl status` either way.
+            let _ = ctl.reload();
+        }
         ctl.tick();
         let total: u64 = received.iter().map(|r| r.load(Ordering::Relaxed)).sum();
         if total != last_total {

@@ -862,6 +862,42 @@ fn every_verb_and_every_refusal_leave_a_consistent_daemon() {
     let r = d.ok(&["reload"]);
     assert_eq!(r["reload"]["changed"].as_array().unwrap().len(), 2, "{r}");
     assert_eq!(d.ok(&["status"])["config_vs_file"], "same");
+    // SIGHUP reloads the file as `reload` does: a good file is applied, a bad one refused
+    // (logged in the events) with the running configuration kept.
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    std::fs::write(&d.config, good.replace("weight = 1\n", "weight = 6\n")).unwrap();
+    hup();
+    wait_for("SIGHUP to reload the file", Duration::from_secs(5), || {
+        d.backend("web", "10.1.0.1:8080").unwrap()["weight"] == 6
+    });
+    assert_eq!(d.ok(&["status"])["config_vs_file"], "same");
+    let gen = d.ok(&["status"])["generation"].clone();
+    std::fs::write(&d.config, good.replace("weight = 1\n", "weight = 0\n")).unwrap();
+    hup();
+    wait_for(
+        "SIGHUP's refusal in the log",
+        Duration::from_secs(5),
+        || {
+            d.ok(&["status"])["recent_events"]
+                .to_string()
+                .contains("reload on SIGHUP refused")
+        },
+    );
+    assert!(d.alive(), "SIGHUP does not end the daemon");
+    assert_eq!(
+        d.ok(&["status"])["generation"],
+        gen,
+        "the refused file changed nothing"
+    );
+    assert_eq!(d.backend("web", "10.1.0.1:8080").unwrap()["weight"], 6);
+    std::fs::write(&d.config, &good).unwrap();
     // Usage errors exit 2; an unreachable daemon exits 1 and says where it looked.
     assert_eq!(
         d.ctl(&["backend", "set-weight", "web"]).status.code(),

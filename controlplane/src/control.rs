@@ -103,6 +103,24 @@ impl ControlPlane {
         }
     }
 
+    /// Re-reads the configuration file and applies the difference, exactly as `sluicectl
+    /// reload` does (the same validation and the same notes in the log); a file that does
+    /// not validate is refused, logged, and the running configuration stays. For SIGHUP.
+    pub fn reload(&mut self) -> Result<(), String> {
+        let mut p = match self.plane.lock() {
+            Ok(p) => p,
+            Err(e) => e.into_inner(),
+        };
+        match p.handle(&ctl::Op::Reload) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let why = format!("reload on SIGHUP refused: {}", e.message);
+                p.log(why.clone());
+                Err(why)
+            }
+        }
+    }
+
     /// Runs `f` on every snapshot published from now on (on the control thread).
     pub fn on_publish(&self, f: impl FnMut(&Snapshot) -> Result<(), String> + Send + 'static) {
         if let Ok(mut p) = self.plane.lock() {
