@@ -148,6 +148,10 @@ where
             c.stranded += 1;
         }
     }
+    // Frames handed to an offload shard that no shard took.
+    while shared.rings.pop_unclaimed().is_some() {
+        c.stranded += 1;
+    }
     Ok(c)
 }
 

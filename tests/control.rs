@@ -897,6 +897,10 @@ fn every_verb_and_every_refusal_leave_a_consistent_daemon() {
         "the refused file changed nothing"
     );
     assert_eq!(d.backend("web", "10.1.0.1:8080").unwrap()["weight"], 6);
+    // Every one of these changes reached the worker with counters shaped for it.
+    let w = &d.ok(&["stats"])["workers"][0];
+    assert!(w["snapshot_swaps"].as_u64().unwrap() >= 5, "{w}");
+    assert_eq!(w["swaps_allocating"], 0, "{w}");
     std::fs::write(&d.config, &good).unwrap();
     // Usage errors exit 2; an unreachable daemon exits 1 and says where it looked.
     assert_eq!(

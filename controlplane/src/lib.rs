@@ -34,7 +34,7 @@ pub struct WorkerLink {
     swaps: u64,
     swap_max_ns: u64,
     /// Swaps for which no spare of the right shape had arrived, so the worker allocated.
-    pub swaps_allocating: u64,
+    swaps_allocating: u64,
 }
 
 impl WorkerLink {
@@ -74,6 +74,7 @@ impl WorkerLink {
                 w.fill_probe(&mut p);
                 p.swaps = self.swaps;
                 p.swap_max_ns = self.swap_max_ns;
+                p.swaps_allocating = self.swaps_allocating;
                 let _ = self.replies.try_send(p);
             }
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}

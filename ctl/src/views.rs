@@ -154,6 +154,10 @@ pub struct WorkerStatsView {
     pub packets_per_s: f64,
     pub bits_per_s: f64,
     pub snapshot_swaps: u64,
+    /// Swaps in which the worker had to allocate counters (none is expected: the control
+    /// plane shapes them beforehand).
+    #[serde(default)]
+    pub swaps_allocating: u64,
     pub swap_max_us: f64,
 }
 

@@ -25,8 +25,8 @@ pub struct Totals {
     pub services: HashMap<String, (u64, u64, u64)>,
     /// Per worker: (packets in, packets out, bytes in, drops).
     pub workers: Vec<(usize, u64, u64, u64, u64)>,
-    /// Per worker: (snapshots swapped in, longest swap in ns).
-    pub swaps: Vec<(usize, u64, u64)>,
+    /// Per worker: (snapshots swapped in, longest swap in ns, swaps that allocated).
+    pub swaps: Vec<(usize, u64, u64, u64)>,
 }
 
 impl Plane {
@@ -65,7 +65,8 @@ impl Plane {
                 s.bytes_in,
                 s.total_drops(),
             ));
-            t.swaps.push((p.worker, p.swaps, p.swap_max_ns));
+            t.swaps
+                .push((p.worker, p.swaps, p.swap_max_ns, p.swaps_allocating));
             let Some(snap) = self.snapshot_of(p.generation) else {
                 continue;
             };

@@ -281,6 +281,7 @@ impl Plane {
                     packets_per_s: rate(w.1, before.1),
                     bits_per_s: rate(w.3, before.3) * 8.0,
                     snapshot_swaps: sw.1,
+                    swaps_allocating: sw.3,
                     swap_max_us: sw.2 as f64 / 1e3,
                 }
             })

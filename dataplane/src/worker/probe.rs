@@ -44,6 +44,8 @@ pub struct Probe {
     /// delayed the next burst); filled by the daemon's worker link.
     pub swaps: u64,
     pub swap_max_ns: u64,
+    /// Swaps for which no counters shaped beforehand had arrived, so the worker allocated.
+    pub swaps_allocating: u64,
 }
 
 impl Probe {
@@ -63,6 +65,7 @@ impl Probe {
             scan_done: false,
             swaps: 0,
             swap_max_ns: 0,
+            swaps_allocating: 0,
         }
     }
 }
