@@ -148,10 +148,8 @@ where
             c.stranded += 1;
         }
     }
-    // Frames handed to an offload shard that no shard took.
-    while shared.rings.pop_unclaimed().is_some() {
-        c.stranded += 1;
-    }
+    // Frames in the offload rings that no shard took or no worker sent.
+    c.stranded += shared.rings.drain_offload();
     Ok(c)
 }
 

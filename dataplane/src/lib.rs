@@ -25,7 +25,7 @@ pub mod worker;
 pub mod xdp;
 
 pub use maglev::{self, MaglevTable};
-pub use offload::{OffloadPlan, OffloadRings};
+pub use offload::{HandError, OffloadFrame, OffloadPlan, OffloadRings, OFFLOAD_FRAME};
 pub use port::{Frame, MemPort, PacketBuf, Port};
 pub use setup::{Forwarding, Setup};
 pub use snapshot::Snapshot;

@@ -11,16 +11,87 @@
 //! frame it answers in place); that worker drains its return ring into its transmit burst,
 //! since only a queue's owner may transmit on it.
 //!
-//! Both directions are lock-free bounded queues; a full ring drops the frame and counts it.
-//! Nothing here allocates after [`OffloadRings::new`].
+//! Frames cross the seam as copies in [`OffloadFrame`]s, fixed-size buffers from one pool
+//! allocated by [`OffloadRings::new`]: a shard then never holds a port's buffer (an mbuf or
+//! a UMEM chunk, which only its queue's owner may free or send), and it can make frames of
+//! its own (a SYN-ACK, an upstream connection's segments) from the same pool. The worker
+//! copies a handed frame in and frees the port's buffer at once; it copies a returned frame
+//! into a buffer of its port, filling in the Ethernet addresses a shard does not know.
+//!
+//! Both directions are lock-free bounded queues; a full ring, or an empty pool, drops the
+//! frame and counts it. Nothing here allocates after [`OffloadRings::new`].
 
 use crossbeam::queue::ArrayQueue;
 
+/// The largest frame that crosses the seam: a 1500-byte IP packet with a VLAN-tagged
+/// Ethernet header, and room to spare. Larger frames are dropped as `oversize`.
+pub const OFFLOAD_FRAME: usize = 2048;
+
+/// A frame's bytes on their way to or from a shard: a fixed buffer from the rings' pool.
+pub struct OffloadFrame {
+    buf: Box<[u8; OFFLOAD_FRAME]>,
+    len: u16,
+}
+
+impl OffloadFrame {
+    fn new() -> Self {
+        OffloadFrame {
+            buf: Box::new([0u8; OFFLOAD_FRAME]),
+            len: 0,
+        }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len as usize]
+    }
+
+    /// Sets the length to `len` (at most [`OFFLOAD_FRAME`]) and returns the bytes to fill.
+    pub fn resize(&mut self, len: usize) -> Option<&mut [u8]> {
+        if len > OFFLOAD_FRAME {
+            return None;
+        }
+        self.len = len as u16;
+        Some(&mut self.buf[..len])
+    }
+
+    /// Replaces the contents with `data`; false (unchanged) if it does not fit.
+    pub fn load(&mut self, data: &[u8]) -> bool {
+        match self.resize(data.len()) {
+            Some(b) => {
+                b.copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for OffloadFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OffloadFrame({} bytes)", self.len)
+    }
+}
+
 /// A frame on its way to a shard, with the worker whose queue it arrived on.
 #[derive(Debug)]
-pub struct Handed<F> {
-    pub frame: F,
+pub struct Handed {
+    pub frame: OffloadFrame,
     pub worker: usize,
+}
+
+/// Why a frame did not reach its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandError {
+    /// The shard's ring is full (or the shard does not exist).
+    RingFull,
+    /// Every buffer of the pool is in use.
+    NoBuffer,
+    /// The frame is larger than [`OFFLOAD_FRAME`].
+    Oversize,
 }
 
 /// How frames are spread over the shards: a `Copy` value each worker keeps, so choosing a
@@ -32,7 +103,6 @@ pub struct OffloadPlan {
     /// evenly between shards; `None` when the shards open no connections of their own.
     upstream_ports: Option<(u16, u16)>,
 }
-
 impl OffloadPlan {
     pub fn new(shards: usize) -> Self {
         OffloadPlan {
@@ -85,25 +155,33 @@ impl OffloadPlan {
     }
 }
 
-/// The rings between the workers and the offload shards.
-pub struct OffloadRings<F> {
+/// The rings between the workers and the offload shards, and the pool of frames they carry.
+pub struct OffloadRings {
     plan: OffloadPlan,
-    to_shard: Vec<ArrayQueue<Handed<F>>>,
-    to_worker: Vec<ArrayQueue<F>>,
+    to_shard: Vec<ArrayQueue<Handed>>,
+    to_worker: Vec<ArrayQueue<OffloadFrame>>,
+    free: ArrayQueue<OffloadFrame>,
 }
 
-impl<F> OffloadRings<F> {
+impl OffloadRings {
     /// Rings for the shards of `plan` and for `workers` workers, each holding `capacity`
-    /// frames.
+    /// frames, and a pool with a frame for every slot of every ring (so a full pool means
+    /// full rings, or frames a shard holds on to).
     pub fn new(plan: OffloadPlan, workers: usize, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let workers = workers.max(1);
+        let frames = capacity * (plan.shards() + workers);
+        let free = ArrayQueue::new(frames);
+        for _ in 0..frames {
+            let _ = free.push(OffloadFrame::new());
+        }
         OffloadRings {
             plan,
             to_shard: (0..plan.shards())
-                .map(|_| ArrayQueue::new(capacity.max(1)))
+                .map(|_| ArrayQueue::new(capacity))
                 .collect(),
-            to_worker: (0..workers.max(1))
-                .map(|_| ArrayQueue::new(capacity.max(1)))
-                .collect(),
+            to_worker: (0..workers).map(|_| ArrayQueue::new(capacity)).collect(),
+            free,
         }
     }
 
@@ -111,35 +189,57 @@ impl<F> OffloadRings<F> {
         self.plan
     }
 
-    /// Worker side: hands `frame` (received by `worker`) to `shard`; gives it back when the
-    /// ring is full or the shard does not exist.
+    /// Worker side: copies `data` (received by `worker`) into a frame of the pool and hands
+    /// it to `shard`.
     #[inline]
-    pub fn hand(&self, shard: usize, worker: usize, frame: F) -> Result<(), F> {
-        match self.to_shard.get(shard) {
-            Some(q) => q.push(Handed { frame, worker }).map_err(|h| h.frame),
-            None => Err(frame),
+    pub fn hand(&self, shard: usize, worker: usize, data: &[u8]) -> Result<(), HandError> {
+        let q = self.to_shard.get(shard).ok_or(HandError::RingFull)?;
+        if data.len() > OFFLOAD_FRAME {
+            return Err(HandError::Oversize);
         }
+        if q.is_full() {
+            return Err(HandError::RingFull);
+        }
+        let mut frame = self.free.pop().ok_or(HandError::NoBuffer)?;
+        frame.load(data);
+        q.push(Handed { frame, worker }).map_err(|h| {
+            self.recycle(h.frame);
+            HandError::RingFull
+        })
     }
 
     /// Shard side: the next frame handed to `shard`.
     #[inline]
-    pub fn take(&self, shard: usize) -> Option<Handed<F>> {
+    pub fn take(&self, shard: usize) -> Option<Handed> {
         self.to_shard.get(shard)?.pop()
+    }
+
+    /// Shard side: a free frame to fill, if the pool has one.
+    #[inline]
+    pub fn frame(&self) -> Option<OffloadFrame> {
+        self.free.pop()
+    }
+
+    /// Either side: gives a frame back to the pool.
+    #[inline]
+    pub fn recycle(&self, frame: OffloadFrame) {
+        // The pool has room for every frame it made; one made elsewhere is dropped.
+        let _ = self.free.push(frame);
     }
 
     /// Shard side: queues `frame` for transmission by `worker`; gives it back when that
     /// worker's return ring is full or the worker does not exist.
     #[inline]
-    pub fn give_back(&self, worker: usize, frame: F) -> Result<(), F> {
+    pub fn give_back(&self, worker: usize, frame: OffloadFrame) -> Result<(), OffloadFrame> {
         match self.to_worker.get(worker) {
             Some(q) => q.push(frame),
             None => Err(frame),
         }
     }
 
-    /// Worker side: the next frame a shard returned to `worker`.
+    /// Worker side: the next frame a shard returned to `worker` (recycle it when copied).
     #[inline]
-    pub fn returned(&self, worker: usize) -> Option<F> {
+    pub fn returned(&self, worker: usize) -> Option<OffloadFrame> {
         self.to_worker.get(worker)?.pop()
     }
 
@@ -148,9 +248,28 @@ impl<F> OffloadRings<F> {
         self.to_shard.iter().all(|q| q.is_empty()) && self.to_worker.iter().all(|q| q.is_empty())
     }
 
-    /// Takes a frame still waiting for a shard, for freeing at shutdown.
-    pub fn pop_unclaimed(&self) -> Option<Handed<F>> {
-        self.to_shard.iter().find_map(|q| q.pop())
+    /// Frames in the pool now.
+    pub fn free_frames(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Empties every ring into the pool (at shutdown) and returns how many frames were
+    /// still in them.
+    pub fn drain(&self) -> u64 {
+        let mut n = 0;
+        for q in &self.to_shard {
+            while let Some(h) = q.pop() {
+                self.recycle(h.frame);
+                n += 1;
+            }
+        }
+        for q in &self.to_worker {
+            while let Some(f) = q.pop() {
+                self.recycle(f);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -193,18 +312,49 @@ mod tests {
     }
 
     #[test]
-    fn full_rings_give_the_frame_back() {
+    fn full_rings_and_an_empty_pool_give_the_frame_back() {
         let r = OffloadRings::new(OffloadPlan::new(1), 1, 1);
-        assert_eq!(r.hand(0, 0, 1u32), Ok(()));
-        assert_eq!(r.hand(0, 0, 2), Err(2));
-        assert_eq!(r.hand(7, 0, 3), Err(3));
-        assert_eq!(r.give_back(0, 4), Ok(()));
-        assert_eq!(r.give_back(0, 5), Err(5));
-        assert_eq!(r.give_back(9, 6), Err(6));
+        assert_eq!(r.free_frames(), 2);
+        assert_eq!(r.hand(0, 0, &[1, 2, 3]), Ok(()));
+        assert_eq!(r.hand(0, 0, &[2]), Err(HandError::RingFull));
+        assert_eq!(r.hand(7, 0, &[3]), Err(HandError::RingFull));
+        assert_eq!(
+            r.hand(0, 0, &[0; OFFLOAD_FRAME + 1]),
+            Err(HandError::Oversize)
+        );
+        let mut f = r.frame().unwrap();
+        assert!(r.frame().is_none(), "the pool is empty");
+        f.resize(2).unwrap().copy_from_slice(&[4, 4]);
+        assert_eq!(r.give_back(0, f).map_err(|_| ()), Ok(()));
+        let f = r.returned(0).unwrap();
+        assert_eq!(f.data(), &[4, 4]);
+        let f = r.give_back(9, f).unwrap_err();
         assert!(!r.is_empty());
         let h = r.take(0).unwrap();
-        assert_eq!((h.frame, h.worker), (1, 0));
-        assert_eq!(r.returned(0), Some(4));
+        assert_eq!((h.frame.data(), h.worker), (&[1u8, 2, 3][..], 0));
+        r.recycle(h.frame);
+        assert!(r.is_empty());
+        assert_eq!(r.hand(0, 0, &[5]), Ok(()));
+        assert_eq!(r.take(0).map(|h| h.frame.data().to_vec()), Some(vec![5]));
+        assert_eq!(
+            r.hand(0, 0, &[6]),
+            Err(HandError::NoBuffer),
+            "one frame is held"
+        );
+        r.recycle(f);
+        assert_eq!(r.hand(0, 0, &[6]), Ok(()));
+    }
+
+    #[test]
+    fn drain_returns_every_frame_to_the_pool() {
+        let r = OffloadRings::new(OffloadPlan::new(2), 2, 4);
+        for i in 0..4u8 {
+            r.hand(i as usize % 2, 0, &[i]).unwrap();
+        }
+        let f = r.frame().unwrap();
+        r.give_back(1, f).unwrap();
+        assert_eq!(r.drain(), 5);
+        assert_eq!(r.free_frames(), 16);
         assert!(r.is_empty());
     }
 }

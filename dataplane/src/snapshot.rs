@@ -101,6 +101,9 @@ pub struct Snapshot {
     /// them), and the same by address (any worker learns from their ARP / ND).
     pub next_hops: Vec<(IpAddr, u16)>,
     next_hop_slots: FastMap<IpAddr, u16>,
+    /// Backend address -> next hop, for the backends of offloaded services (frames the
+    /// offload shards make carry no Ethernet addresses).
+    offload_hops: FastMap<IpAddr, NextHop>,
 }
 
 /// Builds one service's Maglev table over the backends that take new flows, labelled by
@@ -163,6 +166,7 @@ impl Snapshot {
         let mut vip_addrs = EndpointMap::default();
         let mut nat_backends = EndpointMap::default();
         let mut backend_index = FastMap::default();
+        let mut offload_hops = FastMap::default();
         let mut resolve: Vec<IpAddr> = cfg
             .services
             .iter()
@@ -215,6 +219,9 @@ impl Snapshot {
             vip_addrs.insert(EndpointKey::new(s.vip.ip(), 0, 0), ());
             for (j, b) in s.backends.iter().enumerate() {
                 backend_index.insert((i as u16, b.address), j as u16);
+                if s.forwarding == Forwarding::Offload {
+                    offload_hops.insert(b.address.ip(), next_hop(b.mac, Some(b.address.ip())));
+                }
                 if s.forwarding == Forwarding::Nat {
                     nat_backends.insert(
                         EndpointKey::new(b.address.ip(), b.address.port(), proto),
@@ -247,6 +254,7 @@ impl Snapshot {
             neighbours: Arc::clone(neighbours),
             next_hops,
             next_hop_slots,
+            offload_hops,
         })
     }
 
@@ -264,6 +272,13 @@ impl Snapshot {
                 m
             }
         }
+    }
+
+    /// Where a frame an offload shard made for `dst` goes: a backend of an offloaded
+    /// service's own next hop, anyone else (a client) through the gateway.
+    #[inline]
+    pub fn offload_next_hop(&self, dst: IpAddr) -> NextHop {
+        self.offload_hops.get(&dst).copied().unwrap_or(self.gateway)
     }
 
     /// The neighbour slot of next hop `a`, if this snapshot resolves it.

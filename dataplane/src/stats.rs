@@ -52,9 +52,13 @@ pub enum DropReason {
     FamilyMismatch,
     /// The datagram to encapsulate could not be read as an inner header.
     EncapInnerInvalid,
+    /// Every frame of the offload pool was in use (the shards are behind).
+    OffloadNoBuffer,
+    /// The port had no buffer to transmit a frame an offload shard made.
+    TxNoBuffer,
 }
 
-const OTHER: [DropReason; 20] = [
+const OTHER: [DropReason; 22] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -75,6 +79,8 @@ const OTHER: [DropReason; 20] = [
     DropReason::NoNodeAddress,
     DropReason::FamilyMismatch,
     DropReason::EncapInnerInvalid,
+    DropReason::OffloadNoBuffer,
+    DropReason::TxNoBuffer,
 ];
 
 impl DropReason {
@@ -113,6 +119,8 @@ impl DropReason {
             DropReason::NoNodeAddress => 17,
             DropReason::FamilyMismatch => 18,
             DropReason::EncapInnerInvalid => 19,
+            DropReason::OffloadNoBuffer => 20,
+            DropReason::TxNoBuffer => 21,
         };
         Malformed::ALL.len() + other
     }
@@ -141,6 +149,8 @@ impl DropReason {
             DropReason::NoNodeAddress => "no_node_address",
             DropReason::FamilyMismatch => "family_mismatch",
             DropReason::EncapInnerInvalid => "encap_inner_invalid",
+            DropReason::OffloadNoBuffer => "offload_no_buffer",
+            DropReason::TxNoBuffer => "tx_no_buffer",
         }
     }
 }

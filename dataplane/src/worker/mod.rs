@@ -19,7 +19,7 @@ pub use classify::Class;
 pub use probe::{FlowQuery, Probe, FLOW_SCAN_PER_PROBE};
 
 use crate::conntrack::ConnTrack;
-use crate::offload::{OffloadPlan, OffloadRings};
+use crate::offload::{HandError, OffloadFrame, OffloadPlan, OffloadRings};
 use crate::port::{Frame, Port, BURST};
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
@@ -52,7 +52,7 @@ pub enum Verdict {
 /// and, when an offload pool runs, the rings to and from its shards.
 pub struct Rings<F> {
     inbound: Vec<ArrayQueue<F>>,
-    offload: Option<OffloadRings<F>>,
+    offload: Option<OffloadRings>,
 }
 
 impl<F> Rings<F> {
@@ -67,12 +67,12 @@ impl<F> Rings<F> {
 
     /// Adds the rings of an offload pool (give each worker their plan with
     /// [`Worker::offloading_to`]).
-    pub fn with_offload(mut self, o: OffloadRings<F>) -> Self {
+    pub fn with_offload(mut self, o: OffloadRings) -> Self {
         self.offload = Some(o);
         self
     }
 
-    pub fn offload(&self) -> Option<&OffloadRings<F>> {
+    pub fn offload(&self) -> Option<&OffloadRings> {
         self.offload.as_ref()
     }
 
@@ -81,20 +81,16 @@ impl<F> Rings<F> {
             && self.offload.as_ref().is_none_or(|o| o.is_empty())
     }
 
-    /// Takes one frame left for worker `w`: handed over by another worker, or returned to it
-    /// by an offload shard (shutdown drains them).
+    /// Takes one frame left for worker `w`, handed over by another worker (shutdown drains
+    /// them).
     pub fn pop(&self, w: usize) -> Option<F> {
-        self.inbound
-            .get(w)
-            .and_then(|q| q.pop())
-            .or_else(|| self.offload.as_ref().and_then(|o| o.returned(w)))
+        self.inbound.get(w).and_then(|q| q.pop())
     }
 
-    /// Takes one frame still waiting for an offload shard, with the worker it came from
-    /// (shutdown drains them once the shards have stopped).
-    pub fn pop_unclaimed(&self) -> Option<(F, usize)> {
-        let h = self.offload.as_ref()?.pop_unclaimed()?;
-        Some((h.frame, h.worker))
+    /// Empties the offload rings into their pool once the shards have stopped, and returns
+    /// how many frames were still in them.
+    pub fn drain_offload(&self) -> u64 {
+        self.offload.as_ref().map_or(0, |o| o.drain())
     }
 }
 
@@ -324,19 +320,23 @@ impl Worker {
                         port.free(f);
                     }
                 },
-                Verdict::Offload(s) => match &rings.offload {
-                    Some(o) => match o.hand(s, self.id, f) {
-                        Ok(()) => self.stats.offloaded += 1,
-                        Err(f) => {
-                            self.stats.drop(DropReason::OffloadRingFull);
-                            port.free(f);
-                        }
-                    },
-                    None => {
-                        self.stats.drop(DropReason::OffloadUnavailable);
-                        port.free(f);
+                Verdict::Offload(s) => {
+                    match &rings.offload {
+                        Some(o) => match o.hand(s, self.id, f.data()) {
+                            Ok(()) => self.stats.offloaded += 1,
+                            Err(HandError::RingFull) => {
+                                self.stats.drop(DropReason::OffloadRingFull)
+                            }
+                            Err(HandError::NoBuffer) => {
+                                self.stats.drop(DropReason::OffloadNoBuffer)
+                            }
+                            Err(HandError::Oversize) => self.stats.drop(DropReason::Oversize),
+                        },
+                        None => self.stats.drop(DropReason::OffloadUnavailable),
                     }
-                },
+                    // The shard has its own copy.
+                    port.free(f);
+                }
             }
         }
         self.parsed = parsed;
@@ -356,13 +356,23 @@ impl Worker {
         // full receive burst never starves them.
         if let Some(o) = &rings.offload {
             while b.tx.len() < BURST {
-                match o.returned(self.id) {
-                    Some(f) => b.tx.push(f),
-                    None => break,
+                let Some(mut of) = o.returned(self.id) else {
+                    break;
+                };
+                self.stats.offload_returned += 1;
+                match self.address_returned(&snap, &mut of) {
+                    Ok(()) => match port.alloc(of.data().len()) {
+                        Some(mut f) => {
+                            f.data_mut().copy_from_slice(of.data());
+                            b.tx.push(f);
+                        }
+                        None => self.stats.drop(DropReason::TxNoBuffer),
+                    },
+                    Err(r) => self.stats.drop(r),
                 }
+                o.recycle(of);
             }
             if !b.tx.is_empty() {
-                self.stats.offload_returned += b.tx.len() as u64;
                 self.stats.packets_out += b.tx.len() as u64;
                 port.tx_burst(&mut b.tx);
             }
@@ -379,6 +389,29 @@ impl Worker {
                 .sweep(now, SWEEP_BUDGET, |k, f| flow_gone(stats, &snap, k, f));
         }
         n
+    }
+
+    /// Fills in the Ethernet addresses of a frame a shard made (shards know IP, not the
+    /// link): to a backend of an offloaded service, that backend's next hop; to anyone
+    /// else (a client), the gateway, as replies to clients always go.
+    fn address_returned(&self, snap: &Snapshot, f: &mut OffloadFrame) -> Result<(), DropReason> {
+        let d = f.data_mut();
+        let dst = match d.get(12..14) {
+            Some([0x08, 0x00]) => d
+                .get(30..34)
+                .map(|a| IpAddr::from(<[u8; 4]>::try_from(a).unwrap_or_default())),
+            Some([0x86, 0xdd]) => d
+                .get(38..54)
+                .map(|a| IpAddr::from(<[u8; 16]>::try_from(a).unwrap_or_default())),
+            _ => None,
+        }
+        .ok_or(DropReason::Malformed(packet::Malformed::EthernetTruncated))?;
+        let mac = snap
+            .mac_of(snap.offload_next_hop(dst))
+            .ok_or(DropReason::UnresolvedNextHop)?;
+        d[..6].copy_from_slice(&mac.0);
+        d[6..12].copy_from_slice(&snap.node.mac.0);
+        Ok(())
     }
 
     /// Sends ARP requests / neighbour solicitations for the next hops that are due one (at

@@ -1,0 +1,826 @@
+//! The HTTP/1.1 proxy session of one client connection: read a request head, choose a pool
+//! and a backend, send the head and stream the body upstream, read the response head and
+//! stream its body back, then reuse both connections (keep-alive) or close them. Requests
+//! on one connection are handled one at a time, so pipelined requests are answered in
+//! order. Bodies stream through the sockets' buffers (the receiving window closes while the
+//! other side is slow): nothing buffers a whole body.
+
+use crate::http::{
+    self, error_response, parse_request, parse_response, BodyKind, ChunkedBody, ClientFraming,
+    HeadError,
+};
+use crate::route;
+use crate::setup::L7Setup;
+use crate::shard::{Conn, ConnId, Role, Shard};
+use crate::stats::L7Error;
+use bytes::{Buf, Bytes, BytesMut};
+use smoltcp::socket::tcp::{Socket, State};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// A request is on its way to a backend, or its response on its way back.
+    Exchange,
+    /// After a 101 response: bytes relayed both ways untouched.
+    Tunnel,
+    /// Sending what is left for the client, then closing.
+    Closing,
+}
+
+/// Where a streamed body stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    Done,
+    Length(u64),
+    Chunked(ChunkedBody),
+    UntilClose,
+}
+
+impl Body {
+    fn of(kind: BodyKind) -> Body {
+        match kind {
+            BodyKind::None | BodyKind::Length(0) => Body::Done,
+            BodyKind::Length(n) => Body::Length(n),
+            BodyKind::Chunked => Body::Chunked(ChunkedBody::default()),
+            BodyKind::UntilClose => Body::UntilClose,
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self {
+            Body::Done => true,
+            Body::Chunked(c) => c.done(),
+            _ => false,
+        }
+    }
+}
+
+/// One request and its response.
+pub(crate) struct Exchange {
+    pool: usize,
+    backend: usize,
+    route: Option<usize>,
+    request: Body,
+    response: Option<Body>,
+    keep_alive: bool,
+    head_request: bool,
+    upgrade: bool,
+    /// The head as sent, kept for one retry when the request has no body and may be
+    /// repeated; `None` otherwise.
+    retry_head: Option<Bytes>,
+    retried: bool,
+    started: u64,
+    /// When the request was all sent (the response timeout runs from here).
+    sent: Option<u64>,
+    /// Any response byte has arrived (no retry after that).
+    answered: bool,
+    close_client: bool,
+    reusable: bool,
+    status: u16,
+    cookie: Option<String>,
+    /// Cleared when the backend's in-flight count has been given back.
+    counted: bool,
+}
+
+pub(crate) struct Session {
+    pub svc: usize,
+    pub phase: Phase,
+    /// When the current phase began (ms).
+    pub since: u64,
+    /// When the first byte of the head being read arrived.
+    head_started: Option<u64>,
+    pub served: u32,
+    pub up: Option<ConnId>,
+    to_up: BytesMut,
+    to_client: BytesMut,
+    ex: Option<Exchange>,
+}
+
+impl Session {
+    pub fn new(svc: usize, now: u64) -> Self {
+        Session {
+            svc,
+            phase: Phase::Head,
+            since: now,
+            head_started: None,
+            served: 0,
+            up: None,
+            to_up: BytesMut::new(),
+            to_client: BytesMut::new(),
+            ex: None,
+        }
+    }
+
+    /// When the session's own timer fires (the sockets have their own).
+    pub fn deadline(&self, setup: &L7Setup) -> Option<u64> {
+        let t = setup.services.get(self.svc)?.timeouts;
+        match self.phase {
+            Phase::Head => Some(match self.head_started {
+                Some(h) => h + t.client_header_ms,
+                None if self.served == 0 => self.since + t.client_header_ms,
+                None => self.since + t.client_idle_ms,
+            }),
+            Phase::Exchange => {
+                let ex = self.ex.as_ref()?;
+                match ex.sent {
+                    _ if ex.answered => None,
+                    Some(s) => Some(s + t.backend_response_ms),
+                    None => Some(ex.started + t.backend_connect_ms),
+                }
+            }
+            Phase::Tunnel => None,
+            Phase::Closing => Some(self.since + 5_000),
+        }
+    }
+}
+
+/// Writes as much of `pending` as `sock` takes.
+fn flush(pending: &mut BytesMut, sock: &mut Socket<'static>) {
+    if pending.is_empty() || !sock.may_send() {
+        return;
+    }
+    if let Ok(n) = sock.send_slice(pending) {
+        pending.advance(n);
+    }
+}
+
+/// Why relaying a body stopped short.
+enum RelayFault {
+    Chunked,
+    TooLarge,
+}
+
+/// Moves body bytes from `src` to `dst` as far as `dst` has room and `body` says they
+/// belong to the message; `limit` caps the body's size.
+fn relay(
+    src: &mut Socket<'static>,
+    dst: &mut Socket<'static>,
+    body: &mut Body,
+    limit: u64,
+) -> Result<usize, RelayFault> {
+    let mut moved = 0;
+    for _ in 0..64 {
+        let room = dst.send_capacity().saturating_sub(dst.send_queue());
+        if room == 0 || !dst.may_send() || body.done() || src.recv_queue() == 0 {
+            break;
+        }
+        let step: Result<usize, RelayFault> = match body {
+            Body::Done => Ok(0),
+            Body::Length(rem) => {
+                let rem_now = *rem;
+                let r = src.recv(|buf| {
+                    let n = buf.len().min(room).min(rem_now as usize);
+                    let sent = dst.send_slice(&buf[..n]).unwrap_or(0);
+                    (sent, sent)
+                });
+                let n = r.unwrap_or(0);
+                *rem -= n as u64;
+                if *rem == 0 {
+                    *body = Body::Done;
+                }
+                Ok(n)
+            }
+            Body::Chunked(c) => {
+                let r = src.recv(|buf| {
+                    let take = buf.len().min(room);
+                    match c.advance(&buf[..take]) {
+                        Ok(n) => {
+                            let sent = dst.send_slice(&buf[..n]).unwrap_or(0);
+                            (sent, Ok(sent))
+                        }
+                        Err(_) => (0, Err(RelayFault::Chunked)),
+                    }
+                });
+                match r {
+                    Ok(Ok(n)) if c.data_bytes > limit => {
+                        let _ = n;
+                        Err(RelayFault::TooLarge)
+                    }
+                    Ok(x) => x,
+                    Err(_) => Ok(0),
+                }
+            }
+            Body::UntilClose => {
+                let r = src.recv(|buf| {
+                    let n = buf.len().min(room);
+                    let sent = dst.send_slice(&buf[..n]).unwrap_or(0);
+                    (sent, sent)
+                });
+                Ok(r.unwrap_or(0))
+            }
+        };
+        match step? {
+            0 => break,
+            n => moved += n,
+        }
+    }
+    Ok(moved)
+}
+
+/// Takes `n` bytes off `sock`'s receive buffer (in two parts where its ring wraps).
+fn discard(sock: &mut Socket<'static>, n: usize) {
+    let mut left = n;
+    while left > 0 {
+        match sock.recv(|b| {
+            let k = left.min(b.len());
+            (k, k)
+        }) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => left -= k,
+        }
+    }
+}
+
+/// Whether the peer of `sock` will send nothing more (it sent FIN, or the connection is
+/// gone), as opposed to not having finished the handshake yet.
+fn peer_done(sock: &Socket<'static>) -> bool {
+    !sock.may_recv()
+        && !matches!(
+            sock.state(),
+            State::Listen | State::SynReceived | State::SynSent
+        )
+}
+
+/// Whether `sock`'s peer is done and everything it sent has been read.
+fn drained(sock: &Socket<'static>) -> bool {
+    peer_done(sock) && sock.recv_queue() == 0
+}
+
+impl Shard<'_> {
+    /// Drives client connection `id` (and its upstream) as far as it can go now.
+    pub(crate) fn drive_client(&mut self, id: ConnId, now: u64) {
+        let Some(mut c) = self.take_conn(id) else {
+            return;
+        };
+        for _ in 0..8 {
+            if !self.step(id, &mut c, now) {
+                break;
+            }
+        }
+        self.put_conn(id, c);
+    }
+
+    /// One step of the session; true if it changed phase (worth another step).
+    fn step(&mut self, id: ConnId, c: &mut Conn, now: u64) -> bool {
+        let (gone, before) = match (&c.role, c.sock.as_ref()) {
+            (Role::Client(sess), Some(sock)) => (
+                matches!(sock.state(), State::Closed | State::TimeWait),
+                sess.phase,
+            ),
+            _ => return false,
+        };
+        if gone {
+            if let Role::Client(sess) = &mut c.role {
+                if let Some(uid) = sess.up.take() {
+                    self.finish_backend(sess, false);
+                    self.release_upstream(uid, false);
+                }
+            }
+            return false;
+        }
+        match before {
+            Phase::Head => self.read_head(id, c, now),
+            Phase::Exchange => self.exchange(id, c, now),
+            Phase::Tunnel => self.tunnel(c),
+            Phase::Closing => {
+                if let (Role::Client(sess), Some(sock)) = (&mut c.role, c.sock.as_mut()) {
+                    flush(&mut sess.to_client, sock);
+                    if sess.to_client.is_empty() || now >= sess.since + 5_000 {
+                        sock.close();
+                    }
+                }
+            }
+        }
+        matches!(&c.role, Role::Client(s) if s.phase != before)
+    }
+
+    /// Answers the client with the proxy's own response for `e` and closes after it.
+    fn fail(&mut self, c: &mut Conn, e: L7Error, now: u64) {
+        self.stats.error(e);
+        let Role::Client(sess) = &mut c.role else {
+            return;
+        };
+        if let Some(uid) = sess.up.take() {
+            self.finish_backend(sess, true);
+            self.release_upstream(uid, false);
+        }
+        let started = sess.ex.as_ref().is_some_and(|ex| ex.response.is_some());
+        sess.ex = None;
+        sess.to_up.clear();
+        if let (Some(code), false) = (e.status(), started) {
+            sess.to_client.clear();
+            sess.to_client.extend_from_slice(error_response(code));
+            self.stats.status(code);
+            self.stats.requests += 1;
+        }
+        sess.phase = Phase::Closing;
+        sess.since = now;
+        if let Some(s) = c.sock.as_mut() {
+            flush(&mut sess.to_client, s);
+            if started || e.status().is_none() {
+                s.abort();
+            }
+        }
+    }
+
+    /// Gives the backend its in-flight slot back, counting a failure if `failed`.
+    fn finish_backend(&mut self, sess: &mut Session, failed: bool) {
+        let Some(ex) = sess.ex.as_mut() else { return };
+        if !ex.counted {
+            return;
+        }
+        ex.counted = false;
+        if let Some(p) = self
+            .pools
+            .get_mut(sess.svc)
+            .and_then(|p| p.get_mut(ex.pool))
+        {
+            if let Some(n) = p.in_flight.get_mut(ex.backend) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Some(b) = self.backend_stats(sess.svc, ex.pool, ex.backend) {
+            b.in_flight = b.in_flight.saturating_sub(1);
+            if failed {
+                b.failures += 1;
+            }
+        }
+    }
+
+    fn backend_stats(
+        &mut self,
+        svc: usize,
+        pool: usize,
+        b: usize,
+    ) -> Option<&mut crate::stats::BackendRequests> {
+        self.stats.backends.get_mut(svc)?.get_mut(pool)?.get_mut(b)
+    }
+
+    fn read_head(&mut self, id: ConnId, c: &mut Conn, now: u64) {
+        let worker = c.worker;
+        let Role::Client(sess) = &mut c.role else {
+            return;
+        };
+        let Some(sock) = c.sock.as_mut() else { return };
+        let setup = std::sync::Arc::clone(&self.setup);
+        let Some(svc) = setup.services.get(sess.svc) else {
+            sock.abort();
+            return;
+        };
+        let client_ip: IpAddr = c.key.remote.ip();
+        let waiting = sock.recv_queue();
+        if waiting == 0 {
+            if peer_done(sock) {
+                // The client is done with this connection.
+                sock.close();
+                sess.phase = Phase::Closing;
+                return;
+            }
+            let t = svc.timeouts;
+            let limit = if sess.served == 0 {
+                t.client_header_ms
+            } else {
+                t.client_idle_ms
+            };
+            if now >= sess.since + limit {
+                if sess.served == 0 {
+                    self.stats.error(L7Error::ClientHeaderTimeout);
+                }
+                sock.close();
+                sess.phase = Phase::Closing;
+                sess.since = now;
+            }
+            return;
+        }
+        // The header timeout runs from the head's first byte (from the accept for the first
+        // request: a connection that never sends is as slow as one that sends slowly).
+        let head_started =
+            *sess
+                .head_started
+                .get_or_insert(if sess.served == 0 { sess.since } else { now });
+        let max = svc.limits.header_bytes;
+        let n = sock
+            .peek_slice(&mut self.scratch[..(max + 1).min(waiting)])
+            .unwrap_or(0);
+        let mut fields = vec![httparse::EMPTY_HEADER; svc.limits.header_count];
+        let head = &self.scratch[..n];
+        let parsed = parse_request(head, &mut fields, max);
+        let req = match parsed {
+            Ok(r) => r,
+            Err(HeadError::Incomplete) => {
+                if peer_done(sock) {
+                    sock.abort();
+                    sess.phase = Phase::Closing;
+                } else if now >= head_started + svc.timeouts.client_header_ms {
+                    self.stats.error(L7Error::ClientHeaderTimeout);
+                    sock.abort();
+                    sess.phase = Phase::Closing;
+                }
+                return;
+            }
+            Err(e) => {
+                let err = if e.status() == 431 {
+                    L7Error::HeadTooLarge
+                } else {
+                    L7Error::BadRequest
+                };
+                self.fail(c, err, now);
+                return;
+            }
+        };
+        let too_large = matches!(req.body, BodyKind::Length(n) if n > svc.limits.body_bytes);
+        let choice = route::choose(svc, &req);
+        let head_len = req.len;
+        let Some(choice) = choice.filter(|ch| ch.pool < svc.pools.len()) else {
+            self.fail(c, L7Error::NoRoute, now);
+            return;
+        };
+        if too_large {
+            self.fail(c, L7Error::BodyTooLarge, now);
+            return;
+        }
+        let pool = &svc.pools[choice.pool];
+        let Some(pick) = self
+            .pools
+            .get_mut(sess.svc)
+            .and_then(|p| p.get_mut(choice.pool))
+            .and_then(|st| st.pick(pool, &req, client_ip, None))
+        else {
+            self.fail(c, L7Error::NoBackend, now);
+            return;
+        };
+        let rules: &[crate::setup::HeaderRule] = choice
+            .route
+            .and_then(|r| svc.routes.get(r))
+            .map_or(&[], |r| &r.request_headers);
+        sess.to_up.clear();
+        http::write_request(&mut sess.to_up, &req, client_ip, rules);
+        let retry_head = (req.body == BodyKind::None && req.idempotent() && !req.upgrade)
+            .then(|| Bytes::copy_from_slice(&sess.to_up));
+        let cookie = if pick.set_cookie {
+            self.pools[sess.svc][choice.pool].cookie(pool, pick.backend)
+        } else {
+            None
+        };
+        let ex = Exchange {
+            pool: choice.pool,
+            backend: pick.backend,
+            route: choice.route,
+            request: Body::of(req.body),
+            response: None,
+            keep_alive: req.keep_alive,
+            head_request: req.method == "HEAD",
+            upgrade: req.upgrade,
+            retry_head,
+            retried: false,
+            started: now,
+            sent: None,
+            answered: false,
+            close_client: !req.keep_alive,
+            reusable: false,
+            status: 0,
+            cookie,
+            counted: true,
+        };
+        // The head is taken off the socket; the body (and any pipelined request) stays.
+        discard(sock, head_len);
+        sess.head_started = None;
+        self.stats.requests += 1;
+        if let Some(b) = self.backend_stats(sess.svc, choice.pool, pick.backend) {
+            b.requests += 1;
+            b.in_flight += 1;
+        }
+        self.pools[sess.svc][choice.pool].in_flight[pick.backend] += 1;
+        let backend = pool.backends[pick.backend].address;
+        sess.ex = Some(ex);
+        sess.phase = Phase::Exchange;
+        sess.since = now;
+        let up = match self.pooled(backend, id) {
+            Some(uid) => Ok(uid),
+            None => self.connect(backend, (sess.svc, choice.pool, pick.backend), id, worker),
+        };
+        match up {
+            Ok(uid) => {
+                sess.up = Some(uid);
+                self.touch(uid);
+            }
+            Err(e) => {
+                let Role::Client(sess) = &mut c.role else {
+                    return;
+                };
+                self.finish_backend(sess, true);
+                self.fail(c, e, now);
+            }
+        }
+    }
+
+    /// A failed upstream before any response byte: once more on another backend if the
+    /// request allows it, else 502.
+    fn upstream_failed(&mut self, id: ConnId, c: &mut Conn, now: u64, timeout: bool) {
+        let worker = c.worker;
+        let Role::Client(sess) = &mut c.role else {
+            return;
+        };
+        let client_ip = c.key.remote.ip();
+        if let Some(uid) = sess.up.take() {
+            self.release_upstream(uid, false);
+        }
+        self.finish_backend(sess, true);
+        let setup = std::sync::Arc::clone(&self.setup);
+        let retry = sess
+            .ex
+            .as_ref()
+            .filter(|ex| !ex.retried && !ex.answered)
+            .and_then(|ex| ex.retry_head.clone().map(|h| (h, ex.pool, ex.backend)));
+        if let (Some((head, pool_i, failed)), Some(svc)) = (retry, setup.services.get(sess.svc)) {
+            let pool = &svc.pools[pool_i];
+            // The pick needs a request only for hashing and cookies; the retry goes to
+            // the next backend by the pool's algorithm, avoiding the failed one.
+            let mut fields = [httparse::EMPTY_HEADER; 4];
+            let fake = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+            let pick = parse_request(fake, &mut fields, 1024)
+                .ok()
+                .and_then(|r| self.pools[sess.svc][pool_i].pick(pool, &r, client_ip, Some(failed)));
+            if let Some(p) = pick.filter(|p| p.backend != failed) {
+                let backend = pool.backends[p.backend].address;
+                let up = match self.pooled(backend, id) {
+                    Some(u) => Ok(u),
+                    None => self.connect(backend, (sess.svc, pool_i, p.backend), id, worker),
+                };
+                if let Ok(uid) = up {
+                    self.stats.retries += 1;
+                    if let Some(ex) = sess.ex.as_mut() {
+                        ex.backend = p.backend;
+                        ex.retried = true;
+                        ex.started = now;
+                        ex.sent = None;
+                        ex.counted = true;
+                    }
+                    self.pools[sess.svc][pool_i].in_flight[p.backend] += 1;
+                    if let Some(b) = self.backend_stats(sess.svc, pool_i, p.backend) {
+                        b.requests += 1;
+                        b.in_flight += 1;
+                    }
+                    sess.to_up.clear();
+                    sess.to_up.extend_from_slice(&head);
+                    sess.up = Some(uid);
+                    self.touch(uid);
+                    return;
+                }
+            }
+        }
+        let e = if timeout {
+            L7Error::BackendTimeout
+        } else {
+            L7Error::BackendFailed
+        };
+        self.fail(c, e, now);
+    }
+
+    fn exchange(&mut self, id: ConnId, c: &mut Conn, now: u64) {
+        let Role::Client(sess) = &mut c.role else {
+            return;
+        };
+        let Some(uid) = sess.up else {
+            self.upstream_failed(id, c, now, false);
+            return;
+        };
+        let Some(mut u) = self.take_conn(uid) else {
+            self.upstream_failed(id, c, now, false);
+            return;
+        };
+        self.exchange_with(id, c, &mut u, now);
+        self.put_conn(uid, u);
+    }
+
+    fn exchange_with(&mut self, id: ConnId, c: &mut Conn, u: &mut Conn, now: u64) {
+        let setup = std::sync::Arc::clone(&self.setup);
+        let Role::Client(sess) = &mut c.role else {
+            return;
+        };
+        let Some(svc) = setup.services.get(sess.svc) else {
+            return;
+        };
+        let (Some(cs), Some(us)) = (c.sock.as_mut(), u.sock.as_mut()) else {
+            return;
+        };
+        let Some(ex) = sess.ex.as_mut() else {
+            sess.phase = Phase::Head;
+            return;
+        };
+        let t = svc.timeouts;
+        if !ex.answered && us.recv_queue() > 0 {
+            ex.answered = true;
+        }
+        // The backend went away (refused, reset, closed) before answering, or is late.
+        let refused = matches!(us.state(), State::Closed | State::TimeWait)
+            || (drained(us) && ex.response.is_none());
+        let connect_late = us.state() == State::SynSent && now >= ex.started + t.backend_connect_ms;
+        let response_late =
+            !ex.answered && ex.sent.is_some_and(|s| now >= s + t.backend_response_ms);
+        if !ex.answered && (refused || connect_late) {
+            self.upstream_failed(id, c, now, false);
+            return;
+        }
+        if response_late {
+            self.fail(c, L7Error::BackendTimeout, now);
+            return;
+        }
+        if ex.response.is_some()
+            && refused
+            && !ex
+                .response
+                .as_ref()
+                .is_some_and(|b| matches!(b, Body::UntilClose))
+            && us.recv_queue() == 0
+        {
+            // Closed in the middle of a delimited response: the client cannot be told
+            // cleanly any more.
+            self.fail(c, L7Error::BackendFailed, now);
+            return;
+        }
+        if us.state() == State::Established || us.state() == State::CloseWait {
+            flush(&mut sess.to_up, us);
+        }
+        if sess.to_up.is_empty() && !ex.request.done() {
+            match relay(cs, us, &mut ex.request, svc.limits.body_bytes) {
+                Ok(_) => {}
+                Err(RelayFault::Chunked) => {
+                    self.fail(c, L7Error::BadRequest, now);
+                    return;
+                }
+                Err(RelayFault::TooLarge) => {
+                    self.fail(c, L7Error::BodyTooLarge, now);
+                    return;
+                }
+            }
+        }
+        if sess.to_up.is_empty() && ex.request.done() && ex.sent.is_none() {
+            ex.sent = Some(now);
+        }
+        // The response head.
+        while ex.response.is_none() && us.recv_queue() > 0 {
+            let waiting = us.recv_queue();
+            let max = svc
+                .limits
+                .header_bytes
+                .max(16384)
+                .min(self.scratch.len() - 1);
+            let n = us
+                .peek_slice(&mut self.scratch[..(max + 1).min(waiting)])
+                .unwrap_or(0);
+            let mut fields = vec![httparse::EMPTY_HEADER; 128];
+            let resp = match parse_response(&self.scratch[..n], &mut fields, max, ex.head_request) {
+                Ok(r) => r,
+                Err(HeadError::Incomplete) => {
+                    if drained(us) {
+                        self.fail(c, L7Error::BackendFailed, now);
+                    }
+                    return;
+                }
+                Err(_) => {
+                    self.fail(c, L7Error::BackendFailed, now);
+                    return;
+                }
+            };
+            let rules: &[crate::setup::HeaderRule] = ex
+                .route
+                .and_then(|r| svc.routes.get(r))
+                .map_or(&[], |r| &r.response_headers);
+            let len = resp.len;
+            if (100..200).contains(&resp.code) && resp.code != 101 {
+                http::write_response(
+                    &mut sess.to_client,
+                    &resp,
+                    rules,
+                    ClientFraming {
+                        close: false,
+                        keep_alive_10: false,
+                    },
+                    None,
+                );
+                discard(us, len);
+                continue;
+            }
+            if resp.code == 101 {
+                if !ex.upgrade {
+                    self.fail(c, L7Error::BackendFailed, now);
+                    return;
+                }
+                http::write_response(
+                    &mut sess.to_client,
+                    &resp,
+                    rules,
+                    ClientFraming {
+                        close: false,
+                        keep_alive_10: false,
+                    },
+                    None,
+                );
+                ex.status = 101;
+                discard(us, len);
+                ex.response = Some(Body::Done);
+                sess.phase = Phase::Tunnel;
+                self.stats.status(101);
+                flush(&mut sess.to_client, cs);
+                return;
+            }
+            ex.close_client = !ex.keep_alive || resp.body == BodyKind::UntilClose || peer_done(cs);
+            ex.reusable = resp.reusable;
+            ex.status = resp.code;
+            http::write_response(
+                &mut sess.to_client,
+                &resp,
+                rules,
+                ClientFraming {
+                    close: ex.close_client,
+                    keep_alive_10: ex.keep_alive && !ex.close_client,
+                },
+                ex.cookie.as_deref(),
+            );
+            ex.response = Some(Body::of(resp.body));
+            discard(us, len);
+        }
+        flush(&mut sess.to_client, cs);
+        let Some(resp_body) = ex.response.as_mut() else {
+            return;
+        };
+        if sess.to_client.is_empty() {
+            let _ = relay(us, cs, resp_body, u64::MAX);
+            if matches!(resp_body, Body::UntilClose) && drained(us) {
+                *resp_body = Body::Done;
+            }
+        }
+        let complete = resp_body.done() && ex.request.done() && sess.to_client.is_empty();
+        if !complete {
+            return;
+        }
+        // The exchange is over.
+        let status = ex.status;
+        let secs = (now.saturating_sub(ex.started)) as f64 / 1000.0;
+        let reuse = ex.reusable && sess.to_up.is_empty() && !peer_done(us) && us.recv_queue() == 0;
+        let close_client = ex.close_client;
+        let (pool, backend) = (ex.pool, ex.backend);
+        self.stats.status(status);
+        self.stats.duration(secs);
+        if let Some(b) = self.backend_stats(sess.svc, pool, backend) {
+            if let Some(s) = crate::stats::status_class(status).and_then(|i| b.status.get_mut(i)) {
+                *s += 1;
+            }
+        }
+        self.finish_backend(sess, status >= 500);
+        sess.ex = None;
+        sess.served += 1;
+        sess.since = now;
+        if let Some(uid) = sess.up.take() {
+            if let Role::Upstream(up) = &mut u.role {
+                up.client = None;
+                if reuse {
+                    up.idle_since = Some(now);
+                    self.idle.entry(up.backend).or_default().push(uid);
+                } else {
+                    us.close();
+                }
+            }
+            self.touch(uid);
+        }
+        if close_client {
+            sess.phase = Phase::Closing;
+            cs.close();
+        } else {
+            sess.phase = Phase::Head;
+        }
+    }
+
+    fn tunnel(&mut self, c: &mut Conn) {
+        let Role::Client(sess) = &mut c.role else {
+            return;
+        };
+        let Some(uid) = sess.up else { return };
+        let Some(mut u) = self.take_conn(uid) else {
+            if let Some(s) = c.sock.as_mut() {
+                s.close();
+            }
+            return;
+        };
+        if let (Some(cs), Some(us)) = (c.sock.as_mut(), u.sock.as_mut()) {
+            flush(&mut sess.to_client, cs);
+            let mut both = Body::UntilClose;
+            let _ = relay(cs, us, &mut both, u64::MAX);
+            let mut back = Body::UntilClose;
+            if sess.to_client.is_empty() {
+                let _ = relay(us, cs, &mut back, u64::MAX);
+            }
+            if drained(cs) && us.may_send() {
+                us.close();
+            }
+            if drained(us) && cs.may_send() && sess.to_client.is_empty() {
+                cs.close();
+            }
+        }
+        self.put_conn(uid, u);
+        self.touch(uid);
+    }
+}

@@ -1,0 +1,179 @@
+//! What the L7 pool is told of the configuration: its services with their routes, pools,
+//! backends, limits and timeouts. The control plane builds it from the configuration file;
+//! this crate depends on no configuration type.
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use dataplane::setup::{Admin, Health};
+
+/// The whole L7 setup: every `forwarding = "l7"` service, and how the shards run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct L7Setup {
+    pub services: Vec<L7Service>,
+    /// The node's addresses, which upstream connections come from.
+    pub node_ipv4: Option<std::net::Ipv4Addr>,
+    pub node_ipv6: Option<std::net::Ipv6Addr>,
+    pub tcp: TcpSetup,
+}
+
+/// Socket buffer sizes (bytes) for client and upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSetup {
+    pub rx_buffer: usize,
+    pub tx_buffer: usize,
+}
+
+impl Default for TcpSetup {
+    fn default() -> Self {
+        TcpSetup {
+            rx_buffer: 65536,
+            tx_buffer: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L7Service {
+    pub name: String,
+    pub vip: SocketAddr,
+    pub protocol: Protocol,
+    /// Index into `pools` for requests no route matches; `None` answers them 404.
+    pub default_pool: Option<usize>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub routes: Vec<Route>,
+    pub pools: Vec<Pool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_bytes: usize,
+    pub header_count: usize,
+    pub body_bytes: u64,
+    pub connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_bytes: 16384,
+            header_count: 100,
+            body_bytes: 10 * 1024 * 1024,
+            connections: 100_000,
+        }
+    }
+}
+
+/// Milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub client_header_ms: u64,
+    pub client_idle_ms: u64,
+    pub backend_connect_ms: u64,
+    pub backend_response_ms: u64,
+    pub pool_idle_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            client_header_ms: 10_000,
+            client_idle_ms: 60_000,
+            backend_connect_ms: 2_000,
+            backend_response_ms: 30_000,
+            pool_idle_ms: 30_000,
+        }
+    }
+}
+
+/// Host condition of a route: the name, lower case, without port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example`: any name ending in `.example` (stored with the dot: `.example`).
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// A header rule applied to requests or responses on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderRule {
+    /// Replaces every header of this name with one.
+    Set(String, String),
+    /// Adds one more.
+    Add(String, String),
+    /// Removes every header of this name.
+    Remove(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    pub host: Option<HostMatch>,
+    pub path: Option<PathMatch>,
+    /// Header name (lower case) and value, compared exactly.
+    pub header: Option<(String, String)>,
+    pub method: Option<String>,
+    /// Index into the service's pools.
+    pub pool: usize,
+    pub request_headers: Vec<HeaderRule>,
+    pub response_headers: Vec<HeaderRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastRequests,
+    PowerOfTwo,
+    Hash(HashOn),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// Lower-case header name.
+    Header(String),
+    Cookie(String),
+    Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub sticky_cookie: Option<String>,
+    pub sticky_max_age: Option<u64>,
+    pub backends: Vec<L7Backend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L7Backend {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub admin: Admin,
+    pub health: Health,
+}
+
+impl L7Backend {
+    /// Whether new requests may go here.
+    pub fn takes_requests(&self) -> bool {
+        self.admin == Admin::Ready && self.health != Health::Down && self.weight > 0
+    }
+}
+
+impl L7Setup {
+    /// The service listening on `vip`, if any.
+    pub fn service_at(&self, ip: IpAddr, port: u16) -> Option<usize> {
+        self.services
+            .iter()
+            .position(|s| s.vip.ip() == ip && s.vip.port() == port)
+    }
+}

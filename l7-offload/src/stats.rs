@@ -1,0 +1,248 @@
+//! One shard's counters. The shard owns them (nothing shared while it works) and publishes a
+//! copy every few milliseconds for the control plane to sum.
+
+/// Errors the proxy answers or counts, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L7Error {
+    /// 400: the request head or a chunked body broke RFC 9112.
+    BadRequest,
+    /// 404: no route, no default pool.
+    NoRoute,
+    /// 413: the body is larger than `limits.body_bytes`.
+    BodyTooLarge,
+    /// 431: the head is larger than `limits.header_bytes` or has too many fields.
+    HeadTooLarge,
+    /// 502: the backend refused, reset, closed early or answered garbage.
+    BackendFailed,
+    /// 503: no backend in the pool takes requests.
+    NoBackend,
+    /// 504: no response byte within `timeouts.backend_response_ms`.
+    BackendTimeout,
+    /// The client sent no complete head within `timeouts.client_header_ms` (closed).
+    ClientHeaderTimeout,
+    /// A SYN past `limits.connections` (answered with a RST).
+    ConnectionLimit,
+    /// No free source port toward the backend in this shard's range.
+    UpstreamPortsExhausted,
+}
+
+impl L7Error {
+    pub const ALL: [L7Error; 10] = [
+        L7Error::BadRequest,
+        L7Error::NoRoute,
+        L7Error::BodyTooLarge,
+        L7Error::HeadTooLarge,
+        L7Error::BackendFailed,
+        L7Error::NoBackend,
+        L7Error::BackendTimeout,
+        L7Error::ClientHeaderTimeout,
+        L7Error::ConnectionLimit,
+        L7Error::UpstreamPortsExhausted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            L7Error::BadRequest => "bad_request",
+            L7Error::NoRoute => "no_route",
+            L7Error::BodyTooLarge => "body_too_large",
+            L7Error::HeadTooLarge => "head_too_large",
+            L7Error::BackendFailed => "backend_failed",
+            L7Error::NoBackend => "no_backend",
+            L7Error::BackendTimeout => "backend_timeout",
+            L7Error::ClientHeaderTimeout => "client_header_timeout",
+            L7Error::ConnectionLimit => "connection_limit",
+            L7Error::UpstreamPortsExhausted => "upstream_ports_exhausted",
+        }
+    }
+
+    /// The status the client gets, if the proxy answers at all.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            L7Error::BadRequest => Some(400),
+            L7Error::NoRoute => Some(404),
+            L7Error::BodyTooLarge => Some(413),
+            L7Error::HeadTooLarge => Some(431),
+            L7Error::BackendFailed | L7Error::UpstreamPortsExhausted => Some(502),
+            L7Error::NoBackend => Some(503),
+            L7Error::BackendTimeout => Some(504),
+            L7Error::ClientHeaderTimeout | L7Error::ConnectionLimit => None,
+        }
+    }
+}
+
+/// The index of a status code's class (1xx is 0), for codes 100–599.
+pub fn status_class(code: u16) -> Option<usize> {
+    (100..600)
+        .contains(&code)
+        .then(|| (code / 100 - 1) as usize)
+}
+
+/// Upper bounds (seconds) of the request duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Counters of one backend of one pool, as one shard saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendRequests {
+    pub requests: u64,
+    pub in_flight: u64,
+    pub failures: u64,
+    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub status: [u64; 5],
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardStats {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Segments lost for want of a free frame, or of room in a worker's return ring.
+    pub frames_no_buffer: u64,
+    pub frames_ring_full: u64,
+    /// Frames that were not IP/TCP for the pool (dropped).
+    pub frames_not_tcp: u64,
+    /// Segments of no connection (answered with a RST by the stack).
+    pub segments_no_connection: u64,
+    pub client_connections: u64,
+    pub clients_accepted: u64,
+    pub upstream_connections: u64,
+    pub upstream_opened: u64,
+    pub upstream_reused: u64,
+    pub requests: u64,
+    pub retries: u64,
+    /// Responses by class sent to clients (the proxy's own errors included).
+    pub status: [u64; 5],
+    pub errors: [u64; L7Error::ALL.len()],
+    /// Request durations (first head byte handled to last response byte sent): counts per
+    /// bucket of [`DURATION_BUCKETS`] and one for slower, and their sum in seconds.
+    pub duration_buckets: [u64; DURATION_BUCKETS.len() + 1],
+    pub duration_sum: f64,
+    /// Per service, per pool, per backend.
+    pub backends: Vec<Vec<Vec<BackendRequests>>>,
+}
+
+impl ShardStats {
+    pub fn error(&mut self, e: L7Error) {
+        if let Some(i) = L7Error::ALL.iter().position(|&x| x == e) {
+            self.errors[i] += 1;
+        }
+    }
+
+    pub fn errors_of(&self, e: L7Error) -> u64 {
+        L7Error::ALL
+            .iter()
+            .position(|&x| x == e)
+            .map_or(0, |i| self.errors[i])
+    }
+
+    pub fn status(&mut self, code: u16) {
+        if let Some(c) = status_class(code).and_then(|i| self.status.get_mut(i)) {
+            *c += 1;
+        }
+    }
+
+    pub fn duration(&mut self, secs: f64) {
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.duration_buckets[i] += 1;
+        self.duration_sum += secs;
+    }
+
+    /// Adds `o` into `self` (summing shards).
+    pub fn add(&mut self, o: &ShardStats) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        sum!(
+            frames_in,
+            frames_out,
+            frames_no_buffer,
+            frames_ring_full,
+            frames_not_tcp,
+            segments_no_connection,
+            client_connections,
+            clients_accepted,
+            upstream_connections,
+            upstream_opened,
+            upstream_reused,
+            requests,
+            retries,
+            duration_sum
+        );
+        for (a, b) in self.status.iter_mut().zip(o.status) {
+            *a += b;
+        }
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+        for (a, b) in self.duration_buckets.iter_mut().zip(o.duration_buckets) {
+            *a += b;
+        }
+        if self.backends.len() < o.backends.len() {
+            self.backends.resize(o.backends.len(), Vec::new());
+        }
+        for (sa, sb) in self.backends.iter_mut().zip(&o.backends) {
+            if sa.len() < sb.len() {
+                sa.resize(sb.len(), Vec::new());
+            }
+            for (pa, pb) in sa.iter_mut().zip(sb) {
+                if pa.len() < pb.len() {
+                    pa.resize(pb.len(), BackendRequests::default());
+                }
+                for (a, b) in pa.iter_mut().zip(pb) {
+                    a.requests += b.requests;
+                    a.in_flight += b.in_flight;
+                    a.failures += b.failures;
+                    for (x, y) in a.status.iter_mut().zip(b.status) {
+                        *x += y;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Upstream requests that reused a pooled connection, of all that needed one.
+    pub fn reuse_ratio(&self) -> f64 {
+        let all = self.upstream_opened + self.upstream_reused;
+        if all == 0 {
+            0.0
+        } else {
+            self.upstream_reused as f64 / all as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_and_buckets() {
+        let mut a = ShardStats::default();
+        a.status(204);
+        a.status(503);
+        a.status(99);
+        a.error(L7Error::NoRoute);
+        a.duration(0.0001);
+        a.duration(0.3);
+        a.duration(9.0);
+        a.upstream_opened = 1;
+        a.upstream_reused = 3;
+        a.backends = vec![vec![vec![BackendRequests {
+            requests: 2,
+            ..Default::default()
+        }]]];
+        let mut sum = ShardStats::default();
+        sum.add(&a);
+        sum.add(&a);
+        assert_eq!(sum.status, [0, 2, 0, 0, 2]);
+        assert_eq!(sum.errors_of(L7Error::NoRoute), 2);
+        assert_eq!(sum.duration_buckets[0], 2);
+        assert_eq!(sum.duration_buckets[9], 2);
+        assert_eq!(sum.duration_buckets[12], 2);
+        assert_eq!(sum.backends[0][0][0].requests, 4);
+        assert!((sum.reuse_ratio() - 0.75).abs() < 1e-9);
+    }
+}

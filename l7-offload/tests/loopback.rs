@@ -1,0 +1,603 @@
+//! A shard between a client and backends that are themselves smoltcp stacks, in one
+//! process: every frame the client sends goes through the offload rings to the shard, and
+//! every frame the shard returns is delivered by its destination address. What the e2e tests
+//! check with real clients and servers, checked here frame by frame, deterministically.
+
+use dataplane::offload::{OffloadPlan, OffloadRings};
+use l7_offload::setup::*;
+use l7_offload::{Shard, SharedSetup};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Default)]
+struct Wire {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+struct R(Vec<u8>);
+struct T<'a>(&'a mut Vec<Vec<u8>>);
+impl RxToken for R {
+    fn consume<X, F: FnOnce(&[u8]) -> X>(self, f: F) -> X {
+        f(&self.0)
+    }
+}
+impl TxToken for T<'_> {
+    fn consume<X, F: FnOnce(&mut [u8]) -> X>(self, len: usize, f: F) -> X {
+        let mut b = vec![0; len];
+        let r = f(&mut b);
+        self.0.push(b);
+        r
+    }
+}
+impl Device for Wire {
+    type RxToken<'a> = R;
+    type TxToken<'a> = T<'a>;
+    fn receive(&mut self, _: Instant) -> Option<(R, T<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((R(p), T(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: Instant) -> Option<T<'_>> {
+        Some(T(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = 1500;
+        c
+    }
+}
+
+/// A host: an IP-medium smoltcp stack with some sockets.
+struct Host {
+    addr: IpAddr,
+    iface: Interface,
+    wire: Wire,
+    sockets: SocketSet<'static>,
+}
+
+impl Host {
+    fn new(addr: IpAddr) -> Host {
+        let mut wire = Wire::default();
+        let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut wire, Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::from(addr), 24));
+        });
+        Host {
+            addr,
+            iface,
+            wire,
+            sockets: SocketSet::new(vec![]),
+        }
+    }
+    fn socket(&mut self) -> SocketHandle {
+        self.sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 65536]),
+            tcp::SocketBuffer::new(vec![0; 65536]),
+        ))
+    }
+    fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.wire, &mut self.sockets);
+    }
+}
+
+/// A keep-alive HTTP/1.1 server on a backend host: answers every request with its name and
+/// the path; `/big` answers 200,000 bytes, chunked.
+struct Server {
+    name: String,
+    port: u16,
+    conns: Vec<(SocketHandle, Vec<u8>, Vec<u8>)>,
+    accepted: usize,
+    requests: Vec<String>,
+    /// Reads requests but never answers (a hung backend).
+    mute: bool,
+    /// Body bytes received, over all requests.
+    body_bytes: usize,
+}
+
+impl Server {
+    fn new(host: &mut Host, name: &str, port: u16) -> Server {
+        let mut s = Server {
+            name: name.into(),
+            port,
+            conns: vec![],
+            accepted: 0,
+            requests: vec![],
+            mute: false,
+            body_bytes: 0,
+        };
+        s.listen(host);
+        s
+    }
+    fn listen(&mut self, host: &mut Host) {
+        let h = host.socket();
+        host.sockets
+            .get_mut::<tcp::Socket>(h)
+            .listen(self.port)
+            .unwrap();
+        self.conns.push((h, vec![], vec![]));
+    }
+    fn serve(&mut self, host: &mut Host) {
+        let mut need_listener = false;
+        for (h, buf, pending) in self.conns.iter_mut() {
+            let s = host.sockets.get_mut::<tcp::Socket>(*h);
+            if s.state() == tcp::State::Listen {
+                continue;
+            }
+            if !pending.is_empty() {
+                if let Ok(n) = s.send_slice(pending) {
+                    pending.drain(..n);
+                }
+                if !pending.is_empty() {
+                    continue;
+                }
+            }
+            let _ = s.recv(|d| {
+                buf.extend_from_slice(d);
+                (d.len(), ())
+            });
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() < end + 4 + len {
+                    break;
+                }
+                buf.drain(..end + 4 + len);
+                self.body_bytes += len;
+                if self.mute {
+                    self.requests.push(head.clone());
+                    continue;
+                }
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                self.requests.push(head.clone());
+                let body = format!("{} {}\n", self.name, path);
+                if path == "/big" {
+                    let chunk = vec![b'z'; 1000];
+                    let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                    for _ in 0..200 {
+                        out.extend_from_slice(b"3e8\r\n");
+                        out.extend_from_slice(&chunk);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\n\r\n");
+                    pending.extend_from_slice(&out);
+                } else {
+                    pending.extend_from_slice(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                if let Ok(n) = s.send_slice(pending) {
+                    pending.drain(..n);
+                }
+            }
+            if !s.may_recv() && s.may_send() && pending.is_empty() {
+                s.close();
+            }
+        }
+        // A listener for the next connection once this one was taken.
+        for (h, _, _) in &self.conns {
+            let s = host.sockets.get_mut::<tcp::Socket>(*h);
+            if s.state() == tcp::State::Listen {
+                need_listener = false;
+                break;
+            }
+            need_listener = true;
+        }
+        if need_listener {
+            self.accepted += 1;
+            self.listen(host);
+        }
+    }
+}
+
+const VIP: &str = "10.99.0.100:80";
+const NODE: [u8; 4] = [10, 99, 0, 1];
+
+fn setup(backends: &[&str]) -> L7Setup {
+    let pool = |name: &str, addrs: &[&str]| Pool {
+        name: name.into(),
+        algorithm: Algorithm::RoundRobin,
+        sticky_cookie: None,
+        sticky_max_age: None,
+        backends: addrs
+            .iter()
+            .map(|a| L7Backend {
+                address: a.parse().unwrap(),
+                weight: 1,
+                admin: Admin::Ready,
+                health: Health::Up,
+            })
+            .collect(),
+    };
+    L7Setup {
+        services: vec![L7Service {
+            name: "site".into(),
+            vip: VIP.parse().unwrap(),
+            protocol: Protocol::Http,
+            default_pool: Some(0),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            routes: vec![Route {
+                path: Some(PathMatch::Prefix("/api/".into())),
+                pool: 1,
+                ..Route::default()
+            }],
+            pools: vec![pool("www", &backends[..1]), pool("api", &backends[1..])],
+        }],
+        node_ipv4: Some(NODE.into()),
+        node_ipv6: None,
+        tcp: TcpSetup::default(),
+    }
+}
+
+struct World {
+    client: Host,
+    backends: Vec<(Host, Server)>,
+    rings: OffloadRings,
+    now: i64,
+}
+
+fn eth(ip: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    f[12] = 0x08;
+    f.extend_from_slice(ip);
+    f
+}
+
+impl World {
+    fn new(backends: &[&str]) -> World {
+        let client = Host::new("10.98.0.2".parse().unwrap());
+        let backends = backends
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let sa: SocketAddr = a.parse().unwrap();
+                let mut h = Host::new(sa.ip());
+                let s = Server::new(&mut h, &format!("b{}", i + 1), sa.port());
+                (h, s)
+            })
+            .collect();
+        World {
+            client,
+            backends,
+            rings: OffloadRings::new(
+                OffloadPlan::new(1).with_upstream_ports(40000, 40999),
+                1,
+                4096,
+            ),
+            now: 0,
+        }
+    }
+
+    /// Runs everything for `ms` milliseconds of simulated time in 1 ms steps.
+    fn run(&mut self, shard: &mut Shard, ms: i64) {
+        for _ in 0..ms {
+            self.now += 1;
+            let t = Instant::from_millis(self.now);
+            self.client.poll(t);
+            for (h, s) in self.backends.iter_mut() {
+                h.poll(t);
+                s.serve(h);
+                h.poll(t);
+            }
+            // Everything the hosts sent goes to the shard (as the poll loop hands it).
+            let mut out: Vec<Vec<u8>> = self.client.wire.tx.drain(..).collect();
+            for (h, _) in self.backends.iter_mut() {
+                out.append(&mut h.wire.tx);
+            }
+            for p in out {
+                self.rings.hand(0, 0, &eth(&p)).unwrap();
+            }
+            shard.poll_at(self.now as u64);
+            while let Some(f) = self.rings.returned(0) {
+                let ip = f.data()[14..].to_vec();
+                self.rings.recycle(f);
+                let dst = IpAddr::from(<[u8; 4]>::try_from(&ip[16..20]).unwrap());
+                if dst == self.client.addr {
+                    self.client.wire.rx.push_back(ip);
+                } else if let Some((h, _)) = self.backends.iter_mut().find(|(h, _)| h.addr == dst) {
+                    h.wire.rx.push_back(ip);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, port: u16) -> SocketHandle {
+        let h = self.client.socket();
+        let cx = self.client.iface.context();
+        self.client
+            .sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(cx, VIP.parse::<SocketAddr>().unwrap(), port)
+            .unwrap();
+        h
+    }
+
+    fn send(&mut self, h: SocketHandle, data: &[u8]) {
+        let s = self.client.sockets.get_mut::<tcp::Socket>(h);
+        assert_eq!(s.send_slice(data).unwrap(), data.len());
+    }
+
+    fn received(&mut self, h: SocketHandle) -> Vec<u8> {
+        let s = self.client.sockets.get_mut::<tcp::Socket>(h);
+        let mut out = vec![];
+        while let Ok(n) = s.recv(|d| (d.len(), d.to_vec())) {
+            if n.is_empty() {
+                break;
+            }
+            out.extend(n);
+        }
+        out
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[test]
+fn requests_are_routed_balanced_and_reuse_upstream_connections() {
+    let shared = SharedSetup::new(setup(&[
+        "10.99.0.11:8080",
+        "10.99.0.12:8080",
+        "10.99.0.13:8080",
+    ]));
+    let mut w = World::new(&["10.99.0.11:8080", "10.99.0.12:8080", "10.99.0.13:8080"]);
+    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
+    let mut shard = Shard::new(0, rings, &shared, (40000, 40999));
+    let c = w.connect(50000);
+    w.run(&mut shard, 20);
+    // Keep-alive: six requests on one connection, one at a time.
+    let mut got = vec![];
+    for path in ["/", "/api/a", "/api/b", "/x", "/api/c", "/api/d"] {
+        w.send(
+            c,
+            format!("GET {path} HTTP/1.1\r\nHost: site\r\n\r\n").as_bytes(),
+        );
+        w.run(&mut shard, 30);
+        got.push(text(&w.received(c)));
+    }
+    assert!(
+        got[0].starts_with("HTTP/1.1 200 OK\r\n") && got[0].ends_with("b1 /\n"),
+        "{}",
+        got[0]
+    );
+    assert!(got[1].ends_with("b2 /api/a\n"), "{}", got[1]);
+    assert!(got[2].ends_with("b3 /api/b\n"), "round robin: {}", got[2]);
+    assert!(got[3].ends_with("b1 /x\n"));
+    assert!(got[4].ends_with("b2 /api/c\n"));
+    assert!(got[5].ends_with("b3 /api/d\n"));
+    // Each backend saw one connection (reused), and the forwarding fields.
+    for (_, s) in &w.backends {
+        assert_eq!(s.accepted, 1, "{}: one upstream connection", s.name);
+        assert!(
+            s.requests
+                .iter()
+                .all(|r| r.contains("X-Forwarded-For: 10.98.0.2\r\n")
+                    && r.contains("X-Forwarded-Proto: http\r\n")),
+            "{:?}",
+            s.requests
+        );
+    }
+    assert_eq!(shard.stats.requests, 6);
+    assert_eq!(shard.stats.status[1], 6);
+    assert_eq!(shard.stats.upstream_opened, 3);
+    assert_eq!(shard.stats.upstream_reused, 3);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_large_chunked_responses_stream() {
+    let shared = SharedSetup::new(setup(&["10.99.0.11:8080", "10.99.0.12:8080"]));
+    let mut w = World::new(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
+    let mut shard = Shard::new(0, rings, &shared, (40000, 40999));
+    let c = w.connect(50001);
+    w.run(&mut shard, 20);
+    w.send(c, b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut all = vec![];
+    for _ in 0..100 {
+        w.run(&mut shard, 10);
+        all.extend(w.received(c));
+    }
+    let s = text(&all);
+    let first = s.find("b1 /1\n").expect("first answer");
+    let big = s.find("Transfer-Encoding: chunked").expect("second answer");
+    let third = s.find("b1 /3\n").expect("third answer");
+    assert!(first < big && big < third, "in order");
+    assert_eq!(s.matches('z').count(), 200_000, "the whole chunked body");
+}
+
+#[test]
+fn no_route_malformed_and_no_backend_get_their_status() {
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    st.services[0].default_pool = None;
+    st.services[0].pools[1].backends[0].health = Health::Down;
+    let shared = SharedSetup::new(st);
+    let mut w = World::new(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
+    let mut shard = Shard::new(0, rings, &shared, (40000, 40999));
+    for (port, req, want) in [
+        (
+            50010u16,
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            "HTTP/1.1 404 ",
+        ),
+        (
+            50011,
+            b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "HTTP/1.1 503 ",
+        ),
+        (
+            50012,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 400 ",
+        ),
+        (50013, b"\x00\x01garbage\r\n\r\n", "HTTP/1.1 400 "),
+    ] {
+        let c = w.connect(port);
+        w.run(&mut shard, 20);
+        w.send(c, req);
+        w.run(&mut shard, 50);
+        let got = text(&w.received(c));
+        assert!(got.starts_with(want), "{want}: {got}");
+        let s = w.client.sockets.get_mut::<tcp::Socket>(c);
+        assert!(!s.may_recv(), "closed after the error");
+    }
+    assert_eq!(shard.stats.status[3], 3);
+    assert_eq!(shard.stats.status[4], 1);
+}
+
+/// A world with one shard over it.
+fn world(st: L7Setup, backends: &[&str]) -> (World, SharedSetup) {
+    (World::new(backends), SharedSetup::new(st))
+}
+
+fn shard_of<'a>(w: &World, shared: &'a SharedSetup) -> Shard<'a> {
+    // The rings live in the world, which outlives the shard in every test.
+    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
+    Shard::new(0, rings, shared, (40000, 40999))
+}
+
+#[test]
+fn an_idempotent_request_to_a_refusing_backend_is_retried_on_another() {
+    // Backend 10.99.0.12 exists as a host but nothing listens on 8081: it answers RST.
+    let (mut w, shared) = world(
+        setup(&["10.99.0.11:8080", "10.99.0.12:8081", "10.99.0.13:8080"]),
+        &["10.99.0.11:8080", "10.99.0.12:9999", "10.99.0.13:8080"],
+    );
+    let mut shard = shard_of(&w, &shared);
+    let c = w.connect(50020);
+    w.run(&mut shard, 20);
+    w.send(c, b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    w.run(&mut shard, 100);
+    let got = text(&w.received(c));
+    assert!(got.ends_with("b3 /api/x\n"), "{got}");
+    assert_eq!(shard.stats.retries, 1);
+    // A POST is not retried: 502.
+    w.send(
+        c,
+        b"POST /api/y HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    w.run(&mut shard, 100);
+    let got = text(&w.received(c));
+    assert!(
+        got.starts_with("HTTP/1.1 502 ") || got.ends_with("b3 /api/y\n"),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_hung_backend_gets_504_and_a_slow_client_is_closed() {
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    st.services[0].timeouts.backend_response_ms = 300;
+    st.services[0].timeouts.client_header_ms = 400;
+    let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
+    w.backends[1].1.mute = true;
+    let mut shard = shard_of(&w, &shared);
+    let c = w.connect(50030);
+    w.run(&mut shard, 20);
+    w.send(c, b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    w.run(&mut shard, 200);
+    assert_eq!(w.received(c), b"", "not yet");
+    w.run(&mut shard, 200);
+    let got = text(&w.received(c));
+    assert!(got.starts_with("HTTP/1.1 504 "), "{got}");
+    assert_eq!(
+        shard
+            .stats
+            .errors_of(l7_offload::stats::L7Error::BackendTimeout),
+        1
+    );
+    // Slowloris: half a head, then nothing.
+    let s = w.connect(50031);
+    w.run(&mut shard, 20);
+    w.send(s, b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ");
+    w.run(&mut shard, 300);
+    assert!(
+        w.client.sockets.get_mut::<tcp::Socket>(s).may_recv(),
+        "still open"
+    );
+    w.run(&mut shard, 300);
+    let st = w.client.sockets.get_mut::<tcp::Socket>(s).state();
+    assert!(!matches!(st, tcp::State::Established), "closed: {st}");
+    assert_eq!(
+        shard
+            .stats
+            .errors_of(l7_offload::stats::L7Error::ClientHeaderTimeout),
+        1
+    );
+}
+
+#[test]
+fn connections_past_the_limit_are_reset_and_counted() {
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    st.services[0].limits.connections = 2;
+    let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
+    let mut shard = shard_of(&w, &shared);
+    let a = w.connect(50040);
+    let b = w.connect(50041);
+    let c = w.connect(50042);
+    w.run(&mut shard, 30);
+    let state = |w: &mut World, h| w.client.sockets.get_mut::<tcp::Socket>(h).state();
+    assert_eq!(state(&mut w, a), tcp::State::Established);
+    assert_eq!(state(&mut w, b), tcp::State::Established);
+    assert_eq!(state(&mut w, c), tcp::State::Closed, "reset");
+    assert_eq!(
+        shard
+            .stats
+            .errors_of(l7_offload::stats::L7Error::ConnectionLimit),
+        1
+    );
+    assert_eq!(shard.stats.client_connections, 2);
+}
+
+#[test]
+fn a_large_upload_streams_to_the_backend_and_oversize_bodies_get_413() {
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    st.services[0].limits.body_bytes = 400_000;
+    let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
+    let mut shard = shard_of(&w, &shared);
+    let c = w.connect(50050);
+    w.run(&mut shard, 20);
+    let body = vec![b'u'; 300_000];
+    w.send(
+        c,
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n",
+    );
+    let mut sent = 0;
+    let mut got = vec![];
+    for _ in 0..400 {
+        let s = w.client.sockets.get_mut::<tcp::Socket>(c);
+        if sent < body.len() {
+            sent += s.send_slice(&body[sent..]).unwrap();
+        }
+        w.run(&mut shard, 5);
+        got.extend(w.received(c));
+        if got.ends_with(b"b1 /up\n") {
+            break;
+        }
+    }
+    assert!(text(&got).ends_with("b1 /up\n"), "{}", text(&got));
+    assert_eq!(w.backends[0].1.body_bytes, 300_000);
+    w.send(
+        c,
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 400001\r\n\r\n",
+    );
+    w.run(&mut shard, 50);
+    assert!(text(&w.received(c)).starts_with("HTTP/1.1 413 "));
+}
