@@ -1,6 +1,7 @@
 //! The sluice daemon and tools. `sluice run` is the daemon; `sluice replay` runs a capture
 //! through the data path; `sluice check` validates a configuration.
 
+mod l7;
 mod replay;
 mod report;
 mod run;

@@ -136,17 +136,30 @@ pub fn run(
     let baseline_in_use = in_use(&pools);
     let steering =
         Steering::new(n, cfg.node.snat_ports).with_reta_size(port.info.reta_size as usize);
-    let rings: Rings<Mbuf> = Rings::new(n, RING_CAPACITY);
+    let mut rings: Rings<Mbuf> = Rings::new(n, RING_CAPACITY);
     let received: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let (mut ctl, links) =
         control::start(&cfg, &opts.config, "dpdk", (*snap).clone(), n, opts.quiet)?;
     *started = true;
+    let l7 = crate::l7::L7Pool::of(&cfg);
+    if let Some(pool) = &l7 {
+        rings = rings.with_offload(pool.rings(n));
+        pool.follow(&ctl);
+    }
+    let plan = l7.as_ref().map(|p| p.plan);
     let shared = Shared {
         rings: &rings,
+        l7: l7.as_ref(),
         stop: &stop,
         received: &received,
     };
-    let make = |i: usize, host: bool| Worker::new(i, steering, Arc::clone(&snap), host);
+    let make = |i: usize, host: bool| {
+        let w = Worker::new(i, steering, Arc::clone(&snap), host);
+        match plan {
+            Some(p) => w.offloading_to(p),
+            None => w,
+        }
+    };
     // Registered, each worker thread gets an lcore id, so the pool's per-core cache serves it.
     let enter = |_: usize| eal.register_thread().map(|_| ());
     let leave = || eal.unregister_thread();
@@ -244,7 +257,7 @@ pub fn run(
         cfg.conntrack.capacity,
         elapsed,
         "dpdk",
-        extra,
+        crate::l7::with_report(l7.as_ref(), &cfg, extra),
         note,
         |stats| {
             stats.drops[DropReason::TxFull.index()] += tx_full;

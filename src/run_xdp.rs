@@ -87,16 +87,26 @@ pub fn run(
         );
     }
     let steering = Steering::new(n, snap.node.snat_ports);
-    let rings: Rings<XskFrame> = Rings::new(n, RING_CAPACITY);
+    let l7 = crate::l7::L7Pool::of(&cfg);
+    let mut rings: Rings<XskFrame> = Rings::new(n, RING_CAPACITY);
+    if let Some(pool) = &l7 {
+        rings = rings.with_offload(pool.rings(n));
+        pool.follow(&ctl);
+    }
+    let plan = l7.as_ref().map(|p| p.plan);
     let received: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
     let snap = Arc::new(snap);
     let shared = Shared {
         rings: &rings,
+        l7: l7.as_ref(),
         stop: &stop,
         received: &received,
     };
     let make = |i: usize, _host: bool| {
-        let w = Worker::new(i, steering, Arc::clone(&snap), false);
+        let mut w = Worker::new(i, steering, Arc::clone(&snap), false);
+        if let Some(p) = plan {
+            w = w.offloading_to(p);
+        }
         // The kernel, not our RSS key, picks each frame's queue.
         if n > 1 {
             w.steering_forward_frames()
@@ -146,15 +156,16 @@ pub fn run(
         cfg.conntrack.capacity,
         elapsed,
         "xdp",
-        serde_json::Map::from_iter([("xdp".to_string(), serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
+        crate::l7::with_report(l7.as_ref(), &cfg, serde_json::Map::from_iter([("xdp".to_string(), serde_json::json!({"interface": x.interface, "native": native, "zerocopy": zerocopy,
             "queues": n, "copied_in": copied_in,
             "kernel_rx_dropped": kernel_rx_dropped,
             "rx_invalid": xs.iter().map(|s| s.rx_invalid).sum::<u64>(),
             "tx_invalid": xs.iter().map(|s| s.tx_invalid).sum::<u64>(),
-            "rx_ring_full": xs.iter().map(|s| s.rx_ring_full).sum::<u64>()}))]),
+            "rx_ring_full": xs.iter().map(|s| s.rx_ring_full).sum::<u64>()}))])),
         format!(
-            "AF_XDP on {} ({n} queue(s)): kernel dropped {kernel_rx_dropped} frames for want of fill buffers; {copied_in} handed-off frames copied between queues",
-            x.interface
+            "AF_XDP on {} ({n} queue(s)): kernel dropped {kernel_rx_dropped} frames for want of fill buffers; {copied_in} handed-off frames copied between queues{}",
+            x.interface,
+            crate::l7::summary(l7.as_ref())
         ),
         |stats| {
             stats.drops[DropReason::TxFull.index()] += tx_full;

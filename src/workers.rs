@@ -56,6 +56,8 @@ fn reload_requested() -> bool {
 /// What the worker threads share, borrowed for the scope.
 pub struct Shared<'env, F> {
     pub rings: &'env Rings<F>,
+    /// The L7 pool, whose shards run beside the workers (its rings are in `rings`).
+    pub l7: Option<&'env crate::l7::L7Pool>,
     pub stop: &'env AtomicBool,
     /// Frames each worker received so far (for `--idle-exit` and `--progress`).
     pub received: &'env [AtomicU64],
@@ -133,6 +135,9 @@ where
     Q::Frame: Send,
 {
     let mut c = std::thread::scope(|scope| {
+        if let (Some(pool), Some(rings)) = (shared.l7, shared.rings.offload()) {
+            pool.spawn(scope, rings, shared.stop)?;
+        }
         let threads = spawn(scope, cores, queues, links, shared, setup)?;
         Ok::<_, String>(serve_and_collect(
             opts,

@@ -10,188 +10,13 @@
 //! (namespaces, hugepages).
 
 mod common;
+#[path = "e2e/harness.rs"]
+mod harness;
 
-use common::sluicectl;
+use harness::*;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/topology.sh");
-const VIP: &str = "10.99.0.100";
-
-/// The namespaces of one test; torn down on drop, whatever happened.
-struct Topology {
-    pfx: String,
-    dir: PathBuf,
-}
-
-impl Topology {
-    fn up(pfx: &str, backends: usize, mode: &str) -> Topology {
-        Topology::up_with_queues(pfx, backends, mode, 1)
-    }
-
-    /// With `queues` queues each way on sluice's interface.
-    fn up_with_queues(pfx: &str, backends: usize, mode: &str, queues: usize) -> Topology {
-        let dir = std::env::temp_dir().join(format!("sluice-e2e-{pfx}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let t = Topology {
-            pfx: pfx.into(),
-            dir,
-        };
-        let o = Command::new("bash")
-            .args([
-                TOPOLOGY,
-                "up",
-                pfx,
-                &backends.to_string(),
-                t.dir.to_str().unwrap(),
-                mode,
-                &queues.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "topology: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        t
-    }
-
-    /// Runs a command in namespace `PFX-name`.
-    fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &format!("{}-{ns}", self.pfx)])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn spawn(&self, ns: &str, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &format!("{}-{ns}", self.pfx)])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .args([TOPOLOGY, "down", &self.pfx])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// sluice running in the `lb` namespace; stopped on drop.
-struct Balancer {
-    child: Option<Child>,
-    socket: PathBuf,
-    config: PathBuf,
-}
-
-impl Balancer {
-    fn start(t: &Topology, config: &str) -> Balancer {
-        sluicectl();
-        let socket = t.dir.join("control.sock");
-        let path = t.dir.join("sluice.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "{config}\n[control]\nsocket = \"{}\"\ndrain_timeout = 60\n",
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let child = t.spawn(
-            "lb",
-            &[
-                env!("CARGO_BIN_EXE_sluice"),
-                "run",
-                "--config",
-                path.to_str().unwrap(),
-            ],
-        );
-        let b = Balancer {
-            child: Some(child),
-            socket,
-            config: path,
-        };
-        let start = Instant::now();
-        while UnixStream::connect(&b.socket).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "sluice did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        b
-    }
-
-    fn ctl(&self, args: &[&str]) -> Value {
-        let o = Command::new(sluicectl())
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["ok"], true, "{args:?}: {v}");
-        v["result"].clone()
-    }
-
-    fn stop(mut self) -> Output {
-        let c = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .args(["-INT", &c.id().to_string()])
-            .status();
-        c.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The last core: the worker's (core 0 keeps the control thread and the test's processes).
-fn worker_core() -> usize {
-    core_affinity::get_core_ids().map_or(0, |c| c.len().saturating_sub(1))
-}
-
-/// No MACs anywhere: sluice resolves the backends and the gateway (here the client itself,
-/// which is on the same link) by ARP.
-const NODE: &str =
-    "[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"10.99.0.1\"\ngateway = \"10.98.0.2\"\n";
-
-/// sluice's configuration for `driver`: "dpdk" (net_af_packet on the veth), "xdp" (AF_XDP
-/// on the veth), or "auto" given a DPDK device that does not exist, so it falls back.
-fn driver_config(driver: &str, services: &str) -> String {
-    let core = worker_core();
-    let dpdk = |vdev: &str| {
-        format!("[dataplane.dpdk]\neal_args = [\"--in-memory\", \"--no-pci\", \"--log-level=lib.eal:error\"{vdev}]\nport = \"net_af_packet0\"\nmbufs = 8191\n")
-    };
-    let xdp = "[dataplane.xdp]\ninterface = \"eth0\"\n";
-    let dp = match driver {
-        "dpdk" => dpdk(", \"--vdev\", \"net_af_packet0,iface=eth0\""),
-        "xdp" => xdp.to_string(),
-        _ => dpdk("") + xdp,
-    };
-    format!("{NODE}[dataplane]\ndriver = \"{driver}\"\ncores = [{core}]\n{dp}{services}")
-}
 
 fn services(mode: &str, weights: &[u32]) -> String {
     let port = if mode == "nat" || mode == "snat" {
@@ -260,14 +85,6 @@ fn iperf(t: &Topology, target: &str, secs: u32) -> f64 {
         String::from_utf8_lossy(&o.stdout)
     );
     bps
-}
-
-fn root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
 }
 
 /// The namespaces and the one DPDK worker core are shared: one scenario at a time.

@@ -23,6 +23,7 @@ use validate::service::{check_services, parse_service};
 
 /// Table sizes are validated with Maglev's own prime helpers.
 pub use maglev::{is_prime, next_prime};
+pub use validate::l7::parse_hash_on;
 
 impl Config {
     /// Reads and validates a file.
@@ -52,6 +53,7 @@ impl Config {
             check_dataplane(d)?;
         }
         check_services(&self.services, &self.node)?;
+        validate::l7::check_l7_workers(&self.l7, &self.node, &self.services)?;
         Ok(())
     }
 
@@ -109,6 +111,11 @@ impl Config {
             }
             None => None,
         };
+        let l7 = match &raw.l7 {
+            Some(w) => validate::l7::parse_l7_workers(&ctx, w.get_ref(), &mut spans)?,
+            None => L7Workers::default(),
+        };
+        validate::l7::check_l7_workers(&l7, &node, &services).map_err(|e| ctx.locate(e, &spans))?;
         Ok(Config {
             node,
             conntrack,
@@ -116,6 +123,7 @@ impl Config {
             dataplane,
             control,
             metrics,
+            l7,
         })
     }
 }

@@ -53,6 +53,8 @@ pub enum Forwarding {
     Ipip,
     /// Generic UDP encapsulation.
     Gue,
+    /// TCP terminated in sluice's L7 pool, requests proxied to the service's pools.
+    L7,
 }
 
 impl Forwarding {
@@ -63,11 +65,12 @@ impl Forwarding {
             Forwarding::Dsr => "dsr",
             Forwarding::Ipip => "ipip",
             Forwarding::Gue => "gue",
+            Forwarding::L7 => "l7",
         }
     }
     /// Whether replies come back through the balancer.
     pub fn translates(self) -> bool {
-        matches!(self, Forwarding::Nat | Forwarding::Snat)
+        matches!(self, Forwarding::Nat | Forwarding::Snat | Forwarding::L7)
     }
 }
 
@@ -106,13 +109,205 @@ pub struct Service {
     pub forwarding: Forwarding,
     pub table_size: u32,
     pub gue_port: u16,
-    #[serde(rename = "backend")]
+    #[serde(rename = "backend", skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
     /// Health checking of the backends; `None` treats every backend as up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     /// What new flows do when every backend that is not drained or disabled is down.
     pub all_down: AllDown,
+    /// What the L7 pool does with a `forwarding = "l7"` service; `None` for the others.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Service>,
+}
+
+impl Service {
+    /// Every backend the service sends to: its own, or those of its L7 pools.
+    pub fn all_backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends.iter().chain(
+            self.l7
+                .iter()
+                .flat_map(|l| l.pools.iter())
+                .flat_map(|p| p.backends.iter()),
+        )
+    }
+}
+
+/// The application protocol of an L7 service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L7Protocol {
+    Http,
+}
+
+impl L7Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            L7Protocol::Http => "http",
+        }
+    }
+}
+
+/// The L7 part of a service: `l7`, `default_pool`, `[service.limits]`,
+/// `[service.timeouts]`, `[[service.route]]` and `[[service.pool]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L7Service {
+    pub l7: L7Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_pool: Option<String>,
+    pub limits: L7Limits,
+    pub timeouts: L7Timeouts,
+    #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<L7Route>,
+    #[serde(rename = "pool")]
+    pub pools: Vec<L7Pool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct L7Limits {
+    pub header_bytes: u32,
+    pub header_count: u32,
+    pub body_bytes: u64,
+    pub connections: u32,
+}
+
+impl Default for L7Limits {
+    fn default() -> Self {
+        L7Limits {
+            header_bytes: 16384,
+            header_count: 100,
+            body_bytes: 10_485_760,
+            connections: 100_000,
+        }
+    }
+}
+
+/// Milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct L7Timeouts {
+    pub client_header_ms: u64,
+    pub client_idle_ms: u64,
+    pub backend_connect_ms: u64,
+    pub backend_response_ms: u64,
+    pub pool_idle_ms: u64,
+}
+
+impl Default for L7Timeouts {
+    fn default() -> Self {
+        L7Timeouts {
+            client_header_ms: 10_000,
+            client_idle_ms: 60_000,
+            backend_connect_ms: 2_000,
+            backend_response_ms: 30_000,
+            pool_idle_ms: 30_000,
+        }
+    }
+}
+
+/// Header rules of a route: `set` replaces, `add` appends, `remove` drops (names).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HeaderRules {
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "pairs")]
+    pub set: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "pairs")]
+    pub add: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderRules {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct L7Route {
+    /// Exact, or `*.example` for any subdomain; lower case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `name: value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    pub pool: String,
+    #[serde(skip_serializing_if = "HeaderRules::is_empty")]
+    pub request_headers: HeaderRules,
+    #[serde(skip_serializing_if = "HeaderRules::is_empty")]
+    pub response_headers: HeaderRules,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum L7Algorithm {
+    RoundRobin,
+    LeastRequests,
+    P2c,
+    Hash,
+}
+
+impl L7Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            L7Algorithm::RoundRobin => "round-robin",
+            L7Algorithm::LeastRequests => "least-requests",
+            L7Algorithm::P2c => "p2c",
+            L7Algorithm::Hash => "hash",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L7Pool {
+    pub name: String,
+    pub algorithm: L7Algorithm,
+    /// With `hash`: `header:NAME`, `cookie:NAME` or `source`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_max_age: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    #[serde(rename = "backend")]
+    pub backends: Vec<Backend>,
+}
+
+/// Where and how the L7 pool runs: `[l7]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L7Workers {
+    /// L7 worker threads (shards); connections are spread over them by flow hash.
+    pub workers: usize,
+    /// Cores to pin them to (one per worker, in order); empty leaves them to the scheduler.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<usize>,
+    /// The node's source ports for upstream connections (inclusive), split between workers;
+    /// must not overlap `node.snat_ports`.
+    pub upstream_ports: (u16, u16),
+    /// Socket buffer sizes per connection, bytes.
+    pub tcp_rx_buffer: u32,
+    pub tcp_tx_buffer: u32,
+    /// Frames each ring between the poll loops and the L7 workers holds.
+    pub ring: u32,
+}
+
+impl Default for L7Workers {
+    fn default() -> Self {
+        L7Workers {
+            workers: 1,
+            cores: Vec::new(),
+            upstream_ports: (61000, 65535),
+            tcp_rx_buffer: 65536,
+            tcp_tx_buffer: 65536,
+            ring: 4096,
+        }
+    }
 }
 
 /// The policy when every eligible backend of a service is down.
@@ -358,6 +553,8 @@ pub struct Config {
     /// Present when the file has a `[dataplane]` section (needed by `sluice run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dataplane: Option<Dataplane>,
+    /// The L7 pool's workers (used when a service has `forwarding = "l7"`).
+    pub l7: L7Workers,
     #[serde(rename = "service")]
     pub services: Vec<Service>,
 }
@@ -394,7 +591,7 @@ impl std::str::FromStr for Forwarding {
         by_name(
             "forwarding mode",
             s,
-            &[Nat, Snat, Dsr, Ipip, Gue],
+            &[Nat, Snat, Dsr, Ipip, Gue, L7],
             Forwarding::name,
         )
     }
@@ -410,6 +607,15 @@ impl std::str::FromStr for AllDown {
             AllDown::name,
         )
     }
+}
+
+fn pairs<S: Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (k, val) in v {
+        m.serialize_entry(k, val)?;
+    }
+    m.end()
 }
 
 /// A value written as its text (MAC addresses).

@@ -1,7 +1,7 @@
 //! The file as written: every value with its span (`toml::Spanned`), so an error can name
 //! its line. Nothing here is checked yet; `validate` turns these into the model.
 
-use crate::model::{AllDown, Driver, Forwarding, Protocol};
+use crate::model::{AllDown, Driver, Forwarding, L7Algorithm, L7Protocol, Protocol};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -16,6 +16,7 @@ pub(crate) struct RawConfig {
     pub(crate) dataplane: Option<Spanned<RawDataplane>>,
     pub(crate) control: Option<Spanned<RawControl>>,
     pub(crate) metrics: Option<Spanned<RawMetrics>>,
+    pub(crate) l7: Option<Spanned<RawL7Workers>>,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +125,82 @@ pub(crate) struct RawService {
     pub(crate) all_down: Option<Spanned<AllDown>>,
     #[serde(default)]
     pub(crate) backend: Vec<Spanned<RawBackend>>,
+    pub(crate) l7: Option<Spanned<L7Protocol>>,
+    pub(crate) default_pool: Option<Spanned<String>>,
+    pub(crate) limits: Option<Spanned<RawLimits>>,
+    pub(crate) timeouts: Option<Spanned<RawTimeouts>>,
+    #[serde(default)]
+    pub(crate) route: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub(crate) pool: Vec<Spanned<RawPool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) header_bytes: Option<Spanned<u64>>,
+    pub(crate) header_count: Option<Spanned<u64>>,
+    pub(crate) body_bytes: Option<Spanned<u64>>,
+    pub(crate) connections: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub(crate) client_header_ms: Option<Spanned<u64>>,
+    pub(crate) client_idle_ms: Option<Spanned<u64>>,
+    pub(crate) backend_connect_ms: Option<Spanned<u64>>,
+    pub(crate) backend_response_ms: Option<Spanned<u64>>,
+    pub(crate) pool_idle_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderRules {
+    #[serde(default)]
+    pub(crate) set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) add: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) remove: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) path_prefix: Option<Spanned<String>>,
+    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) header: Option<Spanned<String>>,
+    pub(crate) method: Option<Spanned<String>>,
+    pub(crate) pool: Spanned<String>,
+    // Not `Spanned`: toml cannot span a table holding tables; errors point at the route.
+    pub(crate) request_headers: Option<RawHeaderRules>,
+    pub(crate) response_headers: Option<RawHeaderRules>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPool {
+    pub(crate) name: Spanned<String>,
+    pub(crate) algorithm: Option<Spanned<L7Algorithm>>,
+    pub(crate) hash_on: Option<Spanned<String>>,
+    pub(crate) sticky_cookie: Option<Spanned<String>>,
+    pub(crate) sticky_max_age: Option<Spanned<u64>>,
+    pub(crate) health: Option<Spanned<RawHealth>>,
+    #[serde(default)]
+    pub(crate) backend: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawL7Workers {
+    pub(crate) workers: Option<Spanned<u64>>,
+    pub(crate) cores: Option<Spanned<Vec<usize>>>,
+    pub(crate) upstream_ports: Option<Spanned<[u16; 2]>>,
+    pub(crate) tcp_rx_buffer: Option<Spanned<u64>>,
+    pub(crate) tcp_tx_buffer: Option<Spanned<u64>>,
+    pub(crate) ring: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

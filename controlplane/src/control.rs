@@ -128,6 +128,20 @@ impl ControlPlane {
         }
     }
 
+    /// Where the L7 pool's shards publish their counters (read for `stats` and metrics).
+    pub fn set_l7_stats(&self, s: Arc<Vec<std::sync::Mutex<l7_offload::ShardStats>>>) {
+        if let Ok(mut p) = self.plane.lock() {
+            p.l7_stats = Some(s);
+        }
+    }
+
+    /// Runs `f` on the running configuration every time it changes from now on.
+    pub fn on_config(&self, f: impl FnMut(&config::Config) + Send + 'static) {
+        if let Ok(mut p) = self.plane.lock() {
+            p.on_config.push(Box::new(f));
+        }
+    }
+
     /// The snapshot workers are (or are about to be) using.
     pub fn latest(&self) -> Arc<Snapshot> {
         match self.plane.lock() {

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod health;
+pub mod l7;
 pub mod metrics;
 pub mod plane;
 pub mod snapshot;

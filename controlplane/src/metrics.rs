@@ -189,5 +189,8 @@ pub fn render(p: &Plane) -> String {
             }
         }
     }
+    if let Some(t) = p.l7_totals() {
+        crate::l7::render(&mut o, &p.cfg, &t);
+    }
     o
 }

@@ -17,6 +17,7 @@ fn forwarding(f: config::Forwarding) -> Forwarding {
         config::Forwarding::Dsr => Forwarding::Dsr,
         config::Forwarding::Ipip => Forwarding::Ipip,
         config::Forwarding::Gue => Forwarding::Gue,
+        config::Forwarding::L7 => Forwarding::Offload,
     }
 }
 
@@ -25,6 +26,12 @@ fn all_down(a: config::AllDown) -> AllDown {
         config::AllDown::Drop => AllDown::Drop,
         config::AllDown::All => AllDown::All,
     }
+}
+
+/// Each backend address once, in order.
+fn unique<'a>(all: impl Iterator<Item = &'a Backend>) -> impl Iterator<Item = &'a Backend> {
+    let mut seen = std::collections::HashSet::new();
+    all.filter(move |b| seen.insert(b.address))
 }
 
 /// The data path's view of `cfg`, with each backend's admin and health state from `state`.
@@ -58,9 +65,9 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
                 table_size: s.table_size,
                 gue_port: s.gue_port,
                 all_down: all_down(s.all_down),
-                backends: s
-                    .backends
-                    .iter()
+                // An L7 service's pool backends, each once: the data path resolves their
+                // next hops for the frames the L7 pool sends them.
+                backends: unique(s.all_backends())
                     .map(|b| {
                         let (admin, health) = state(s, b);
                         BackendSetup {

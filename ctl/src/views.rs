@@ -130,6 +130,43 @@ pub struct Stats {
     pub services: Vec<ServiceStatsView>,
     pub drops: BTreeMap<String, u64>,
     pub conntrack: ConntrackView,
+    /// The L7 pool, when the daemon runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7StatsView>,
+}
+
+/// The L7 pool's counters, summed over its workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct L7StatsView {
+    pub client_connections: u64,
+    pub clients_accepted: u64,
+    pub upstream_connections: u64,
+    pub upstream_opened: u64,
+    pub upstream_reused: u64,
+    /// Requests that reused a pooled upstream connection, of all that needed one.
+    pub reuse_ratio: f64,
+    pub requests: u64,
+    pub retries: u64,
+    /// Responses by class (`1xx` … `5xx`), sluice's own errors included.
+    pub status: BTreeMap<String, u64>,
+    /// Errors by reason (`no_route`, `backend_timeout`, …).
+    pub errors: BTreeMap<String, u64>,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Segments lost for want of a buffer or ring room (TCP sends them again).
+    pub frames_lost: u64,
+    pub backends: Vec<L7BackendView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct L7BackendView {
+    pub service: String,
+    pub pool: String,
+    pub backend: String,
+    pub requests: u64,
+    pub in_flight: u64,
+    pub failures: u64,
+    pub status: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -165,7 +165,11 @@ impl XdpProgram {
         let mut nat = HashSet::new();
         for s in &snap.services {
             vips.insert(addr_key(s.vip.ip(), 0, 0));
-            if s.forwarding == crate::setup::Forwarding::Nat {
+            // Replies from NAT backends, and from the backends the L7 pool connects to.
+            if matches!(
+                s.forwarding,
+                crate::setup::Forwarding::Nat | crate::setup::Forwarding::Offload
+            ) {
                 for b in &s.backends {
                     nat.insert(addr_key(b.addr.ip(), b.addr.port(), s.proto));
                 }

@@ -35,6 +35,7 @@ pub struct PoolState {
     ids: Vec<u64>,
     table: Option<MaglevTable>,
     rng: u64,
+    cursor: usize,
 }
 
 /// The pick, and whether a sticky cookie must be (re)set.
@@ -77,6 +78,7 @@ impl PoolState {
             ids: pool.backends.iter().map(|b| sticky_id(b.address)).collect(),
             table,
             rng: packet::flow::mix64(seed | 1),
+            cursor: 0,
         }
     }
 
@@ -127,12 +129,23 @@ impl PoolState {
                 }
                 best
             }
-            Algorithm::LeastRequests => (0..n).filter(|&i| ok(i)).min_by(|&a, &b| {
-                // in_flight / weight, compared without division.
-                let l = (self.in_flight[a] as u64 + 1) * pool.backends[b].weight as u64;
-                let r = (self.in_flight[b] as u64 + 1) * pool.backends[a].weight as u64;
-                l.cmp(&r)
-            }),
+            Algorithm::LeastRequests => {
+                // in_flight / weight, compared without division; ties go round in turn
+                // (from after the last pick), so idle backends share the load.
+                let start = self.cursor;
+                let best = (0..n)
+                    .map(|k| (start + k) % n.max(1))
+                    .filter(|&i| ok(i))
+                    .min_by(|&a, &b| {
+                        let l = (self.in_flight[a] as u64 + 1) * pool.backends[b].weight as u64;
+                        let r = (self.in_flight[b] as u64 + 1) * pool.backends[a].weight as u64;
+                        l.cmp(&r)
+                    });
+                if let Some(b) = best {
+                    self.cursor = (b + 1) % n.max(1);
+                }
+                best
+            }
             Algorithm::PowerOfTwo => {
                 let up: u64 = (0..n).filter(|&i| ok(i)).count() as u64;
                 if up == 0 {
@@ -242,6 +255,12 @@ mod tests {
         let mut st = PoolState::new(&p, 1);
         st.in_flight = vec![5, 0, 3];
         assert_eq!(picks(&p, &mut st, GET, 3), vec![0, 3, 0]);
+        st.in_flight = vec![0, 0, 0];
+        assert_eq!(
+            picks(&p, &mut st, GET, 30),
+            vec![10, 10, 10],
+            "idle ones take turns"
+        );
     }
 
     #[test]

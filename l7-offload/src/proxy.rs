@@ -65,6 +65,8 @@ pub(crate) struct Exchange {
     request: Body,
     response: Option<Body>,
     keep_alive: bool,
+    /// The client spoke HTTP/1.0 (keep-alive must then be said).
+    http10: bool,
     head_request: bool,
     upgrade: bool,
     /// The head as sent, kept for one retry when the request has no body and may be
@@ -471,6 +473,7 @@ impl Shard<'_> {
             request: Body::of(req.body),
             response: None,
             keep_alive: req.keep_alive,
+            http10: req.minor == 0,
             head_request: req.method == "HEAD",
             upgrade: req.upgrade,
             retry_head,
@@ -736,7 +739,7 @@ impl Shard<'_> {
                 rules,
                 ClientFraming {
                     close: ex.close_client,
-                    keep_alive_10: ex.keep_alive && !ex.close_client,
+                    keep_alive_10: ex.http10 && ex.keep_alive && !ex.close_client,
                 },
                 ex.cookie.as_deref(),
             );

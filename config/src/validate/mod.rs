@@ -5,6 +5,7 @@ pub(crate) mod conntrack;
 pub(crate) mod control;
 pub(crate) mod dataplane;
 pub(crate) mod health;
+pub(crate) mod l7;
 pub(crate) mod node;
 pub(crate) mod service;
 

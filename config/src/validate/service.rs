@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use toml::Spanned;
 
 /// The key of service `i` once its name is known.
-fn service_key(i: usize, name: &str) -> String {
+pub(crate) fn service_key(i: usize, name: &str) -> String {
     format!("service[{i}] (\"{name}\")")
 }
 
@@ -40,7 +40,7 @@ fn table_size_problem(n: u64) -> Option<(String, String)> {
 }
 
 /// What is wrong with a backend weight `w`, if anything: (message, fix).
-fn weight_problem(w: u64) -> Option<(String, String)> {
+pub(crate) fn weight_problem(w: u64) -> Option<(String, String)> {
     (w == 0 || w > 65535).then(|| {
         (
             format!("weight {w} is out of range"),
@@ -93,8 +93,35 @@ pub(crate) fn parse_service(
         }
         None => DEFAULT_GUE_PORT,
     };
-    let mut backends: Vec<Backend> = Vec::with_capacity(r.backend.len());
-    for (j, sb) in r.backend.iter().enumerate() {
+    let backends = parse_backends(ctx, &key, &r.backend, spans)?;
+    let l7 = super::l7::parse_l7_service(ctx, &key, r, spans)?;
+    let health = match &r.health {
+        Some(h) => Some(parse_health(ctx, &key, h.get_ref(), spans)?),
+        None => None,
+    };
+    Ok(Service {
+        name,
+        vip,
+        protocol: *r.protocol.get_ref(),
+        forwarding: *r.forwarding.get_ref(),
+        table_size,
+        gue_port,
+        backends,
+        health,
+        all_down: r.all_down.as_ref().map_or(AllDown::Drop, |a| *a.get_ref()),
+        l7,
+    })
+}
+
+/// Reads the `[[…backend]]` tables under `key`.
+pub(crate) fn parse_backends(
+    ctx: &Ctx,
+    key: &str,
+    raw: &[Spanned<RawBackend>],
+    spans: &mut Spans,
+) -> Result<Vec<Backend>, ConfigError> {
+    let mut backends: Vec<Backend> = Vec::with_capacity(raw.len());
+    for (j, sb) in raw.iter().enumerate() {
         let bkey = format!("{key}.backend[{j}]");
         let b = sb.get_ref();
         spans.put(bkey.clone(), sb.span());
@@ -135,21 +162,7 @@ pub(crate) fn parse_service(
             weight,
         });
     }
-    let health = match &r.health {
-        Some(h) => Some(parse_health(ctx, &key, h.get_ref(), spans)?),
-        None => None,
-    };
-    Ok(Service {
-        name,
-        vip,
-        protocol: *r.protocol.get_ref(),
-        forwarding: *r.forwarding.get_ref(),
-        table_size,
-        gue_port,
-        backends,
-        health,
-        all_down: r.all_down.as_ref().map_or(AllDown::Drop, |a| *a.get_ref()),
-    })
+    Ok(backends)
 }
 
 /// Every service on its own, then across services: names and VIPs used once, and no more
@@ -157,6 +170,9 @@ pub(crate) fn parse_service(
 pub(crate) fn check_services(services: &[Service], node: &Node) -> Result<(), Invalid> {
     for (i, svc) in services.iter().enumerate() {
         check_service(i, svc, node)?;
+        if let Some(l7) = &svc.l7 {
+            super::l7::check_l7_service(&service_key(i, &svc.name), svc, l7, node)?;
+        }
         let key = format!("service[{i}]");
         if let Some(o) = services[..i].iter().find(|o| o.name == svc.name) {
             return invalid(
@@ -183,7 +199,7 @@ pub(crate) fn check_services(services: &[Service], node: &Node) -> Result<(), In
     }
     let resolved: std::collections::HashSet<IpAddr> = services
         .iter()
-        .flat_map(|s| s.backends.iter())
+        .flat_map(|s| s.all_backends())
         .filter(|b| b.mac.is_none())
         .map(|b| b.address.ip())
         .chain(node.gateway.filter(|_| node.gateway_mac.is_none()))
@@ -255,6 +271,17 @@ fn check_service(i: usize, s: &Service, node: &Node) -> Result<(), Invalid> {
                 format!("set `{k}` in [node]"),
             );
         }
+    }
+    if s.forwarding == Forwarding::L7 && s.l7.is_none() {
+        return invalid(
+            format!("{key}.l7"),
+            "an L7 service needs `l7` and its pools",
+            "add l7 = \"http\" and a [[service.pool]] with its [[service.pool.backend]] tables to the service",
+        );
+    }
+    if s.forwarding == Forwarding::L7 || s.l7.is_some() {
+        // The pools hold the backends; `check_l7_service` checks them.
+        return Ok(());
     }
     if s.backends.is_empty() {
         return invalid(

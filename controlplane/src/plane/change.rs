@@ -61,6 +61,7 @@ fn service_from_spec(i: usize, s: &ServiceSpec) -> Result<Service, ErrorBody> {
             .collect::<Result<_, _>>()?,
         health: None,
         all_down,
+        l7: None,
     })
 }
 

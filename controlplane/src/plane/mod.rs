@@ -94,6 +94,9 @@ impl Default for BackendState {
 
 /// Called with each snapshot as it is published.
 pub type PublishHook = Box<dyn FnMut(&Snapshot) -> Result<(), String> + Send>;
+/// Called with the running configuration whenever it changes (the L7 pool's setup is
+/// rebuilt from it).
+pub type ConfigHook = Box<dyn FnMut(&Config) + Send>;
 
 /// A recent event for the log and `sluicectl status`.
 #[derive(Debug, Clone)]
@@ -123,6 +126,9 @@ pub struct Plane {
     /// Called with every snapshot published (the AF_XDP driver keeps its XDP program's maps
     /// in step this way), on the control thread.
     pub on_publish: Vec<PublishHook>,
+    pub on_config: Vec<ConfigHook>,
+    /// The L7 pool's counters, one per shard, when the daemon runs one.
+    pub l7_stats: Option<Arc<Vec<std::sync::Mutex<l7_offload::ShardStats>>>>,
     clock: Box<dyn Clock>,
 }
 fn now_wall() -> SystemTime {
@@ -202,6 +208,18 @@ impl Candidate {
 }
 
 impl Plane {
+    /// The L7 pool's counters summed over its shards, if it runs.
+    pub fn l7_totals(&self) -> Option<l7_offload::ShardStats> {
+        let all = self.l7_stats.as_ref()?;
+        let mut sum = l7_offload::ShardStats::default();
+        for m in all.iter() {
+            if let Ok(s) = m.lock() {
+                sum.add(&s);
+            }
+        }
+        Some(sum)
+    }
+
     pub fn new(
         cfg: Config,
         config_path: PathBuf,
@@ -236,6 +254,8 @@ impl Plane {
             last_build: None,
             quiet,
             on_publish: Vec::new(),
+            on_config: Vec::new(),
+            l7_stats: None,
         }
     }
 
@@ -292,6 +312,9 @@ impl Plane {
     fn commit(&mut self, c: Candidate, snap: Snapshot) -> Result<(), String> {
         self.publish(snap)?;
         self.cfg = c.cfg;
+        for f in self.on_config.iter_mut() {
+            f(&self.cfg);
+        }
         // States of backends no longer configured are forgotten.
         let live: std::collections::HashSet<BackendId> = self
             .cfg

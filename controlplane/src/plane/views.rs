@@ -340,6 +340,7 @@ impl Plane {
                 expiries: c.expiries,
                 refused: c.refused,
             },
+            l7: self.l7_totals().map(|t| crate::l7::view(&self.cfg, &t)),
         }
     }
 

@@ -1,0 +1,837 @@
+//! The L7 keys of a `[[service]]` (`l7`, `default_pool`, `[service.limits]`,
+//! `[service.timeouts]`, `[[service.route]]`, `[[service.pool]]` with its backends and
+//! health) and the `[l7]` section, read ([`parse_l7_service`], [`parse_l7_workers`]) and
+//! then checked on the model ([`check_l7_service`], [`check_l7_workers`]).
+
+use super::health::{check_health, parse_health};
+use super::resolver_missing;
+use super::service::{parse_backends, weight_problem};
+use crate::error::{invalid, Ctx, Invalid, Spans};
+use crate::model::*;
+use crate::raw::*;
+use crate::ConfigError;
+use toml::Spanned;
+
+fn header_rules(r: &Option<RawHeaderRules>) -> HeaderRules {
+    match r {
+        Some(r) => HeaderRules {
+            set: r.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            add: r.add.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            remove: r.remove.clone(),
+        },
+        None => HeaderRules::default(),
+    }
+}
+
+/// Reads a number that must fit `u32`.
+fn small(ctx: &Ctx, v: &Spanned<u64>, key: &str) -> Result<u32, ConfigError> {
+    u32::try_from(*v.get_ref()).or_else(|_| {
+        ctx.err(
+            v.span(),
+            key,
+            format!("{} is too large", v.get_ref()),
+            "give a value below 4294967296",
+        )
+    })
+}
+
+/// The L7 part of service `key`, if it has one (`l7`, or any of the L7 keys).
+pub(crate) fn parse_l7_service(
+    ctx: &Ctx,
+    key: &str,
+    r: &RawService,
+    spans: &mut Spans,
+) -> Result<Option<L7Service>, ConfigError> {
+    let any = r.l7.is_some()
+        || r.default_pool.is_some()
+        || r.limits.is_some()
+        || r.timeouts.is_some()
+        || !r.route.is_empty()
+        || !r.pool.is_empty();
+    if !any && *r.forwarding.get_ref() != Forwarding::L7 {
+        return Ok(None);
+    }
+    let Some(l7) = &r.l7 else {
+        return ctx.err(
+            r.forwarding.span(),
+            format!("{key}.l7"),
+            "an L7 service needs `l7`, the protocol its clients speak",
+            "add l7 = \"http\" to the service, with forwarding = \"l7\"",
+        );
+    };
+    spans.put(format!("{key}.l7"), l7.span());
+    if let Some(d) = &r.default_pool {
+        spans.put(format!("{key}.default_pool"), d.span());
+    }
+    let mut limits = L7Limits::default();
+    if let Some(l) = &r.limits {
+        let l = l.get_ref();
+        let k = |n: &str| format!("{key}.limits.{n}");
+        if let Some(v) = &l.header_bytes {
+            spans.put(k("header_bytes"), v.span());
+            limits.header_bytes = small(ctx, v, &k("header_bytes"))?;
+        }
+        if let Some(v) = &l.header_count {
+            spans.put(k("header_count"), v.span());
+            limits.header_count = small(ctx, v, &k("header_count"))?;
+        }
+        if let Some(v) = &l.body_bytes {
+            spans.put(k("body_bytes"), v.span());
+            limits.body_bytes = *v.get_ref();
+        }
+        if let Some(v) = &l.connections {
+            spans.put(k("connections"), v.span());
+            limits.connections = small(ctx, v, &k("connections"))?;
+        }
+    }
+    let mut timeouts = L7Timeouts::default();
+    if let Some(t) = &r.timeouts {
+        let t = t.get_ref();
+        for (name, v, slot) in [
+            (
+                "client_header_ms",
+                &t.client_header_ms,
+                &mut timeouts.client_header_ms,
+            ),
+            (
+                "client_idle_ms",
+                &t.client_idle_ms,
+                &mut timeouts.client_idle_ms,
+            ),
+            (
+                "backend_connect_ms",
+                &t.backend_connect_ms,
+                &mut timeouts.backend_connect_ms,
+            ),
+            (
+                "backend_response_ms",
+                &t.backend_response_ms,
+                &mut timeouts.backend_response_ms,
+            ),
+            ("pool_idle_ms", &t.pool_idle_ms, &mut timeouts.pool_idle_ms),
+        ] {
+            if let Some(v) = v {
+                spans.put(format!("{key}.timeouts.{name}"), v.span());
+                *slot = *v.get_ref();
+            }
+        }
+    }
+    let mut routes = Vec::with_capacity(r.route.len());
+    for (j, sr) in r.route.iter().enumerate() {
+        let rk = format!("{key}.route[{j}]");
+        let x = sr.get_ref();
+        spans.put(rk.clone(), sr.span());
+        spans.put(format!("{rk}.pool"), x.pool.span());
+        for (n, v) in [
+            ("host", &x.host),
+            ("path_prefix", &x.path_prefix),
+            ("path", &x.path),
+            ("header", &x.header),
+            ("method", &x.method),
+        ] {
+            if let Some(v) = v {
+                spans.put(format!("{rk}.{n}"), v.span());
+            }
+        }
+        for n in ["request_headers", "response_headers"] {
+            spans.put(format!("{rk}.{n}"), sr.span());
+        }
+        let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+        routes.push(L7Route {
+            host: text(&x.host).map(|h| h.to_ascii_lowercase()),
+            path_prefix: text(&x.path_prefix),
+            path: text(&x.path),
+            header: text(&x.header),
+            method: text(&x.method),
+            pool: x.pool.get_ref().clone(),
+            request_headers: header_rules(&x.request_headers),
+            response_headers: header_rules(&x.response_headers),
+        });
+    }
+    let mut pools = Vec::with_capacity(r.pool.len());
+    for (j, sp) in r.pool.iter().enumerate() {
+        let pk = format!("{key}.pool[{j}]");
+        let p = sp.get_ref();
+        spans.put(pk.clone(), sp.span());
+        spans.put(format!("{pk}.name"), p.name.span());
+        for (n, v) in [("hash_on", &p.hash_on), ("sticky_cookie", &p.sticky_cookie)] {
+            if let Some(v) = v {
+                spans.put(format!("{pk}.{n}"), v.span());
+            }
+        }
+        if let Some(a) = &p.algorithm {
+            spans.put(format!("{pk}.algorithm"), a.span());
+        }
+        if let Some(a) = &p.sticky_max_age {
+            spans.put(format!("{pk}.sticky_max_age"), a.span());
+        }
+        let health = match &p.health {
+            Some(h) => Some(parse_health(ctx, &pk, h.get_ref(), spans)?),
+            None => None,
+        };
+        pools.push(L7Pool {
+            name: p.name.get_ref().clone(),
+            algorithm: p
+                .algorithm
+                .as_ref()
+                .map_or(L7Algorithm::RoundRobin, |a| *a.get_ref()),
+            hash_on: p.hash_on.as_ref().map(|h| h.get_ref().clone()),
+            sticky_cookie: p.sticky_cookie.as_ref().map(|c| c.get_ref().clone()),
+            sticky_max_age: p.sticky_max_age.as_ref().map(|a| *a.get_ref()),
+            health,
+            backends: parse_backends(ctx, &pk, &p.backend, spans)?,
+        });
+    }
+    Ok(Some(L7Service {
+        l7: *l7.get_ref(),
+        default_pool: r.default_pool.as_ref().map(|d| d.get_ref().clone()),
+        limits,
+        timeouts,
+        routes,
+        pools,
+    }))
+}
+
+fn token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What `hash_on` says, if it is well formed: (kind, name).
+pub fn parse_hash_on(s: &str) -> Option<(&str, &str)> {
+    if s == "source" {
+        return Some(("source", ""));
+    }
+    let (kind, name) = s.split_once(':')?;
+    (matches!(kind, "header" | "cookie") && token(name)).then_some((kind, name))
+}
+
+fn check_rules(key: &str, r: &HeaderRules) -> Result<(), Invalid> {
+    let names = r
+        .set
+        .iter()
+        .map(|(n, _)| n)
+        .chain(r.add.iter().map(|(n, _)| n))
+        .chain(r.remove.iter());
+    for n in names {
+        if !token(n) {
+            return invalid(
+                key,
+                format!("`{n}` is not a header name"),
+                "use letters, digits and '-' (for example \"X-Request-Source\")",
+            );
+        }
+    }
+    for (n, v) in r.set.iter().chain(r.add.iter()) {
+        if v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return invalid(
+                key,
+                format!("the value of `{n}` has a control character"),
+                "header values are printable text",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The rules an L7 service follows, on the model.
+pub(crate) fn check_l7_service(
+    key: &str,
+    s: &Service,
+    l7: &L7Service,
+    node: &Node,
+) -> Result<(), Invalid> {
+    if s.forwarding != Forwarding::L7 {
+        return invalid(
+            format!("{key}.forwarding"),
+            format!(
+                "forwarding `{}` does not use the L7 keys (`l7`, pools, routes)",
+                s.forwarding.name()
+            ),
+            "set forwarding = \"l7\", or remove the L7 keys",
+        );
+    }
+    if s.protocol != Protocol::Tcp {
+        return invalid(
+            format!("{key}.vip"),
+            "an L7 service terminates TCP",
+            "set protocol = \"tcp\"",
+        );
+    }
+    if !s.backends.is_empty() {
+        return invalid(
+            format!("{key}.backend[0]"),
+            "an L7 service sends requests to its pools' backends, not to [[service.backend]]",
+            "move the backends into a [[service.pool]] as [[service.pool.backend]]",
+        );
+    }
+    if l7.pools.is_empty() {
+        return invalid(
+            key,
+            format!("L7 service `{}` has no pools", s.name),
+            "add a [[service.pool]] with name = \"…\" and at least one [[service.pool.backend]]",
+        );
+    }
+    let lim = l7.limits;
+    if !(256..=1_048_576).contains(&lim.header_bytes) {
+        return invalid(
+            format!("{key}.limits.header_bytes"),
+            format!("{} is outside 256–1048576", lim.header_bytes),
+            "the default is 16384; HAProxy's and nginx's defaults are 8–16 KiB",
+        );
+    }
+    if !(1..=1000).contains(&lim.header_count) {
+        return invalid(
+            format!("{key}.limits.header_count"),
+            format!("{} is outside 1–1000", lim.header_count),
+            "the default is 100",
+        );
+    }
+    if lim.connections == 0 {
+        return invalid(
+            format!("{key}.limits.connections"),
+            "0 connections would refuse every client",
+            "give at least 1 (the default is 100000 per L7 worker)",
+        );
+    }
+    let t = l7.timeouts;
+    for (n, v) in [
+        ("client_header_ms", t.client_header_ms),
+        ("client_idle_ms", t.client_idle_ms),
+        ("backend_connect_ms", t.backend_connect_ms),
+        ("backend_response_ms", t.backend_response_ms),
+        ("pool_idle_ms", t.pool_idle_ms),
+    ] {
+        if v == 0 || v > 86_400_000 {
+            return invalid(
+                format!("{key}.timeouts.{n}"),
+                format!("{v} ms is outside 1 ms – 24 h"),
+                "give milliseconds, such as 30000",
+            );
+        }
+    }
+    for (j, p) in l7.pools.iter().enumerate() {
+        let pk = format!("{key}.pool[{j}]");
+        let n = &p.name;
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return invalid(
+                format!("{pk}.name"),
+                format!("`{n}` is not a valid pool name"),
+                "use letters, digits, '-', '_' or '.'",
+            );
+        }
+        if l7.pools[..j].iter().any(|o| &o.name == n) {
+            return invalid(
+                format!("{pk}.name"),
+                format!("pool `{n}` is defined twice"),
+                "give every [[service.pool]] of a service a distinct name",
+            );
+        }
+        match (p.algorithm, &p.hash_on) {
+            (L7Algorithm::Hash, None) => {
+                return invalid(
+                    format!("{pk}.algorithm"),
+                    "algorithm `hash` needs `hash_on`",
+                    "add hash_on = \"cookie:NAME\", \"header:NAME\" or \"source\"",
+                )
+            }
+            (L7Algorithm::Hash, Some(h)) if parse_hash_on(h).is_none() => {
+                return invalid(
+                    format!("{pk}.hash_on"),
+                    format!("`{h}` is not what to hash on"),
+                    "write \"cookie:NAME\", \"header:NAME\" or \"source\"",
+                )
+            }
+            (a, Some(_)) if a != L7Algorithm::Hash => {
+                return invalid(
+                    format!("{pk}.hash_on"),
+                    format!(
+                        "`hash_on` is used only with algorithm = \"hash\", not `{}`",
+                        a.name()
+                    ),
+                    "set algorithm = \"hash\", or remove hash_on",
+                )
+            }
+            _ => {}
+        }
+        if let Some(c) = &p.sticky_cookie {
+            if !token(c) {
+                return invalid(
+                    format!("{pk}.sticky_cookie"),
+                    format!("`{c}` is not a cookie name"),
+                    "use letters, digits, '-' and '_', such as \"SLUICE_AFFINITY\"",
+                );
+            }
+        }
+        if p.sticky_max_age.is_some() && p.sticky_cookie.is_none() {
+            return invalid(
+                format!("{pk}.sticky_max_age"),
+                "`sticky_max_age` is the lifetime of the sticky cookie, which is not set",
+                "add sticky_cookie = \"SLUICE_AFFINITY\", or remove sticky_max_age",
+            );
+        }
+        if p.backends.is_empty() {
+            return invalid(
+                pk,
+                format!("pool `{n}` has no backends"),
+                "add at least one [[service.pool.backend]] after the pool",
+            );
+        }
+        for (b, be) in p.backends.iter().enumerate() {
+            let bk = format!("{pk}.backend[{b}]");
+            let a = be.address;
+            if a.port() == 0 {
+                return invalid(
+                    format!("{bk}.address"),
+                    "port 0 cannot be a backend port",
+                    "give the port the backend listens on",
+                );
+            }
+            if p.backends[..b].iter().any(|o| o.address == a) {
+                return invalid(
+                    format!("{bk}.address"),
+                    format!("backend {a} is listed twice in pool `{n}`"),
+                    "list each backend once; use `weight` to give it a larger share",
+                );
+            }
+            if let Some(k) = resolver_missing(a.ip(), node.ipv4, node.ipv6) {
+                return invalid(
+                    format!("{bk}.address"),
+                    format!("the L7 pool connects to {a} from the node's own address, and `{k}` is not set"),
+                    format!("set `{k}` in [node]"),
+                );
+            }
+            if let Some((message, fix)) = weight_problem(be.weight as u64) {
+                return invalid(format!("{bk}.weight"), message, fix);
+            }
+        }
+        if let Some(h) = &p.health {
+            check_health(&pk, h)?;
+        }
+    }
+    let pool_names: Vec<&str> = l7.pools.iter().map(|p| p.name.as_str()).collect();
+    let unknown_pool = |k: String, p: &str| {
+        invalid(
+            k,
+            format!("there is no pool `{p}` in this service"),
+            format!("use one of: {}", pool_names.join(", ")),
+        )
+    };
+    if let Some(d) = &l7.default_pool {
+        if !pool_names.contains(&d.as_str()) {
+            return unknown_pool(format!("{key}.default_pool"), d);
+        }
+    }
+    for (j, r) in l7.routes.iter().enumerate() {
+        let rk = format!("{key}.route[{j}]");
+        if !pool_names.contains(&r.pool.as_str()) {
+            return unknown_pool(format!("{rk}.pool"), &r.pool);
+        }
+        if let Some(h) = &r.host {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && !name.starts_with('.');
+            if !ok {
+                return invalid(
+                    format!("{rk}.host"),
+                    format!("`{h}` is not a host name"),
+                    "write a name (\"api.example\") or a wildcard for its subdomains (\"*.example\"), without a port",
+                );
+            }
+        }
+        if r.path.is_some() && r.path_prefix.is_some() {
+            return invalid(
+                format!("{rk}.path"),
+                "a route takes `path` or `path_prefix`, not both",
+                "keep one of them",
+            );
+        }
+        for (n, v) in [("path", &r.path), ("path_prefix", &r.path_prefix)] {
+            if let Some(v) = v {
+                if !v.starts_with('/') || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return invalid(
+                        format!("{rk}.{n}"),
+                        format!("`{v}` is not a path"),
+                        "paths start with '/' and have no spaces, such as \"/v1/\"",
+                    );
+                }
+            }
+        }
+        if let Some(h) = &r.header {
+            let ok = h.split_once(':').is_some_and(|(n, v)| {
+                token(n.trim_end()) && n == n.trim_end() && !v.trim().is_empty()
+            });
+            if !ok {
+                return invalid(
+                    format!("{rk}.header"),
+                    format!("`{h}` is not `name: value`"),
+                    "write the header name, a colon and the value, such as \"x-canary: 1\"",
+                );
+            }
+        }
+        if let Some(m) = &r.method {
+            if !token(m) || m.bytes().any(|b| b.is_ascii_lowercase()) {
+                return invalid(
+                    format!("{rk}.method"),
+                    format!("`{m}` is not a method"),
+                    "methods are upper case, such as \"GET\" or \"POST\"",
+                );
+            }
+        }
+        check_rules(&format!("{rk}.request_headers"), &r.request_headers)?;
+        check_rules(&format!("{rk}.response_headers"), &r.response_headers)?;
+    }
+    Ok(())
+}
+
+/// Reads `[l7]`.
+pub(crate) fn parse_l7_workers(
+    ctx: &Ctx,
+    r: &RawL7Workers,
+    spans: &mut Spans,
+) -> Result<L7Workers, ConfigError> {
+    let mut w = L7Workers::default();
+    if let Some(v) = &r.workers {
+        spans.put("l7.workers", v.span());
+        w.workers = *v.get_ref() as usize;
+    }
+    if let Some(v) = &r.cores {
+        spans.put("l7.cores", v.span());
+        w.cores = v.get_ref().clone();
+    }
+    if let Some(v) = &r.upstream_ports {
+        spans.put("l7.upstream_ports", v.span());
+        let [lo, hi] = *v.get_ref();
+        w.upstream_ports = (lo, hi);
+    }
+    if let Some(v) = &r.tcp_rx_buffer {
+        spans.put("l7.tcp_rx_buffer", v.span());
+        w.tcp_rx_buffer = small(ctx, v, "l7.tcp_rx_buffer")?;
+    }
+    if let Some(v) = &r.tcp_tx_buffer {
+        spans.put("l7.tcp_tx_buffer", v.span());
+        w.tcp_tx_buffer = small(ctx, v, "l7.tcp_tx_buffer")?;
+    }
+    if let Some(v) = &r.ring {
+        spans.put("l7.ring", v.span());
+        w.ring = small(ctx, v, "l7.ring")?;
+    }
+    Ok(w)
+}
+
+/// The rules `[l7]` follows, given the node and the services.
+pub(crate) fn check_l7_workers(
+    w: &L7Workers,
+    node: &Node,
+    services: &[Service],
+) -> Result<(), Invalid> {
+    if !(1..=64).contains(&w.workers) {
+        return invalid(
+            "l7.workers",
+            format!("{} L7 workers is outside 1–64", w.workers),
+            "the default is 1; give one per core you set aside for L7",
+        );
+    }
+    if !w.cores.is_empty() && w.cores.len() != w.workers {
+        return invalid(
+            "l7.cores",
+            format!("{} cores for {} L7 workers", w.cores.len(), w.workers),
+            "list one core per worker, or leave `cores` out to let the scheduler place them",
+        );
+    }
+    let (lo, hi) = w.upstream_ports;
+    if lo < 1024 || lo > hi || ((hi - lo) as usize + 1) < w.workers * 64 {
+        return invalid(
+            "l7.upstream_ports",
+            format!("[{lo}, {hi}] is not a range of at least 64 ports per L7 worker above 1023"),
+            "the default is [61000, 65535]",
+        );
+    }
+    let (slo, shi) = node.snat_ports;
+    if lo <= shi && slo <= hi {
+        return invalid(
+            "l7.upstream_ports",
+            format!("[{lo}, {hi}] overlaps node.snat_ports [{slo}, {shi}]"),
+            "give the two ranges distinct ports (the defaults are [32768, 60999] and [61000, 65535])",
+        );
+    }
+    let uses_l7 = services.iter().any(|s| s.l7.is_some());
+    let need = services
+        .iter()
+        .filter_map(|s| s.l7.as_ref())
+        .map(|l| l.limits.header_bytes)
+        .max()
+        .unwrap_or(0);
+    if uses_l7 && w.tcp_rx_buffer < need.max(4096) {
+        return invalid(
+            "l7.tcp_rx_buffer",
+            format!(
+                "{} bytes cannot hold a request head of {need} bytes (limits.header_bytes)",
+                w.tcp_rx_buffer
+            ),
+            format!("give at least {}", need.max(4096)),
+        );
+    }
+    for (n, v) in [
+        ("tcp_rx_buffer", w.tcp_rx_buffer),
+        ("tcp_tx_buffer", w.tcp_tx_buffer),
+    ] {
+        if !(4096..=16 << 20).contains(&v) {
+            return invalid(
+                format!("l7.{n}"),
+                format!("{v} bytes is outside 4 KiB – 16 MiB"),
+                "the default is 65536",
+            );
+        }
+    }
+    if !(64..=1 << 20).contains(&w.ring) {
+        return invalid(
+            "l7.ring",
+            format!("{} is outside 64–1048576", w.ring),
+            "the default is 4096",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::*;
+    use crate::{Config, ConfigError};
+
+    /// The configuration contract of the L7 issue, as written there.
+    pub(crate) const SITE: &str = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "10.99.0.1"
+gateway = "10.98.0.2"
+
+[[service]]
+name = "site"
+vip = "10.99.0.100:80"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "http"
+default_pool = "www"
+
+[service.limits]
+header_bytes = 16384
+header_count = 100
+body_bytes = 10485760
+connections = 100000
+
+[service.timeouts]
+client_header_ms = 10000
+client_idle_ms = 60000
+backend_connect_ms = 2000
+backend_response_ms = 30000
+pool_idle_ms = 30000
+
+[[service.route]]
+host = "api.example"
+path_prefix = "/v1/"
+header = "x-canary: 1"
+method = "GET"
+pool = "api"
+
+[[service.pool]]
+name = "api"
+algorithm = "round-robin"
+sticky_cookie = "SLUICE_AFFINITY"
+sticky_max_age = 3600
+
+[service.pool.health]
+type = "http"
+path = "/health"
+
+[[service.pool.backend]]
+address = "10.99.0.11:8080"
+weight = 1
+
+[[service.pool]]
+name = "www"
+algorithm = "hash"
+hash_on = "cookie:session"
+
+[[service.pool.backend]]
+address = "10.99.0.12:8080"
+"#;
+
+    fn err(src: &str) -> ConfigError {
+        Config::from_toml(src, Some("t.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn the_contract_parses_with_every_key_and_defaults_elsewhere() {
+        let c = Config::from_toml(SITE, None).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.forwarding, Forwarding::L7);
+        let l7 = s.l7.as_ref().unwrap();
+        assert_eq!(l7.l7, L7Protocol::Http);
+        assert_eq!(l7.default_pool.as_deref(), Some("www"));
+        assert_eq!(l7.limits, L7Limits::default());
+        assert_eq!(l7.timeouts, L7Timeouts::default());
+        assert_eq!(l7.routes[0].host.as_deref(), Some("api.example"));
+        assert_eq!(l7.routes[0].header.as_deref(), Some("x-canary: 1"));
+        assert_eq!(l7.pools[0].sticky_max_age, Some(3600));
+        assert!(l7.pools[0].health.is_some());
+        assert_eq!(l7.pools[1].algorithm, L7Algorithm::Hash);
+        assert_eq!(l7.pools[1].backends[0].weight, 1);
+        assert_eq!(c.l7, L7Workers::default());
+        // Without the optional tables, the same defaults.
+        let bare = SITE.split("[service.limits]").next().unwrap().to_string()
+            + &SITE[SITE.find("[[service.pool]]").unwrap()..];
+        let b = Config::from_toml(&bare, None).unwrap();
+        assert_eq!(
+            b.services[0].l7.as_ref().unwrap().limits,
+            L7Limits::default()
+        );
+        assert!(b.services[0].l7.as_ref().unwrap().routes.is_empty());
+    }
+
+    #[test]
+    fn an_l7_configuration_round_trips_through_the_writer() {
+        let mut c = Config::from_toml(SITE, None).unwrap();
+        let l7 = c.services[0].l7.as_mut().unwrap();
+        l7.routes[0]
+            .request_headers
+            .set
+            .push(("X-Via".into(), "sluice".into()));
+        l7.routes[0].response_headers.remove.push("server".into());
+        c.l7.workers = 2;
+        c.l7.cores = vec![0, 1];
+        let text = c.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text, None).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn mistakes_name_the_key_the_line_and_the_fix() {
+        let line_of =
+            |src: &str, needle: &str| src[..src.find(needle).unwrap()].matches('\n').count() + 1;
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                SITE.replace("pool = \"api\"\n", "pool = \"apj\"\n"),
+                "route[0].pool",
+                "use one of: api, www",
+            ),
+            (
+                SITE.replace("default_pool = \"www\"", "default_pool = \"w\""),
+                "default_pool",
+                "use one of",
+            ),
+            (
+                SITE.replace("hash_on = \"cookie:session\"\n", ""),
+                "pool[1].algorithm",
+                "hash_on",
+            ),
+            (
+                SITE.replace("cookie:session", "cookie session"),
+                "pool[1].hash_on",
+                "cookie:NAME",
+            ),
+            (SITE.replace("l7 = \"http\"\n", ""), "l7", "l7 = \"http\""),
+            (
+                SITE.replace("forwarding = \"l7\"", "forwarding = \"nat\""),
+                "forwarding",
+                "forwarding = \"l7\"",
+            ),
+            (
+                SITE.replace("host = \"api.example\"", "host = \"api.example:80\""),
+                "route[0].host",
+                "without a port",
+            ),
+            (
+                SITE.replace("path_prefix = \"/v1/\"", "path_prefix = \"v1\""),
+                "route[0].path_prefix",
+                "start with '/'",
+            ),
+            (
+                SITE.replace("header = \"x-canary: 1\"", "header = \"x-canary\""),
+                "route[0].header",
+                "name, a colon",
+            ),
+            (
+                SITE.replace("method = \"GET\"", "method = \"get\""),
+                "route[0].method",
+                "upper case",
+            ),
+            (
+                SITE.replace("header_count = 100", "header_count = 0"),
+                "limits.header_count",
+                "100",
+            ),
+            (
+                SITE.replace("client_idle_ms = 60000", "client_idle_ms = 0"),
+                "timeouts.client_idle_ms",
+                "milliseconds",
+            ),
+            (
+                SITE.replace("name = \"www\"", "name = \"api\""),
+                "pool[1].name",
+                "distinct",
+            ),
+            (
+                SITE.replace("sticky_cookie = \"SLUICE_AFFINITY\"\n", ""),
+                "pool[0].sticky_max_age",
+                "sticky_cookie",
+            ),
+            (
+                SITE.replace("ipv4 = \"10.99.0.1\"\n", "").replace(
+                    "gateway = \"10.98.0.2\"",
+                    "gateway_mac = \"02:00:00:00:00:fe\"",
+                ),
+                "backend[0].address",
+                "node.ipv4",
+            ),
+            (
+                format!("{SITE}\n[l7]\nupstream_ports = [1024, 2000]\n"),
+                "l7.upstream_ports",
+                "distinct ports",
+            ),
+            (
+                format!("{SITE}\n[l7]\nworkers = 2\ncores = [0]\n"),
+                "l7.cores",
+                "one core per worker",
+            ),
+            (
+                format!("{SITE}\n[[service.backend]]\naddress = \"10.99.0.13:80\"\n"),
+                "backend[0]",
+                "[[service.pool.backend]]",
+            ),
+        ];
+        for (src, key, fix) in &cases {
+            let e = err(src);
+            assert!(e.key.ends_with(key), "{key}: {e}");
+            assert!(e.fix.contains(fix) || e.message.contains(fix), "{key}: {e}");
+            assert!(e.line.is_some(), "{key}: no line in {e}");
+        }
+        // The line is the key's own.
+        let src = SITE.replace("pool = \"api\"\n", "pool = \"apj\"\n");
+        assert_eq!(err(&src).line, Some(line_of(&src, "pool = \"apj\"")));
+        // Unknown keys in the new tables are refused by name, with their line.
+        let e = err(&SITE.replace("header_count = 100", "header_counts = 100"));
+        assert!(e.message.contains("header_counts"), "{e}");
+        assert_eq!(e.line, Some(line_of(SITE, "header_count = 100")));
+    }
+
+    #[test]
+    fn a_changed_model_is_held_to_the_same_rules() {
+        let good = Config::from_toml(SITE, None).unwrap();
+        let mut c = good.clone();
+        c.services[0].l7.as_mut().unwrap().routes[0].pool = "nope".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.key.ends_with("route[0].pool") && e.line.is_none(), "{e}");
+        let mut c = good.clone();
+        c.services[0].l7.as_mut().unwrap().pools[0].backends.clear();
+        assert!(c.validate().unwrap_err().message.contains("no backends"));
+        assert_eq!(good.validate(), Ok(()));
+    }
+}

@@ -1,0 +1,357 @@
+//! The configuration as the L7 pool sees it: every `forwarding = "l7"` service with its
+//! routes, pools, limits and timeouts becomes an [`L7Setup`] for the shards.
+
+use config::{Config, HeaderRules, L7Algorithm};
+use l7_offload::setup::{
+    Admin, Algorithm, HashOn, HeaderRule, Health, HostMatch, L7Backend, L7Service, L7Setup, Limits,
+    PathMatch, Pool, Protocol, Route, TcpSetup, Timeouts,
+};
+
+fn rules(r: &HeaderRules) -> Vec<HeaderRule> {
+    r.remove
+        .iter()
+        .map(|n| HeaderRule::Remove(n.clone()))
+        .chain(
+            r.set
+                .iter()
+                .map(|(n, v)| HeaderRule::Set(n.clone(), v.clone())),
+        )
+        .chain(
+            r.add
+                .iter()
+                .map(|(n, v)| HeaderRule::Add(n.clone(), v.clone())),
+        )
+        .collect()
+}
+
+/// The L7 setup of `cfg`, with each pool backend's admin and health state from `state`
+/// (service name, pool name, backend address).
+pub fn setup(
+    cfg: &Config,
+    state: impl Fn(&str, &str, std::net::SocketAddr) -> (Admin, Health),
+) -> L7Setup {
+    let services = cfg
+        .services
+        .iter()
+        .filter_map(|s| s.l7.as_ref().map(|l| (s, l)))
+        .map(|(s, l)| {
+            let pool_index = |name: &str| l.pools.iter().position(|p| p.name == name);
+            L7Service {
+                name: s.name.clone(),
+                vip: s.vip,
+                protocol: match l.l7 {
+                    config::L7Protocol::Http => Protocol::Http,
+                },
+                default_pool: l.default_pool.as_deref().and_then(pool_index),
+                limits: Limits {
+                    header_bytes: l.limits.header_bytes as usize,
+                    header_count: l.limits.header_count as usize,
+                    body_bytes: l.limits.body_bytes,
+                    connections: l.limits.connections as usize,
+                },
+                timeouts: Timeouts {
+                    client_header_ms: l.timeouts.client_header_ms,
+                    client_idle_ms: l.timeouts.client_idle_ms,
+                    backend_connect_ms: l.timeouts.backend_connect_ms,
+                    backend_response_ms: l.timeouts.backend_response_ms,
+                    pool_idle_ms: l.timeouts.pool_idle_ms,
+                },
+                routes: l
+                    .routes
+                    .iter()
+                    .filter_map(|r| {
+                        Some(Route {
+                            host: r.host.as_ref().map(|h| match h.strip_prefix('*') {
+                                Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+                                None => HostMatch::Exact(h.clone()),
+                            }),
+                            path: match (&r.path, &r.path_prefix) {
+                                (Some(p), _) => Some(PathMatch::Exact(p.clone())),
+                                (None, Some(p)) => Some(PathMatch::Prefix(p.clone())),
+                                (None, None) => None,
+                            },
+                            header: r.header.as_ref().and_then(|h| {
+                                let (n, v) = h.split_once(':')?;
+                                Some((n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                            }),
+                            method: r.method.clone(),
+                            pool: pool_index(&r.pool)?,
+                            request_headers: rules(&r.request_headers),
+                            response_headers: rules(&r.response_headers),
+                        })
+                    })
+                    .collect(),
+                pools: l
+                    .pools
+                    .iter()
+                    .map(|p| Pool {
+                        name: p.name.clone(),
+                        algorithm: match p.algorithm {
+                            L7Algorithm::RoundRobin => Algorithm::RoundRobin,
+                            L7Algorithm::LeastRequests => Algorithm::LeastRequests,
+                            L7Algorithm::P2c => Algorithm::PowerOfTwo,
+                            L7Algorithm::Hash => Algorithm::Hash(
+                                match p.hash_on.as_deref().and_then(config::parse_hash_on) {
+                                    Some(("header", n)) => HashOn::Header(n.to_ascii_lowercase()),
+                                    Some(("cookie", n)) => HashOn::Cookie(n.to_string()),
+                                    _ => HashOn::Source,
+                                },
+                            ),
+                        },
+                        sticky_cookie: p.sticky_cookie.clone(),
+                        sticky_max_age: p.sticky_max_age,
+                        backends: p
+                            .backends
+                            .iter()
+                            .map(|b| {
+                                let (admin, health) = state(&s.name, &p.name, b.address);
+                                L7Backend {
+                                    address: b.address,
+                                    weight: b.weight,
+                                    admin,
+                                    health,
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    L7Setup {
+        services,
+        node_ipv4: cfg.node.ipv4,
+        node_ipv6: cfg.node.ipv6,
+        tcp: TcpSetup {
+            rx_buffer: cfg.l7.tcp_rx_buffer as usize,
+            tx_buffer: cfg.l7.tcp_tx_buffer as usize,
+        },
+    }
+}
+
+fn classes(s: &[u64; 5]) -> std::collections::BTreeMap<String, u64> {
+    s.iter()
+        .enumerate()
+        .map(|(i, n)| (format!("{}xx", i + 1), *n))
+        .collect()
+}
+
+/// The view of the L7 pool's summed counters, with backends named from `cfg`.
+pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView {
+    use l7_offload::stats::L7Error;
+    let l7_services: Vec<&config::Service> =
+        cfg.services.iter().filter(|s| s.l7.is_some()).collect();
+    let mut backends = Vec::new();
+    for (si, per_pool) in t.backends.iter().enumerate() {
+        let Some(svc) = l7_services.get(si) else {
+            continue;
+        };
+        let Some(l) = &svc.l7 else { continue };
+        for (pi, per_backend) in per_pool.iter().enumerate() {
+            let Some(pool) = l.pools.get(pi) else {
+                continue;
+            };
+            for (bi, c) in per_backend.iter().enumerate() {
+                let Some(b) = pool.backends.get(bi) else {
+                    continue;
+                };
+                backends.push(ctl::views::L7BackendView {
+                    service: svc.name.clone(),
+                    pool: pool.name.clone(),
+                    backend: b.address.to_string(),
+                    requests: c.requests,
+                    in_flight: c.in_flight,
+                    failures: c.failures,
+                    status: classes(&c.status),
+                });
+            }
+        }
+    }
+    ctl::views::L7StatsView {
+        client_connections: t.client_connections,
+        clients_accepted: t.clients_accepted,
+        upstream_connections: t.upstream_connections,
+        upstream_opened: t.upstream_opened,
+        upstream_reused: t.upstream_reused,
+        reuse_ratio: t.reuse_ratio(),
+        requests: t.requests,
+        retries: t.retries,
+        status: classes(&t.status),
+        errors: L7Error::ALL
+            .iter()
+            .map(|e| (e.name().to_string(), t.errors_of(*e)))
+            .collect(),
+        frames_in: t.frames_in,
+        frames_out: t.frames_out,
+        frames_lost: t.frames_no_buffer + t.frames_ring_full,
+        backends,
+    }
+}
+
+/// The L7 pool's Prometheus metrics.
+pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
+    use std::fmt::Write as _;
+    let v = view(cfg, t);
+    let metric = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    metric(
+        o,
+        "sluice_l7_requests_total",
+        "counter",
+        "Requests the L7 pool answered, by status class.",
+    );
+    for (c, n) in &v.status {
+        let _ = writeln!(o, "sluice_l7_requests_total{{status_class=\"{c}\"}} {n}");
+    }
+    metric(
+        o,
+        "sluice_l7_errors_total",
+        "counter",
+        "Requests the L7 pool failed or refused, by reason.",
+    );
+    for (r, n) in &v.errors {
+        let _ = writeln!(o, "sluice_l7_errors_total{{reason=\"{r}\"}} {n}");
+    }
+    metric(
+        o,
+        "sluice_l7_client_connections",
+        "gauge",
+        "Client connections open in the L7 pool.",
+    );
+    let _ = writeln!(o, "sluice_l7_client_connections {}", v.client_connections);
+    metric(
+        o,
+        "sluice_l7_upstream_connections",
+        "gauge",
+        "Connections to backends open in the L7 pool.",
+    );
+    let _ = writeln!(
+        o,
+        "sluice_l7_upstream_connections {}",
+        v.upstream_connections
+    );
+    metric(
+        o,
+        "sluice_l7_upstream_requests_total",
+        "counter",
+        "Requests sent upstream, by whether the connection was new or reused.",
+    );
+    let _ = writeln!(
+        o,
+        "sluice_l7_upstream_requests_total{{connection=\"opened\"}} {}",
+        v.upstream_opened
+    );
+    let _ = writeln!(
+        o,
+        "sluice_l7_upstream_requests_total{{connection=\"reused\"}} {}",
+        v.upstream_reused
+    );
+    metric(
+        o,
+        "sluice_l7_backend_requests_total",
+        "counter",
+        "Requests per backend, by status class.",
+    );
+    for b in &v.backends {
+        for (c, n) in &b.status {
+            let _ = writeln!(o, "sluice_l7_backend_requests_total{{service=\"{}\",pool=\"{}\",backend=\"{}\",status_class=\"{c}\"}} {n}", b.service, b.pool, b.backend);
+        }
+    }
+    metric(
+        o,
+        "sluice_l7_request_duration_seconds",
+        "histogram",
+        "Time from a request head to the last byte of its response.",
+    );
+    let mut cum = 0;
+    for (i, le) in l7_offload::stats::DURATION_BUCKETS.iter().enumerate() {
+        cum += t.duration_buckets[i];
+        let _ = writeln!(
+            o,
+            "sluice_l7_request_duration_seconds_bucket{{le=\"{le}\"}} {cum}"
+        );
+    }
+    cum += t.duration_buckets[l7_offload::stats::DURATION_BUCKETS.len()];
+    let _ = writeln!(
+        o,
+        "sluice_l7_request_duration_seconds_bucket{{le=\"+Inf\"}} {cum}"
+    );
+    let _ = writeln!(
+        o,
+        "sluice_l7_request_duration_seconds_sum {}",
+        t.duration_sum
+    );
+    let _ = writeln!(o, "sluice_l7_request_duration_seconds_count {cum}");
+}
+
+/// Whether `cfg` has any service for the L7 pool.
+pub fn wanted(cfg: &Config) -> bool {
+    cfg.services.iter().any(|s| s.l7.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_pools_and_wildcards_carry_over() {
+        let src = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "10.99.0.1"
+gateway = "10.98.0.2"
+[[service]]
+name = "site"
+vip = "10.99.0.100:80"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "http"
+default_pool = "www"
+[[service.route]]
+host = "*.Example"
+path = "/x"
+header = "X-Canary: 1"
+pool = "api"
+[service.route.request_headers]
+remove = ["x-debug"]
+[[service.pool]]
+name = "www"
+[[service.pool.backend]]
+address = "10.99.0.11:8080"
+[[service.pool]]
+name = "api"
+algorithm = "hash"
+hash_on = "header:X-User"
+[[service.pool.backend]]
+address = "10.99.0.12:8080"
+weight = 5
+"#;
+        let cfg = Config::from_toml(src, None).unwrap();
+        assert!(wanted(&cfg));
+        let s = setup(&cfg, |_, _, _| (Admin::Ready, Health::Unknown));
+        let svc = &s.services[0];
+        assert_eq!(svc.default_pool, Some(0));
+        assert_eq!(svc.routes[0].pool, 1);
+        assert_eq!(
+            svc.routes[0].host,
+            Some(HostMatch::Suffix(".example".into()))
+        );
+        assert_eq!(svc.routes[0].path, Some(PathMatch::Exact("/x".into())));
+        assert_eq!(svc.routes[0].header, Some(("x-canary".into(), "1".into())));
+        assert_eq!(
+            svc.routes[0].request_headers,
+            vec![HeaderRule::Remove("x-debug".into())]
+        );
+        assert_eq!(
+            svc.pools[1].algorithm,
+            Algorithm::Hash(HashOn::Header("x-user".into()))
+        );
+        assert_eq!(svc.pools[1].backends[0].weight, 5);
+        assert_eq!(s.node_ipv4, Some("10.99.0.1".parse().unwrap()));
+        // The data path gets the service as offloaded, with the pools' backends to resolve.
+        let snap = crate::snapshot::build(&cfg).unwrap();
+        assert_eq!(snap.services[0].forwarding, dataplane::Forwarding::Offload);
+        assert_eq!(snap.services[0].backends.len(), 2);
+    }
+}

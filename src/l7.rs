@@ -1,0 +1,134 @@
+//! The L7 pool beside the poll loops: when the configuration has a `forwarding = "l7"`
+//! service, the rings of the offload seam, one shard thread per `[l7] workers` (pinned to
+//! `[l7] cores` when given), the setup they share (rebuilt by the control plane on every
+//! configuration change), and their published counters.
+
+use config::Config;
+use controlplane::control::ControlPlane;
+use dataplane::{OffloadPlan, OffloadRings};
+use l7_offload::{L7Setup, Shard, ShardStats, SharedSetup};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::{Scope, ScopedJoinHandle};
+
+/// Everything the L7 pool needs, made before the workers start.
+pub struct L7Pool {
+    pub plan: OffloadPlan,
+    pub shared: Arc<SharedSetup>,
+    pub stats: Arc<Vec<Mutex<ShardStats>>>,
+    cores: Vec<usize>,
+    ring: usize,
+}
+
+fn l7_setup(cfg: &Config) -> L7Setup {
+    controlplane::l7::setup(cfg, |_, _, _| {
+        (
+            l7_offload::setup::Admin::Ready,
+            l7_offload::setup::Health::Unknown,
+        )
+    })
+}
+
+impl L7Pool {
+    /// The pool `cfg` asks for, if any of its services is an L7 one.
+    pub fn of(cfg: &Config) -> Option<L7Pool> {
+        if !controlplane::l7::wanted(cfg) {
+            return None;
+        }
+        let w = &cfg.l7;
+        let (lo, hi) = w.upstream_ports;
+        Some(L7Pool {
+            plan: OffloadPlan::new(w.workers).with_upstream_ports(lo, hi),
+            shared: Arc::new(SharedSetup::new(l7_setup(cfg))),
+            stats: Arc::new((0..w.workers).map(|_| Mutex::default()).collect()),
+            cores: w.cores.clone(),
+            ring: w.ring as usize,
+        })
+    }
+
+    /// The rings between `workers` poll loops and the shards.
+    pub fn rings(&self, workers: usize) -> OffloadRings {
+        OffloadRings::new(self.plan, workers, self.ring)
+    }
+
+    /// Keeps the shards' setup in step with the running configuration.
+    pub fn follow(&self, ctl: &ControlPlane) {
+        let shared = Arc::clone(&self.shared);
+        ctl.on_config(move |cfg| shared.store(l7_setup(cfg)));
+        ctl.set_l7_stats(Arc::clone(&self.stats));
+    }
+
+    /// Starts one thread per shard on `scope`, each running until `stop`.
+    pub fn spawn<'scope, 'env>(
+        &'env self,
+        scope: &'scope Scope<'scope, 'env>,
+        rings: &'env OffloadRings,
+        stop: &'env AtomicBool,
+    ) -> Result<Vec<ScopedJoinHandle<'scope, ()>>, String> {
+        let mut threads = Vec::new();
+        for i in 0..self.plan.shards() {
+            let core = self.cores.get(i).copied();
+            let ports = self.plan.upstream_range(i).unwrap_or((0, 0));
+            let t = std::thread::Builder::new()
+                .name(format!("sluice-l7-{i}"))
+                .spawn_scoped(scope, move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                            eprintln!(
+                                "sluice: cannot pin L7 worker {i} to core {c}; it runs unpinned"
+                            );
+                        }
+                    }
+                    let mut shard =
+                        Shard::new(i, rings, &self.shared, ports).publishing_to(&self.stats[i]);
+                    shard.run(stop);
+                })
+                .map_err(|e| format!("cannot start L7 worker {i}: {e}"))?;
+            threads.push(t);
+        }
+        Ok(threads)
+    }
+
+    /// The shards' counters summed.
+    pub fn totals(&self) -> ShardStats {
+        let mut sum = ShardStats::default();
+        for m in self.stats.iter() {
+            if let Ok(s) = m.lock() {
+                sum.add(&s);
+            }
+        }
+        sum
+    }
+}
+
+/// `extra` with the L7 pool's counters under `l7`, when it ran.
+pub fn with_report(
+    pool: Option<&L7Pool>,
+    cfg: &Config,
+    mut extra: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    if let Some(p) = pool {
+        let v = controlplane::l7::view(cfg, &p.totals());
+        if let Ok(j) = serde_json::to_value(v) {
+            extra.insert("l7".into(), j);
+        }
+    }
+    extra
+}
+
+/// A clause for the run's summary line about the L7 pool, when it ran.
+pub fn summary(pool: Option<&L7Pool>) -> String {
+    let Some(p) = pool else {
+        return String::new();
+    };
+    let t = p.totals();
+    format!(
+        "; L7 pool: {} requests ({} 2xx, {} 4xx, {} 5xx), {} client connections, upstream reuse {:.1}%",
+        t.requests,
+        t.status[1],
+        t.status[3],
+        t.status[4],
+        t.clients_accepted,
+        100.0 * t.reuse_ratio()
+    )
+}
