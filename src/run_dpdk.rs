@@ -243,13 +243,14 @@ pub fn run(
     }
     let sent_by_device = tx_counters.map_or(port_counters.tx_packets, |c| c.tx_packets);
     let note = format!(
-        "port {}: {} received; {} sent by {}; packet buffers in use {} at start, {} at end",
+        "port {}: {} received; {} sent by {}; packet buffers in use {} at start, {} at end{}",
         dpdk.port,
         port_counters.rx_packets,
         sent_by_device,
         dpdk.tx_port.as_deref().unwrap_or(&dpdk.port),
         baseline_in_use,
-        end_in_use
+        end_in_use,
+        crate::l7::summary(l7.as_ref())
     );
     Ok(Report::of_workers(
         snap,

@@ -210,6 +210,19 @@ fn sha_of_blob(n: usize) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The L7 counters once `ready` holds of them (the shards publish every 100 ms), or the
+/// last ones after 3 s.
+fn l7_stats(b: &Balancer, ready: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = b.ctl(&["stats"])["l7"].clone();
+        if ready(&v) || start.elapsed() > Duration::from_secs(3) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn client(t: &Topology, args: &[&str]) -> String {
     let mut a = vec!["python3", CLIENT];
     a.extend_from_slice(args);
@@ -217,14 +230,17 @@ fn client(t: &Topology, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-#[test]
-fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
+/// The namespaces' worker core is shared: one scenario at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The topology with the keep-alive backends on :8081 running.
+fn topology(pfx: &str) -> (Topology, Vec<std::process::Child>) {
     assert!(
         root(),
         "the end-to-end tests need root (network namespaces)"
     );
-    let t = Topology::up("l7", 3, "snat");
-    let _backends: Vec<_> = (1..=3)
+    let t = Topology::up(pfx, 3, "snat");
+    let backends: Vec<_> = (1..=3)
         .map(|i| {
             t.spawn(
                 &format!("b{i}"),
@@ -242,6 +258,53 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    (t, backends)
+}
+
+/// The same pool on DPDK (net_af_packet on the veth): routing, a body each way, errors.
+#[test]
+fn l7_http_on_dpdk_af_packet_routes_and_streams() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (t, _backends) = topology("l7d");
+    let b = Balancer::start(&t, &driver_config("dpdk", &services()));
+    let by = answers(
+        &t,
+        40,
+        &["-H", "Host: api.example", "http://10.99.0.100/v1/items"],
+    );
+    assert_eq!(
+        (by.get("b1"), by.get("b2"), by.get("b3")),
+        (Some(&10), Some(&10), Some(&20)),
+        "api pool by weight: {by:?}"
+    );
+    let n = 5_000_000;
+    let want = sha_of_blob(n);
+    let file = t.dir.join("upload");
+    let o = t.exec(
+        "cli",
+        &["bash", "-c", &format!("curl -s -m 60 http://10.99.0.100/blob/{n} -o {f} && sha256sum {f} && curl -s -m 60 -H 'Transfer-Encoding: chunked' -T {f} http://10.99.0.100/digest", f = file.display())],
+    );
+    let got = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        got.matches(&want).count(),
+        2,
+        "download and upload: {got} want {want}"
+    );
+    assert_eq!(curl(&t, &["http://10.99.0.100:81/nothing"]).0, 404);
+    assert_eq!(curl(&t, &["http://10.99.0.100:81/dead"]).0, 502);
+    let l7 = l7_stats(&b, |v| {
+        v["errors"]["backend_failed"].as_u64().unwrap_or(0) >= 1
+    });
+    assert_eq!(l7["requests"], 44, "{l7}");
+    assert_eq!(l7["errors"]["no_route"], 1, "{l7}");
+    let out = b.stop();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("L7 pool:"));
+}
+
+#[test]
+fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (t, _backends) = topology("l7");
     let b = Balancer::start(&t, &driver_config("xdp", &services()));
 
     // Host and path: the api pool, weighted round-robin 1:1:2, exactly (one L7 worker).
@@ -346,8 +409,7 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
             "b{i} got {grew} new connections for 60 requests: no reuse"
         );
     }
-    let stats = b.ctl(&["stats"]);
-    let l7 = &stats["l7"];
+    let l7 = l7_stats(&b, |v| v["reuse_ratio"].as_f64().unwrap_or(0.0) > 0.9);
     assert!(
         l7["reuse_ratio"].as_f64().unwrap_or(0.0) > 0.9,
         "upstream reuse: {l7}"
@@ -441,8 +503,10 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     );
 
     // The counters say what happened, by reason.
-    let stats = b.ctl(&["stats"]);
-    let l7 = &stats["l7"];
+    let l7 = l7_stats(&b, |v| {
+        v["errors"]["client_header_timeout"].as_u64().unwrap_or(0) >= 30
+    });
+    let l7 = &l7;
     let err = |k: &str| l7["errors"][k].as_u64().unwrap_or(0);
     assert!(
         err("no_route") >= 1 && err("body_too_large") >= 1 && err("head_too_large") >= 1,

@@ -309,13 +309,17 @@ impl Shard<'_> {
             self.release_upstream(uid, false);
         }
         let started = sess.ex.as_ref().is_some_and(|ex| ex.response.is_some());
+        // A request that reached a backend was counted when its head was read.
+        let counted = sess.ex.is_some();
         sess.ex = None;
         sess.to_up.clear();
         if let (Some(code), false) = (e.status(), started) {
             sess.to_client.clear();
             sess.to_client.extend_from_slice(error_response(code));
             self.stats.status(code);
-            self.stats.requests += 1;
+            if !counted {
+                self.stats.requests += 1;
+            }
         }
         sess.phase = Phase::Closing;
         sess.since = now;
