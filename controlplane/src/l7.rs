@@ -184,6 +184,7 @@ pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView
         frames_in: t.frames_in,
         frames_out: t.frames_out,
         frames_lost: t.frames_no_buffer + t.frames_ring_full,
+        segments_no_connection: t.segments_no_connection,
         backends,
     }
 }

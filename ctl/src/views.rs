@@ -155,6 +155,9 @@ pub struct L7StatsView {
     pub frames_out: u64,
     /// Segments lost for want of a buffer or ring room (TCP sends them again).
     pub frames_lost: u64,
+    /// Segments of no connection the pool knows (answered with a RST).
+    #[serde(default)]
+    pub segments_no_connection: u64,
     pub backends: Vec<L7BackendView>,
 }
 

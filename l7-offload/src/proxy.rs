@@ -17,6 +17,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use smoltcp::socket::tcp::{Socket, State};
 use std::net::IpAddr;
 
+/// How long a closing connection may take to flush what is left for its client.
+const CLOSING_MS: u64 = 5_000;
+/// How long a closed connection waits for the client's side of the close before it is
+/// reset.
+const FIN_WAIT_MS: u64 = 60_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Waiting for (the rest of) a request head.
@@ -78,6 +84,8 @@ pub(crate) struct Exchange {
     sent: Option<u64>,
     /// Any response byte has arrived (no retry after that).
     answered: bool,
+    /// The upstream connection is established (the connect timeout no longer applies).
+    connected: bool,
     close_client: bool,
     reusable: bool,
     status: u16,
@@ -126,14 +134,20 @@ impl Session {
             }),
             Phase::Exchange => {
                 let ex = self.ex.as_ref()?;
-                match ex.sent {
-                    _ if ex.answered => None,
-                    Some(s) => Some(s + t.backend_response_ms),
-                    None => Some(ex.started + t.backend_connect_ms),
+                if !ex.connected {
+                    Some(ex.started + t.backend_connect_ms)
+                } else if ex.answered {
+                    None
+                } else {
+                    ex.sent.map(|s| s + t.backend_response_ms)
                 }
             }
             Phase::Tunnel => None,
-            Phase::Closing => Some(self.since + 5_000),
+            // Only while a response is still being flushed; after the close, the socket's
+            // own timers finish the connection. (A deadline that has passed and is not acted
+            // on would wake the connection every millisecond.)
+            Phase::Closing if !self.to_client.is_empty() => Some(self.since + CLOSING_MS),
+            Phase::Closing => Some(self.since + FIN_WAIT_MS),
         }
     }
 }
@@ -289,8 +303,13 @@ impl Shard<'_> {
             Phase::Closing => {
                 if let (Role::Client(sess), Some(sock)) = (&mut c.role, c.sock.as_mut()) {
                     flush(&mut sess.to_client, sock);
-                    if sess.to_client.is_empty() || now >= sess.since + 5_000 {
+                    if sess.to_client.is_empty() || now >= sess.since + CLOSING_MS {
+                        sess.to_client.clear();
                         sock.close();
+                    }
+                    if now >= sess.since + FIN_WAIT_MS {
+                        // The client never finished closing (as Linux's tcp_fin_timeout).
+                        sock.abort();
                     }
                 }
             }
@@ -485,6 +504,7 @@ impl Shard<'_> {
             started: now,
             sent: None,
             answered: false,
+            connected: false,
             close_client: !req.keep_alive,
             reusable: false,
             status: 0,
@@ -563,6 +583,7 @@ impl Shard<'_> {
                         ex.retried = true;
                         ex.started = now;
                         ex.sent = None;
+                        ex.connected = false;
                         ex.counted = true;
                     }
                     self.pools[sess.svc][pool_i].in_flight[p.backend] += 1;
@@ -620,6 +641,9 @@ impl Shard<'_> {
         let t = svc.timeouts;
         if !ex.answered && us.recv_queue() > 0 {
             ex.answered = true;
+        }
+        if matches!(us.state(), State::Established | State::CloseWait) {
+            ex.connected = true;
         }
         // The backend went away (refused, reset, closed) before answering, or is late.
         let refused = matches!(us.state(), State::Closed | State::TimeWait)

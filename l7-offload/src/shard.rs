@@ -73,6 +73,8 @@ pub(crate) struct Conn {
 
 /// Frames taken from the ring per poll before the connections are driven.
 const INTAKE: usize = 64;
+/// Closed sockets kept for reuse, at most.
+const SPARE_SOCKETS: usize = 4096;
 /// How often the counters are published.
 const PUBLISH_MS: u64 = 100;
 
@@ -106,6 +108,10 @@ pub struct Shard<'r> {
     last_publish: u64,
     /// Room for peeking at a head (the largest `header_bytes` of any service, plus one).
     pub(crate) scratch: Vec<u8>,
+    /// Closed sockets kept with their buffers for the next connections (smoltcp resets a
+    /// socket's state and buffers when it listens or connects again): a new connection
+    /// then costs no allocation and no zeroing of 2 × 64 KiB.
+    spare: Vec<smoltcp::socket::tcp::Socket<'static>>,
     epoch: std::time::Instant,
 }
 
@@ -150,6 +156,7 @@ impl<'r> Shard<'r> {
             published: None,
             last_publish: 0,
             scratch: Vec::new(),
+            spare: Vec::new(),
             epoch: std::time::Instant::now(),
         };
         s.adopt(setup);
@@ -182,6 +189,9 @@ impl<'r> Shard<'r> {
             })
             .collect();
         self.clients.resize(setup.services.len(), 0);
+        if setup.tcp != self.setup.tcp {
+            self.spare.clear();
+        }
         self.stats.backends = setup
             .services
             .iter()
@@ -276,6 +286,17 @@ impl<'r> Shard<'r> {
         id
     }
 
+    /// A socket for a new connection: a spare one, or new.
+    fn socket(&mut self) -> smoltcp::socket::tcp::Socket<'static> {
+        match self.spare.pop() {
+            Some(s) => s,
+            None => {
+                let t = self.setup.tcp;
+                tcp::socket(t.rx_buffer, t.tx_buffer)
+            }
+        }
+    }
+
     /// Number of connections the shard holds (clients and upstream).
     pub fn connections(&self) -> usize {
         self.by_key.len()
@@ -311,8 +332,7 @@ impl<'r> Shard<'r> {
         let port = self
             .alloc_port(backend)
             .ok_or(L7Error::UpstreamPortsExhausted)?;
-        let t = self.setup.tcp;
-        let mut sock = tcp::socket(t.rx_buffer, t.tx_buffer);
+        let mut sock = self.socket();
         if sock
             .connect(self.stack.context(), backend, SocketAddr::new(src, port))
             .is_err()
@@ -362,6 +382,10 @@ impl<'r> Shard<'r> {
             remote: SocketAddr::new(p.src, p.src_port),
         };
         let t = NetInstant::from_millis(now as i64);
+        let syn = p.tcp_flags & packet::tcp::SYN != 0 && p.tcp_flags & packet::tcp::ACK == 0;
+        if syn {
+            self.end_time_wait(&key);
+        }
         if let Some(&id) = self.by_key.get(&key) {
             if let Some(mut c) = self.take_conn(id) {
                 c.worker = h.worker;
@@ -370,11 +394,10 @@ impl<'r> Shard<'r> {
                 self.put_conn(id, c);
                 self.touch(id);
             }
-        } else if p.tcp_flags & packet::tcp::SYN != 0 && p.tcp_flags & packet::tcp::ACK == 0 {
+        } else if syn {
             match self.setup.service_at(p.dst, p.dst_port) {
                 Some(svc) if self.clients[svc] < self.setup.services[svc].limits.connections => {
-                    let t_ = self.setup.tcp;
-                    let mut sock = tcp::socket(t_.rx_buffer, t_.tx_buffer);
+                    let mut sock = self.socket();
                     let ok = sock
                         .listen(IpListenEndpoint {
                             addr: Some(p.dst.into()),
@@ -416,6 +439,38 @@ impl<'r> Shard<'r> {
         self.rings.recycle(h.frame);
     }
 
+    /// A new SYN on the 4-tuple of a connection in TIME-WAIT (which the proxy enters when it
+    /// closes first, after `Connection: close`) starts a new connection, as Linux allows
+    /// (RFC 6191): clients reuse ports sooner than TIME-WAIT ends.
+    fn end_time_wait(&mut self, key: &ConnKey) {
+        let Some(&id) = self.by_key.get(key) else {
+            return;
+        };
+        let done = self
+            .conns
+            .get(id as usize)
+            .and_then(|c| c.as_ref())
+            .and_then(|c| c.sock.as_ref())
+            .is_some_and(|s| {
+                matches!(
+                    s.state(),
+                    smoltcp::socket::tcp::State::TimeWait | smoltcp::socket::tcp::State::Closed
+                )
+            });
+        if !done {
+            return;
+        }
+        if let Some(mut c) = self.take_conn(id) {
+            if let Some(d) = c.deadline.take() {
+                self.timers.remove(&(d, id));
+            }
+            if let Some(s) = c.sock.as_mut() {
+                s.abort();
+            }
+            self.reap(id, c);
+        }
+    }
+
     /// Drives the touched connections, sends what they (and their partners) have, and sets
     /// their timers; frees those that have closed.
     fn settle(&mut self, now: u64) {
@@ -445,10 +500,14 @@ impl<'r> Shard<'r> {
             };
             let at = self.stack.egress(&mut c.sock, self.rings, c.worker, t);
             let app = self.app_deadline(&c);
-            let closed = c
-                .sock
-                .as_ref()
-                .is_none_or(|s| s.state() == smoltcp::socket::tcp::State::Closed);
+            // TIME-WAIT is not kept: it would hold a connection's buffers for its 10 s, and a
+            // new SYN on the same 4-tuple starts a new connection anyway (`end_time_wait`).
+            let closed = c.sock.as_ref().is_none_or(|s| {
+                matches!(
+                    s.state(),
+                    smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait
+                )
+            });
             if let Some(d) = c.deadline.take() {
                 self.timers.remove(&(d, id));
             }
@@ -485,9 +544,16 @@ impl<'r> Shard<'r> {
         }
     }
 
-    fn reap(&mut self, id: ConnId, c: Conn) {
+    fn reap(&mut self, id: ConnId, mut c: Conn) {
         self.by_key.remove(&c.key);
         self.free_ids.push(id);
+        if let Some(mut s) = c.sock.take() {
+            // At most as many spares as the busiest moment needed, up to a bound.
+            if self.spare.len() < SPARE_SOCKETS {
+                s.abort();
+                self.spare.push(s);
+            }
+        }
         match c.role {
             Role::Client(s) => {
                 if let Some(n) = self.clients.get_mut(s.svc) {
@@ -606,6 +672,18 @@ impl<'r> Shard<'r> {
                 s.abort();
             } else {
                 s.close();
+            }
+            // Out of the pool, and no more pool timer.
+            if let Role::Upstream(u) = &mut c.role {
+                u.idle_since = None;
+            }
+            if let Some(b) = match &c.role {
+                Role::Upstream(u) => Some(u.backend),
+                Role::Client(_) => None,
+            } {
+                if let Some(list) = self.idle.get_mut(&b) {
+                    list.retain(|&x| x != id);
+                }
             }
         }
     }

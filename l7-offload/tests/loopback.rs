@@ -91,6 +91,7 @@ struct Server {
     name: String,
     port: u16,
     conns: Vec<(SocketHandle, Vec<u8>, Vec<u8>)>,
+    /// Connections accepted so far.
     accepted: usize,
     requests: Vec<String>,
     /// Reads requests but never answers (a hung backend).
@@ -122,7 +123,6 @@ impl Server {
         self.conns.push((h, vec![], vec![]));
     }
     fn serve(&mut self, host: &mut Host) {
-        let mut need_listener = false;
         for (h, buf, pending) in self.conns.iter_mut() {
             let s = host.sockets.get_mut::<tcp::Socket>(*h);
             if s.state() == tcp::State::Listen {
@@ -189,17 +189,17 @@ impl Server {
                 s.close();
             }
         }
-        // A listener for the next connection once this one was taken.
-        for (h, _, _) in &self.conns {
-            let s = host.sockets.get_mut::<tcp::Socket>(*h);
-            if s.state() == tcp::State::Listen {
-                need_listener = false;
-                break;
-            }
-            need_listener = true;
-        }
-        if need_listener {
-            self.accepted += 1;
+        // Listeners for the next connections (a backlog of 64), as those were taken.
+        let listening = self
+            .conns
+            .iter()
+            .filter(|(h, _, _)| {
+                host.sockets.get_mut::<tcp::Socket>(*h).state() == tcp::State::Listen
+            })
+            .count();
+        // Every socket that is not listening (they are never reused) took a connection.
+        self.accepted = self.conns.len() - listening;
+        for _ in listening..64 {
             self.listen(host);
         }
     }
@@ -600,4 +600,44 @@ fn a_large_upload_streams_to_the_backend_and_oversize_bodies_get_413() {
     );
     w.run(&mut shard, 50);
     assert!(text(&w.received(c)).starts_with("HTTP/1.1 413 "));
+}
+
+#[test]
+fn closed_connections_are_freed_and_idle_ones_do_not_spin() {
+    let (mut w, shared) = world(
+        setup(&["10.99.0.11:8080", "10.99.0.12:8080"]),
+        &["10.99.0.11:8080", "10.99.0.12:8080"],
+    );
+    let mut shard = shard_of(&w, &shared);
+    let mut handles = vec![];
+    for i in 0..50u16 {
+        let c = w.connect(51000 + i);
+        handles.push(c);
+    }
+    w.run(&mut shard, 20);
+    for &c in &handles {
+        w.send(c, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    }
+    w.run(&mut shard, 100);
+    for &c in &handles {
+        assert!(text(&w.received(c)).ends_with("b1 /\n"));
+        w.client.sockets.get_mut::<tcp::Socket>(c).close();
+    }
+    w.run(&mut shard, 200);
+    assert_eq!(
+        shard.stats.client_connections, 0,
+        "every client connection freed"
+    );
+    assert_eq!(
+        shard.connections(),
+        shard.stats.upstream_connections as usize,
+        "only the pooled upstream connections are left"
+    );
+    // Nothing left wakes every millisecond: a quiet second drives no connection.
+    let frames = shard.stats.frames_out;
+    w.run(&mut shard, 1000);
+    assert_eq!(
+        shard.stats.frames_out, frames,
+        "a quiet shard sends nothing"
+    );
 }
