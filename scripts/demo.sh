@@ -3,8 +3,10 @@
 # this machine (tests/e2e/topology.sh: a client, three backends running HTTP servers that
 # answer with their own name, and sluice's namespace, on one bridged segment), starts
 # `sluice run` there on AF_XDP balancing the VIP 10.99.0.100:80 over the backends with
-# weights 1:1:2 (NAT), sends requests with curl and shows where they went, drains a backend
-# with sluicectl and shows that new requests avoid it, then stops and removes everything.
+# weights 1:1:2 (NAT), and beside it an HTTP service on 10.99.0.100:81 that sluice's L7 pool
+# terminates and routes by host name to two pools (one with a sticky cookie); sends requests
+# with curl and shows where they went, drains a backend with sluicectl and shows that new
+# requests avoid it, then stops and removes everything.
 #
 #   scripts/demo.sh            the live demo above (root: namespaces, XDP)
 #   scripts/demo.sh --replay   the same data path offline: replays examples/sample.pcap
@@ -81,6 +83,33 @@ weight = 1
 address = "10.99.0.13:8080"
 mac = "02:00:00:00:01:03"
 weight = 2
+
+# An HTTP service on the same address: TCP ends in sluice's L7 pool, each request is routed
+# by its Host to a pool, and balanced there (connections to the backends come from 10.99.0.1).
+[[service]]
+name = "site"
+vip = "10.99.0.100:81"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "http"
+default_pool = "app"
+
+[[service.route]]
+host = "static.example"
+pool = "static"
+
+[[service.pool]]
+name = "static"
+[[service.pool.backend]]
+address = "10.99.0.11:8080"
+
+[[service.pool]]
+name = "app"
+sticky_cookie = "SLUICE_AFFINITY"
+[[service.pool.backend]]
+address = "10.99.0.12:8080"
+[[service.pool.backend]]
+address = "10.99.0.13:8080"
 TOML
 rm -f "$demo/control.sock"
 ip netns exec $pfx-lb ./target/release/sluice run --config "$demo/sluice.toml" &
@@ -94,6 +123,16 @@ requests() {
 echo
 echo "== 100 requests from the client to the VIP (weights 1:1:2):"
 requests 100
+echo
+echo "== the L7 service: 20 requests to 10.99.0.100:81 (default pool \"app\", round-robin over b2 and b3):"
+ip netns exec $pfx-cli bash -c "for i in \$(seq 20); do curl -s -m 3 http://10.99.0.100:81/ || echo FAILED; done" \
+  | sort | uniq -c | awk '{ printf "   %4d answered by %s\n", $1, $2 }'
+echo "== 10 requests with Host: static.example (its route goes to pool \"static\": b1):"
+ip netns exec $pfx-cli bash -c "for i in \$(seq 10); do curl -s -m 3 -H 'Host: static.example' http://10.99.0.100:81/ || echo FAILED; done" \
+  | sort | uniq -c | awk '{ printf "   %4d answered by %s\n", $1, $2 }'
+echo "== 10 requests carrying the sticky cookie sluice set on the first answer:"
+ip netns exec $pfx-cli bash -c "curl -s -m 3 -c $demo/jar -o /dev/null http://10.99.0.100:81/; for i in \$(seq 10); do curl -s -m 3 -b $demo/jar http://10.99.0.100:81/ || echo FAILED; done" \
+  | sort | uniq -c | awk '{ printf "   %4d answered by %s\n", $1, $2 }'
 echo
 echo "== sluicectl backend list web"
 ctl backend list web

@@ -7,7 +7,7 @@ use config::Config;
 use controlplane::control::ControlPlane;
 use dataplane::{OffloadPlan, OffloadRings};
 use l7_offload::{L7Setup, Shard, ShardStats, SharedSetup};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
@@ -18,6 +18,8 @@ pub struct L7Pool {
     pub stats: Arc<Vec<Mutex<ShardStats>>>,
     cores: Vec<usize>,
     ring: usize,
+    /// Shards that have stopped (and reset their connections).
+    stopped: AtomicUsize,
 }
 
 fn l7_setup(cfg: &Config) -> L7Setup {
@@ -43,6 +45,7 @@ impl L7Pool {
             stats: Arc::new((0..w.workers).map(|_| Mutex::default()).collect()),
             cores: w.cores.clone(),
             ring: w.ring as usize,
+            stopped: AtomicUsize::new(0),
         })
     }
 
@@ -82,11 +85,18 @@ impl L7Pool {
                     let mut shard =
                         Shard::new(i, rings, &self.shared, ports).publishing_to(&self.stats[i]);
                     shard.run(stop);
+                    self.stopped.fetch_add(1, Ordering::Release);
                 })
                 .map_err(|e| format!("cannot start L7 worker {i}: {e}"))?;
             threads.push(t);
         }
         Ok(threads)
+    }
+
+    /// Whether every shard has stopped (the workers keep transmitting until then, so the
+    /// shards' last frames, the resets of their connections, leave).
+    pub fn all_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) >= self.plan.shards()
     }
 
     /// The shards' counters summed.

@@ -100,7 +100,19 @@ where
                 (setup.enter)(i)?;
                 let mut worker = (setup.worker)(i, queue.has_host_path());
                 let mut bursts: Bursts<Q::Frame> = Bursts::new();
-                while !shared.stop.load(Ordering::Relaxed) {
+                // After a stop, the L7 shards reset their connections: their frames are sent
+                // until every shard is done, and once more (within half a second at most).
+                let mut stopping: Option<Instant> = None;
+                loop {
+                    if shared.stop.load(Ordering::Relaxed) {
+                        let since = *stopping.get_or_insert_with(Instant::now);
+                        let shards_done = shared.l7.is_none_or(|p| p.all_stopped())
+                            && shared.rings.offload().is_none_or(|o| o.returns_empty());
+                        if shards_done || since.elapsed() > Duration::from_millis(500) {
+                            worker.poll(&mut queue, &mut bursts, shared.rings);
+                            break;
+                        }
+                    }
                     if worker.poll(&mut queue, &mut bursts, shared.rings) > 0 {
                         shared.received[i].store(worker.stats.packets_in, Ordering::Relaxed);
                     }

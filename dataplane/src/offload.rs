@@ -243,6 +243,18 @@ impl OffloadRings {
         self.to_worker.get(worker)?.pop()
     }
 
+    /// Free places in `worker`'s return ring.
+    pub fn room(&self, worker: usize) -> usize {
+        self.to_worker
+            .get(worker)
+            .map_or(0, |q| q.capacity() - q.len())
+    }
+
+    /// True when no frame waits in a return ring (for a worker to send).
+    pub fn returns_empty(&self) -> bool {
+        self.to_worker.iter().all(|q| q.is_empty())
+    }
+
     /// True when no frame is in any ring.
     pub fn is_empty(&self) -> bool {
         self.to_shard.iter().all(|q| q.is_empty()) && self.to_worker.iter().all(|q| q.is_empty())

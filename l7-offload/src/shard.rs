@@ -149,7 +149,9 @@ impl<'r> Shard<'r> {
             is_dirty: Vec::new(),
             idle: HashMap::new(),
             ports,
-            port_cursor: ports.0,
+            // From a random place in the range: a restarted daemon does not begin with the
+            // ports of its predecessor's connections.
+            port_cursor: ports.0 + (seed % (ports.1.saturating_sub(ports.0) as u64 + 1)) as u16,
             ports_used: HashSet::new(),
             clients: Vec::new(),
             stats: ShardStats::default(),
@@ -737,6 +739,47 @@ impl<'r> Shard<'r> {
     /// Polls until `stop`, spinning while there is work and sleeping briefly when idle (the
     /// shard shares its core).
     pub fn run(&mut self, stop: &AtomicBool) {
+        self.run_until(stop);
+        self.shutdown(self.now_ms());
+    }
+
+    /// Resets every connection the shard holds, sending the RSTs through the workers (which
+    /// keep polling until the shards are done): peers then hold no state of a stopped
+    /// daemon, and a restarted one does not meet its old connections (a backend that still
+    /// had one would answer a new SYN on the same 4-tuple with a challenge ACK, and the
+    /// connection would wait a retransmission timeout).
+    pub fn shutdown(&mut self, now: u64) {
+        let t = NetInstant::from_millis(now as i64);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        for id in 0..self.conns.len() as ConnId {
+            let Some(mut c) = self.take_conn(id) else {
+                continue;
+            };
+            // The worker drains its ring as it goes; wait for room rather than lose a RST.
+            while self.rings.room(c.worker) < 4 && std::time::Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            if let Some(s) = c.sock.as_mut() {
+                s.abort();
+            }
+            self.stack.egress(&mut c.sock, self.rings, c.worker, t);
+            self.stats.reset_at_stop += 1;
+            self.by_key.remove(&c.key);
+        }
+        self.timers.clear();
+        self.idle.clear();
+        self.stats.client_connections = 0;
+        self.stats.upstream_connections = 0;
+        let lc = self.stack.counters;
+        self.stats.frames_out = lc.frames_out;
+        if let Some(m) = self.published {
+            if let Ok(mut g) = m.lock() {
+                g.clone_from(&self.stats);
+            }
+        }
+    }
+
+    fn run_until(&mut self, stop: &AtomicBool) {
         let mut idle = 0u32;
         while !stop.load(Ordering::Relaxed) {
             let now = self.now_ms();
@@ -749,11 +792,6 @@ impl<'r> Shard<'r> {
                 } else {
                     std::hint::spin_loop();
                 }
-            }
-        }
-        if let Some(m) = self.published {
-            if let Ok(mut g) = m.lock() {
-                g.clone_from(&self.stats);
             }
         }
     }

@@ -110,6 +110,8 @@ pub struct ShardStats {
     pub upstream_reused: u64,
     pub requests: u64,
     pub retries: u64,
+    /// Connections reset when the daemon stopped.
+    pub reset_at_stop: u64,
     /// Responses by class sent to clients (the proxy's own errors included).
     pub status: [u64; 5],
     pub errors: [u64; L7Error::ALL.len()],
@@ -169,6 +171,7 @@ impl ShardStats {
             upstream_reused,
             requests,
             retries,
+            reset_at_stop,
             duration_sum
         );
         for (a, b) in self.status.iter_mut().zip(o.status) {

@@ -248,7 +248,8 @@ fn setup(backends: &[&str]) -> L7Setup {
 struct World {
     client: Host,
     backends: Vec<(Host, Server)>,
-    rings: OffloadRings,
+    /// Shared with the shard under test (which borrows it while the world runs).
+    rings: std::sync::Arc<OffloadRings>,
     now: i64,
 }
 
@@ -275,11 +276,11 @@ impl World {
         World {
             client,
             backends,
-            rings: OffloadRings::new(
+            rings: std::sync::Arc::new(OffloadRings::new(
                 OffloadPlan::new(1).with_upstream_ports(40000, 40999),
                 1,
                 4096,
-            ),
+            )),
             now: 0,
         }
     }
@@ -358,8 +359,8 @@ fn requests_are_routed_balanced_and_reuse_upstream_connections() {
         "10.99.0.13:8080",
     ]));
     let mut w = World::new(&["10.99.0.11:8080", "10.99.0.12:8080", "10.99.0.13:8080"]);
-    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
-    let mut shard = Shard::new(0, rings, &shared, (40000, 40999));
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     let c = w.connect(50000);
     w.run(&mut shard, 20);
     // Keep-alive: six requests on one connection, one at a time.
@@ -404,8 +405,8 @@ fn requests_are_routed_balanced_and_reuse_upstream_connections() {
 fn pipelined_requests_are_answered_in_order_and_large_chunked_responses_stream() {
     let shared = SharedSetup::new(setup(&["10.99.0.11:8080", "10.99.0.12:8080"]));
     let mut w = World::new(&["10.99.0.11:8080", "10.99.0.12:8080"]);
-    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
-    let mut shard = Shard::new(0, rings, &shared, (40000, 40999));
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     let c = w.connect(50001);
     w.run(&mut shard, 20);
     w.send(c, b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -429,8 +430,8 @@ fn no_route_malformed_and_no_backend_get_their_status() {
     st.services[0].pools[1].backends[0].health = Health::Down;
     let shared = SharedSetup::new(st);
     let mut w = World::new(&["10.99.0.11:8080", "10.99.0.12:8080"]);
-    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
-    let mut shard = Shard::new(0, rings, &shared, (40000, 40999));
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     for (port, req, want) in [
         (
             50010u16,
@@ -467,12 +468,6 @@ fn world(st: L7Setup, backends: &[&str]) -> (World, SharedSetup) {
     (World::new(backends), SharedSetup::new(st))
 }
 
-fn shard_of<'a>(w: &World, shared: &'a SharedSetup) -> Shard<'a> {
-    // The rings live in the world, which outlives the shard in every test.
-    let rings = unsafe { &*(&w.rings as *const OffloadRings) };
-    Shard::new(0, rings, shared, (40000, 40999))
-}
-
 #[test]
 fn an_idempotent_request_to_a_refusing_backend_is_retried_on_another() {
     // Backend 10.99.0.12 exists as a host but nothing listens on 8081: it answers RST.
@@ -480,7 +475,8 @@ fn an_idempotent_request_to_a_refusing_backend_is_retried_on_another() {
         setup(&["10.99.0.11:8080", "10.99.0.12:8081", "10.99.0.13:8080"]),
         &["10.99.0.11:8080", "10.99.0.12:9999", "10.99.0.13:8080"],
     );
-    let mut shard = shard_of(&w, &shared);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     let c = w.connect(50020);
     w.run(&mut shard, 20);
     w.send(c, b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -508,7 +504,8 @@ fn a_hung_backend_gets_504_and_a_slow_client_is_closed() {
     st.services[0].timeouts.client_header_ms = 400;
     let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
     w.backends[1].1.mute = true;
-    let mut shard = shard_of(&w, &shared);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     let c = w.connect(50030);
     w.run(&mut shard, 20);
     w.send(c, b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -548,7 +545,8 @@ fn connections_past_the_limit_are_reset_and_counted() {
     let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
     st.services[0].limits.connections = 2;
     let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
-    let mut shard = shard_of(&w, &shared);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     let a = w.connect(50040);
     let b = w.connect(50041);
     let c = w.connect(50042);
@@ -571,7 +569,8 @@ fn a_large_upload_streams_to_the_backend_and_oversize_bodies_get_413() {
     let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
     st.services[0].limits.body_bytes = 400_000;
     let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
-    let mut shard = shard_of(&w, &shared);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     let c = w.connect(50050);
     w.run(&mut shard, 20);
     let body = vec![b'u'; 300_000];
@@ -608,7 +607,8 @@ fn closed_connections_are_freed_and_idle_ones_do_not_spin() {
         setup(&["10.99.0.11:8080", "10.99.0.12:8080"]),
         &["10.99.0.11:8080", "10.99.0.12:8080"],
     );
-    let mut shard = shard_of(&w, &shared);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
     let mut handles = vec![];
     for i in 0..50u16 {
         let c = w.connect(51000 + i);
