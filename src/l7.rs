@@ -57,7 +57,7 @@ impl L7Pool {
     /// Keeps the shards' setup in step with the running configuration.
     pub fn follow(&self, ctl: &ControlPlane) {
         let shared = Arc::clone(&self.shared);
-        ctl.on_config(move |cfg| shared.store(l7_setup(cfg)));
+        ctl.on_l7(move |setup| shared.store(setup));
         ctl.set_l7_stats(Arc::clone(&self.stats));
     }
 

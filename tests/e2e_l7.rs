@@ -56,6 +56,14 @@ pool = "lr"
 path_prefix = "/p2c/"
 pool = "p2c"
 
+[[service.route]]
+path_prefix = "/checked"
+pool = "checked"
+
+[[service.route]]
+path_prefix = "/healthy"
+pool = "healthy"
+
 [[service.pool]]
 name = "www"
 sticky_cookie = "SLUICE_AFFINITY"
@@ -110,6 +118,29 @@ address = "10.99.0.11:8081"
 address = "10.99.0.12:8081"
 [[service.pool.backend]]
 address = "10.99.0.13:8081"
+
+[[service.pool]]
+name = "checked"
+[service.pool.health]
+type = "tcp"
+interval = 0.2
+timeout = 0.2
+rise = 1
+fall = 1
+[[service.pool.backend]]
+address = "10.99.0.12:9"
+
+[[service.pool]]
+name = "healthy"
+[service.pool.health]
+type = "http"
+path = "/stats"
+interval = 0.2
+timeout = 0.2
+rise = 1
+fall = 1
+[[service.pool.backend]]
+address = "10.99.0.11:8081"
 
 [[service]]
 name = "edge"
@@ -186,10 +217,16 @@ fn answers(t: &Topology, n: usize, args: &[&str]) -> HashMap<String, usize> {
     by
 }
 
+/// Connections backend `i` accepted from sluice's node address (health checks come from
+/// the host's own address and are not counted).
 fn backend_connections(t: &Topology, i: usize) -> u64 {
     let o = t.exec(
         &format!("b{i}"),
-        &["curl", "-s", &format!("http://10.99.0.1{i}:8081/stats")],
+        &[
+            "curl",
+            "-s",
+            &format!("http://10.99.0.1{i}:8081/stats?from=10.99.0.1"),
+        ],
     );
     let s = String::from_utf8_lossy(&o.stdout);
     s.split_whitespace()
@@ -240,6 +277,10 @@ fn topology(pfx: &str) -> (Topology, Vec<std::process::Child>) {
         "the end-to-end tests need root (network namespaces)"
     );
     let t = Topology::up(pfx, 3, "snat");
+    // The host's own address beside sluice's, as on a real server: health checks are the
+    // host's connections, from here (the XDP program leaves their replies to the kernel).
+    let o = t.exec("lb", &["ip", "addr", "add", "10.99.0.2/24", "dev", "eth0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let backends: Vec<_> = (1..=3)
         .map(|i| {
             t.spawn(
@@ -250,7 +291,14 @@ fn topology(pfx: &str) -> (Topology, Vec<std::process::Child>) {
         .collect();
     for i in 1..=3 {
         let start = Instant::now();
-        while backend_connections(&t, i) == 0 {
+        while !t
+            .exec(
+                &format!("b{i}"),
+                &["curl", "-s", &format!("http://10.99.0.1{i}:8081/stats")],
+            )
+            .status
+            .success()
+        {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "backend b{i} did not start"
@@ -363,6 +411,59 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
             .all(|k| p2c.get(*k).is_some_and(|&n| n >= 5)),
         "p2c spreads: {p2c:?}"
     );
+
+    // Draining a backend under load: no request fails, and new ones avoid it.
+    let load = t.spawn(
+        "cli",
+        &[
+            "bash",
+            "-c",
+            "for i in $(seq 150); do curl -s -m 5 -o /dev/null -w '%{http_code}\\n' -H 'Host: api.example' http://10.99.0.100/v1/load; done",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    b.ctl(&["backend", "drain", "site", "10.99.0.13:8081"]);
+    let out = load.wait_with_output().unwrap();
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().count(), 150, "{codes}");
+    assert!(
+        codes.lines().all(|c| c == "200"),
+        "no failed request while draining: {codes}"
+    );
+    let by = answers(
+        &t,
+        30,
+        &["-H", "Host: api.example", "http://10.99.0.100/v1/after"],
+    );
+    assert_eq!(
+        by.get("b3"),
+        None,
+        "the drained backend gets no new requests: {by:?}"
+    );
+    assert_eq!(by.values().sum::<usize>(), 30, "{by:?}");
+    b.ctl(&["backend", "enable", "site", "10.99.0.13:8081"]);
+    // The pool's health check finds nothing listening: no backend takes requests, 503.
+    let start = Instant::now();
+    loop {
+        let code = curl(&t, &["http://10.99.0.100/checked"]).0;
+        if code == 503 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still {code}: health never failed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A pool whose backend passes its check keeps serving, and the check shows it up.
+    let health = b.ctl(&["health", "show"]);
+    let up = health["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|h| h["address"] == "10.99.0.11:8081" && h["health"] == "up");
+    assert!(up, "the healthy pool's backend is up: {health}");
+    assert_eq!(curl(&t, &["http://10.99.0.100/healthy"]).0, 200);
 
     // Forwarding headers reach the backend.
     let (_, head, _) = curl(&t, &["http://10.99.0.100/fwd"]);

@@ -122,6 +122,27 @@ pub struct Service {
 }
 
 impl Service {
+    /// The health check that applies to backend `addr`: the service's, or (L7) that of the
+    /// first pool listing it that has one (a backend's health is one state, whichever pools
+    /// list it).
+    pub fn health_of(&self, addr: SocketAddr) -> Option<&HealthCheck> {
+        self.health.as_ref().or_else(|| {
+            self.l7
+                .iter()
+                .flat_map(|l| l.pools.iter())
+                .filter(|p| p.backends.iter().any(|b| b.address == addr))
+                .find_map(|p| p.health.as_ref())
+        })
+    }
+
+    /// Every backend address the service sends to, each once, with its first entry.
+    pub fn unique_backends(&self) -> Vec<&Backend> {
+        let mut seen = std::collections::HashSet::new();
+        self.all_backends()
+            .filter(|b| seen.insert(b.address))
+            .collect()
+    }
+
     /// Every backend the service sends to: its own, or those of its L7 pools.
     pub fn all_backends(&self) -> impl Iterator<Item = &Backend> {
         self.backends.iter().chain(

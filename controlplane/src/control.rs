@@ -135,10 +135,12 @@ impl ControlPlane {
         }
     }
 
-    /// Runs `f` on the running configuration every time it changes from now on.
-    pub fn on_config(&self, f: impl FnMut(&config::Config) + Send + 'static) {
+    /// Gives `f` the L7 pool's setup now and every time the running configuration or a
+    /// backend's state changes.
+    pub fn on_l7(&self, mut f: impl FnMut(l7_offload::L7Setup) + Send + 'static) {
         if let Ok(mut p) = self.plane.lock() {
-            p.on_config.push(Box::new(f));
+            f(p.l7_setup());
+            p.on_l7.push(Box::new(f));
         }
     }
 

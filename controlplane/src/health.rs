@@ -25,8 +25,10 @@ impl HealthChecks {
     pub fn reconcile(&mut self, cfg: &Config, plane: &Arc<Mutex<Plane>>) {
         let mut want: HashMap<Key, (HealthCheck, SocketAddr)> = HashMap::new();
         for s in &cfg.services {
-            let Some(h) = &s.health else { continue };
-            for b in &s.backends {
+            for b in s.unique_backends() {
+                let Some(h) = s.health_of(b.address) else {
+                    continue;
+                };
                 let target = SocketAddr::new(b.address.ip(), h.port.unwrap_or(b.address.port()));
                 want.insert(
                     (s.name.clone(), b.address, format!("{h:?}")),

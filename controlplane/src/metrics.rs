@@ -174,7 +174,7 @@ pub fn render(p: &Plane) -> String {
                 "sluice_backend_admin_state{{{l},state=\"{}\"}} 1",
                 st.admin.name()
             );
-            let health = if s.health.is_some() {
+            let health = if s.health_of(b.address).is_some() {
                 st.health.name()
             } else {
                 "unchecked"

@@ -46,6 +46,11 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
             gateway_mac: n.gateway_mac,
             gateway: n.gateway,
             snat_ports: n.snat_ports,
+            offload_ports: cfg
+                .services
+                .iter()
+                .any(|s| s.l7.is_some())
+                .then_some(cfg.l7.upstream_ports),
         },
         conntrack: ConntrackSetup {
             capacity: c.capacity,

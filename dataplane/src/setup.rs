@@ -109,6 +109,9 @@ pub struct NodeSetup {
     pub gateway: Option<IpAddr>,
     /// Source ports SNAT allocates from (inclusive), split evenly between workers.
     pub snat_ports: (u16, u16),
+    /// The node's source ports the offload pool opens connections from (inclusive), if it
+    /// runs: frames to the node on these ports are its replies.
+    pub offload_ports: Option<(u16, u16)>,
 }
 
 impl NodeSetup {
@@ -122,6 +125,7 @@ impl NodeSetup {
             gateway_mac: Some(gateway_mac),
             gateway: None,
             snat_ports: (32768, 60999),
+            offload_ports: None,
         }
     }
 }

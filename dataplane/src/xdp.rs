@@ -165,11 +165,7 @@ impl XdpProgram {
         let mut nat = HashSet::new();
         for s in &snap.services {
             vips.insert(addr_key(s.vip.ip(), 0, 0));
-            // Replies from NAT backends, and from the backends the L7 pool connects to.
-            if matches!(
-                s.forwarding,
-                crate::setup::Forwarding::Nat | crate::setup::Forwarding::Offload
-            ) {
+            if s.forwarding == crate::setup::Forwarding::Nat {
                 for b in &s.backends {
                     nat.insert(addr_key(b.addr.ip(), b.addr.port(), s.proto));
                 }
@@ -200,6 +196,8 @@ impl XdpProgram {
             // sluice answers ARP and neighbour solicitations for its addresses itself.
             neigh: 1,
             pad: 0,
+            up_lo: n.offload_ports.map_or(0, |p| p.0),
+            up_hi: n.offload_ports.map_or(0, |p| p.1),
         };
         self.put(sys::MAP_NODE, &0u32, &cfg)
     }

@@ -791,7 +791,18 @@ impl Shard<'_> {
         // The exchange is over.
         let status = ex.status;
         let secs = (now.saturating_sub(ex.started)) as f64 / 1000.0;
-        let reuse = ex.reusable && sess.to_up.is_empty() && !peer_done(us) && us.recv_queue() == 0;
+        // A backend drained, disabled or down since the request began gets no more requests
+        // on this connection: it closes after its current one.
+        let still_wanted = svc
+            .pools
+            .get(ex.pool)
+            .and_then(|p| p.backends.get(ex.backend))
+            .is_some_and(|b| b.takes_requests());
+        let reuse = ex.reusable
+            && still_wanted
+            && sess.to_up.is_empty()
+            && !peer_done(us)
+            && us.recv_queue() == 0;
         let close_client = ex.close_client;
         let (pool, backend) = (ex.pool, ex.backend);
         self.stats.status(status);

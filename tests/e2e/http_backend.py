@@ -4,6 +4,7 @@
   GET /...          "NAME PATH\n", and the request's X-Forwarded-For / Forwarded / Cookie
                     echoed as response headers (X-Saw-*)
   GET /stats        "connections=N requests=M": what this server has accepted so far
+                    (/stats?from=IP: connections from that address only)
   GET /blob/N       N bytes, chunked, from a seeded generator (the test makes the same bytes)
   POST|PUT /digest  the SHA-256 of the request body (Content-Length or chunked)
   GET /hang         never answers
@@ -16,6 +17,7 @@ import hashlib, http.server, socketserver, sys, threading, time
 PORT, NAME = int(sys.argv[1]), sys.argv[2]
 lock = threading.Lock()
 counts = {"connections": 0, "requests": 0}
+by_source = {}
 
 
 def blob(n):
@@ -34,6 +36,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         with lock:
             counts["connections"] += 1
+            ip = self.client_address[0]
+            by_source[ip] = by_source.get(ip, 0) + 1
 
     def log_message(self, *a):
         pass
@@ -74,9 +78,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with lock:
             counts["requests"] += 1
         p = self.path
-        if p == "/stats":
+        if p == "/stats" or p.startswith("/stats?from="):
             with lock:
-                s = "connections=%d requests=%d\n" % (counts["connections"], counts["requests"])
+                conns = counts["connections"] if p == "/stats" else by_source.get(p.split("=", 1)[1], 0)
+                s = "connections=%d requests=%d\n" % (conns, counts["requests"])
             return self.reply(s.encode())
         if p.startswith("/blob/"):
             data = blob(int(p[6:]))

@@ -183,8 +183,8 @@ impl Plane {
                 ));
             }
             Op::BackendDrain { service, address } => {
-                let (si, bi) = c.backend_index(service, address)?;
-                let addr = c.cfg.services[si].backends[bi].address;
+                let (_, _, addr) = c.backend_ref(service, address)?;
+
                 let timeout = self.drain_timeout();
                 let st = c.state(service, addr);
                 if st.admin != Admin::Drain {
@@ -197,8 +197,8 @@ impl Plane {
                 ));
             }
             Op::BackendEnable { service, address } => {
-                let (si, bi) = c.backend_index(service, address)?;
-                let addr = c.cfg.services[si].backends[bi].address;
+                let (_, _, addr) = c.backend_ref(service, address)?;
+
                 let st = c.state(service, addr);
                 let was = st.admin;
                 st.admin = Admin::Ready;
@@ -210,8 +210,8 @@ impl Plane {
                 ));
             }
             Op::BackendDisable { service, address } => {
-                let (si, bi) = c.backend_index(service, address)?;
-                let addr = c.cfg.services[si].backends[bi].address;
+                let (_, _, addr) = c.backend_ref(service, address)?;
+
                 let st = c.state(service, addr);
                 st.admin = Admin::Disabled;
                 st.drain_deadline = None;

@@ -10,7 +10,7 @@ impl Plane {
         let Some(svc) = self.cfg.services.iter().find(|s| s.name == service) else {
             return false;
         };
-        let Some(hc) = svc.health.clone() else {
+        let Some(hc) = svc.health_of(addr).cloned() else {
             return false;
         };
         let Some(st) = self.backends.get_mut(&(service.to_string(), addr)) else {

@@ -94,9 +94,9 @@ impl Default for BackendState {
 
 /// Called with each snapshot as it is published.
 pub type PublishHook = Box<dyn FnMut(&Snapshot) -> Result<(), String> + Send>;
-/// Called with the running configuration whenever it changes (the L7 pool's setup is
-/// rebuilt from it).
-pub type ConfigHook = Box<dyn FnMut(&Config) + Send>;
+/// Called with the L7 pool's setup whenever the running configuration or a backend's state
+/// changes.
+pub type L7Hook = Box<dyn FnMut(l7_offload::L7Setup) + Send>;
 
 /// A recent event for the log and `sluicectl status`.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ pub struct Plane {
     /// Called with every snapshot published (the AF_XDP driver keeps its XDP program's maps
     /// in step this way), on the control thread.
     pub on_publish: Vec<PublishHook>,
-    pub on_config: Vec<ConfigHook>,
+    pub on_l7: Vec<L7Hook>,
     /// The L7 pool's counters, one per shard, when the daemon runs one.
     pub l7_stats: Option<Arc<Vec<std::sync::Mutex<l7_offload::ShardStats>>>>,
     clock: Box<dyn Clock>,
@@ -184,7 +184,14 @@ impl Candidate {
             })
     }
 
-    fn backend_index(&self, service: &str, address: &str) -> Result<(usize, usize), ErrorBody> {
+    /// Service `service`'s backend `address`: the service's index, the backend's index among
+    /// the service's own backends (`None` for a backend of an L7 pool, whose state is kept by
+    /// address like any other's), and the address.
+    fn backend_ref(
+        &self,
+        service: &str,
+        address: &str,
+    ) -> Result<(usize, Option<usize>, SocketAddr), ErrorBody> {
         let si = self.service_index(service)?;
         let addr: SocketAddr = address.parse().map_err(|_| {
             ErrorBody::new(
@@ -192,12 +199,24 @@ impl Candidate {
                 format!("`{address}` is not an address with a port (like 10.1.0.1:8080)"),
             )
         })?;
-        let bi = self.cfg.services[si]
-            .backends
-            .iter()
-            .position(|b| b.address == addr)
-            .ok_or_else(|| not_found(format!("service `{service}` has no backend {addr}")))?;
-        Ok((si, bi))
+        let svc = &self.cfg.services[si];
+        match svc.backends.iter().position(|b| b.address == addr) {
+            Some(bi) => Ok((si, Some(bi), addr)),
+            None if svc.all_backends().any(|b| b.address == addr) => Ok((si, None, addr)),
+            None => Err(not_found(format!(
+                "service `{service}` has no backend {addr}"
+            ))),
+        }
+    }
+
+    /// As [`Candidate::backend_ref`], for changes only a service's own backends take.
+    fn backend_index(&self, service: &str, address: &str) -> Result<(usize, usize), ErrorBody> {
+        match self.backend_ref(service, address)? {
+            (si, Some(bi), _) => Ok((si, bi)),
+            (_, None, addr) => Err(refused(format!(
+                "{addr} is a backend of an L7 pool of `{service}`: its pools are changed in the configuration file for now (then `sluicectl reload`); drain, enable and disable work here"
+            ))),
+        }
     }
 
     fn state(&mut self, service: &str, addr: SocketAddr) -> &mut BackendState {
@@ -230,7 +249,7 @@ impl Plane {
     ) -> Plane {
         let mut backends = HashMap::new();
         for s in &cfg.services {
-            for b in &s.backends {
+            for b in s.all_backends() {
                 backends.insert((s.name.clone(), b.address), BackendState::default());
             }
         }
@@ -254,7 +273,7 @@ impl Plane {
             last_build: None,
             quiet,
             on_publish: Vec::new(),
-            on_config: Vec::new(),
+            on_l7: Vec::new(),
             l7_stats: None,
         }
     }
@@ -286,7 +305,7 @@ impl Plane {
         match backends.get(&(s.name.clone(), b.address)) {
             Some(st) => (
                 st.admin,
-                if s.health.is_some() {
+                if s.health_of(b.address).is_some() {
                     st.health
                 } else {
                     Health::Unknown
@@ -312,21 +331,19 @@ impl Plane {
     fn commit(&mut self, c: Candidate, snap: Snapshot) -> Result<(), String> {
         self.publish(snap)?;
         self.cfg = c.cfg;
-        for f in self.on_config.iter_mut() {
-            f(&self.cfg);
-        }
         // States of backends no longer configured are forgotten.
         let live: std::collections::HashSet<BackendId> = self
             .cfg
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| (s.name.clone(), b.address)))
+            .flat_map(|s| s.all_backends().map(|b| (s.name.clone(), b.address)))
             .collect();
         self.backends = c.backends;
         self.backends.retain(|k, _| live.contains(k));
         for k in live {
             self.backends.entry(k).or_default();
         }
+        self.publish_l7();
         Ok(())
     }
 
@@ -397,7 +414,33 @@ impl Plane {
         let t = Instant::now();
         let snap = self.build(&c).map_err(|e| e.message)?;
         self.last_build = Some(t.elapsed());
-        self.publish(snap)
+        self.publish(snap)?;
+        self.publish_l7();
+        Ok(())
+    }
+
+    /// The L7 pool's setup from the running configuration and backend state.
+    pub fn l7_setup(&self) -> l7_offload::L7Setup {
+        crate::l7::setup(&self.cfg, |service, _pool, addr| {
+            let st = self.backends.get(&(service.to_string(), addr));
+            let svc = self.cfg.services.iter().find(|s| s.name == service);
+            let checked = svc.is_some_and(|s| s.health_of(addr).is_some());
+            match st {
+                Some(st) => (st.admin, if checked { st.health } else { Health::Unknown }),
+                None => (Admin::Ready, Health::Unknown),
+            }
+        })
+    }
+
+    /// Gives the L7 hooks the setup of the running state.
+    fn publish_l7(&mut self) {
+        if self.on_l7.is_empty() {
+            return;
+        }
+        let s = self.l7_setup();
+        for f in self.on_l7.iter_mut() {
+            f(s.clone());
+        }
     }
 
     /// Serves one request.

@@ -412,3 +412,119 @@ fn rates_use_the_plane_clock() {
     let s = p.stats();
     assert_eq!((s.interval_s, s.packets_per_s), (2.0, 200.0));
 }
+
+const L7: &str = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "192.0.2.1"
+gateway_mac = "02:00:00:00:00:fe"
+[control]
+socket = "/nonexistent/sluice-test.sock"
+drain_timeout = 30
+[[service]]
+name = "site"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "http"
+default_pool = "www"
+[[service.pool]]
+name = "www"
+[service.pool.health]
+type = "tcp"
+interval = 1
+rise = 1
+fall = 2
+[[service.pool.backend]]
+address = "10.1.0.1:8080"
+mac = "02:00:00:00:01:01"
+[[service.pool.backend]]
+address = "10.1.0.2:8080"
+mac = "02:00:00:00:01:02"
+[[service.pool]]
+name = "api"
+[[service.pool.backend]]
+address = "10.1.0.2:8080"
+mac = "02:00:00:00:01:02"
+"#;
+
+/// The L7 setup's view of backend `addr` in every pool that lists it.
+fn l7_states(p: &Plane, addr: SocketAddr) -> Vec<(Admin, Health)> {
+    p.l7_setup().services[0]
+        .pools
+        .iter()
+        .flat_map(|pool| pool.backends.iter())
+        .filter(|b| b.address == addr)
+        .map(|b| (b.admin, b.health))
+        .collect()
+}
+
+/// A backend of an L7 pool is drained, enabled and health-checked by address, in every pool
+/// that lists it, and each change reaches the L7 pool through its hook; changes only a
+/// service's own backends take are refused with what to do instead.
+#[test]
+fn l7_backends_drain_and_fail_health_checks_by_address_in_every_pool() {
+    let (mut p, _) = plane_from(L7, PathBuf::from("/nonexistent/sluice.toml"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    p.on_l7.push(Box::new(move |s: l7_offload::L7Setup| {
+        s2.lock().unwrap().push(s);
+    }));
+    let drain_site = Op::BackendDrain {
+        service: "site".into(),
+        address: "10.1.0.2:8080".into(),
+    };
+    p.handle(&drain_site).unwrap();
+    assert_eq!(
+        l7_states(&p, b2()),
+        vec![
+            (Admin::Drain, Health::Unknown),
+            (Admin::Drain, Health::Unknown)
+        ]
+    );
+    let published = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        !published.services[0].pools[1].backends[0].takes_requests(),
+        "the hook got the drained state"
+    );
+    p.handle(&Op::BackendEnable {
+        service: "site".into(),
+        address: "10.1.0.2:8080".into(),
+    })
+    .unwrap();
+    assert_eq!(l7_states(&p, b2())[0].0, Admin::Ready);
+    // The www pool's check applies to its backends; fall = 2.
+    assert!(!p.health_result("site", b2(), check(false)));
+    assert!(p.health_result("site", b2(), check(false)));
+    assert_eq!(l7_states(&p, b2())[1].1, Health::Down);
+    assert!(
+        seen.lock().unwrap().last().unwrap().services[0].pools[0].backends[1].health
+            == Health::Down
+    );
+    // `backend list` shows each address once.
+    let list = p
+        .handle(&Op::BackendList {
+            service: Some("site".into()),
+        })
+        .unwrap();
+    assert_eq!(list["backends"].as_array().unwrap().len(), 2, "{list}");
+    let e = p
+        .handle(&Op::BackendSetWeight {
+            service: "site".into(),
+            address: "10.1.0.2:8080".into(),
+            weight: 3,
+        })
+        .unwrap_err();
+    assert!(
+        e.message.contains("L7 pool") && e.message.contains("reload"),
+        "{}",
+        e.message
+    );
+    let e = p
+        .handle(&Op::BackendDrain {
+            service: "site".into(),
+            address: "10.9.9.9:1".into(),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "not_found");
+}

@@ -43,8 +43,8 @@ fn neighbour_view(n: &dataplane::neighbour::NeighbourState) -> NeighbourView {
     }
 }
 
-fn health_name(s: &Service, h: dataplane::snapshot::Health) -> String {
-    if s.health.is_some() {
+fn health_name(s: &Service, addr: std::net::SocketAddr, h: dataplane::snapshot::Health) -> String {
+    if s.health_of(addr).is_some() {
         h.name()
     } else {
         "unchecked"
@@ -74,7 +74,7 @@ impl Plane {
                     if service.as_ref().is_some_and(|n| n != &s.name) {
                         continue;
                     }
-                    for b in &s.backends {
+                    for b in s.unique_backends() {
                         rows.push(self.backend_view(s, b));
                     }
                 }
@@ -92,7 +92,7 @@ impl Plane {
                     if service.as_ref().is_some_and(|n| n != &s.name) {
                         continue;
                     }
-                    for b in &s.backends {
+                    for b in s.unique_backends() {
                         let st = self
                             .backends
                             .get(&(s.name.clone(), b.address))
@@ -101,8 +101,8 @@ impl Plane {
                         rows.push(HealthView {
                             service: s.name.clone(),
                             address: b.address.to_string(),
-                            check: s.health.as_ref().map(check_desc),
-                            health: health_name(s, st.health),
+                            check: s.health_of(b.address).map(check_desc),
+                            health: health_name(s, b.address, st.health),
                             successes: st.successes,
                             failures: st.failures,
                             last: st.last_check.as_ref().map(check_view),
@@ -157,7 +157,12 @@ impl Plane {
             config_vs_file: file,
             generation: self.generation,
             services: self.cfg.services.len(),
-            backends: self.cfg.services.iter().map(|s| s.backends.len()).sum(),
+            backends: self
+                .cfg
+                .services
+                .iter()
+                .map(|s| s.unique_backends().len())
+                .sum(),
             last_build_ms: self.last_build.map(|d| d.as_secs_f64() * 1e3),
             recent_events: self
                 .events
@@ -190,7 +195,7 @@ impl Plane {
             protocol: s.protocol.name().into(),
             forwarding: s.forwarding.name().into(),
             table_size: s.table_size,
-            backends: s.backends.len(),
+            backends: s.unique_backends().len(),
             taking_new_flows: ready,
             all_down: s.all_down.name().into(),
             all_down_active: entry.is_some_and(|e| e.all_down_fallback),
@@ -198,8 +203,12 @@ impl Plane {
             health_check: s.health.as_ref().map(check_desc),
             packets,
             bytes,
-            backend_list: with_backends
-                .then(|| s.backends.iter().map(|b| self.backend_view(s, b)).collect()),
+            backend_list: with_backends.then(|| {
+                s.unique_backends()
+                    .into_iter()
+                    .map(|b| self.backend_view(s, b))
+                    .collect()
+            }),
         }
     }
 
@@ -228,7 +237,7 @@ impl Plane {
             mac: b.mac.map(|m| m.to_string()),
             weight: b.weight,
             admin: st.admin.name().into(),
-            health: health_name(s, st.health),
+            health: health_name(s, b.address, st.health),
             takes_new_flows: takes,
             remove_when_drained: st.remove_when_drained,
             drain_left_s: st

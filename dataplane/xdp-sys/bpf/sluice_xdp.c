@@ -5,7 +5,8 @@
 // (TCP/UDP to a service, and ICMP errors about its flows), ARP requests and IPv6 neighbour
 // solicitations for a VIP or the node address, ARP replies and neighbour advertisements to
 // the node address (answers to sluice's own requests), TCP/UDP to the node address in the SNAT port
-// range (SNAT replies), and TCP/UDP from a `nat` backend's address and port (NAT replies).
+// range (SNAT replies) or in the L7 pool's upstream port range (replies on the connections
+// it opened to backends), and TCP/UDP from a `nat` backend's address and port (NAT replies).
 // The maps are filled and updated by sluice from its configuration snapshot.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -31,6 +32,8 @@ struct node_cfg {
 	__u8 has_v6;
 	__u8 neigh;      /* 1: sluice answers ARP / neighbour solicitation itself */
 	__u8 pad;
+	__u16 up_lo;     /* the L7 pool's upstream source ports, host order; 0-0: none */
+	__u16 up_hi;
 };
 
 struct {
@@ -169,6 +172,8 @@ int sluice_xdp(struct xdp_md *ctx)
 			__u16 dport = bpf_ntohs(ports[1]);
 			if (dport >= n->snat_lo && dport <= n->snat_hi)
 				return to_sluice(ctx);
+			if (n->up_hi && dport >= n->up_lo && dport <= n->up_hi)
+				return to_sluice(ctx);
 		}
 		v4_key(&k, &ip->saddr);
 		k.port = ports[0];
@@ -213,6 +218,8 @@ int sluice_xdp(struct xdp_md *ctx)
 		if (n && n->has_v6 && same((const __u8 *)&ip6->daddr, n->v6, 16)) {
 			__u16 dport = bpf_ntohs(ports[1]);
 			if (dport >= n->snat_lo && dport <= n->snat_hi)
+				return to_sluice(ctx);
+			if (n->up_hi && dport >= n->up_lo && dport <= n->up_hi)
 				return to_sluice(ctx);
 		}
 		__builtin_memcpy(k.addr, &ip6->saddr, 16);

@@ -42,6 +42,9 @@ pub struct node_cfg {
     /// 1 when sluice answers ARP and neighbour solicitations itself.
     pub neigh: u8,
     pub pad: u8,
+    /// The L7 pool's upstream source ports (host order; 0, 0 when it has none).
+    pub up_lo: u16,
+    pub up_hi: u16,
 }
 
 pub const MAP_VIPS: c_int = 0;
