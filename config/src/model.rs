@@ -296,9 +296,20 @@ pub struct L7Pool {
     pub sticky_max_age: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// Passive health: consecutive failed requests that eject a backend (0: never).
+    pub eject_after: u32,
+    /// How long an ejected backend stays out, milliseconds.
+    pub eject_for_ms: u64,
+    /// Whether 5xx responses count as failures.
+    pub eject_on_5xx: bool,
     #[serde(rename = "backend")]
     pub backends: Vec<Backend>,
 }
+
+/// Passive health defaults: five failures in a row eject for 30 s (Envoy's outlier detection
+/// ejects after five consecutive 5xx for a base of 30 s).
+pub const DEFAULT_EJECT_AFTER: u32 = 5;
+pub const DEFAULT_EJECT_FOR_MS: u64 = 30_000;
 
 /// Where and how the L7 pool runs: `[l7]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

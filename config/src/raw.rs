@@ -187,6 +187,9 @@ pub(crate) struct RawPool {
     pub(crate) hash_on: Option<Spanned<String>>,
     pub(crate) sticky_cookie: Option<Spanned<String>>,
     pub(crate) sticky_max_age: Option<Spanned<u64>>,
+    pub(crate) eject_after: Option<Spanned<u32>>,
+    pub(crate) eject_for_ms: Option<Spanned<u64>>,
+    pub(crate) eject_on_5xx: Option<Spanned<bool>>,
     pub(crate) health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     pub(crate) backend: Vec<Spanned<RawBackend>>,

@@ -100,6 +100,9 @@ pub fn setup(
                         },
                         sticky_cookie: p.sticky_cookie.clone(),
                         sticky_max_age: p.sticky_max_age,
+                        eject_after: p.eject_after,
+                        eject_for_ms: p.eject_for_ms,
+                        eject_on_5xx: p.eject_on_5xx,
                         backends: p
                             .backends
                             .iter()
@@ -162,6 +165,7 @@ pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView
                     requests: c.requests,
                     in_flight: c.in_flight,
                     failures: c.failures,
+                    ejections: c.ejections,
                     status: classes(&c.status),
                 });
             }
@@ -176,6 +180,7 @@ pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView
         reuse_ratio: t.reuse_ratio(),
         requests: t.requests,
         retries: t.retries,
+        ejections: t.ejections,
         status: classes(&t.status),
         errors: L7Error::ALL
             .iter()

@@ -147,6 +147,9 @@ pub struct L7StatsView {
     pub reuse_ratio: f64,
     pub requests: u64,
     pub retries: u64,
+    /// Backends ejected by passive health (consecutive failures).
+    #[serde(default)]
+    pub ejections: u64,
     /// Responses by class (`1xx` … `5xx`), sluice's own errors included.
     pub status: BTreeMap<String, u64>,
     /// Errors by reason (`no_route`, `backend_timeout`, …).
@@ -169,6 +172,8 @@ pub struct L7BackendView {
     pub requests: u64,
     pub in_flight: u64,
     pub failures: u64,
+    #[serde(default)]
+    pub ejections: u64,
     pub status: BTreeMap<String, u64>,
 }
 

@@ -36,6 +36,10 @@ pub struct PoolState {
     table: Option<MaglevTable>,
     rng: u64,
     cursor: usize,
+    /// Consecutive failed requests per backend, and until when (ms) each is ejected.
+    failures: Vec<u32>,
+    ejected_until: Vec<u64>,
+    now: u64,
 }
 
 /// The pick, and whether a sticky cookie must be (re)set.
@@ -79,7 +83,40 @@ impl PoolState {
             table,
             rng: packet::flow::mix64(seed | 1),
             cursor: 0,
+            failures: vec![0; pool.backends.len()],
+            ejected_until: vec![0; pool.backends.len()],
+            now: 0,
         }
+    }
+
+    /// The time picks are made at (ms): ejections end by it.
+    pub fn at(&mut self, now: u64) -> &mut Self {
+        self.now = now;
+        self
+    }
+
+    /// Whether backend `b` is ejected now.
+    pub fn ejected(&self, b: usize) -> bool {
+        self.ejected_until.get(b).is_some_and(|&t| t > self.now)
+    }
+
+    /// Records how a request to backend `b` ended; returns true when this failure ejects it.
+    pub fn record(&mut self, pool: &Pool, b: usize, failed: bool) -> bool {
+        let (Some(f), Some(until)) = (self.failures.get_mut(b), self.ejected_until.get_mut(b))
+        else {
+            return false;
+        };
+        if !failed {
+            *f = 0;
+            return false;
+        }
+        *f = f.saturating_add(1);
+        if pool.eject_after > 0 && *f >= pool.eject_after && *until <= self.now {
+            *until = self.now + pool.eject_for_ms;
+            *f = 0;
+            return true;
+        }
+        false
     }
 
     fn random(&mut self) -> u64 {
@@ -96,7 +133,15 @@ impl PoolState {
         client: IpAddr,
         avoid: Option<usize>,
     ) -> Option<Pick> {
-        let ok = |i: usize| pool.backends[i].takes_requests() && Some(i) != avoid;
+        // Ejected backends are passed over, unless every one that takes requests is ejected
+        // (then ejection is ignored: a pool is never emptied by passive health alone).
+        let all_ejected = (0..pool.backends.len())
+            .filter(|&i| pool.backends[i].takes_requests())
+            .all(|i| self.ejected(i));
+        let ejected: Vec<bool> = (0..pool.backends.len())
+            .map(|i| !all_ejected && self.ejected(i))
+            .collect();
+        let ok = |i: usize| pool.backends[i].takes_requests() && Some(i) != avoid && !ejected[i];
         if let Some(name) = &pool.sticky_cookie {
             if let Some(v) = req.cookie(name) {
                 let id = std::str::from_utf8(v)
@@ -186,7 +231,8 @@ impl PoolState {
                 })
             }
         };
-        let choice = choice.or_else(|| avoid.filter(|&a| pool.backends[a].takes_requests()))?;
+        let choice = choice
+            .or_else(|| avoid.filter(|&a| pool.backends[a].takes_requests() && !ejected[a]))?;
         Some(Pick {
             backend: choice,
             set_cookie: pool.sticky_cookie.is_some(),
@@ -216,6 +262,9 @@ mod tests {
             algorithm,
             sticky_cookie: None,
             sticky_max_age: None,
+            eject_after: 3,
+            eject_for_ms: 1000,
+            eject_on_5xx: false,
             backends: weights
                 .iter()
                 .enumerate()
@@ -334,6 +383,34 @@ mod tests {
             }),
             "a draining backend's cookie is replaced"
         );
+    }
+
+    #[test]
+    fn consecutive_failures_eject_a_backend_for_a_while() {
+        let p = pool(Algorithm::RoundRobin, &[1, 1]);
+        let mut st = PoolState::new(&p, 1);
+        st.at(1000);
+        assert!(!st.record(&p, 0, true));
+        assert!(!st.record(&p, 0, false), "a success resets the count");
+        assert!(!st.record(&p, 0, true));
+        assert!(!st.record(&p, 0, true));
+        assert!(st.record(&p, 0, true), "the third in a row ejects");
+        assert!(st.ejected(0));
+        assert_eq!(picks(&p, &mut st, GET, 10), vec![0, 10]);
+        // Every backend ejected: ejection is ignored rather than failing every request.
+        for _ in 0..3 {
+            st.record(&p, 1, true);
+        }
+        assert_eq!(picks(&p, &mut st, GET, 10), vec![5, 5]);
+        st.at(2001);
+        assert!(!st.ejected(0) && !st.ejected(1), "back after eject_for_ms");
+        let never = Pool {
+            eject_after: 0,
+            ..p.clone()
+        };
+        for _ in 0..10 {
+            assert!(!st.record(&never, 0, true));
+        }
     }
 
     #[test]

@@ -323,6 +323,12 @@ impl Shard<'_> {
         let Role::Client(sess) = &mut c.role else {
             return;
         };
+        if matches!(e, L7Error::BackendFailed | L7Error::BackendTimeout) {
+            if let Some(ex) = sess.ex.as_ref() {
+                let (pool, backend) = (ex.pool, ex.backend);
+                self.passive(sess.svc, pool, backend, true);
+            }
+        }
         if let Some(uid) = sess.up.take() {
             self.finish_backend(sess, true);
             self.release_upstream(uid, false);
@@ -370,6 +376,25 @@ impl Shard<'_> {
             b.in_flight = b.in_flight.saturating_sub(1);
             if failed {
                 b.failures += 1;
+            }
+        }
+    }
+
+    /// Passive health: how a request to a backend ended.
+    fn passive(&mut self, svc: usize, pool: usize, backend: usize, failed: bool) {
+        let setup = std::sync::Arc::clone(&self.setup);
+        let Some(p) = setup.services.get(svc).and_then(|s| s.pools.get(pool)) else {
+            return;
+        };
+        let ejected = self
+            .pools
+            .get_mut(svc)
+            .and_then(|x| x.get_mut(pool))
+            .is_some_and(|st| st.record(p, backend, failed));
+        if ejected {
+            self.stats.ejections += 1;
+            if let Some(b) = self.backend_stats(svc, pool, backend) {
+                b.ejections += 1;
             }
         }
     }
@@ -471,7 +496,7 @@ impl Shard<'_> {
             .pools
             .get_mut(sess.svc)
             .and_then(|p| p.get_mut(choice.pool))
-            .and_then(|st| st.pick(pool, &req, client_ip, None))
+            .and_then(|st| st.at(now).pick(pool, &req, client_ip, None))
         else {
             self.fail(c, L7Error::NoBackend, now);
             return;
@@ -555,6 +580,10 @@ impl Shard<'_> {
             self.release_upstream(uid, false);
         }
         self.finish_backend(sess, true);
+        if let Some(ex) = sess.ex.as_ref() {
+            let (pool, backend) = (ex.pool, ex.backend);
+            self.passive(sess.svc, pool, backend, true);
+        }
         let setup = std::sync::Arc::clone(&self.setup);
         let retry = sess
             .ex
@@ -813,6 +842,8 @@ impl Shard<'_> {
             }
         }
         self.finish_backend(sess, status >= 500);
+        let eject_5xx = svc.pools.get(pool).is_some_and(|p| p.eject_on_5xx);
+        self.passive(sess.svc, pool, backend, eject_5xx && status >= 500);
         sess.ex = None;
         sess.served += 1;
         sess.since = now;

@@ -152,6 +152,13 @@ pub struct Pool {
     pub sticky_cookie: Option<String>,
     pub sticky_max_age: Option<u64>,
     pub backends: Vec<L7Backend>,
+    /// Passive health: after this many consecutive failed requests (0: never) a backend is
+    /// ejected from the pool for `eject_for_ms`, as Envoy's outlier detection does.
+    pub eject_after: u32,
+    pub eject_for_ms: u64,
+    /// Whether a 5xx response counts as a failure (connect failures, resets and timeouts
+    /// always do).
+    pub eject_on_5xx: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

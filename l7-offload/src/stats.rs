@@ -88,6 +88,8 @@ pub struct BackendRequests {
     pub requests: u64,
     pub in_flight: u64,
     pub failures: u64,
+    /// Times passive health ejected it.
+    pub ejections: u64,
     /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub status: [u64; 5],
 }
@@ -112,6 +114,8 @@ pub struct ShardStats {
     pub retries: u64,
     /// Connections reset when the daemon stopped.
     pub reset_at_stop: u64,
+    /// Backends ejected by passive health.
+    pub ejections: u64,
     /// Responses by class sent to clients (the proxy's own errors included).
     pub status: [u64; 5],
     pub errors: [u64; L7Error::ALL.len()],
@@ -172,6 +176,7 @@ impl ShardStats {
             requests,
             retries,
             reset_at_stop,
+            ejections,
             duration_sum
         );
         for (a, b) in self.status.iter_mut().zip(o.status) {
@@ -198,6 +203,7 @@ impl ShardStats {
                     a.requests += b.requests;
                     a.in_flight += b.in_flight;
                     a.failures += b.failures;
+                    a.ejections += b.ejections;
                     for (x, y) in a.status.iter_mut().zip(b.status) {
                         *x += y;
                     }

@@ -214,6 +214,9 @@ fn setup(backends: &[&str]) -> L7Setup {
         algorithm: Algorithm::RoundRobin,
         sticky_cookie: None,
         sticky_max_age: None,
+        eject_after: 0,
+        eject_for_ms: 0,
+        eject_on_5xx: false,
         backends: addrs
             .iter()
             .map(|a| L7Backend {
@@ -640,4 +643,33 @@ fn closed_connections_are_freed_and_idle_ones_do_not_spin() {
         shard.stats.frames_out, frames,
         "a quiet shard sends nothing"
     );
+}
+
+#[test]
+fn a_backend_failing_requests_in_a_row_is_ejected_for_a_while() {
+    // 10.99.0.12 answers RST on 8081 (nothing listens there).
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8081", "10.99.0.13:8080"]);
+    st.services[0].pools[1].eject_after = 2;
+    st.services[0].pools[1].eject_for_ms = 10_000;
+    let (mut w, shared) = world(
+        st,
+        &["10.99.0.11:8080", "10.99.0.12:9999", "10.99.0.13:8080"],
+    );
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
+    let c = w.connect(52000);
+    w.run(&mut shard, 20);
+    for i in 0..8 {
+        w.send(
+            c,
+            format!("GET /api/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes(),
+        );
+        w.run(&mut shard, 60);
+        let got = text(&w.received(c));
+        assert!(got.ends_with(&format!("b3 /api/{i}\n")), "{i}: {got}");
+    }
+    assert_eq!(shard.stats.ejections, 1);
+    assert_eq!(shard.stats.retries, 2, "only until it was ejected");
+    assert_eq!(shard.stats.backends[0][1][0].ejections, 1);
+    assert_eq!(shard.stats.backends[0][1][0].failures, 2);
 }

@@ -165,6 +165,12 @@ pub(crate) fn parse_l7_service(
         if let Some(a) = &p.sticky_max_age {
             spans.put(format!("{pk}.sticky_max_age"), a.span());
         }
+        if let Some(a) = &p.eject_after {
+            spans.put(format!("{pk}.eject_after"), a.span());
+        }
+        if let Some(a) = &p.eject_for_ms {
+            spans.put(format!("{pk}.eject_for_ms"), a.span());
+        }
         let health = match &p.health {
             Some(h) => Some(parse_health(ctx, &pk, h.get_ref(), spans)?),
             None => None,
@@ -178,6 +184,15 @@ pub(crate) fn parse_l7_service(
             hash_on: p.hash_on.as_ref().map(|h| h.get_ref().clone()),
             sticky_cookie: p.sticky_cookie.as_ref().map(|c| c.get_ref().clone()),
             sticky_max_age: p.sticky_max_age.as_ref().map(|a| *a.get_ref()),
+            eject_after: p
+                .eject_after
+                .as_ref()
+                .map_or(DEFAULT_EJECT_AFTER, |a| *a.get_ref()),
+            eject_for_ms: p
+                .eject_for_ms
+                .as_ref()
+                .map_or(DEFAULT_EJECT_FOR_MS, |a| *a.get_ref()),
+            eject_on_5xx: p.eject_on_5xx.as_ref().is_some_and(|a| *a.get_ref()),
             health,
             backends: parse_backends(ctx, &pk, &p.backend, spans)?,
         });
@@ -373,6 +388,20 @@ pub(crate) fn check_l7_service(
                 format!("{pk}.sticky_max_age"),
                 "`sticky_max_age` is the lifetime of the sticky cookie, which is not set",
                 "add sticky_cookie = \"SLUICE_AFFINITY\", or remove sticky_max_age",
+            );
+        }
+        if p.eject_after > 1000 {
+            return invalid(
+                format!("{pk}.eject_after"),
+                format!("{} failures in a row is more than 1000", p.eject_after),
+                "the default is 5; 0 turns passive ejection off",
+            );
+        }
+        if p.eject_for_ms == 0 || p.eject_for_ms > 86_400_000 {
+            return invalid(
+                format!("{pk}.eject_for_ms"),
+                format!("{} ms is outside 1 ms – 24 h", p.eject_for_ms),
+                "the default is 30000; to turn ejection off, set eject_after = 0",
             );
         }
         if p.backends.is_empty() {
