@@ -250,10 +250,14 @@ fn sha_of_blob(n: usize) -> String {
 /// The L7 counters once `ready` holds of them (the shards publish every 100 ms), or the
 /// last ones after 3 s.
 fn l7_stats(b: &Balancer, ready: impl Fn(&Value) -> bool) -> Value {
+    l7_stats_within(b, Duration::from_secs(3), ready)
+}
+
+fn l7_stats_within(b: &Balancer, wait: Duration, ready: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
     loop {
         let v = b.ctl(&["stats"])["l7"].clone();
-        if ready(&v) || start.elapsed() > Duration::from_secs(3) {
+        if ready(&v) || start.elapsed() > wait {
             return v;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -347,6 +351,66 @@ fn l7_http_on_dpdk_af_packet_routes_and_streams() {
     assert_eq!(l7["errors"]["no_route"], 1, "{l7}");
     let out = b.stop();
     assert!(String::from_utf8_lossy(&out.stdout).contains("L7 pool:"));
+}
+
+/// 10,000 idle keep-alive client connections are held while wrk's requests still flow.
+#[test]
+fn l7_holds_ten_thousand_idle_connections_while_requests_flow() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (t, _backends) = topology("l7i");
+    let b = Balancer::start(&t, &driver_config("xdp", &services()));
+    let idle = t.spawn(
+        "cli",
+        &[
+            "python3",
+            CLIENT,
+            "idle",
+            "10.99.0.100",
+            "80",
+            "10000",
+            "12",
+        ],
+    );
+    let l7 = l7_stats_within(&b, Duration::from_secs(90), |v| {
+        v["client_connections"].as_u64().unwrap_or(0) >= 10_000
+    });
+    assert!(
+        l7["client_connections"].as_u64().unwrap_or(0) >= 10_000,
+        "10,000 client connections open: {l7}"
+    );
+    let o = t.exec(
+        "cli",
+        &[
+            "wrk",
+            "-t1",
+            "-c20",
+            "-d3",
+            "-H",
+            "Host: api.example",
+            "http://10.99.0.100/v1/wrk",
+        ],
+    );
+    let report = String::from_utf8_lossy(&o.stdout);
+    let rps: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        rps > 50.0,
+        "requests flow beside the idle connections: {report}"
+    );
+    assert!(
+        !report.contains("Non-2xx") && !report.contains("Socket errors"),
+        "{report}"
+    );
+    let out = idle.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "held 10000, answered 100 of 100",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -585,6 +649,10 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         let got = client(&t, &["raw", "10.99.0.100", "81", bad]);
         assert!(got.starts_with("HTTP/1.1 400"), "{bad}: {got}");
     }
+
+    // A header flood: an endless head is cut at header_bytes with 431.
+    let got = client(&t, &["flood", "10.99.0.100", "81", "5000"]);
+    assert!(got.starts_with("HTTP/1.1 431"), "header flood: {got}");
 
     // Slow clients are closed after client_header_ms while others are served meanwhile.
     let slow = t.spawn(
