@@ -529,6 +529,65 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     assert!(up, "the healthy pool's backend is up: {health}");
     assert_eq!(curl(&t, &["http://10.99.0.100/healthy"]).0, 200);
 
+    // Routes and pools change live through sluicectl: a new pool, and a route to it put
+    // first; then the route goes again.
+    b.ctl(&["pool", "add", "site", "extra", "10.99.0.12:8081=3"]);
+    b.ctl(&[
+        "route",
+        "add",
+        "site",
+        "--host",
+        "live.example",
+        "--pool",
+        "extra",
+        "--position",
+        "0",
+    ]);
+    let by = answers(
+        &t,
+        5,
+        &["-H", "Host: live.example", "http://10.99.0.100/new"],
+    );
+    assert_eq!(
+        by.get("b2"),
+        Some(&5),
+        "the live route to the new pool: {by:?}"
+    );
+    let text = |args: &[&str]| {
+        let o = std::process::Command::new(common::sluicectl())
+            .arg("--socket")
+            .arg(&b.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    // (Counters are published every 100 ms.)
+    std::thread::sleep(Duration::from_millis(300));
+    let routes = text(&["route", "list", "site"]);
+    let first = routes.lines().nth(1).unwrap_or("");
+    assert!(
+        first.contains("live.example")
+            && first.contains("extra")
+            && first.trim_end().ends_with(" 5"),
+        "route 0 with its 5 requests: {routes}"
+    );
+    let api = routes
+        .lines()
+        .find(|l| l.contains("api.example"))
+        .unwrap_or("");
+    assert!(
+        !api.trim_end().ends_with(" 0"),
+        "the api route's count survived the live changes: {routes}"
+    );
+    b.ctl(&["route", "remove", "site", "0"]);
+    b.ctl(&["pool", "remove", "site", "extra"]);
+    let stats = text(&["stats"]);
+    assert!(
+        stats.contains("L7 pool:") && stats.contains("latency p50") && stats.contains("POOL"),
+        "{stats}"
+    );
+
     // Forwarding headers reach the backend.
     let (_, head, _) = curl(&t, &["http://10.99.0.100/fwd"]);
     assert!(head.contains("X-Saw-X-Forwarded-For: 10.98.0.2"), "{head}");

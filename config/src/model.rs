@@ -629,6 +629,19 @@ impl std::str::FromStr for Forwarding {
     }
 }
 
+impl std::str::FromStr for L7Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use L7Algorithm::*;
+        by_name(
+            "pool algorithm",
+            s,
+            &[RoundRobin, LeastRequests, P2c, Hash],
+            L7Algorithm::name,
+        )
+    }
+}
+
 impl std::str::FromStr for AllDown {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

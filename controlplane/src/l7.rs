@@ -190,8 +190,31 @@ pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView
         frames_out: t.frames_out,
         frames_lost: t.frames_no_buffer + t.frames_ring_full,
         segments_no_connection: t.segments_no_connection,
+        latency_ms: [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
+            .into_iter()
+            .map(|(k, q)| (k.to_string(), percentile(t, q)))
+            .collect(),
         backends,
     }
+}
+
+/// The duration at quantile `q` (0–1), in ms, as the upper bound of its histogram bucket.
+fn percentile(t: &l7_offload::ShardStats, q: f64) -> Option<f64> {
+    let total: u64 = t.duration_buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in t.duration_buckets.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return l7_offload::stats::DURATION_BUCKETS
+                .get(i)
+                .map(|s| s * 1000.0);
+        }
+    }
+    None
 }
 
 /// The L7 pool's Prometheus metrics.

@@ -45,6 +45,40 @@ pub struct ServiceSpec {
     pub backends: Vec<BackendSpec>,
 }
 
+/// A route as `route add` describes it (the keys of a `[[service.route]]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    pub pool: String,
+}
+
+/// A pool as `pool add` describes it (the keys of a `[[service.pool]]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_max_age: Option<u64>,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendSpec>,
+}
+
 /// One request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
@@ -66,22 +100,55 @@ pub enum Op {
         #[serde(default)]
         service: Option<String>,
     },
+    /// For an L7 service, `pool` names the pool the backend joins.
     BackendAdd {
         service: String,
         backend: BackendSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
     },
     /// Drains the backend and removes it once its flows end or the drain timeout passes;
-    /// with `force`, removes it at once (its flows move on their next packet).
+    /// with `force`, removes it at once (its flows move on their next packet). For an L7
+    /// service, from pool `pool` (at once: its requests in flight finish).
     BackendRemove {
         service: String,
         address: String,
         #[serde(default)]
         force: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
     },
     BackendSetWeight {
         service: String,
         address: String,
         weight: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
+    },
+    /// An L7 service's routes, in order, with their requests.
+    RouteList {
+        service: String,
+    },
+    /// Inserts a route at `position` (0 is first; absent: last).
+    RouteAdd {
+        service: String,
+        route: RouteSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
+    },
+    /// Removes route `index` (as `route list` numbers them).
+    RouteRemove {
+        service: String,
+        index: usize,
+    },
+    PoolAdd {
+        service: String,
+        pool: PoolSpec,
+    },
+    /// Removes a pool no route or `default_pool` names.
+    PoolRemove {
+        service: String,
+        pool: String,
     },
     BackendDrain {
         service: String,
@@ -125,6 +192,7 @@ impl Op {
             | Op::ServiceList
             | Op::ServiceShow { .. }
             | Op::BackendList { .. }
+            | Op::RouteList { .. }
             | Op::HealthShow { .. }
             | Op::Stats
             | Op::Flows { .. } => false,
@@ -246,12 +314,14 @@ mod tests {
                 service: "web".into(),
                 address: "10.1.0.1:8080".into(),
                 force: true,
+                pool: None,
             },
             Op::Batch {
                 ops: vec![Op::BackendSetWeight {
                     service: "web".into(),
                     address: "10.1.0.1:8080".into(),
                     weight: 3,
+                    pool: None,
                 }],
             },
         ];

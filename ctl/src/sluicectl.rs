@@ -50,6 +50,12 @@ enum Command {
     /// Backends: list, add, remove, set-weight, drain, enable, disable.
     #[command(subcommand)]
     Backend(BackendCmd),
+    /// An L7 service's routes: list, add, remove.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// An L7 service's pools: add, remove (their backends: `backend ... --pool`).
+    #[command(subcommand)]
+    Pool(PoolCmd),
     /// Health checks.
     #[command(subcommand)]
     Health(HealthCmd),
@@ -118,7 +124,9 @@ enum ServiceCmd {
 enum BackendCmd {
     /// Backends with admin state, health, weight, active flows and last check.
     List { service: Option<String> },
-    /// Add a backend to a service.
+    /// Add a backend to a service (to an L7 service's pool with --pool).
+    ///
+    /// Example: sluicectl backend add site 10.99.0.14:8080 --pool api --weight 2
     Add {
         service: String,
         address: String,
@@ -128,20 +136,28 @@ enum BackendCmd {
         mac: Option<String>,
         #[arg(long)]
         weight: Option<u32>,
+        /// The pool of an L7 service the backend joins.
+        #[arg(long)]
+        pool: Option<String>,
     },
-    /// Drain, then remove once its flows end (or the drain timeout passes).
+    /// Drain, then remove once its flows end (or the drain timeout passes); from an L7
+    /// service's pool with --pool (at once: its requests in flight finish).
     Remove {
         service: String,
         address: String,
         /// Remove now; its tracked flows move to other backends on their next packet.
         #[arg(long)]
         force: bool,
+        #[arg(long)]
+        pool: Option<String>,
     },
-    /// Change a backend's weight (1 to 65535).
+    /// Change a backend's weight (1 to 65535); in an L7 service's pool with --pool.
     SetWeight {
         service: String,
         address: String,
         weight: u32,
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Take no new flows; tracked flows continue until they end or the drain timeout.
     Drain { service: String, address: String },
@@ -149,6 +165,64 @@ enum BackendCmd {
     Enable { service: String, address: String },
     /// Take no new flows and move tracked flows now.
     Disable { service: String, address: String },
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// The routes in the order they are matched, with their requests.
+    ///
+    /// Example: sluicectl route list site
+    List { service: String },
+    /// Add a route (every condition given must hold); first match wins.
+    ///
+    /// Example: sluicectl route add site --host api.example --path-prefix /v2/ --pool api --position 0
+    Add {
+        service: String,
+        /// The pool requests matching the route go to.
+        #[arg(long)]
+        pool: String,
+        /// Exact host, or "*.example" for any subdomain.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, conflicts_with = "path")]
+        path_prefix: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        /// "name: value".
+        #[arg(long)]
+        header: Option<String>,
+        #[arg(long)]
+        method: Option<String>,
+        /// Where it goes in the order (0 is first); last when left out.
+        #[arg(long)]
+        position: Option<usize>,
+    },
+    /// Remove route INDEX (as `route list` numbers them).
+    Remove { service: String, index: usize },
+}
+
+#[derive(Subcommand)]
+enum PoolCmd {
+    /// Add a pool with its backends (ADDRESS or ADDRESS=WEIGHT).
+    ///
+    /// Example: sluicectl pool add site canary 10.99.0.15:8080 10.99.0.16:8080=2 --algorithm least-requests
+    Add {
+        service: String,
+        name: String,
+        /// Backends: ADDRESS or ADDRESS=WEIGHT.
+        #[arg(required = true)]
+        backends: Vec<String>,
+        /// round-robin (default), least-requests, p2c or hash.
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// With --algorithm hash: header:NAME, cookie:NAME or source.
+        #[arg(long)]
+        hash_on: Option<String>,
+        #[arg(long)]
+        sticky_cookie: Option<String>,
+    },
+    /// Remove a pool that no route (and not default_pool) names.
+    Remove { service: String, name: String },
 }
 
 #[derive(Subcommand)]
@@ -270,6 +344,76 @@ fn main() -> ExitCode {
             Some(op) => op,
             None => return ExitCode::from(2),
         },
+        Command::Route(RouteCmd::List { service }) => Op::RouteList {
+            service: service.clone(),
+        },
+        Command::Route(RouteCmd::Add {
+            service,
+            pool,
+            host,
+            path_prefix,
+            path,
+            header,
+            method,
+            position,
+        }) => Op::RouteAdd {
+            service: service.clone(),
+            route: ctl::RouteSpec {
+                host: host.clone(),
+                path_prefix: path_prefix.clone(),
+                path: path.clone(),
+                header: header.clone(),
+                method: method.clone(),
+                pool: pool.clone(),
+            },
+            position: *position,
+        },
+        Command::Route(RouteCmd::Remove { service, index }) => Op::RouteRemove {
+            service: service.clone(),
+            index: *index,
+        },
+        Command::Pool(PoolCmd::Add {
+            service,
+            name,
+            backends,
+            algorithm,
+            hash_on,
+            sticky_cookie,
+        }) => {
+            let mut list = Vec::with_capacity(backends.len());
+            for b in backends {
+                let (address, weight) = match b.split_once('=') {
+                    Some((a, w)) => match w.parse() {
+                        Ok(w) => (a.to_string(), Some(w)),
+                        Err(_) => {
+                            eprintln!("sluicectl: `{b}`: the weight after '=' is not a number (write ADDRESS=WEIGHT, like 10.1.0.1:8080=2)");
+                            return ExitCode::from(2);
+                        }
+                    },
+                    None => (b.clone(), None),
+                };
+                list.push(BackendSpec {
+                    address,
+                    mac: None,
+                    weight,
+                });
+            }
+            Op::PoolAdd {
+                service: service.clone(),
+                pool: ctl::PoolSpec {
+                    name: name.clone(),
+                    algorithm: algorithm.clone(),
+                    hash_on: hash_on.clone(),
+                    sticky_cookie: sticky_cookie.clone(),
+                    sticky_max_age: None,
+                    backends: list,
+                },
+            }
+        }
+        Command::Pool(PoolCmd::Remove { service, name }) => Op::PoolRemove {
+            service: service.clone(),
+            pool: name.clone(),
+        },
         Command::Health(HealthCmd::Show { service }) => Op::HealthShow {
             service: service.clone(),
         },
@@ -313,6 +457,7 @@ impl BackendCmd {
                 address,
                 mac,
                 weight,
+                pool,
             } => Op::BackendAdd {
                 service: service.clone(),
                 backend: BackendSpec {
@@ -320,24 +465,29 @@ impl BackendCmd {
                     mac: mac.clone(),
                     weight: *weight,
                 },
+                pool: pool.clone(),
             },
             BackendCmd::Remove {
                 service,
                 address,
                 force,
+                pool,
             } => Op::BackendRemove {
                 service: service.clone(),
                 address: address.clone(),
                 force: *force,
+                pool: pool.clone(),
             },
             BackendCmd::SetWeight {
                 service,
                 address,
                 weight,
+                pool,
             } => Op::BackendSetWeight {
                 service: service.clone(),
                 address: address.clone(),
                 weight: *weight,
+                pool: pool.clone(),
             },
             BackendCmd::Drain { service, address } => {
                 let (service, address) = sa(service, address);
@@ -488,6 +638,27 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
             )
         }
         Command::Stats => stats_text(&serde_json::from_value(v)?),
+        Command::Route(RouteCmd::List { .. }) => {
+            let l: ctl::views::RouteList = serde_json::from_value(v)?;
+            table(
+                &l.routes,
+                &[
+                    ("INDEX", &|r: &ctl::views::RouteView| r.index.to_string()),
+                    ("HOST", &|r| opt(&r.host)),
+                    ("PATH", &|r| opt(&r.path)),
+                    ("HEADER", &|r| opt(&r.header)),
+                    ("METHOD", &|r| opt(&r.method)),
+                    ("POOL", &|r| r.pool.clone()),
+                    ("REQUESTS", &|r| r.requests.to_string()),
+                ],
+            ) + &format!(
+                "requests no route matches: {}\n",
+                match &l.default_pool {
+                    Some(p) => format!("pool `{p}`"),
+                    None => "404".into(),
+                }
+            )
+        }
         Command::Flows { .. } => {
             let l: FlowList = serde_json::from_value(v)?;
             format!(
@@ -627,6 +798,77 @@ fn status_text(s: &Status) -> String {
     t
 }
 
+/// The L7 pool's part of `stats`.
+fn l7_text(l: &ctl::views::L7StatsView) -> String {
+    let class = |k: &str| l.status.get(k).copied().unwrap_or(0);
+    let ms = |k: &str| {
+        l.latency_ms
+            .get(k)
+            .copied()
+            .flatten()
+            .map_or("-".into(), |v| format!("<= {v} ms"))
+    };
+    let errors: Vec<String> = l
+        .errors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let mut t = format!(
+        "\nL7 pool: {} requests (2xx {}, 3xx {}, 4xx {}, 5xx {}); latency p50 {}, p90 {}, p99 {}\n",
+        l.requests,
+        class("2xx"),
+        class("3xx"),
+        class("4xx"),
+        class("5xx"),
+        ms("p50"),
+        ms("p90"),
+        ms("p99")
+    );
+    t += &format!(
+        "  connections: {} from clients ({} accepted in all), {} to backends; upstream requests on reused connections {:.1}% ({} opened, {} reused); retries {}, ejections {}\n",
+        l.client_connections,
+        l.clients_accepted,
+        l.upstream_connections,
+        100.0 * l.reuse_ratio,
+        l.upstream_opened,
+        l.upstream_reused,
+        l.retries,
+        l.ejections
+    );
+    t += &format!(
+        "  errors by reason: {}\n\n",
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(", ")
+        }
+    );
+    t + &table(
+        &l.backends,
+        &[
+            ("SERVICE", &|b: &ctl::views::L7BackendView| {
+                b.service.clone()
+            }),
+            ("POOL", &|b| b.pool.clone()),
+            ("BACKEND", &|b| b.backend.clone()),
+            ("REQUESTS", &|b| b.requests.to_string()),
+            ("IN_FLIGHT", &|b| b.in_flight.to_string()),
+            ("FAILED", &|b| b.failures.to_string()),
+            ("EJECTED", &|b| b.ejections.to_string()),
+            ("2XX", &|b| {
+                b.status.get("2xx").copied().unwrap_or(0).to_string()
+            }),
+            ("4XX", &|b| {
+                b.status.get("4xx").copied().unwrap_or(0).to_string()
+            }),
+            ("5XX", &|b| {
+                b.status.get("5xx").copied().unwrap_or(0).to_string()
+            }),
+        ],
+    )
+}
+
 fn stats_text(v: &Stats) -> String {
     let mut t = format!(
         "total: {} packets in, {} out; {} packets/s, {} bits/s (over {} s)\n\n",
@@ -693,6 +935,9 @@ fn stats_text(v: &Stats) -> String {
         for (k, n) in &v.drops {
             t += &format!("  {k:<24} {n}\n");
         }
+    }
+    if let Some(l) = &v.l7 {
+        t += &l7_text(l);
     }
     t
 }

@@ -59,6 +59,30 @@ pub struct ServiceView {
     pub backend_list: Option<Vec<BackendView>>,
 }
 
+/// `route list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteList {
+    pub service: String,
+    pub routes: Vec<RouteView>,
+    /// Where requests no route matches go (`None`: 404).
+    pub default_pool: Option<String>,
+    /// Requests that went to the default pool.
+    pub default_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub index: usize,
+    pub host: Option<String>,
+    /// `/exact`, or `/prefix*` for a prefix.
+    pub path: Option<String>,
+    pub header: Option<String>,
+    pub method: Option<String>,
+    pub pool: String,
+    /// Requests it matched (summed over the L7 workers).
+    pub requests: u64,
+}
+
 /// `backend list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendList {
@@ -161,6 +185,10 @@ pub struct L7StatsView {
     /// Segments of no connection the pool knows (answered with a RST).
     #[serde(default)]
     pub segments_no_connection: u64,
+    /// Request duration percentiles (50, 90, 99), milliseconds: the upper bound of the
+    /// histogram bucket each falls in (`None` before any request, or past the last bucket).
+    #[serde(default)]
+    pub latency_ms: BTreeMap<String, Option<f64>>,
     pub backends: Vec<L7BackendView>,
 }
 

@@ -540,6 +540,15 @@ impl Shard<'_> {
         discard(sock, head_len);
         sess.head_started = None;
         self.stats.requests += 1;
+        let route_slot = choice.route.unwrap_or(svc.routes.len());
+        if let Some(n) = self
+            .stats
+            .routes
+            .get_mut(sess.svc)
+            .and_then(|r| r.get_mut(route_slot))
+        {
+            *n += 1;
+        }
         if let Some(b) = self.backend_stats(sess.svc, choice.pool, pick.backend) {
             b.requests += 1;
             b.in_flight += 1;

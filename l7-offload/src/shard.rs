@@ -6,7 +6,7 @@
 use crate::balance::PoolState;
 use crate::proxy::Session;
 use crate::setup::L7Setup;
-use crate::stats::{BackendRequests, L7Error, ShardStats};
+use crate::stats::{L7Error, ShardStats};
 use crate::tcp::{self, Sock, Stack};
 use arc_swap::ArcSwap;
 use dataplane::offload::{Handed, OffloadRings};
@@ -194,14 +194,69 @@ impl<'r> Shard<'r> {
         if setup.tcp != self.setup.tcp {
             self.spare.clear();
         }
+        // Counters carry over by name (service, pool, backend address; a route by its
+        // conditions), so a live change does not reset them.
+        let old = &self.setup;
+        let old_backends = std::mem::take(&mut self.stats.backends);
+        let old_routes = std::mem::take(&mut self.stats.routes);
         self.stats.backends = setup
             .services
             .iter()
             .map(|s| {
+                let os = old.services.iter().position(|o| o.name == s.name);
                 s.pools
                     .iter()
-                    .map(|p| vec![BackendRequests::default(); p.backends.len()])
+                    .map(|p| {
+                        let op = os.and_then(|i| {
+                            old.services[i]
+                                .pools
+                                .iter()
+                                .position(|o| o.name == p.name)
+                                .map(|j| (i, j))
+                        });
+                        p.backends
+                            .iter()
+                            .map(|b| {
+                                op.and_then(|(i, j)| {
+                                    let k = old.services[i].pools[j]
+                                        .backends
+                                        .iter()
+                                        .position(|o| o.address == b.address)?;
+                                    old_backends.get(i)?.get(j)?.get(k).copied()
+                                })
+                                .unwrap_or_default()
+                            })
+                            .collect()
+                    })
                     .collect()
+            })
+            .collect();
+        self.stats.routes = setup
+            .services
+            .iter()
+            .map(|s| {
+                let os = old.services.iter().position(|o| o.name == s.name);
+                let mut counts: Vec<u64> = s
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        os.and_then(|i| {
+                            let k = old.services[i].routes.iter().position(|o| o == r)?;
+                            old_routes.get(i)?.get(k).copied()
+                        })
+                        .unwrap_or(0)
+                    })
+                    .collect();
+                counts.push(
+                    os.and_then(|i| {
+                        old_routes
+                            .get(i)?
+                            .get(old.services[i].routes.len())
+                            .copied()
+                    })
+                    .unwrap_or(0),
+                );
+                counts
             })
             .collect();
         let head = setup

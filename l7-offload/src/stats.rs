@@ -125,6 +125,9 @@ pub struct ShardStats {
     pub duration_sum: f64,
     /// Per service, per pool, per backend.
     pub backends: Vec<Vec<Vec<BackendRequests>>>,
+    /// Requests per service and route; the last entry of each service counts its default
+    /// pool's.
+    pub routes: Vec<Vec<u64>>,
 }
 
 impl ShardStats {
@@ -187,6 +190,17 @@ impl ShardStats {
         }
         for (a, b) in self.duration_buckets.iter_mut().zip(o.duration_buckets) {
             *a += b;
+        }
+        if self.routes.len() < o.routes.len() {
+            self.routes.resize(o.routes.len(), Vec::new());
+        }
+        for (a, b) in self.routes.iter_mut().zip(&o.routes) {
+            if a.len() < b.len() {
+                a.resize(b.len(), 0);
+            }
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
         }
         if self.backends.len() < o.backends.len() {
             self.backends.resize(o.backends.len(), Vec::new());

@@ -1,7 +1,8 @@
 //! Operator changes (`service add|remove`, `backend add|remove|set-weight|drain|enable|
-//! disable`, and batches of them) applied to a candidate, never to the running state.
+//! disable`, an L7 service's `route add|remove` and `pool add|remove` and its pools'
+//! backends, and batches of them) applied to a candidate, never to the running state.
 
-use super::{op_name, refused, BackendState, Candidate, Plane};
+use super::{not_found, op_name, refused, BackendState, Candidate, Plane};
 use config::{AllDown, Backend, Service};
 use ctl::{BackendSpec, ErrorBody, Op, ServiceSpec};
 use dataplane::snapshot::Admin;
@@ -26,6 +27,15 @@ fn backend_from_spec(b: &BackendSpec) -> Result<Backend, ErrorBody> {
         address,
         mac,
         weight: b.weight.unwrap_or(1),
+    })
+}
+
+fn parse_addr(address: &str) -> Result<SocketAddr, ErrorBody> {
+    address.parse().map_err(|_| {
+        ErrorBody::new(
+            "bad_request",
+            format!("`{address}` is not an address with a port (like 10.1.0.1:8080)"),
+        )
     })
 }
 
@@ -112,8 +122,167 @@ impl Plane {
                     "service `{service}` removed (its tracked flows are dropped as no_service)"
                 ));
             }
-            Op::BackendAdd { service, backend } => {
+            Op::BackendAdd {
+                service,
+                backend,
+                pool: Some(pool),
+            } => {
+                let b = backend_from_spec(backend)?;
+                let p = c.l7_pool(service, pool)?;
+                if p.backends.iter().any(|o| o.address == b.address) {
+                    return Err(refused(format!(
+                        "pool `{pool}` of `{service}` already has backend {}",
+                        b.address
+                    )));
+                }
+                let (addr, weight) = (b.address, b.weight);
+                p.backends.push(b);
+                c.state(service, addr);
+                c.notes.push(format!(
+                    "backend {addr} added to pool `{pool}` of `{service}` (weight {weight})"
+                ));
+            }
+            Op::BackendRemove {
+                service,
+                address,
+                pool: Some(pool),
+                ..
+            } => {
+                let addr = parse_addr(address)?;
+                let p = c.l7_pool(service, pool)?;
+                let Some(i) = p.backends.iter().position(|b| b.address == addr) else {
+                    return Err(not_found(format!(
+                        "pool `{pool}` of `{service}` has no backend {addr}"
+                    )));
+                };
+                p.backends.remove(i);
+                let still = c.cfg.services[c.service_index(service)?]
+                    .all_backends()
+                    .any(|b| b.address == addr);
+                if !still {
+                    c.backends.remove(&(service.clone(), addr));
+                }
+                c.notes.push(format!(
+                    "backend {addr} removed from pool `{pool}` of `{service}` (its requests in flight finish)"
+                ));
+            }
+            Op::BackendSetWeight {
+                service,
+                address,
+                weight,
+                pool: Some(pool),
+            } => {
+                let addr = parse_addr(address)?;
+                let p = c.l7_pool(service, pool)?;
+                let Some(b) = p.backends.iter_mut().find(|b| b.address == addr) else {
+                    return Err(not_found(format!(
+                        "pool `{pool}` of `{service}` has no backend {addr}"
+                    )));
+                };
+                let old = b.weight;
+                b.weight = *weight;
+                c.notes.push(format!(
+                    "backend {addr} in pool `{pool}` of `{service}`: weight {old} -> {weight}"
+                ));
+            }
+            Op::RouteAdd {
+                service,
+                route,
+                position,
+            } => {
+                let l7 = c.l7_service(service)?;
+                let r = config::L7Route {
+                    host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    path_prefix: route.path_prefix.clone(),
+                    path: route.path.clone(),
+                    header: route.header.clone(),
+                    method: route.method.clone(),
+                    pool: route.pool.clone(),
+                    ..Default::default()
+                };
+                let at = position.unwrap_or(l7.routes.len()).min(l7.routes.len());
+                l7.routes.insert(at, r);
+                c.notes.push(format!(
+                    "route {at} of `{service}` added, to pool `{}`",
+                    route.pool
+                ));
+            }
+            Op::RouteRemove { service, index } => {
+                let l7 = c.l7_service(service)?;
+                if *index >= l7.routes.len() {
+                    return Err(not_found(format!(
+                        "`{service}` has {} route(s); there is no route {index} (see `sluicectl route list {service}`)",
+                        l7.routes.len()
+                    )));
+                }
+                let r = l7.routes.remove(*index);
+                c.notes.push(format!(
+                    "route {index} of `{service}` (to pool `{}`) removed",
+                    r.pool
+                ));
+            }
+            Op::PoolAdd { service, pool } => {
+                let algorithm = match pool.algorithm.as_deref() {
+                    None => config::L7Algorithm::RoundRobin,
+                    Some(a) => a
+                        .parse()
+                        .map_err(|e: String| refused(format!("pool `{}`: {e}", pool.name)))?,
+                };
+                let backends = pool
+                    .backends
+                    .iter()
+                    .map(backend_from_spec)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+                let l7 = c.l7_service(service)?;
+                if l7.pools.iter().any(|p| p.name == pool.name) {
+                    return Err(refused(format!(
+                        "`{service}` already has a pool `{}`",
+                        pool.name
+                    )));
+                }
+                l7.pools.push(config::L7Pool {
+                    name: pool.name.clone(),
+                    algorithm,
+                    hash_on: pool.hash_on.clone(),
+                    sticky_cookie: pool.sticky_cookie.clone(),
+                    sticky_max_age: pool.sticky_max_age,
+                    health: None,
+                    eject_after: config::DEFAULT_EJECT_AFTER,
+                    eject_for_ms: config::DEFAULT_EJECT_FOR_MS,
+                    eject_on_5xx: false,
+                    backends,
+                });
+                for a in addrs {
+                    c.state(service, a);
+                }
+                c.notes.push(format!(
+                    "pool `{}` added to `{service}` with {} backend(s)",
+                    pool.name,
+                    pool.backends.len()
+                ));
+            }
+            Op::PoolRemove { service, pool } => {
+                let l7 = c.l7_service(service)?;
+                let Some(i) = l7.pools.iter().position(|p| &p.name == pool) else {
+                    return Err(not_found(format!("`{service}` has no pool `{pool}`")));
+                };
+                l7.pools.remove(i);
                 let si = c.service_index(service)?;
+                let live: std::collections::HashSet<SocketAddr> = c.cfg.services[si]
+                    .all_backends()
+                    .map(|b| b.address)
+                    .collect();
+                c.backends
+                    .retain(|(s, a), _| s != service || live.contains(a));
+                c.notes
+                    .push(format!("pool `{pool}` removed from `{service}`"));
+            }
+            Op::BackendAdd {
+                service, backend, ..
+            } => {
+                let si = c.service_index(service)?;
+                c.not_l7(si, "backend add")?;
                 let b = backend_from_spec(backend)?;
                 if c.cfg.services[si]
                     .backends
@@ -136,6 +305,7 @@ impl Plane {
                 service,
                 address,
                 force,
+                ..
             } => {
                 let (si, bi) = c.backend_index(service, address)?;
                 let addr = c.cfg.services[si].backends[bi].address;
@@ -172,6 +342,7 @@ impl Plane {
                 service,
                 address,
                 weight,
+                ..
             } => {
                 let (si, bi) = c.backend_index(service, address)?;
                 let b = &mut c.cfg.services[si].backends[bi];

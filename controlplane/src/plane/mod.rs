@@ -209,12 +209,50 @@ impl Candidate {
         }
     }
 
+    /// The L7 part of service `service`, to change.
+    fn l7_service(&mut self, service: &str) -> Result<&mut config::L7Service, ErrorBody> {
+        let si = self.service_index(service)?;
+        self.cfg.services[si].l7.as_mut().ok_or_else(|| {
+            refused(format!(
+                "`{service}` is not an L7 service: routes and pools belong to forwarding = \"l7\" services"
+            ))
+        })
+    }
+
+    /// Pool `pool` of L7 service `service`, to change.
+    fn l7_pool(&mut self, service: &str, pool: &str) -> Result<&mut config::L7Pool, ErrorBody> {
+        let l7 = self.l7_service(service)?;
+        let names: Vec<String> = l7.pools.iter().map(|p| p.name.clone()).collect();
+        l7.pools.iter_mut().find(|p| p.name == pool).ok_or_else(|| {
+            not_found(format!(
+                "`{service}` has no pool `{pool}`; its pools: {}",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// Refuses `verb` without a pool on an L7 service (whose backends are in pools).
+    fn not_l7(&self, si: usize, verb: &str) -> Result<(), ErrorBody> {
+        match &self.cfg.services[si].l7 {
+            Some(l) => Err(refused(format!(
+                "`{}` is an L7 service: {verb} needs --pool (one of: {})",
+                self.cfg.services[si].name,
+                l.pools
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// As [`Candidate::backend_ref`], for changes only a service's own backends take.
     fn backend_index(&self, service: &str, address: &str) -> Result<(usize, usize), ErrorBody> {
         match self.backend_ref(service, address)? {
             (si, Some(bi), _) => Ok((si, bi)),
             (_, None, addr) => Err(refused(format!(
-                "{addr} is a backend of an L7 pool of `{service}`: its pools are changed in the configuration file for now (then `sluicectl reload`); drain, enable and disable work here"
+                "{addr} is a backend of an L7 pool of `{service}`: give --pool to change it in one pool (drain, enable and disable act on every pool)"
             ))),
         }
     }

@@ -145,6 +145,7 @@ fn a_removed_backend_with_flows_drains_and_goes_when_they_end_or_at_the_deadline
             service: "web".into(),
             address: "10.1.0.2:8080".into(),
             force: false,
+            pool: None,
         })
         .unwrap();
     assert!(out["changed"][0]
@@ -176,6 +177,7 @@ fn a_removed_backend_with_flows_drains_and_goes_when_they_end_or_at_the_deadline
         service: "web".into(),
         address: "10.1.0.2:8080".into(),
         force: false,
+        pool: None,
     })
     .unwrap();
     clock2.advance(Duration::from_secs(31));
@@ -197,6 +199,7 @@ fn a_batch_applies_all_of_its_changes_or_none() {
         service: "web".into(),
         address: "10.1.0.1:8080".into(),
         weight: 7,
+        pool: None,
     };
     let bad = Op::BackendAdd {
         service: "web".into(),
@@ -205,6 +208,7 @@ fn a_batch_applies_all_of_its_changes_or_none() {
             mac: None,
             weight: None,
         },
+        pool: None,
     };
     let e = p
         .handle(&Op::Batch {
@@ -230,6 +234,7 @@ fn a_batch_applies_all_of_its_changes_or_none() {
             mac: Some("02:00:00:00:01:03".into()),
             weight: Some(2),
         },
+        pool: None,
     };
     p.handle(&Op::Batch {
         ops: vec![set, add],
@@ -372,6 +377,7 @@ fn a_failed_publish_hook_fails_the_change_and_keeps_the_running_state() {
         service: "web".into(),
         address: "10.1.0.1:8080".into(),
         weight: 3,
+        pool: None,
     };
     let e = p.handle(&set).unwrap_err();
     assert_eq!(e.code, "failed");
@@ -513,10 +519,11 @@ fn l7_backends_drain_and_fail_health_checks_by_address_in_every_pool() {
             service: "site".into(),
             address: "10.1.0.2:8080".into(),
             weight: 3,
+            pool: None,
         })
         .unwrap_err();
     assert!(
-        e.message.contains("L7 pool") && e.message.contains("reload"),
+        e.message.contains("L7 pool") && e.message.contains("--pool"),
         "{}",
         e.message
     );
@@ -527,4 +534,180 @@ fn l7_backends_drain_and_fail_health_checks_by_address_in_every_pool() {
         })
         .unwrap_err();
     assert_eq!(e.code, "not_found");
+}
+
+/// Routes and pools change live, held to the file's rules, one by one or in a batch; a
+/// refused change leaves the running configuration as it was.
+#[test]
+fn l7_routes_and_pools_change_live_and_refusals_change_nothing() {
+    let (mut p, _) = plane_from(L7, PathBuf::from("/nonexistent/sluice.toml"));
+    let l7 = |p: &Plane| p.cfg.services[0].l7.clone().unwrap();
+    // A route to a pool that does not exist is refused by the rules a file meets.
+    let e = p
+        .handle(&Op::RouteAdd {
+            service: "site".into(),
+            route: ctl::RouteSpec {
+                host: Some("api.example".into()),
+                pool: "nope".into(),
+                ..Default::default()
+            },
+            position: None,
+        })
+        .unwrap_err();
+    assert!(
+        e.message.contains("route[0].pool") && e.message.contains("api, www")
+            || e.message.contains("www, api"),
+        "{}",
+        e.message
+    );
+    assert!(l7(&p).routes.is_empty(), "nothing changed");
+    // A new pool and a route to it, in one batch.
+    let g = p.generation;
+    p.handle(&Op::Batch {
+        ops: vec![
+            Op::PoolAdd {
+                service: "site".into(),
+                pool: ctl::PoolSpec {
+                    name: "canary".into(),
+                    algorithm: Some("least-requests".into()),
+                    hash_on: None,
+                    sticky_cookie: None,
+                    sticky_max_age: None,
+                    backends: vec![BackendSpec {
+                        address: "10.1.0.3:8080".into(),
+                        mac: Some("02:00:00:00:01:03".into()),
+                        weight: Some(2),
+                    }],
+                },
+            },
+            Op::RouteAdd {
+                service: "site".into(),
+                route: ctl::RouteSpec {
+                    header: Some("x-canary: 1".into()),
+                    pool: "canary".into(),
+                    ..Default::default()
+                },
+                position: Some(0),
+            },
+        ],
+    })
+    .unwrap();
+    assert!(p.generation > g);
+    let setup = p.l7_setup();
+    let svc = &setup.services[0];
+    assert_eq!(svc.routes[0].pool, 2, "the route points at the new pool");
+    assert_eq!(
+        svc.pools[2].algorithm,
+        l7_offload::setup::Algorithm::LeastRequests
+    );
+    assert_eq!(svc.pools[2].backends[0].weight, 2);
+    assert!(p
+        .backends
+        .contains_key(&("site".into(), "10.1.0.3:8080".parse().unwrap())));
+    // The data path resolves the new backend too.
+    assert!(p.current().services[0]
+        .backends
+        .iter()
+        .any(|b| b.addr == "10.1.0.3:8080".parse().unwrap()));
+    // A pool a route names cannot go; the route first, then the pool.
+    let e = p
+        .handle(&Op::PoolRemove {
+            service: "site".into(),
+            pool: "canary".into(),
+        })
+        .unwrap_err();
+    assert!(e.message.contains("no pool `canary`"), "{}", e.message);
+    assert_eq!(l7(&p).pools.len(), 3);
+    p.handle(&Op::RouteRemove {
+        service: "site".into(),
+        index: 0,
+    })
+    .unwrap();
+    p.handle(&Op::PoolRemove {
+        service: "site".into(),
+        pool: "canary".into(),
+    })
+    .unwrap();
+    assert_eq!(l7(&p).pools.len(), 2);
+    assert!(!p
+        .backends
+        .contains_key(&("site".into(), "10.1.0.3:8080".parse().unwrap())));
+    // Pool backends: added, reweighted and removed with a pool named; without one, refused.
+    p.handle(&Op::BackendAdd {
+        service: "site".into(),
+        backend: BackendSpec {
+            address: "10.1.0.4:8080".into(),
+            mac: None,
+            weight: None,
+        },
+        pool: Some("api".into()),
+    })
+    .unwrap();
+    assert_eq!(l7(&p).pools[1].backends.len(), 2);
+    p.handle(&Op::BackendSetWeight {
+        service: "site".into(),
+        address: "10.1.0.4:8080".into(),
+        weight: 9,
+        pool: Some("api".into()),
+    })
+    .unwrap();
+    assert_eq!(l7(&p).pools[1].backends[1].weight, 9);
+    let e = p
+        .handle(&Op::BackendAdd {
+            service: "site".into(),
+            backend: BackendSpec {
+                address: "10.1.0.5:8080".into(),
+                mac: None,
+                weight: None,
+            },
+            pool: None,
+        })
+        .unwrap_err();
+    assert!(
+        e.message.contains("--pool") && e.message.contains("www, api"),
+        "{}",
+        e.message
+    );
+    // The last backend of a pool cannot go (a pool needs one), by the file's rules.
+    p.handle(&Op::BackendRemove {
+        service: "site".into(),
+        address: "10.1.0.1:8080".into(),
+        force: false,
+        pool: Some("www".into()),
+    })
+    .unwrap();
+    let e = p
+        .handle(&Op::BackendRemove {
+            service: "site".into(),
+            address: "10.1.0.2:8080".into(),
+            force: false,
+            pool: Some("www".into()),
+        })
+        .unwrap_err();
+    assert!(
+        e.message.contains("pool `www` has no backends"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        l7(&p).pools[0].backends.len(),
+        1,
+        "the refused change left it"
+    );
+    p.handle(&Op::BackendRemove {
+        service: "site".into(),
+        address: "10.1.0.4:8080".into(),
+        force: false,
+        pool: Some("api".into()),
+    })
+    .unwrap();
+    assert_eq!(l7(&p).pools[1].backends.len(), 1);
+    // Routes and pools of an L4 service do not exist.
+    let (mut l4, _) = plane();
+    let e = l4
+        .handle(&Op::RouteList {
+            service: "web".into(),
+        })
+        .unwrap_err();
+    assert!(e.message.contains("not an L7 service"), "{}", e.message);
 }

@@ -83,6 +83,48 @@ impl Plane {
                 }
                 Ok(to_json(&BackendList { backends: rows }))
             }
+            Op::RouteList { service } => {
+                let svc = self.find_service(service)?;
+                let Some(l7) = &svc.l7 else {
+                    return Err(ErrorBody::new(
+                        "refused",
+                        format!("`{service}` is not an L7 service: it has no routes"),
+                    ));
+                };
+                // The L7 setup numbers only the L7 services.
+                let slot = self
+                    .cfg
+                    .services
+                    .iter()
+                    .filter(|s| s.l7.is_some())
+                    .position(|s| s.name == *service);
+                let counts = slot
+                    .and_then(|i| self.l7_totals().and_then(|t| t.routes.get(i).cloned()))
+                    .unwrap_or_default();
+                let routes = l7
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| ctl::views::RouteView {
+                        index: i,
+                        host: r.host.clone(),
+                        path: r
+                            .path
+                            .clone()
+                            .or_else(|| r.path_prefix.as_ref().map(|p| format!("{p}*"))),
+                        header: r.header.clone(),
+                        method: r.method.clone(),
+                        pool: r.pool.clone(),
+                        requests: counts.get(i).copied().unwrap_or(0),
+                    })
+                    .collect();
+                Ok(to_json(&ctl::views::RouteList {
+                    service: service.clone(),
+                    routes,
+                    default_pool: l7.default_pool.clone(),
+                    default_requests: counts.get(l7.routes.len()).copied().unwrap_or(0),
+                }))
+            }
             Op::HealthShow { service } => {
                 if let Some(n) = service {
                     self.find_service(n)?;
