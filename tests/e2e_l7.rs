@@ -758,10 +758,11 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     let m = t.exec("lb", &["curl", "-s", "http://127.0.0.1:9100/metrics"]);
     let m = String::from_utf8_lossy(&m.stdout);
     for name in [
-        "sluice_l7_requests_total{status_class=\"2xx\"}",
+        "sluice_l7_requests_total{service=\"site\",status_class=\"2xx\"}",
         "sluice_l7_errors_total{reason=\"backend_timeout\"}",
         "sluice_l7_upstream_requests_total{connection=\"reused\"}",
-        "sluice_l7_request_duration_seconds_bucket{le=\"+Inf\"}",
+        "sluice_l7_request_duration_seconds_bucket{service=\"site\",le=\"+Inf\"}",
+        "sluice_l7_route_requests_total{service=\"site\",route=\"default\"}",
         "sluice_l7_backend_requests_total{service=\"site\",pool=\"api\"",
     ] {
         assert!(m.contains(name), "{name} missing from the metrics");

@@ -327,6 +327,8 @@ pub struct L7Workers {
     pub tcp_tx_buffer: u32,
     /// Frames each ring between the poll loops and the L7 workers holds.
     pub ring: u32,
+    /// Idle pooled connections kept per backend and L7 worker; more are closed.
+    pub max_idle_per_backend: u32,
 }
 
 impl Default for L7Workers {
@@ -338,6 +340,7 @@ impl Default for L7Workers {
             tcp_rx_buffer: 65536,
             tcp_tx_buffer: 65536,
             ring: 4096,
+            max_idle_per_backend: 1024,
         }
     }
 }

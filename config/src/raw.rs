@@ -204,6 +204,7 @@ pub(crate) struct RawL7Workers {
     pub(crate) tcp_rx_buffer: Option<Spanned<u64>>,
     pub(crate) tcp_tx_buffer: Option<Spanned<u64>>,
     pub(crate) ring: Option<Spanned<u64>>,
+    pub(crate) max_idle_per_backend: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

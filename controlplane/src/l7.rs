@@ -128,6 +128,7 @@ pub fn setup(
         tcp: TcpSetup {
             rx_buffer: cfg.l7.tcp_rx_buffer as usize,
             tx_buffer: cfg.l7.tcp_tx_buffer as usize,
+            max_idle: cfg.l7.max_idle_per_backend as usize,
         },
     }
 }
@@ -224,14 +225,23 @@ pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
     let metric = |o: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
+    let l7: Vec<&config::Service> = cfg.services.iter().filter(|s| s.l7.is_some()).collect();
     metric(
         o,
         "sluice_l7_requests_total",
         "counter",
-        "Requests the L7 pool answered, by status class.",
+        "Requests the L7 pool answered, by service and status class.",
     );
-    for (c, n) in &v.status {
-        let _ = writeln!(o, "sluice_l7_requests_total{{status_class=\"{c}\"}} {n}");
+    for (si, sv) in t.services.iter().enumerate() {
+        let Some(svc) = l7.get(si) else { continue };
+        for (i, n) in sv.status.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_l7_requests_total{{service=\"{}\",status_class=\"{}xx\"}} {n}",
+                svc.name,
+                i + 1
+            );
+        }
     }
     metric(
         o,
@@ -278,6 +288,35 @@ pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
     );
     metric(
         o,
+        "sluice_l7_ejections_total",
+        "counter",
+        "Backends ejected by passive health.",
+    );
+    let _ = writeln!(o, "sluice_l7_ejections_total {}", v.ejections);
+    metric(
+        o,
+        "sluice_l7_route_requests_total",
+        "counter",
+        "Requests per route (route=\"default\": no route matched, to the default pool).",
+    );
+    for (si, counts) in t.routes.iter().enumerate() {
+        let Some(svc) = l7.get(si) else { continue };
+        let n_routes = svc.l7.as_ref().map_or(0, |l| l.routes.len());
+        for (ri, n) in counts.iter().enumerate() {
+            let route = if ri == n_routes {
+                "default".to_string()
+            } else {
+                ri.to_string()
+            };
+            let _ = writeln!(
+                o,
+                "sluice_l7_route_requests_total{{service=\"{}\",route=\"{route}\"}} {n}",
+                svc.name
+            );
+        }
+    }
+    metric(
+        o,
         "sluice_l7_backend_requests_total",
         "counter",
         "Requests per backend, by status class.",
@@ -291,27 +330,35 @@ pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
         o,
         "sluice_l7_request_duration_seconds",
         "histogram",
-        "Time from a request head to the last byte of its response.",
+        "Time from a request head to the last byte of its response, by service.",
     );
-    let mut cum = 0;
-    for (i, le) in l7_offload::stats::DURATION_BUCKETS.iter().enumerate() {
-        cum += t.duration_buckets[i];
+    let buckets = l7_offload::stats::DURATION_BUCKETS;
+    for (si, sv) in t.services.iter().enumerate() {
+        let Some(svc) = l7.get(si) else { continue };
+        let name = &svc.name;
+        let mut cum = 0;
+        for (i, le) in buckets.iter().enumerate() {
+            cum += sv.duration_buckets[i];
+            let _ = writeln!(
+                o,
+                "sluice_l7_request_duration_seconds_bucket{{service=\"{name}\",le=\"{le}\"}} {cum}"
+            );
+        }
+        cum += sv.duration_buckets[buckets.len()];
         let _ = writeln!(
             o,
-            "sluice_l7_request_duration_seconds_bucket{{le=\"{le}\"}} {cum}"
+            "sluice_l7_request_duration_seconds_bucket{{service=\"{name}\",le=\"+Inf\"}} {cum}"
+        );
+        let _ = writeln!(
+            o,
+            "sluice_l7_request_duration_seconds_sum{{service=\"{name}\"}} {}",
+            sv.duration_sum
+        );
+        let _ = writeln!(
+            o,
+            "sluice_l7_request_duration_seconds_count{{service=\"{name}\"}} {cum}"
         );
     }
-    cum += t.duration_buckets[l7_offload::stats::DURATION_BUCKETS.len()];
-    let _ = writeln!(
-        o,
-        "sluice_l7_request_duration_seconds_bucket{{le=\"+Inf\"}} {cum}"
-    );
-    let _ = writeln!(
-        o,
-        "sluice_l7_request_duration_seconds_sum {}",
-        t.duration_sum
-    );
-    let _ = writeln!(o, "sluice_l7_request_duration_seconds_count {cum}");
 }
 
 /// Whether `cfg` has any service for the L7 pool.

@@ -341,7 +341,7 @@ impl Shard<'_> {
         if let (Some(code), false) = (e.status(), started) {
             sess.to_client.clear();
             sess.to_client.extend_from_slice(error_response(code));
-            self.stats.status(code);
+            self.stats.status(sess.svc, code);
             if !counted {
                 self.stats.requests += 1;
             }
@@ -760,10 +760,11 @@ impl Shard<'_> {
                 .map_or(&[], |r| &r.response_headers);
             let len = resp.len;
             if (100..200).contains(&resp.code) && resp.code != 101 {
+                // An interim response passes as it is: the route's rules are for the final one.
                 http::write_response(
                     &mut sess.to_client,
                     &resp,
-                    rules,
+                    &[],
                     ClientFraming {
                         close: false,
                         keep_alive_10: false,
@@ -792,7 +793,7 @@ impl Shard<'_> {
                 discard(us, len);
                 ex.response = Some(Body::Done);
                 sess.phase = Phase::Tunnel;
-                self.stats.status(101);
+                self.stats.status(sess.svc, 101);
                 flush(&mut sess.to_client, cs);
                 return;
             }
@@ -843,8 +844,8 @@ impl Shard<'_> {
             && us.recv_queue() == 0;
         let close_client = ex.close_client;
         let (pool, backend) = (ex.pool, ex.backend);
-        self.stats.status(status);
-        self.stats.duration(secs);
+        self.stats.status(sess.svc, status);
+        self.stats.duration(sess.svc, secs);
         if let Some(b) = self.backend_stats(sess.svc, pool, backend) {
             if let Some(s) = crate::stats::status_class(status).and_then(|i| b.status.get_mut(i)) {
                 *s += 1;
@@ -859,9 +860,10 @@ impl Shard<'_> {
         if let Some(uid) = sess.up.take() {
             if let Role::Upstream(up) = &mut u.role {
                 up.client = None;
-                if reuse {
+                let list = self.idle.entry(up.backend).or_default();
+                if reuse && list.len() < setup.tcp.max_idle {
                     up.idle_since = Some(now);
-                    self.idle.entry(up.backend).or_default().push(uid);
+                    list.push(uid);
                 } else {
                     us.close();
                 }

@@ -21,6 +21,8 @@ pub struct L7Setup {
 pub struct TcpSetup {
     pub rx_buffer: usize,
     pub tx_buffer: usize,
+    /// Idle pooled upstream connections kept per backend (per shard).
+    pub max_idle: usize,
 }
 
 impl Default for TcpSetup {
@@ -28,6 +30,7 @@ impl Default for TcpSetup {
         TcpSetup {
             rx_buffer: 65536,
             tx_buffer: 65536,
+            max_idle: 1024,
         }
     }
 }

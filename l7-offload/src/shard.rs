@@ -231,6 +231,19 @@ impl<'r> Shard<'r> {
                     .collect()
             })
             .collect();
+        // Per-service request counters, by name too.
+        let old_services = std::mem::take(&mut self.stats.services);
+        self.stats.services = setup
+            .services
+            .iter()
+            .map(|s| {
+                old.services
+                    .iter()
+                    .position(|o| o.name == s.name)
+                    .and_then(|i| old_services.get(i).cloned())
+                    .unwrap_or_default()
+            })
+            .collect();
         self.stats.routes = setup
             .services
             .iter()
@@ -638,19 +651,22 @@ impl<'r> Shard<'r> {
     /// (reset) otherwise.
     pub(crate) fn release_upstream(&mut self, uid: ConnId, reuse: bool) {
         let now = self.now_ms();
-        let Some(c) = self.conn_mut(uid) else { return };
+        let max_idle = self.setup.tcp.max_idle;
+        let Some(c) = self.conns.get_mut(uid as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
         let Role::Upstream(u) = &mut c.role else {
             return;
         };
         u.client = None;
-        let backend = u.backend;
         let open = c
             .sock
             .as_ref()
             .is_some_and(|s| s.state() == smoltcp::socket::tcp::State::Established);
-        if reuse && open {
+        let list = self.idle.entry(u.backend).or_default();
+        if reuse && open && list.len() < max_idle {
             u.idle_since = Some(now);
-            self.idle.entry(backend).or_default().push(uid);
+            list.push(uid);
         } else if let Some(s) = c.sock.as_mut() {
             s.abort();
         }

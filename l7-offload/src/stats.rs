@@ -94,6 +94,15 @@ pub struct BackendRequests {
     pub status: [u64; 5],
 }
 
+/// Requests of one service, as one shard answered them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceRequests {
+    /// Responses by class: 1xx … 5xx.
+    pub status: [u64; 5],
+    pub duration_buckets: [u64; DURATION_BUCKETS.len() + 1],
+    pub duration_sum: f64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardStats {
     pub frames_in: u64,
@@ -128,6 +137,8 @@ pub struct ShardStats {
     /// Requests per service and route; the last entry of each service counts its default
     /// pool's.
     pub routes: Vec<Vec<u64>>,
+    /// Per service: status classes and durations.
+    pub services: Vec<ServiceRequests>,
 }
 
 impl ShardStats {
@@ -144,19 +155,27 @@ impl ShardStats {
             .map_or(0, |i| self.errors[i])
     }
 
-    pub fn status(&mut self, code: u16) {
-        if let Some(c) = status_class(code).and_then(|i| self.status.get_mut(i)) {
-            *c += 1;
+    /// A response with status `code` to a request of service `svc`.
+    pub fn status(&mut self, svc: usize, code: u16) {
+        let Some(i) = status_class(code) else { return };
+        self.status[i] += 1;
+        if let Some(s) = self.services.get_mut(svc) {
+            s.status[i] += 1;
         }
     }
 
-    pub fn duration(&mut self, secs: f64) {
+    /// A request of service `svc` that took `secs`.
+    pub fn duration(&mut self, svc: usize, secs: f64) {
         let i = DURATION_BUCKETS
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(DURATION_BUCKETS.len());
         self.duration_buckets[i] += 1;
         self.duration_sum += secs;
+        if let Some(s) = self.services.get_mut(svc) {
+            s.duration_buckets[i] += 1;
+            s.duration_sum += secs;
+        }
     }
 
     /// Adds `o` into `self` (summing shards).
@@ -190,6 +209,19 @@ impl ShardStats {
         }
         for (a, b) in self.duration_buckets.iter_mut().zip(o.duration_buckets) {
             *a += b;
+        }
+        if self.services.len() < o.services.len() {
+            self.services
+                .resize(o.services.len(), ServiceRequests::default());
+        }
+        for (a, b) in self.services.iter_mut().zip(&o.services) {
+            for (x, y) in a.status.iter_mut().zip(b.status) {
+                *x += y;
+            }
+            for (x, y) in a.duration_buckets.iter_mut().zip(b.duration_buckets) {
+                *x += y;
+            }
+            a.duration_sum += b.duration_sum;
         }
         if self.routes.len() < o.routes.len() {
             self.routes.resize(o.routes.len(), Vec::new());
@@ -243,14 +275,17 @@ mod tests {
 
     #[test]
     fn sums_and_buckets() {
-        let mut a = ShardStats::default();
-        a.status(204);
-        a.status(503);
-        a.status(99);
+        let mut a = ShardStats {
+            services: vec![ServiceRequests::default(); 2],
+            ..Default::default()
+        };
+        a.status(0, 204);
+        a.status(1, 503);
+        a.status(1, 99);
         a.error(L7Error::NoRoute);
-        a.duration(0.0001);
-        a.duration(0.3);
-        a.duration(9.0);
+        a.duration(0, 0.0001);
+        a.duration(1, 0.3);
+        a.duration(1, 9.0);
         a.upstream_opened = 1;
         a.upstream_reused = 3;
         a.backends = vec![vec![vec![BackendRequests {
@@ -261,6 +296,9 @@ mod tests {
         sum.add(&a);
         sum.add(&a);
         assert_eq!(sum.status, [0, 2, 0, 0, 2]);
+        assert_eq!(sum.services[1].status, [0, 0, 0, 0, 2]);
+        assert_eq!(sum.services[1].duration_buckets[12], 2);
+        assert_eq!(sum.services[0].duration_buckets[0], 2);
         assert_eq!(sum.errors_of(L7Error::NoRoute), 2);
         assert_eq!(sum.duration_buckets[0], 2);
         assert_eq!(sum.duration_buckets[9], 2);

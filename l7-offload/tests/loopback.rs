@@ -4,6 +4,7 @@
 //! check with real clients and servers, checked here frame by frame, deterministically.
 
 use dataplane::offload::{OffloadPlan, OffloadRings};
+use l7_offload::setup::HeaderRule;
 use l7_offload::setup::*;
 use l7_offload::{Shard, SharedSetup};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -98,6 +99,8 @@ struct Server {
     mute: bool,
     /// Body bytes received, over all requests.
     body_bytes: usize,
+    /// A 100 Continue was sent (once per test).
+    continued: bool,
 }
 
 impl Server {
@@ -110,6 +113,7 @@ impl Server {
             requests: vec![],
             mute: false,
             body_bytes: 0,
+            continued: false,
         };
         s.listen(host);
         s
@@ -142,6 +146,11 @@ impl Server {
             });
             while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+                if head.to_ascii_lowercase().contains("expect: 100-continue")
+                    && !std::mem::replace(&mut self.continued, true)
+                {
+                    pending.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
                 let len: usize = head
                     .lines()
                     .find_map(|l| {
@@ -672,4 +681,85 @@ fn a_backend_failing_requests_in_a_row_is_ejected_for_a_while() {
     assert_eq!(shard.stats.retries, 2, "only until it was ejected");
     assert_eq!(shard.stats.backends[0][1][0].ejections, 1);
     assert_eq!(shard.stats.backends[0][1][0].failures, 2);
+}
+
+#[test]
+fn expect_continue_http_1_0_keep_alive_and_response_rules() {
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    st.services[0].routes[0].response_headers = vec![
+        HeaderRule::Add("X-Served-By".into(), "sluice".into()),
+        HeaderRule::Set("Content-Type".into(), "text/plain".into()),
+    ];
+    let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
+    // Expect: 100-continue: the backend's interim answer reaches the client before the body.
+    let c = w.connect(53000);
+    w.run(&mut shard, 20);
+    w.send(
+        c,
+        b"POST /api/up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    w.run(&mut shard, 40);
+    let interim = text(&w.received(c));
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    w.send(c, b"hello");
+    w.run(&mut shard, 40);
+    let got = text(&w.received(c));
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("b2 /api/up\n"),
+        "{got}"
+    );
+    // Response rules of the route.
+    assert!(
+        got.contains("X-Served-By: sluice\r\n") && got.contains("Content-Type: text/plain\r\n"),
+        "{got}"
+    );
+    assert_eq!(w.backends[1].1.body_bytes, 5);
+    // HTTP/1.0: keep-alive only when asked, and then said.
+    let d = w.connect(53001);
+    w.run(&mut shard, 20);
+    w.send(d, b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    w.run(&mut shard, 40);
+    let got = text(&w.received(d));
+    assert!(
+        got.contains("Connection: keep-alive\r\n") && got.ends_with("b1 /a\n"),
+        "{got}"
+    );
+    w.send(d, b"GET /b HTTP/1.0\r\n\r\n");
+    w.run(&mut shard, 40);
+    let got = text(&w.received(d));
+    assert!(
+        got.contains("Connection: close\r\n") && got.ends_with("b1 /b\n"),
+        "{got}"
+    );
+    w.run(&mut shard, 40);
+    assert!(
+        !w.client.sockets.get_mut::<tcp::Socket>(d).may_recv(),
+        "closed after it"
+    );
+}
+
+#[test]
+fn idle_pooled_connections_are_bounded_per_backend() {
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8080"]);
+    st.tcp.max_idle = 2;
+    let (mut w, shared) = world(st, &["10.99.0.11:8080", "10.99.0.12:8080"]);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
+    let clients: Vec<_> = (0..6).map(|i| w.connect(54000 + i)).collect();
+    w.run(&mut shard, 20);
+    for &c in &clients {
+        w.send(c, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    w.run(&mut shard, 100);
+    for &c in &clients {
+        assert!(text(&w.received(c)).ends_with("b1 /\n"));
+    }
+    assert_eq!(shard.stats.upstream_opened, 6, "six at once need six");
+    w.run(&mut shard, 100);
+    assert_eq!(
+        shard.stats.upstream_connections, 2,
+        "two kept idle, four closed"
+    );
 }

@@ -553,6 +553,10 @@ pub(crate) fn parse_l7_workers(
         spans.put("l7.ring", v.span());
         w.ring = small(ctx, v, "l7.ring")?;
     }
+    if let Some(v) = &r.max_idle_per_backend {
+        spans.put("l7.max_idle_per_backend", v.span());
+        w.max_idle_per_backend = small(ctx, v, "l7.max_idle_per_backend")?;
+    }
     Ok(w)
 }
 
@@ -620,6 +624,13 @@ pub(crate) fn check_l7_workers(
                 "the default is 65536",
             );
         }
+    }
+    if !(1..=1_000_000).contains(&w.max_idle_per_backend) {
+        return invalid(
+            "l7.max_idle_per_backend",
+            format!("{} is outside 1–1000000", w.max_idle_per_backend),
+            "the default is 1024",
+        );
     }
     if !(64..=1 << 20).contains(&w.ring) {
         return invalid(
