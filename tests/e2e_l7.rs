@@ -1,4 +1,4 @@
-//! The L7 pool end to end: sluice on AF_XDP terminates real curl connections in its own TCP
+//! The L7 pool end to end: sluice on AF_XDP terminates real curl, wrk and h2load connections in its own TCP
 //! stack and proxies HTTP/1.1 to real keep-alive backends (tests/e2e/http_backend.py) over
 //! connections it opens from the node's address, in network namespaces. Routing by host,
 //! wildcard host, path and header; each algorithm's distribution; sticky cookies; upstream
@@ -403,6 +403,26 @@ fn l7_holds_ten_thousand_idle_connections_while_requests_flow() {
     assert!(
         !report.contains("Non-2xx") && !report.contains("Socket errors"),
         "{report}"
+    );
+    // And h2load's HTTP/1.1 client, pipelining, beside them.
+    let o = t.exec(
+        "cli",
+        &[
+            "h2load",
+            "--h1",
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "-m",
+            "4",
+            "http://10.99.0.100/h2load",
+        ],
+    );
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        report.contains("2000 succeeded, 0 failed, 0 errored"),
+        "h2load: {report}"
     );
     let out = idle.wait_with_output().unwrap();
     assert_eq!(
