@@ -18,7 +18,8 @@
 # says how many it used.
 #
 # Usage: scripts/bench-l7.sh [-s SECONDS] [-r RUNS] [-o OUTDIR] [-c "ka100 close100 ka10k"]
-# (BENCH_L7_DEBUG=1 also prints the client's TCP retransmissions and sluice's exit report.)
+# (BENCH_L7_DEBUG=1 also prints the client's TCP retransmissions and sluice's exit report;
+# SLUICE_IDLE=spin runs sluice's poll loop without yielding when idle.)
 # Needs root; installs haproxy and wrk if missing. Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +78,7 @@ snat_ports = [1024, 9999]
 [dataplane]
 driver = "xdp"
 cores = [1]
+idle = "${SLUICE_IDLE:-yield}"
 [dataplane.xdp]
 interface = "eth0"
 [control]

@@ -150,6 +150,7 @@ pub fn run(
     let shared = Shared {
         rings: &rings,
         l7: l7.as_ref(),
+        idle_yield: dp.idle == config::IdlePolicy::Yield,
         stop: &stop,
         received: &received,
     };

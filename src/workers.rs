@@ -53,11 +53,16 @@ fn reload_requested() -> bool {
         .is_some_and(|r| r.swap(false, Ordering::Relaxed))
 }
 
+/// Empty polls in a row after which an idle worker yields (with `idle = "yield"`).
+const IDLE_POLLS: u32 = 16;
+
 /// What the worker threads share, borrowed for the scope.
 pub struct Shared<'env, F> {
     pub rings: &'env Rings<F>,
     /// The L7 pool, whose shards run beside the workers (its rings are in `rings`).
     pub l7: Option<&'env crate::l7::L7Pool>,
+    /// `dataplane.idle = "yield"`: an idle worker yields its core between polls.
+    pub idle_yield: bool,
     pub stop: &'env AtomicBool,
     /// Frames each worker received so far (for `--idle-exit` and `--progress`).
     pub received: &'env [AtomicU64],
@@ -103,6 +108,7 @@ where
                 // After a stop, the L7 shards reset their connections: their frames are sent
                 // until every shard is done, and once more (within half a second at most).
                 let mut stopping: Option<Instant> = None;
+                let mut idle = 0u32;
                 loop {
                     if shared.stop.load(Ordering::Relaxed) {
                         let since = *stopping.get_or_insert_with(Instant::now);
@@ -113,8 +119,18 @@ where
                             break;
                         }
                     }
+                    let out = worker.stats.packets_out;
                     if worker.poll(&mut queue, &mut bursts, shared.rings) > 0 {
                         shared.received[i].store(worker.stats.packets_in, Ordering::Relaxed);
+                        idle = 0;
+                    } else if worker.stats.packets_out == out {
+                        idle += 1;
+                        // Idle: let a thread sharing the core (an L7 worker) run.
+                        if shared.idle_yield && idle > IDLE_POLLS {
+                            std::thread::yield_now();
+                        }
+                    } else {
+                        idle = 0;
                     }
                     queue.after_poll();
                     link.between_bursts(&mut worker);

@@ -320,6 +320,24 @@ mac = "02:00:00:00:01:01"
     }
 
     #[test]
+    fn the_idle_policy_defaults_to_yield_and_names_a_bad_value() {
+        let dp =
+            "\n[dataplane]\ndriver = \"xdp\"\ncores = [0]\n[dataplane.xdp]\ninterface = \"eth0\"\n";
+        let c = Config::from_toml(&format!("{GOOD}{dp}"), None).unwrap();
+        assert_eq!(c.dataplane.unwrap().idle, IdlePolicy::Yield);
+        let spin = dp.replace("cores = [0]\n", "cores = [0]\nidle = \"spin\"\n");
+        let c = Config::from_toml(&format!("{GOOD}{spin}"), None).unwrap();
+        assert_eq!(c.dataplane.as_ref().unwrap().idle, IdlePolicy::Spin);
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        let e = err(&format!(
+            "{GOOD}{}",
+            dp.replace("cores = [0]\n", "cores = [0]\nidle = \"nap\"\n")
+        ));
+        assert_eq!(e.key, "dataplane.idle");
+        assert!(e.fix.contains("yield, spin") && e.line.is_some(), "{e}");
+    }
+
+    #[test]
     fn dataplane_section() {
         let dp = "\n[dataplane]\ndriver = \"dpdk\"\ncores = [1, 2]\n[dataplane.dpdk]\neal_args = [\"--in-memory\"]\nport = \"net_null0\"\n";
         let c = Config::from_toml(&format!("{GOOD}{dp}"), None).unwrap();
@@ -513,6 +531,7 @@ mac = "02:00:00:00:01:01"
                     c.dataplane = Some(Dataplane {
                         driver: Driver::Pcap,
                         cores: vec![1, 1],
+                        idle: IdlePolicy::Yield,
                         dpdk: None,
                         pcap: None,
                         xdp: None,
@@ -559,6 +578,7 @@ mac = "02:00:00:00:01:01"
         dpdk.dataplane = Some(Dataplane {
             driver: Driver::Dpdk,
             cores: vec![1],
+            idle: IdlePolicy::Spin,
             dpdk: Some(Dpdk {
                 eal_args: vec!["--vdev".into(), "net_null0".into()],
                 port: "net_null0".into(),

@@ -478,6 +478,32 @@ impl Driver {
     }
 }
 
+/// What a worker does when its queue is empty (`dataplane.idle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// After 16 empty polls in a row, yield the core to any other runnable thread (the L7
+    /// workers, on a shared core) before polling again; returns at once when there is none.
+    Yield,
+    /// Poll without pause.
+    Spin,
+}
+
+impl IdlePolicy {
+    pub const ALL: [IdlePolicy; 2] = [IdlePolicy::Yield, IdlePolicy::Spin];
+    pub fn name(self) -> &'static str {
+        match self {
+            IdlePolicy::Yield => "yield",
+            IdlePolicy::Spin => "spin",
+        }
+    }
+}
+
+impl Named for IdlePolicy {
+    fn file_name(self) -> &'static str {
+        self.name()
+    }
+}
+
 /// How the XDP program attaches (`dataplane.xdp.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
@@ -568,6 +594,8 @@ pub struct Dataplane {
     pub driver: Driver,
     /// CPU cores for workers, one worker (and one RX/TX queue pair) per core.
     pub cores: Vec<usize>,
+    #[serde(serialize_with = "named")]
+    pub idle: IdlePolicy,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dpdk: Option<Dpdk>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -63,6 +63,7 @@ pub(crate) struct RawPcapDriver {
 pub(crate) struct RawDataplane {
     pub(crate) driver: Spanned<Driver>,
     pub(crate) cores: Spanned<Vec<usize>>,
+    pub(crate) idle: Option<Spanned<String>>,
     pub(crate) dpdk: Option<Spanned<RawDpdk>>,
     pub(crate) pcap: Option<Spanned<RawPcapDriver>>,
     pub(crate) xdp: Option<Spanned<RawXdp>>,

@@ -15,6 +15,17 @@ fn pick<T: Copy>(
     all: &[T],
     name: fn(T) -> &'static str,
 ) -> Result<T, ConfigError> {
+    pick_at(ctx, v, &format!("dataplane.xdp.{key}"), key, all, name)
+}
+
+fn pick_at<T: Copy>(
+    ctx: &Ctx,
+    v: &Option<Spanned<String>>,
+    full_key: &str,
+    key: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T, ConfigError> {
     let Some(m) = v else {
         return Ok(all[0]);
     };
@@ -22,7 +33,7 @@ fn pick<T: Copy>(
         Some(t) => Ok(*t),
         None => ctx.err(
             m.span(),
-            format!("dataplane.xdp.{key}"),
+            full_key,
             format!("`{}` is not a {key} setting", m.get_ref()),
             format!(
                 "use one of: {}",
@@ -107,6 +118,14 @@ pub(crate) fn parse_dataplane(
     Ok(Dataplane {
         driver: *r.driver.get_ref(),
         cores: r.cores.get_ref().clone(),
+        idle: pick_at(
+            ctx,
+            &r.idle,
+            "dataplane.idle",
+            "idle",
+            &IdlePolicy::ALL,
+            IdlePolicy::name,
+        )?,
         dpdk,
         pcap,
         xdp,
