@@ -317,7 +317,7 @@ fn topology(pfx: &str) -> (Topology, Vec<std::process::Child>) {
 #[test]
 fn l7_http_on_dpdk_af_packet_routes_and_streams() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (t, _backends) = topology("l7d");
+    let (t, mut backends) = topology("l7d");
     let b = Balancer::start(&t, &driver_config("dpdk", &services()));
     let by = answers(
         &t,
@@ -349,6 +349,13 @@ fn l7_http_on_dpdk_af_packet_routes_and_streams() {
     });
     assert_eq!(l7["requests"], 44, "{l7}");
     assert_eq!(l7["errors"]["no_route"], 1, "{l7}");
+    // A backend killed: nothing listens any more, its only pool answers 502.
+    let _ = backends[2].kill();
+    let _ = backends[2].wait();
+    assert_eq!(
+        curl(&t, &["-H", "X-Canary: 1", "http://10.99.0.100/any"]).0,
+        502
+    );
     let out = b.stop();
     assert!(String::from_utf8_lossy(&out.stdout).contains("L7 pool:"));
 }
