@@ -790,6 +790,7 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         "sluice_l7_upstream_requests_total{connection=\"reused\"}",
         "sluice_l7_request_duration_seconds_bucket{service=\"site\",le=\"+Inf\"}",
         "sluice_l7_route_requests_total{service=\"site\",route=\"default\"}",
+        "sluice_l7_route_responses_total{service=\"edge\",route=\"default\",status_class=\"4xx\"}",
         "sluice_l7_backend_requests_total{service=\"site\",pool=\"api\"",
     ] {
         assert!(m.contains(name), "{name} missing from the metrics");

@@ -317,6 +317,31 @@ pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
     }
     metric(
         o,
+        "sluice_l7_route_responses_total",
+        "counter",
+        "Responses per route, by status class (route=\"default\" as above).",
+    );
+    for (si, per_route) in t.route_status.iter().enumerate() {
+        let Some(svc) = l7.get(si) else { continue };
+        let n_routes = svc.l7.as_ref().map_or(0, |l| l.routes.len());
+        for (ri, c) in per_route.iter().enumerate() {
+            let route = if ri == n_routes {
+                "default".to_string()
+            } else {
+                ri.to_string()
+            };
+            for (i, n) in c.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "sluice_l7_route_responses_total{{service=\"{}\",route=\"{route}\",status_class=\"{}xx\"}} {n}",
+                    svc.name,
+                    i + 1
+                );
+            }
+        }
+    }
+    metric(
+        o,
         "sluice_l7_backend_requests_total",
         "counter",
         "Requests per backend, by status class.",

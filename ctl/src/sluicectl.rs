@@ -649,6 +649,15 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                     ("HEADER", &|r| opt(&r.header)),
                     ("METHOD", &|r| opt(&r.method)),
                     ("POOL", &|r| r.pool.clone()),
+                    ("2XX", &|r| {
+                        r.status.get("2xx").copied().unwrap_or(0).to_string()
+                    }),
+                    ("4XX", &|r| {
+                        r.status.get("4xx").copied().unwrap_or(0).to_string()
+                    }),
+                    ("5XX", &|r| {
+                        r.status.get("5xx").copied().unwrap_or(0).to_string()
+                    }),
                     ("REQUESTS", &|r| r.requests.to_string()),
                 ],
             ) + &format!(

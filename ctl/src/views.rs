@@ -66,8 +66,10 @@ pub struct RouteList {
     pub routes: Vec<RouteView>,
     /// Where requests no route matches go (`None`: 404).
     pub default_pool: Option<String>,
-    /// Requests that went to the default pool.
+    /// Requests that went to the default pool (or got 404 without one).
     pub default_requests: u64,
+    #[serde(default)]
+    pub default_status: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +83,9 @@ pub struct RouteView {
     pub pool: String,
     /// Requests it matched (summed over the L7 workers).
     pub requests: u64,
+    /// Their responses by class (`1xx` … `5xx`).
+    #[serde(default)]
+    pub status: BTreeMap<String, u64>,
 }
 
 /// `backend list`.

@@ -336,12 +336,25 @@ impl Shard<'_> {
         let started = sess.ex.as_ref().is_some_and(|ex| ex.response.is_some());
         // A request that reached a backend was counted when its head was read.
         let counted = sess.ex.is_some();
+        let n_routes = self
+            .setup
+            .services
+            .get(sess.svc)
+            .map_or(0, |s| s.routes.len());
+        let route_slot = match (&sess.ex, e) {
+            (Some(ex), _) => Some(ex.route.unwrap_or(n_routes)),
+            (None, L7Error::NoRoute) => Some(n_routes),
+            _ => None,
+        };
         sess.ex = None;
         sess.to_up.clear();
         if let (Some(code), false) = (e.status(), started) {
             sess.to_client.clear();
             sess.to_client.extend_from_slice(error_response(code));
             self.stats.status(sess.svc, code);
+            if let Some(slot) = route_slot {
+                self.stats.route_status(sess.svc, slot, code);
+            }
             if !counted {
                 self.stats.requests += 1;
             }
@@ -846,6 +859,8 @@ impl Shard<'_> {
         let (pool, backend) = (ex.pool, ex.backend);
         self.stats.status(sess.svc, status);
         self.stats.duration(sess.svc, secs);
+        let slot = ex.route.unwrap_or(svc.routes.len());
+        self.stats.route_status(sess.svc, slot, status);
         if let Some(b) = self.backend_stats(sess.svc, pool, backend) {
             if let Some(s) = crate::stats::status_class(status).and_then(|i| b.status.get_mut(i)) {
                 *s += 1;

@@ -73,6 +73,33 @@ pub(crate) struct Conn {
 
 /// Frames taken from the ring per poll before the connections are driven.
 const INTAKE: usize = 64;
+/// Per-route counters of `new` taken from those of `old` where a route of the same service
+/// (by name) has the same conditions; the last entry of each service is its default pool's.
+fn carry_routes<T: Clone + Default>(
+    old: &L7Setup,
+    new: &L7Setup,
+    counts: &[Vec<T>],
+) -> Vec<Vec<T>> {
+    new.services
+        .iter()
+        .map(|s| {
+            let os = old.services.iter().position(|o| o.name == s.name);
+            let slot = |k: Option<usize>| -> T {
+                os.zip(k)
+                    .and_then(|(i, k)| counts.get(i)?.get(k).cloned())
+                    .unwrap_or_default()
+            };
+            let mut v: Vec<T> = s
+                .routes
+                .iter()
+                .map(|r| slot(os.and_then(|i| old.services[i].routes.iter().position(|o| o == r))))
+                .collect();
+            v.push(slot(os.map(|i| old.services[i].routes.len())));
+            v
+        })
+        .collect()
+}
+
 /// Closed sockets kept for reuse, at most.
 const SPARE_SOCKETS: usize = 4096;
 /// How often the counters are published.
@@ -244,34 +271,9 @@ impl<'r> Shard<'r> {
                     .unwrap_or_default()
             })
             .collect();
-        self.stats.routes = setup
-            .services
-            .iter()
-            .map(|s| {
-                let os = old.services.iter().position(|o| o.name == s.name);
-                let mut counts: Vec<u64> = s
-                    .routes
-                    .iter()
-                    .map(|r| {
-                        os.and_then(|i| {
-                            let k = old.services[i].routes.iter().position(|o| o == r)?;
-                            old_routes.get(i)?.get(k).copied()
-                        })
-                        .unwrap_or(0)
-                    })
-                    .collect();
-                counts.push(
-                    os.and_then(|i| {
-                        old_routes
-                            .get(i)?
-                            .get(old.services[i].routes.len())
-                            .copied()
-                    })
-                    .unwrap_or(0),
-                );
-                counts
-            })
-            .collect();
+        self.stats.routes = carry_routes(old, &setup, &old_routes);
+        let old_status = std::mem::take(&mut self.stats.route_status);
+        self.stats.route_status = carry_routes(old, &setup, &old_status);
         let head = setup
             .services
             .iter()

@@ -137,6 +137,8 @@ pub struct ShardStats {
     /// Requests per service and route; the last entry of each service counts its default
     /// pool's.
     pub routes: Vec<Vec<u64>>,
+    /// Responses by class (1xx … 5xx) per service and route, laid out as `routes`.
+    pub route_status: Vec<Vec<[u64; 5]>>,
     /// Per service: status classes and durations.
     pub services: Vec<ServiceRequests>,
 }
@@ -161,6 +163,18 @@ impl ShardStats {
         self.status[i] += 1;
         if let Some(s) = self.services.get_mut(svc) {
             s.status[i] += 1;
+        }
+    }
+
+    /// A response with status `code` on route slot `route` of service `svc`.
+    pub fn route_status(&mut self, svc: usize, route: usize, code: u16) {
+        if let (Some(i), Some(c)) = (
+            status_class(code),
+            self.route_status
+                .get_mut(svc)
+                .and_then(|r| r.get_mut(route)),
+        ) {
+            c[i] += 1;
         }
     }
 
@@ -222,6 +236,19 @@ impl ShardStats {
                 *x += y;
             }
             a.duration_sum += b.duration_sum;
+        }
+        if self.route_status.len() < o.route_status.len() {
+            self.route_status.resize(o.route_status.len(), Vec::new());
+        }
+        for (a, b) in self.route_status.iter_mut().zip(&o.route_status) {
+            if a.len() < b.len() {
+                a.resize(b.len(), [0; 5]);
+            }
+            for (x, y) in a.iter_mut().zip(b) {
+                for (p, q) in x.iter_mut().zip(y) {
+                    *p += q;
+                }
+            }
         }
         if self.routes.len() < o.routes.len() {
             self.routes.resize(o.routes.len(), Vec::new());

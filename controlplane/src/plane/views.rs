@@ -98,9 +98,17 @@ impl Plane {
                     .iter()
                     .filter(|s| s.l7.is_some())
                     .position(|s| s.name == *service);
+                let totals = self.l7_totals();
                 let counts = slot
-                    .and_then(|i| self.l7_totals().and_then(|t| t.routes.get(i).cloned()))
+                    .and_then(|i| totals.as_ref().and_then(|t| t.routes.get(i).cloned()))
                     .unwrap_or_default();
+                let status = slot
+                    .and_then(|i| totals.as_ref().and_then(|t| t.route_status.get(i).cloned()))
+                    .unwrap_or_default();
+                let classes = |k: usize| -> std::collections::BTreeMap<String, u64> {
+                    let c = status.get(k).copied().unwrap_or([0; 5]);
+                    (0..5).map(|i| (format!("{}xx", i + 1), c[i])).collect()
+                };
                 let routes = l7
                     .routes
                     .iter()
@@ -116,6 +124,7 @@ impl Plane {
                         method: r.method.clone(),
                         pool: r.pool.clone(),
                         requests: counts.get(i).copied().unwrap_or(0),
+                        status: classes(i),
                     })
                     .collect();
                 Ok(to_json(&ctl::views::RouteList {
@@ -123,6 +132,7 @@ impl Plane {
                     routes,
                     default_pool: l7.default_pool.clone(),
                     default_requests: counts.get(l7.routes.len()).copied().unwrap_or(0),
+                    default_status: classes(l7.routes.len()),
                 }))
             }
             Op::HealthShow { service } => {
