@@ -2,7 +2,8 @@
 //! stack and proxies HTTP/1.1 to real keep-alive backends (tests/e2e/http_backend.py) over
 //! connections it opens from the node's address, in network namespaces. Routing by host,
 //! wildcard host, path and header; each algorithm's distribution; sticky cookies; upstream
-//! keep-alive reuse seen from the backends; 50 MB chunked bodies both ways checked byte for
+//! keep-alive reuse seen from the backends; route header rules; Expect: 100-continue; HTTP/1.0
+//! keep-alive; 50 MB chunked bodies both ways checked byte for
 //! byte; a WebSocket-style upgrade; 400/404/413/431/502/504 from real causes; slow clients
 //! closed and counted while others are served; the counters in `sluicectl stats` and
 //! Prometheus. Needs root.
@@ -39,6 +40,11 @@ body_bytes = 104857600
 host = "api.example"
 path_prefix = "/v1/"
 pool = "api"
+[service.route.request_headers]
+set = { "X-Canary" = "from-route" }
+[service.route.response_headers]
+add = { "X-Served-By" = "sluice" }
+remove = ["x-saw-cookie"]
 
 [[service.route]]
 host = "*.img.example"
@@ -613,6 +619,59 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     assert!(
         stats.contains("L7 pool:") && stats.contains("latency p50") && stats.contains("POOL"),
         "{stats}"
+    );
+
+    // A route's header rules, both ways; Expect: 100-continue through to the backend (curl
+    // waits for the interim answer before sending the body); HTTP/1.0 keep-alive.
+    let (_, head, _) = curl(
+        &t,
+        &[
+            "-H",
+            "Host: api.example",
+            "-H",
+            "X-Canary: client",
+            "http://10.99.0.100/v1/rules",
+        ],
+    );
+    assert!(
+        head.contains("X-Saw-X-Canary: from-route"),
+        "request rule: {head}"
+    );
+    assert!(
+        head.contains("X-Served-By: sluice") && !head.contains("X-Saw-Cookie"),
+        "response rules: {head}"
+    );
+    let small = t.dir.join("small");
+    std::fs::write(&small, vec![b'e'; 4096]).unwrap();
+    let o = t.exec(
+        "cli",
+        &["bash", "-c", &format!("curl -sv -m 20 -H 'Expect: 100-continue' --data-binary @{} http://10.99.0.100/digest 2>&1", small.display())],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("< HTTP/1.1 100 Continue"),
+        "the interim answer reached curl: {said}"
+    );
+    let want = {
+        let o = std::process::Command::new("sha256sum")
+            .arg(&small)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(said.contains(&want), "the body after it: {said}");
+    let o = t.exec(
+        "cli",
+        &["bash", "-c", "curl -sv -m 10 --http1.0 -H 'Connection: keep-alive' http://10.99.0.100/a http://10.99.0.100/b 2>&1"],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("< Connection: keep-alive") && said.contains("Re-using existing connection"),
+        "HTTP/1.0 keep-alive: {said}"
     );
 
     // Forwarding headers reach the backend.
