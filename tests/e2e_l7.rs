@@ -1,12 +1,13 @@
-//! The L7 pool end to end: sluice on AF_XDP terminates real curl, wrk and h2load connections in its own TCP
-//! stack and proxies HTTP/1.1 to real keep-alive backends (tests/e2e/http_backend.py) over
-//! connections it opens from the node's address, in network namespaces. Routing by host,
-//! wildcard host, path and header; each algorithm's distribution; sticky cookies; upstream
-//! keep-alive reuse seen from the backends; route header rules; Expect: 100-continue; HTTP/1.0
-//! keep-alive; 50 MB chunked bodies both ways checked byte for
-//! byte; a WebSocket-style upgrade; 400/404/413/431/502/504 from real causes; slow clients
-//! closed and counted while others are served; the counters in `sluicectl stats` and
-//! Prometheus. Needs root.
+//! The L7 pool end to end: sluice on AF_XDP terminates real curl, wrk and h2load connections
+//! in its own TCP stack and proxies HTTP/1.1 to real keep-alive backends
+//! (tests/e2e/http_backend.py) over connections it opens from the node's address, in network
+//! namespaces. Routing by host, wildcard host, path and header; each algorithm's
+//! distribution; sticky cookies; upstream keep-alive reuse seen from the backends; route
+//! header rules; Expect: 100-continue; HTTP/1.0 keep-alive; 50 MB chunked bodies both ways
+//! checked byte for byte; a WebSocket-style upgrade; 400/404/413/431/502/503/504 from real
+//! causes; draining under load; health checks; live route and pool changes; slow clients
+//! closed and counted while others are served; 10,000 idle connections held; the counters in
+//! `sluicectl stats` and Prometheus; and a shorter run on DPDK. Needs root.
 
 mod common;
 #[path = "e2e/harness.rs"]
