@@ -101,13 +101,7 @@ impl L7Pool {
 
     /// The shards' counters summed.
     pub fn totals(&self) -> ShardStats {
-        let mut sum = ShardStats::default();
-        for m in self.stats.iter() {
-            if let Ok(s) = m.lock() {
-                sum.add(&s);
-            }
-        }
-        sum
+        ShardStats::sum_published(&self.stats)
     }
 }
 

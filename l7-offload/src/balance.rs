@@ -11,13 +11,10 @@ use std::net::IpAddr;
 /// A backend's name in a sticky cookie: a hash of its address, so the cookie does not
 /// reveal the address, and is the same on every shard and instance.
 pub fn sticky_id(addr: std::net::SocketAddr) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in addr.to_string().bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
-    packet::flow::mix64(h)
+    hash_bytes(addr.to_string().as_bytes())
 }
 
+/// FNV-1a, finished with a mixer: the same on every shard and instance (no random seed).
 fn hash_bytes(b: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for &c in b {
@@ -119,17 +116,20 @@ impl PoolState {
         false
     }
 
-    fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        packet::flow::mix64(self.rng)
+    /// The next pseudo-random number (a free function of the generator's state, so a pick
+    /// can draw while it reads the other fields).
+    fn random(rng: &mut u64) -> u64 {
+        *rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        packet::flow::mix64(*rng)
     }
 
     /// The backend for `req` from `client`, never `avoid` (a retry's failed backend) unless
-    /// it is the only one; `None` when no backend takes requests (503).
+    /// it is the only one; `None` when no backend takes requests (503). Without a request
+    /// (a retry), no cookie or header steers the pick: the pool's algorithm does.
     pub fn pick(
         &mut self,
         pool: &Pool,
-        req: &Request<'_>,
+        req: Option<&Request<'_>>,
         client: IpAddr,
         avoid: Option<usize>,
     ) -> Option<Pick> {
@@ -138,11 +138,10 @@ impl PoolState {
         let all_ejected = (0..pool.backends.len())
             .filter(|&i| pool.backends[i].takes_requests())
             .all(|i| self.ejected(i));
-        let ejected: Vec<bool> = (0..pool.backends.len())
-            .map(|i| !all_ejected && self.ejected(i))
-            .collect();
-        let ok = |i: usize| pool.backends[i].takes_requests() && Some(i) != avoid && !ejected[i];
-        if let Some(name) = &pool.sticky_cookie {
+        let (until, now) = (&self.ejected_until, self.now);
+        let ejected = |i: usize| !all_ejected && until.get(i).is_some_and(|&t| t > now);
+        let ok = |i: usize| pool.backends[i].takes_requests() && Some(i) != avoid && !ejected(i);
+        if let (Some(name), Some(req)) = (&pool.sticky_cookie, req) {
             if let Some(v) = req.cookie(name) {
                 let id = std::str::from_utf8(v)
                     .ok()
@@ -198,9 +197,9 @@ impl PoolState {
                 } else {
                     let nth = |k: u64| (0..n).filter(|&i| ok(i)).nth(k as usize);
                     // Two different backends (when there are two).
-                    let ka = self.random() % up;
+                    let ka = Self::random(&mut self.rng) % up;
                     let kb = if up > 1 {
-                        (ka + 1 + self.random() % (up - 1)) % up
+                        (ka + 1 + Self::random(&mut self.rng) % (up - 1)) % up
                     } else {
                         ka
                     };
@@ -217,8 +216,8 @@ impl PoolState {
             }
             Algorithm::Hash(on) => {
                 let key = match on {
-                    HashOn::Header(h) => req.field(h).map(hash_bytes),
-                    HashOn::Cookie(c) => req.cookie(c).map(hash_bytes),
+                    HashOn::Header(h) => req.and_then(|r| r.field(h)).map(hash_bytes),
+                    HashOn::Cookie(c) => req.and_then(|r| r.cookie(c)).map(hash_bytes),
                     HashOn::Source => Some(hash_bytes(client.to_string().as_bytes())),
                 };
                 let hashed = key
@@ -226,13 +225,13 @@ impl PoolState {
                     .filter(|&i| i < n && ok(i));
                 // Without the key (or with its backend avoided): the next one up.
                 hashed.or_else(|| {
-                    let start = (self.random() % n.max(1) as u64) as usize;
+                    let start = (Self::random(&mut self.rng) % n.max(1) as u64) as usize;
                     (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
                 })
             }
         };
         let choice = choice
-            .or_else(|| avoid.filter(|&a| pool.backends[a].takes_requests() && !ejected[a]))?;
+            .or_else(|| avoid.filter(|&a| pool.backends[a].takes_requests() && !ejected(a)))?;
         Some(Pick {
             backend: choice,
             set_cookie: pool.sticky_cookie.is_some(),
@@ -284,7 +283,7 @@ mod tests {
             let mut f = [httparse::EMPTY_HEADER; 8];
             let r = parse_request(raw.as_bytes(), &mut f, 4096).unwrap();
             let client = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
-            out[st.pick(p, &r, client, None).unwrap().backend] += 1;
+            out[st.pick(p, Some(&r), client, None).unwrap().backend] += 1;
         }
         out
     }
@@ -367,7 +366,7 @@ mod tests {
         let client = IpAddr::from([1, 1, 1, 1]);
         for _ in 0..5 {
             assert_eq!(
-                st.pick(&p, &r, client, None),
+                st.pick(&p, Some(&r), client, None),
                 Some(Pick {
                     backend: 1,
                     set_cookie: false
@@ -376,7 +375,7 @@ mod tests {
         }
         p.backends[1].admin = Admin::Drain;
         assert_eq!(
-            st.pick(&p, &r, client, None),
+            st.pick(&p, Some(&r), client, None),
             Some(Pick {
                 backend: 0,
                 set_cookie: true
@@ -421,15 +420,15 @@ mod tests {
         let r = parse_request(GET.as_bytes(), &mut f, 4096).unwrap();
         let c = IpAddr::from([1, 1, 1, 1]);
         for _ in 0..4 {
-            assert_eq!(st.pick(&p, &r, c, Some(0)).unwrap().backend, 1);
+            assert_eq!(st.pick(&p, Some(&r), c, Some(0)).unwrap().backend, 1);
         }
         p.backends[1].health = Health::Down;
         assert_eq!(
-            st.pick(&p, &r, c, Some(0)).unwrap().backend,
+            st.pick(&p, Some(&r), c, Some(0)).unwrap().backend,
             0,
             "the only one left"
         );
         p.backends[0].admin = Admin::Disabled;
-        assert_eq!(st.pick(&p, &r, c, None), None);
+        assert_eq!(st.pick(&p, Some(&r), c, None), None);
     }
 }

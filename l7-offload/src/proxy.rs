@@ -509,7 +509,7 @@ impl Shard<'_> {
             .pools
             .get_mut(sess.svc)
             .and_then(|p| p.get_mut(choice.pool))
-            .and_then(|st| st.at(now).pick(pool, &req, client_ip, None))
+            .and_then(|st| st.at(now).pick(pool, Some(&req), client_ip, None))
         else {
             self.fail(c, L7Error::NoBackend, now);
             return;
@@ -614,13 +614,12 @@ impl Shard<'_> {
             .and_then(|ex| ex.retry_head.clone().map(|h| (h, ex.pool, ex.backend)));
         if let (Some((head, pool_i, failed)), Some(svc)) = (retry, setup.services.get(sess.svc)) {
             let pool = &svc.pools[pool_i];
-            // The pick needs a request only for hashing and cookies; the retry goes to
-            // the next backend by the pool's algorithm, avoiding the failed one.
-            let mut fields = [httparse::EMPTY_HEADER; 4];
-            let fake = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-            let pick = parse_request(fake, &mut fields, 1024)
-                .ok()
-                .and_then(|r| self.pools[sess.svc][pool_i].pick(pool, &r, client_ip, Some(failed)));
+            // The retry goes to the next backend by the pool's algorithm, avoiding the
+            // failed one (the request's head is no longer at hand: no cookie or hash key).
+            let pick =
+                self.pools[sess.svc][pool_i]
+                    .at(now)
+                    .pick(pool, None, client_ip, Some(failed));
             if let Some(p) = pick.filter(|p| p.backend != failed) {
                 let backend = pool.backends[p.backend].address;
                 let up = match self.pooled(backend, id) {
@@ -629,8 +628,12 @@ impl Shard<'_> {
                 };
                 if let Ok(uid) = up {
                     self.stats.retries += 1;
+                    // A sticky pool's cookie names the backend that answers, not the one
+                    // that failed.
+                    let cookie = self.pools[sess.svc][pool_i].cookie(pool, p.backend);
                     if let Some(ex) = sess.ex.as_mut() {
                         ex.backend = p.backend;
+                        ex.cookie = cookie;
                         ex.retried = true;
                         ex.started = now;
                         ex.sent = None;
@@ -875,11 +878,9 @@ impl Shard<'_> {
         if let Some(uid) = sess.up.take() {
             if let Role::Upstream(up) = &mut u.role {
                 up.client = None;
-                let list = self.idle.entry(up.backend).or_default();
-                if reuse && list.len() < setup.tcp.max_idle {
-                    up.idle_since = Some(now);
-                    list.push(uid);
-                } else {
+                // Not reused: closed gracefully, the response being complete.
+                if !(reuse && crate::shard::park(&mut self.idle, setup.tcp.max_idle, up, uid, now))
+                {
                     us.close();
                 }
             }

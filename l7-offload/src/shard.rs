@@ -38,6 +38,13 @@ impl SharedSetup {
     pub fn load(&self) -> Arc<L7Setup> {
         self.inner.load_full()
     }
+
+    /// The setup, if it is not `current` any more: a look without touching the reference
+    /// count, so a shard can ask on every poll.
+    fn newer_than(&self, current: &Arc<L7Setup>) -> Option<Arc<L7Setup>> {
+        let g = self.inner.load();
+        (!Arc::ptr_eq(&g, current)).then(|| Arc::clone(&g))
+    }
 }
 
 pub type ConnId = u32;
@@ -73,6 +80,24 @@ pub(crate) struct Conn {
 
 /// Frames taken from the ring per poll before the connections are driven.
 const INTAKE: usize = 64;
+/// Parks upstream connection `uid` in its backend's idle list for reuse, unless the list
+/// already holds `max`; returns whether it did.
+pub(crate) fn park(
+    idle: &mut HashMap<SocketAddr, Vec<ConnId>>,
+    max: usize,
+    up: &mut Upstream,
+    uid: ConnId,
+    now: u64,
+) -> bool {
+    let list = idle.entry(up.backend).or_default();
+    if list.len() >= max {
+        return false;
+    }
+    up.idle_since = Some(now);
+    list.push(uid);
+    true
+}
+
 /// Per-route counters of `new` taken from those of `old` where a route of the same service
 /// (by name) has the same conditions; the last entry of each service is its default pool's.
 fn carry_routes<T: Clone + Default>(
@@ -665,12 +690,10 @@ impl<'r> Shard<'r> {
             .sock
             .as_ref()
             .is_some_and(|s| s.state() == smoltcp::socket::tcp::State::Established);
-        let list = self.idle.entry(u.backend).or_default();
-        if reuse && open && list.len() < max_idle {
-            u.idle_since = Some(now);
-            list.push(uid);
-        } else if let Some(s) = c.sock.as_mut() {
-            s.abort();
+        if !(reuse && open && park(&mut self.idle, max_idle, u, uid, now)) {
+            if let Some(s) = c.sock.as_mut() {
+                s.abort();
+            }
         }
         self.touch(uid);
     }
@@ -766,9 +789,8 @@ impl<'r> Shard<'r> {
     /// One poll at time `now` (ms): frames in, timers due, connections driven, segments out.
     /// Returns whether there was anything to do.
     pub fn poll_at(&mut self, now: u64) -> bool {
-        let current = self.shared.load();
-        if !Arc::ptr_eq(&current, &self.setup) {
-            self.adopt(current);
+        if let Some(newer) = self.shared.newer_than(&self.setup) {
+            self.adopt(newer);
         }
         let mut worked = false;
         for _ in 0..INTAKE {

@@ -285,6 +285,18 @@ impl ShardStats {
         }
     }
 
+    /// The sum of the copies the shards published (`lock` waits the few microseconds a
+    /// shard holds one while it copies).
+    pub fn sum_published(all: &[std::sync::Mutex<ShardStats>]) -> ShardStats {
+        let mut sum = ShardStats::default();
+        for m in all {
+            if let Ok(s) = m.lock() {
+                sum.add(&s);
+            }
+        }
+        sum
+    }
+
     /// Upstream requests that reused a pooled connection, of all that needed one.
     pub fn reuse_ratio(&self) -> f64 {
         let all = self.upstream_opened + self.upstream_reused;

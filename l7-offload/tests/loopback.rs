@@ -483,8 +483,10 @@ fn world(st: L7Setup, backends: &[&str]) -> (World, SharedSetup) {
 #[test]
 fn an_idempotent_request_to_a_refusing_backend_is_retried_on_another() {
     // Backend 10.99.0.12 exists as a host but nothing listens on 8081: it answers RST.
+    let mut st = setup(&["10.99.0.11:8080", "10.99.0.12:8081", "10.99.0.13:8080"]);
+    st.services[0].pools[1].sticky_cookie = Some("S".into());
     let (mut w, shared) = world(
-        setup(&["10.99.0.11:8080", "10.99.0.12:8081", "10.99.0.13:8080"]),
+        st,
         &["10.99.0.11:8080", "10.99.0.12:9999", "10.99.0.13:8080"],
     );
     let rings = std::sync::Arc::clone(&w.rings);
@@ -496,6 +498,11 @@ fn an_idempotent_request_to_a_refusing_backend_is_retried_on_another() {
     let got = text(&w.received(c));
     assert!(got.ends_with("b3 /api/x\n"), "{got}");
     assert_eq!(shard.stats.retries, 1);
+    let b3 = l7_offload::balance::sticky_id("10.99.0.13:8080".parse().unwrap());
+    assert!(
+        got.contains(&format!("Set-Cookie: S={b3:016x};")),
+        "the cookie names the backend that answered: {got}"
+    );
     // A POST is not retried: 502.
     w.send(
         c,

@@ -268,13 +268,7 @@ impl Plane {
     /// The L7 pool's counters summed over its shards, if it runs.
     pub fn l7_totals(&self) -> Option<l7_offload::ShardStats> {
         let all = self.l7_stats.as_ref()?;
-        let mut sum = l7_offload::ShardStats::default();
-        for m in all.iter() {
-            if let Ok(s) = m.lock() {
-                sum.add(&s);
-            }
-        }
-        Some(sum)
+        Some(l7_offload::ShardStats::sum_published(all))
     }
 
     pub fn new(
