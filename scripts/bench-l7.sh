@@ -3,7 +3,7 @@
 # (Debian's, `mode http`, keep-alive and `http-reuse always` to the backends), in the same
 # script, on the same namespaces (tests/e2e/topology.sh), backends, client and cores:
 #
-#   core 1   the proxy under test: sluice's poll loop and its one L7 worker, or HAProxy's
+#   core 1   the proxy under test: sluice's poll loop running its one L7 worker, or HAProxy's
 #            one thread (nbthread 1, cpu-map)
 #   core 0   the client (wrk) and the two backends (HAProxy answering a small body with
 #            `http-request return`, so the backends are not the limit)
@@ -81,10 +81,18 @@ cores = [1]
 idle = "${SLUICE_IDLE:-yield}"
 [dataplane.xdp]
 interface = "eth0"
+# Sized for the many-connections scenario, where every connection has a request in flight
+# and they queue in front of the busy core: the receive ring holds them (at the default 2,048
+# most were dropped and waited a retransmission timeout), and the pool keeps as many idle
+# upstream connections as there are requests at once.
+ring = 16384
+frames = 65536
 [control]
 socket = "$work/ctl.sock"
 [l7]
 cores = [1]
+ring = 16384
+max_idle_per_backend = 8192
 # 10,000 connections at once need more than the default 4,536 source ports per backend.
 upstream_ports = [10000, 65535]
 [[service]]

@@ -1,6 +1,7 @@
 //! The L7 pool beside the poll loops: when the configuration has a `forwarding = "l7"`
-//! service, the rings of the offload seam, one shard thread per `[l7] workers` (pinned to
-//! `[l7] cores` when given), the setup they share (rebuilt by the control plane on every
+//! service, the rings of the offload seam, one shard per `[l7] workers` (a thread of its
+//! own, pinned to `[l7] cores` when given, or run inside the poll loop of the same core),
+//! the setup they share (rebuilt by the control plane on every
 //! configuration change), and their published counters.
 
 use config::Config;
@@ -61,17 +62,43 @@ impl L7Pool {
         ctl.set_l7_stats(Arc::clone(&self.stats));
     }
 
-    /// Starts one thread per shard on `scope`, each running until `stop`.
+    /// The shards pinned (by `[l7] cores`) to `core`. When a poll loop runs on that core too,
+    /// they run inside its thread, polled after each of its bursts: two threads on one core
+    /// would leave the scheduler to share it, and while the poll loop held the core the
+    /// shard's ring overflowed (at 10,000 connections, thousands of segments dropped and
+    /// retransmitted after a timeout).
+    pub fn pinned_to(&self, core: usize) -> Vec<usize> {
+        (0..self.plan.shards())
+            .filter(|&i| self.cores.get(i) == Some(&core))
+            .collect()
+    }
+
+    /// Shard `i`, publishing its counters; made on the thread that runs it.
+    pub fn shard<'a>(&'a self, i: usize, rings: &'a OffloadRings) -> Shard<'a> {
+        let ports = self.plan.upstream_range(i).unwrap_or((0, 0));
+        Shard::new(i, rings, &self.shared, ports).publishing_to(&self.stats[i])
+    }
+
+    /// Counts shard `i` as stopped, after its `shutdown`.
+    pub fn shard_stopped(&self) {
+        self.stopped.fetch_add(1, Ordering::Release);
+    }
+
+    /// Starts one thread per shard on `scope`, each running until `stop`, except the shards
+    /// pinned to one of `worker_cores` (the poll loops run those).
     pub fn spawn<'scope, 'env>(
         &'env self,
         scope: &'scope Scope<'scope, 'env>,
         rings: &'env OffloadRings,
         stop: &'env AtomicBool,
+        worker_cores: &[usize],
     ) -> Result<Vec<ScopedJoinHandle<'scope, ()>>, String> {
         let mut threads = Vec::new();
         for i in 0..self.plan.shards() {
             let core = self.cores.get(i).copied();
-            let ports = self.plan.upstream_range(i).unwrap_or((0, 0));
+            if core.is_some_and(|c| worker_cores.contains(&c)) {
+                continue;
+            }
             let t = std::thread::Builder::new()
                 .name(format!("sluice-l7-{i}"))
                 .spawn_scoped(scope, move || {
@@ -82,10 +109,8 @@ impl L7Pool {
                             );
                         }
                     }
-                    let mut shard =
-                        Shard::new(i, rings, &self.shared, ports).publishing_to(&self.stats[i]);
-                    shard.run(stop);
-                    self.stopped.fetch_add(1, Ordering::Release);
+                    self.shard(i, rings).run(stop);
+                    self.shard_stopped();
                 })
                 .map_err(|e| format!("cannot start L7 worker {i}: {e}"))?;
             threads.push(t);
@@ -127,12 +152,17 @@ pub fn summary(pool: Option<&L7Pool>) -> String {
     };
     let t = p.totals();
     format!(
-        "; L7 pool: {} requests ({} 2xx, {} 4xx, {} 5xx), {} client connections, upstream reuse {:.1}%",
+        "; L7 pool: {} requests ({} 2xx, {} 4xx, {} 5xx), {} client connections, upstream reuse {:.1}%, {} frames in and {} out ({} lost for want of a frame, {} for a full ring), {} connections reset at stop",
         t.requests,
         t.status[1],
         t.status[3],
         t.status[4],
         t.clients_accepted,
-        100.0 * t.reuse_ratio()
+        100.0 * t.reuse_ratio(),
+        t.frames_in,
+        t.frames_out,
+        t.frames_no_buffer,
+        t.frames_ring_full,
+        t.reset_at_stop
     )
 }

@@ -140,6 +140,7 @@ pub fn run(
     let tx_full: u64 = queues.iter().map(|q| q.tx_full).sum();
     let copied_in: u64 = queues.iter().map(|q| q.copied_in).sum();
     let kernel_rx_dropped: u64 = xs.iter().map(|s| s.rx_dropped).sum();
+    let rx_ring_full: u64 = xs.iter().map(|s| s.rx_ring_full).sum();
     drop(queues);
     drop(rings);
     drop(umems);
@@ -162,9 +163,9 @@ pub fn run(
             "kernel_rx_dropped": kernel_rx_dropped,
             "rx_invalid": xs.iter().map(|s| s.rx_invalid).sum::<u64>(),
             "tx_invalid": xs.iter().map(|s| s.tx_invalid).sum::<u64>(),
-            "rx_ring_full": xs.iter().map(|s| s.rx_ring_full).sum::<u64>()}))])),
+            "rx_ring_full": rx_ring_full}))])),
         format!(
-            "AF_XDP on {} ({n} queue(s)): kernel dropped {kernel_rx_dropped} frames for want of fill buffers; {copied_in} handed-off frames copied between queues{}",
+            "AF_XDP on {} ({n} queue(s)): kernel dropped {kernel_rx_dropped} frames for want of fill buffers and {rx_ring_full} for a full receive ring; {copied_in} handed-off frames copied between queues{}",
             x.interface,
             crate::l7::summary(l7.as_ref())
         ),

@@ -105,12 +105,31 @@ where
                 (setup.enter)(i)?;
                 let mut worker = (setup.worker)(i, queue.has_host_path());
                 let mut bursts: Bursts<Q::Frame> = Bursts::new();
+                // L7 shards pinned to this core run here, after each burst.
+                let mut shards: Vec<l7_offload::Shard> = match (shared.l7, shared.rings.offload()) {
+                    (Some(p), Some(o)) => p
+                        .pinned_to(core)
+                        .into_iter()
+                        .map(|s| p.shard(s, o))
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 // After a stop, the L7 shards reset their connections: their frames are sent
                 // until every shard is done, and once more (within half a second at most).
                 let mut stopping: Option<Instant> = None;
                 let mut idle = 0u32;
                 loop {
                     if shared.stop.load(Ordering::Relaxed) {
+                        if let Some(p) = shared.l7 {
+                            for mut shard in shards.drain(..) {
+                                // Its resets leave through this worker, which keeps
+                                // transmitting while the shard waits for ring room.
+                                shard.shutdown_with(shard.now_ms(), &mut || {
+                                    worker.poll(&mut queue, &mut bursts, shared.rings);
+                                });
+                                p.shard_stopped();
+                            }
+                        }
                         let since = *stopping.get_or_insert_with(Instant::now);
                         let shards_done = shared.l7.is_none_or(|p| p.all_stopped())
                             && shared.rings.offload().is_none_or(|o| o.returns_empty());
@@ -120,10 +139,14 @@ where
                         }
                     }
                     let out = worker.stats.packets_out;
+                    let mut worked = false;
+                    for shard in &mut shards {
+                        worked |= shard.poll_at(shard.now_ms());
+                    }
                     if worker.poll(&mut queue, &mut bursts, shared.rings) > 0 {
                         shared.received[i].store(worker.stats.packets_in, Ordering::Relaxed);
                         idle = 0;
-                    } else if worker.stats.packets_out == out {
+                    } else if worker.stats.packets_out == out && !worked {
                         idle += 1;
                         // Idle: let a thread sharing the core (an L7 worker) run.
                         if shared.idle_yield && idle > IDLE_POLLS {
@@ -164,7 +187,7 @@ where
 {
     let mut c = std::thread::scope(|scope| {
         if let (Some(pool), Some(rings)) = (shared.l7, shared.rings.offload()) {
-            pool.spawn(scope, rings, shared.stop)?;
+            pool.spawn(scope, rings, shared.stop, cores)?;
         }
         let threads = spawn(scope, cores, queues, links, shared, setup)?;
         Ok::<_, String>(serve_and_collect(

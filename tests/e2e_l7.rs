@@ -320,12 +320,25 @@ fn topology(pfx: &str) -> (Topology, Vec<std::process::Child>) {
     (t, backends)
 }
 
-/// The same pool on DPDK (net_af_packet on the veth): routing, a body each way, errors.
+/// The L7 worker pinned to the poll loop's core, where it runs inside the poll loop's thread.
+fn co_run() -> String {
+    format!(
+        "{}
+[l7]
+cores = [{}]
+",
+        services(),
+        worker_core()
+    )
+}
+
+/// The same pool on DPDK (net_af_packet on the veth), its L7 worker run by the poll loop:
+/// routing, a body each way, errors.
 #[test]
 fn l7_http_on_dpdk_af_packet_routes_and_streams() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (t, mut backends) = topology("l7d");
-    let b = Balancer::start(&t, &driver_config("dpdk", &services()));
+    let b = Balancer::start(&t, &driver_config("dpdk", &co_run()));
     let by = answers(
         &t,
         40,
@@ -363,16 +376,26 @@ fn l7_http_on_dpdk_af_packet_routes_and_streams() {
         curl(&t, &["-H", "X-Canary: 1", "http://10.99.0.100/any"]).0,
         502
     );
+    // The pooled upstream connections are reset at the stop, their RSTs sent by the poll
+    // loop that runs the shard.
     let out = b.stop();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("L7 pool:"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let reset: u64 = report
+        .split(" connections reset at stop")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(reset >= 1, "{report}");
 }
 
-/// 10,000 idle keep-alive client connections are held while wrk's requests still flow.
+/// 10,000 idle keep-alive client connections are held while wrk's requests still flow, with
+/// the L7 worker run by the poll loop.
 #[test]
 fn l7_holds_ten_thousand_idle_connections_while_requests_flow() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (t, _backends) = topology("l7i");
-    let b = Balancer::start(&t, &driver_config("xdp", &services()));
+    let b = Balancer::start(&t, &driver_config("xdp", &co_run()));
     let idle = t.spawn(
         "cli",
         &[

@@ -403,6 +403,24 @@ fn put_field(out: &mut BytesMut, name: &str, value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+/// The values of every `name` field, joined by ", ".
+fn put_joined(out: &mut BytesMut, fields: &[Field<'_>], name: &str) {
+    let mut first = true;
+    for f in fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)) {
+        if !first {
+            out.put_slice(b", ");
+        }
+        out.put_slice(f.value);
+        first = false;
+    }
+}
+
+fn put_ip(out: &mut BytesMut, ip: IpAddr) {
+    use std::fmt::Write;
+    // Writing to a `BytesMut` cannot fail.
+    let _ = write!(out, "{ip}");
+}
+
 fn put_rules(out: &mut BytesMut, rules: &[HeaderRule]) {
     for r in rules {
         match r {
@@ -418,8 +436,8 @@ pub fn write_request(out: &mut BytesMut, req: &Request<'_>, client: IpAddr, rule
     out.put_u8(b' ');
     out.put_slice(req.target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    let mut xff: Option<Vec<u8>> = None;
-    let mut forwarded: Option<Vec<u8>> = None;
+    let mut xff = false;
+    let mut forwarded = false;
     for f in req.fields {
         let n = f.name;
         if dropped(n, req.fields, rules)
@@ -429,50 +447,48 @@ pub fn write_request(out: &mut BytesMut, req: &Request<'_>, client: IpAddr, rule
             continue;
         }
         if n.eq_ignore_ascii_case("x-forwarded-for") {
-            let v = xff.get_or_insert_with(Vec::new);
-            if !v.is_empty() {
-                v.extend_from_slice(b", ");
-            }
-            v.extend_from_slice(f.value);
+            xff = true;
             continue;
         }
         if n.eq_ignore_ascii_case("forwarded") {
-            let v = forwarded.get_or_insert_with(Vec::new);
-            if !v.is_empty() {
-                v.extend_from_slice(b", ");
-            }
-            v.extend_from_slice(f.value);
+            forwarded = true;
             continue;
         }
         put_field(out, n, f.value);
     }
-    let client_s = client.to_string();
-    let mut x = xff.unwrap_or_default();
-    if !x.is_empty() {
-        x.extend_from_slice(b", ");
+    // Both are written straight into `out` (no temporaries: this runs for every request),
+    // the client's values first, joined as one field.
+    out.put_slice(b"X-Forwarded-For: ");
+    if xff {
+        put_joined(out, req.fields, "x-forwarded-for");
+        out.put_slice(b", ");
     }
-    x.extend_from_slice(client_s.as_bytes());
-    put_field(out, "X-Forwarded-For", &x);
-    put_field(out, "X-Forwarded-Proto", b"http");
-    let mut fw = forwarded.unwrap_or_default();
-    if !fw.is_empty() {
-        fw.extend_from_slice(b", ");
+    put_ip(out, client);
+    out.put_slice(b"\r\nX-Forwarded-Proto: http\r\nForwarded: ");
+    if forwarded {
+        put_joined(out, req.fields, "forwarded");
+        out.put_slice(b", ");
     }
-    let node = match client {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("\"[{a}]\""),
-    };
-    fw.extend_from_slice(format!("for={node};proto=http").as_bytes());
+    out.put_slice(b"for=");
+    match client {
+        IpAddr::V4(_) => put_ip(out, client),
+        IpAddr::V6(_) => {
+            out.put_slice(b"\"[");
+            put_ip(out, client);
+            out.put_slice(b"]\"");
+        }
+    }
+    out.put_slice(b";proto=http");
     if let Some(h) = req.field("host") {
         if h.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         {
-            fw.extend_from_slice(b";host=\"");
-            fw.extend_from_slice(h);
-            fw.put_u8(b'"');
+            out.put_slice(b";host=\"");
+            out.put_slice(h);
+            out.put_u8(b'"');
         }
     }
-    put_field(out, "Forwarded", &fw);
+    out.put_slice(b"\r\n");
     put_rules(out, rules);
     if req.upgrade {
         if let Some(u) = req.field("upgrade") {
@@ -819,6 +835,30 @@ mod tests {
             assert!(s.contains(kept), "{kept} not in {s}");
         }
         assert!(s.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn earlier_proxies_forwarding_fields_are_joined_before_ours() {
+        let mut f = [httparse::EMPTY_HEADER; 16];
+        let r = parse_request(
+            b"GET / HTTP/1.1\r\nHost: a b\r\nX-Forwarded-For: 1.1.1.1\r\nForwarded: for=1.1.1.1\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\r\n",
+            &mut f,
+            4096,
+        )
+        .unwrap();
+        let mut out = BytesMut::new();
+        write_request(&mut out, &r, "2001:db8::7".parse().unwrap(), &[]);
+        let s = std::str::from_utf8(&out).unwrap();
+        assert!(
+            s.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 2001:db8::7\r\n"),
+            "{s}"
+        );
+        // A host with a space is left out of Forwarded (it would need quoting rules).
+        assert!(
+            s.contains("Forwarded: for=1.1.1.1, for=\"[2001:db8::7]\";proto=http\r\n"),
+            "{s}"
+        );
+        assert_eq!(s.matches("X-Forwarded-For").count(), 1, "{s}");
     }
 
     #[test]

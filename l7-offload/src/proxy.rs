@@ -13,7 +13,7 @@ use crate::route;
 use crate::setup::L7Setup;
 use crate::shard::{Conn, ConnId, Role, Shard};
 use crate::stats::L7Error;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use smoltcp::socket::tcp::{Socket, State};
 use std::net::IpAddr;
 
@@ -75,9 +75,9 @@ pub(crate) struct Exchange {
     http10: bool,
     head_request: bool,
     upgrade: bool,
-    /// The head as sent, kept for one retry when the request has no body and may be
-    /// repeated; `None` otherwise.
-    retry_head: Option<Bytes>,
+    /// The head as sent is in the session's `retry_head`, for one retry: the request has no
+    /// body and may be repeated.
+    retryable: bool,
     retried: bool,
     started: u64,
     /// When the request was all sent (the response timeout runs from here).
@@ -105,6 +105,9 @@ pub(crate) struct Session {
     pub up: Option<ConnId>,
     to_up: BytesMut,
     to_client: BytesMut,
+    /// The current request's head when it may be retried (its buffer is kept between
+    /// requests, so a retryable request allocates nothing for it).
+    retry_head: BytesMut,
     ex: Option<Exchange>,
 }
 
@@ -119,6 +122,7 @@ impl Session {
             up: None,
             to_up: BytesMut::new(),
             to_client: BytesMut::new(),
+            retry_head: BytesMut::new(),
             ex: None,
         }
     }
@@ -520,8 +524,11 @@ impl Shard<'_> {
             .map_or(&[], |r| &r.request_headers);
         sess.to_up.clear();
         http::write_request(&mut sess.to_up, &req, client_ip, rules);
-        let retry_head = (req.body == BodyKind::None && req.idempotent() && !req.upgrade)
-            .then(|| Bytes::copy_from_slice(&sess.to_up));
+        let retryable = req.body == BodyKind::None && req.idempotent() && !req.upgrade;
+        if retryable {
+            sess.retry_head.clear();
+            sess.retry_head.extend_from_slice(&sess.to_up);
+        }
         let cookie = if pick.set_cookie {
             self.pools[sess.svc][choice.pool].cookie(pool, pick.backend)
         } else {
@@ -537,7 +544,7 @@ impl Shard<'_> {
             http10: req.minor == 0,
             head_request: req.method == "HEAD",
             upgrade: req.upgrade,
-            retry_head,
+            retryable,
             retried: false,
             started: now,
             sent: None,
@@ -610,9 +617,9 @@ impl Shard<'_> {
         let retry = sess
             .ex
             .as_ref()
-            .filter(|ex| !ex.retried && !ex.answered)
-            .and_then(|ex| ex.retry_head.clone().map(|h| (h, ex.pool, ex.backend)));
-        if let (Some((head, pool_i, failed)), Some(svc)) = (retry, setup.services.get(sess.svc)) {
+            .filter(|ex| ex.retryable && !ex.retried && !ex.answered)
+            .map(|ex| (ex.pool, ex.backend));
+        if let (Some((pool_i, failed)), Some(svc)) = (retry, setup.services.get(sess.svc)) {
             let pool = &svc.pools[pool_i];
             // The retry goes to the next backend by the pool's algorithm, avoiding the
             // failed one (the request's head is no longer at hand: no cookie or hash key).
@@ -646,7 +653,7 @@ impl Shard<'_> {
                         b.in_flight += 1;
                     }
                     sess.to_up.clear();
-                    sess.to_up.extend_from_slice(&head);
+                    sess.to_up.extend_from_slice(&sess.retry_head);
                     sess.up = Some(uid);
                     self.touch(uid);
                     return;

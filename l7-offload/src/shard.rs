@@ -70,7 +70,8 @@ pub(crate) enum Role {
 }
 
 pub(crate) struct Conn {
-    pub sock: Sock,
+    /// `None` once closed (its socket went back to the spares).
+    pub sock: Option<Sock>,
     pub key: ConnKey,
     /// The worker whose queue its last segment came through (its segments leave there).
     pub worker: usize,
@@ -163,7 +164,7 @@ pub struct Shard<'r> {
     /// Closed sockets kept with their buffers for the next connections (smoltcp resets a
     /// socket's state and buffers when it listens or connects again): a new connection
     /// then costs no allocation and no zeroing of 2 × 64 KiB.
-    spare: Vec<smoltcp::socket::tcp::Socket<'static>>,
+    spare: Vec<Sock>,
     epoch: std::time::Instant,
 }
 
@@ -384,7 +385,7 @@ impl<'r> Shard<'r> {
     }
 
     /// A socket for a new connection: a spare one, or new.
-    fn socket(&mut self) -> smoltcp::socket::tcp::Socket<'static> {
+    fn socket(&mut self) -> Sock {
         match self.spare.pop() {
             Some(s) => s,
             None => {
@@ -486,8 +487,9 @@ impl<'r> Shard<'r> {
         if let Some(&id) = self.by_key.get(&key) {
             if let Some(mut c) = self.take_conn(id) {
                 c.worker = h.worker;
-                self.stack
-                    .ingress(Some(&mut c.sock), ip, self.rings, h.worker, t);
+                if let Some(s) = c.sock.as_mut() {
+                    self.stack.ingress(Some(s), ip, self.rings, h.worker, t);
+                }
                 self.put_conn(id, c);
                 self.touch(id);
             }
@@ -513,8 +515,9 @@ impl<'r> Shard<'r> {
                         self.stats.client_connections += 1;
                         self.stats.clients_accepted += 1;
                         if let Some(mut c) = self.take_conn(id) {
-                            self.stack
-                                .ingress(Some(&mut c.sock), ip, self.rings, h.worker, t);
+                            if let Some(s) = c.sock.as_mut() {
+                                self.stack.ingress(Some(s), ip, self.rings, h.worker, t);
+                            }
                             self.put_conn(id, c);
                         }
                         self.touch(id);
@@ -595,7 +598,10 @@ impl<'r> Shard<'r> {
             let Some(mut c) = self.take_conn(id) else {
                 continue;
             };
-            let at = self.stack.egress(&mut c.sock, self.rings, c.worker, t);
+            let at = c
+                .sock
+                .as_mut()
+                .and_then(|s| self.stack.egress(s, self.rings, c.worker, t));
             let app = self.app_deadline(&c);
             // TIME-WAIT is not kept: it would hold a connection's buffers for its 10 s, and a
             // new SYN on the same 4-tuple starts a new connection anyway (`end_time_wait`).
@@ -605,21 +611,27 @@ impl<'r> Shard<'r> {
                     smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait
                 )
             });
-            if let Some(d) = c.deadline.take() {
-                self.timers.remove(&(d, id));
-            }
             if closed {
+                if let Some(d) = c.deadline.take() {
+                    self.timers.remove(&(d, id));
+                }
                 self.reap(id, c);
                 continue;
             }
             let next = match (at, app) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
-            };
-            if let Some(d) = next {
-                let d = d.max(now + 1).min(now + 3_600_000);
-                c.deadline = Some(d);
-                self.timers.insert((d, id));
+            }
+            .map(|d| d.max(now + 1).min(now + 3_600_000));
+            // Most steps leave the deadline where it was (an idle or response timeout).
+            if next != c.deadline {
+                if let Some(d) = c.deadline.take() {
+                    self.timers.remove(&(d, id));
+                }
+                if let Some(d) = next {
+                    c.deadline = Some(d);
+                    self.timers.insert((d, id));
+                }
             }
             self.put_conn(id, c);
         }
@@ -844,6 +856,12 @@ impl<'r> Shard<'r> {
     /// had one would answer a new SYN on the same 4-tuple with a challenge ACK, and the
     /// connection would wait a retransmission timeout).
     pub fn shutdown(&mut self, now: u64) {
+        self.shutdown_with(now, &mut std::hint::spin_loop);
+    }
+
+    /// [`Shard::shutdown`], calling `wait` while a worker's ring has no room for a reset
+    /// (a shard that runs inside the poll loop passes a poll of it).
+    pub fn shutdown_with(&mut self, now: u64, wait: &mut dyn FnMut()) {
         let t = NetInstant::from_millis(now as i64);
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
         for id in 0..self.conns.len() as ConnId {
@@ -852,12 +870,14 @@ impl<'r> Shard<'r> {
             };
             // The worker drains its ring as it goes; wait for room rather than lose a RST.
             while self.rings.room(c.worker) < 4 && std::time::Instant::now() < deadline {
-                std::hint::spin_loop();
+                wait();
             }
             if let Some(s) = c.sock.as_mut() {
                 s.abort();
             }
-            self.stack.egress(&mut c.sock, self.rings, c.worker, t);
+            if let Some(s) = c.sock.as_mut() {
+                self.stack.egress(s, self.rings, c.worker, t);
+            }
             self.stats.reset_at_stop += 1;
             self.by_key.remove(&c.key);
         }

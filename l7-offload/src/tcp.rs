@@ -131,13 +131,38 @@ impl Device for Link<'_> {
     }
 }
 
-/// A socket while the shard holds it: always `Some` outside [`Stack`]'s own steps.
-pub type Sock = Option<tcp::Socket<'static>>;
+/// A connection's socket, in a one-socket set of its own that the stack polls. The socket
+/// stays where it is for the connection's life: moving its 550 bytes into a shared set and
+/// back for every step cost 14% of the worker at 10,000 connections (perf: `memmove`).
+pub struct Sock {
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+}
 
-/// The interface and the one-socket set every step uses.
+impl Sock {
+    pub fn new(s: tcp::Socket<'static>) -> Sock {
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(s);
+        Sock { set, handle }
+    }
+}
+
+impl std::ops::Deref for Sock {
+    type Target = tcp::Socket<'static>;
+    fn deref(&self) -> &Self::Target {
+        self.set.get(self.handle)
+    }
+}
+
+impl std::ops::DerefMut for Sock {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.set.get_mut(self.handle)
+    }
+}
+
+/// The interface the shard's sockets are polled through.
 pub struct Stack {
     iface: Interface,
-    set: SocketSet<'static>,
     pub counters: LinkCounters,
     mtu: usize,
 }
@@ -164,24 +189,9 @@ impl Stack {
         });
         Stack {
             iface,
-            set: SocketSet::new(Vec::with_capacity(1)),
             counters,
             mtu,
         }
-    }
-
-    fn with_socket<R>(
-        &mut self,
-        sock: &mut Sock,
-        f: impl FnOnce(&mut Interface, &mut SocketSet<'static>, SocketHandle) -> R,
-    ) -> Option<R> {
-        let s = sock.take()?;
-        let h = self.set.add(s);
-        let r = f(&mut self.iface, &mut self.set, h);
-        // The set holds TCP sockets only (the one feature enabled).
-        let smoltcp::socket::Socket::Tcp(s) = self.set.remove(h);
-        *sock = Some(s);
-        Some(r)
     }
 
     /// Feeds one IP packet to `sock` (or, with `None`, to no socket: smoltcp answers a
@@ -205,9 +215,7 @@ impl Stack {
         };
         match sock {
             Some(s) => {
-                self.with_socket(s, |iface, set, _| {
-                    iface.poll_ingress_single(now, &mut link, set);
-                });
+                self.iface.poll_ingress_single(now, &mut link, &mut s.set);
             }
             None => {
                 let iface = &mut self.iface;
@@ -229,26 +237,25 @@ impl Stack {
     ) -> Option<u64> {
         let mut counters = self.counters;
         let mtu = self.mtu;
-        let r = self.with_socket(sock, |iface, set, _| {
-            let mut link = Link {
-                rx: None,
-                rings,
-                worker,
-                counters: &mut counters,
-                mtu,
-            };
-            // Bounded: a socket sends at most a window's worth per step.
-            for _ in 0..256 {
-                if iface.poll_egress(now, &mut link, set) == smoltcp::iface::PollResult::None {
-                    break;
-                }
+        let mut link = Link {
+            rx: None,
+            rings,
+            worker,
+            counters: &mut counters,
+            mtu,
+        };
+        let (iface, set) = (&mut self.iface, &mut sock.set);
+        // Bounded: a socket sends at most a window's worth per step.
+        for _ in 0..256 {
+            if iface.poll_egress(now, &mut link, set) == smoltcp::iface::PollResult::None {
+                break;
             }
-            iface
-                .poll_at(now, set)
-                .map(|t| t.total_millis().max(0) as u64)
-        });
+        }
+        let at = iface
+            .poll_at(now, set)
+            .map(|t| t.total_millis().max(0) as u64);
         self.counters = counters;
-        r.flatten()
+        at
     }
 
     pub fn context(&mut self) -> &mut smoltcp::iface::Context {
@@ -258,12 +265,15 @@ impl Stack {
 
 /// A new socket with buffers of these sizes, tuned for proxying: no Nagle delay (heads and
 /// small responses go out at once), Cubic congestion control.
-pub fn socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
+pub fn socket(rx: usize, tx: usize) -> Sock {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0u8; rx]),
         tcp::SocketBuffer::new(vec![0u8; tx]),
     );
     s.set_nagle_enabled(false);
     s.set_congestion_control(tcp::CongestionControl::Cubic);
-    s
+    // Linux's shortest delayed ACK (smoltcp's default is 10 ms): a busy worker's answer then
+    // carries the ACK more often, rather than a segment of its own before it.
+    s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(40)));
+    Sock::new(s)
 }

@@ -325,9 +325,9 @@ fn offloaded_frames_reach_one_shard_per_connection_and_come_back_through_their_w
         received == expect,
         "frames reach the shards unmodified, with their worker"
     );
-    // Idle polls transmit what the shards returned, at most a burst each, on the worker
-    // each frame came from, addressed on the link to the gateway (the echoes go to the
-    // clients) from the node.
+    // Idle polls transmit what the shards returned, at most `RETURNED_BURSTS` bursts each, on
+    // the worker each frame came from, addressed on the link to the gateway (the echoes go to
+    // the clients) from the node.
     let link = |d: &[u8]| {
         let mut d = d.to_vec();
         echo(&mut d);
@@ -339,7 +339,7 @@ fn offloaded_frames_reach_one_shard_per_connection_and_come_back_through_their_w
         for _ in 0..3 {
             let before = ports[w].tx.len();
             workers[w].poll(&mut ports[w], &mut bursts[w], &rings);
-            assert!(ports[w].tx.len() - before <= BURST);
+            assert!(ports[w].tx.len() - before <= super::RETURNED_BURSTS * BURST);
         }
         let mut got: Vec<Vec<u8>> = ports[w].tx.iter().map(|b| b.data().to_vec()).collect();
         let mut want: Vec<Vec<u8>> = sent
