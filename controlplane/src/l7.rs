@@ -118,6 +118,7 @@ pub fn setup(
                             .collect(),
                     })
                     .collect(),
+                tls: None,
             }
         })
         .collect();

@@ -431,7 +431,15 @@ fn put_rules(out: &mut BytesMut, rules: &[HeaderRule]) {
 }
 
 /// Writes the request head as the backend gets it.
-pub fn write_request(out: &mut BytesMut, req: &Request<'_>, client: IpAddr, rules: &[HeaderRule]) {
+/// Writes the request head as the backend gets it; `proto` is the client's scheme (`http`,
+/// or `https` behind TLS termination).
+pub fn write_request(
+    out: &mut BytesMut,
+    req: &Request<'_>,
+    client: IpAddr,
+    proto: &str,
+    rules: &[HeaderRule],
+) {
     out.put_slice(req.method.as_bytes());
     out.put_u8(b' ');
     out.put_slice(req.target.as_bytes());
@@ -464,7 +472,9 @@ pub fn write_request(out: &mut BytesMut, req: &Request<'_>, client: IpAddr, rule
         out.put_slice(b", ");
     }
     put_ip(out, client);
-    out.put_slice(b"\r\nX-Forwarded-Proto: http\r\nForwarded: ");
+    out.put_slice(b"\r\nX-Forwarded-Proto: ");
+    out.put_slice(proto.as_bytes());
+    out.put_slice(b"\r\nForwarded: ");
     if forwarded {
         put_joined(out, req.fields, "forwarded");
         out.put_slice(b", ");
@@ -478,7 +488,8 @@ pub fn write_request(out: &mut BytesMut, req: &Request<'_>, client: IpAddr, rule
             out.put_slice(b"]\"");
         }
     }
-    out.put_slice(b";proto=http");
+    out.put_slice(b";proto=");
+    out.put_slice(proto.as_bytes());
     if let Some(h) = req.field("host") {
         if h.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
@@ -810,7 +821,7 @@ mod tests {
             HeaderRule::Set("X-Set".into(), "new".into()),
             HeaderRule::Add("X-Add".into(), "1".into()),
         ];
-        write_request(&mut out, &r, "10.0.0.9".parse().unwrap(), &rules);
+        write_request(&mut out, &r, "10.0.0.9".parse().unwrap(), "http", &rules);
         let s = std::str::from_utf8(&out).unwrap();
         assert!(s.starts_with("POST /a HTTP/1.1\r\nHost: h\r\n"), "{s}");
         for gone in [
@@ -847,7 +858,7 @@ mod tests {
         )
         .unwrap();
         let mut out = BytesMut::new();
-        write_request(&mut out, &r, "2001:db8::7".parse().unwrap(), &[]);
+        write_request(&mut out, &r, "2001:db8::7".parse().unwrap(), "https", &[]);
         let s = std::str::from_utf8(&out).unwrap();
         assert!(
             s.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 2001:db8::7\r\n"),
@@ -855,7 +866,7 @@ mod tests {
         );
         // A host with a space is left out of Forwarded (it would need quoting rules).
         assert!(
-            s.contains("Forwarded: for=1.1.1.1, for=\"[2001:db8::7]\";proto=http\r\n"),
+            s.contains("Forwarded: for=1.1.1.1, for=\"[2001:db8::7]\";proto=https\r\n"),
             "{s}"
         );
         assert_eq!(s.matches("X-Forwarded-For").count(), 1, "{s}");

@@ -5,8 +5,9 @@
 //! opens itself from the node's address, and returns the frames it makes to the poll loops
 //! for transmission.
 //!
-//! The pipeline per connection is TCP ([`tcp`]) → (TLS, next) → HTTP ([`http`], [`proxy`]):
-//! each stage reads and writes a byte stream of the one below.
+//! The pipeline per connection is TCP ([`tcp`]) → TLS for `l7 = "tls"` services ([`tls`])
+//! → HTTP ([`http`], [`proxy`]): each stage reads and writes a byte stream of the one below
+//! (the proxy's `Stream`: a socket, or the TLS layer over one).
 
 pub mod balance;
 pub mod http;
@@ -16,6 +17,7 @@ pub mod setup;
 pub mod shard;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 
 pub use setup::L7Setup;
 pub use shard::{Shard, SharedSetup};

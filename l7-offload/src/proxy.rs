@@ -13,6 +13,7 @@ use crate::route;
 use crate::setup::L7Setup;
 use crate::shard::{Conn, ConnId, Role, Shard};
 use crate::stats::L7Error;
+use crate::tls::{TlsFault, TlsSession};
 use bytes::{Buf, BytesMut};
 use smoltcp::socket::tcp::{Socket, State};
 use std::net::IpAddr;
@@ -109,6 +110,8 @@ pub(crate) struct Session {
     /// requests, so a retryable request allocates nothing for it).
     retry_head: BytesMut,
     ex: Option<Exchange>,
+    /// The TLS layer of an `l7 = "tls"` service's client.
+    pub tls: Option<Box<TlsSession>>,
 }
 
 impl Session {
@@ -124,7 +127,13 @@ impl Session {
             to_client: BytesMut::new(),
             retry_head: BytesMut::new(),
             ex: None,
+            tls: None,
         }
+    }
+
+    pub fn with_tls(mut self, tls: Option<Box<TlsSession>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// When the session's own timer fires (the sockets have their own).
@@ -156,14 +165,135 @@ impl Session {
     }
 }
 
-/// Writes as much of `pending` as `sock` takes.
-fn flush(pending: &mut BytesMut, sock: &mut Socket<'static>) {
-    if pending.is_empty() || !sock.may_send() {
+/// A byte stream the proxy reads and writes: an upstream's TCP socket, or a client's
+/// ([`ClientIo`]: its socket, or the TLS layer over it). HTTP never knows which.
+pub(crate) trait Stream {
+    /// Bytes waiting to be read.
+    fn recv_queue(&self) -> usize;
+    /// Copies waiting bytes into `buf` without taking them.
+    fn peek(&mut self, buf: &mut [u8]) -> usize;
+    /// Gives `f` the waiting bytes (maybe not all); `f` says how many it took.
+    fn take<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Option<R>;
+    /// Writes what of `data` fits; returns how much.
+    fn send(&mut self, data: &[u8]) -> usize;
+    /// About how much a `send` would take now.
+    fn room(&self) -> usize;
+    fn may_send(&self) -> bool;
+    /// Whether the peer will send nothing more (it closed, or the connection is gone), as
+    /// opposed to not having finished the handshake yet.
+    fn peer_done(&self) -> bool;
+    fn close(&mut self);
+    fn abort(&mut self);
+    /// Whether the peer is done and everything it sent has been read.
+    fn drained(&self) -> bool {
+        self.peer_done() && self.recv_queue() == 0
+    }
+}
+
+impl Stream for Socket<'static> {
+    fn recv_queue(&self) -> usize {
+        Socket::recv_queue(self)
+    }
+    fn peek(&mut self, buf: &mut [u8]) -> usize {
+        self.peek_slice(buf).unwrap_or(0)
+    }
+    fn take<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Option<R> {
+        self.recv(f).ok()
+    }
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.send_slice(data).unwrap_or(0)
+    }
+    fn room(&self) -> usize {
+        self.send_capacity().saturating_sub(self.send_queue())
+    }
+    fn may_send(&self) -> bool {
+        Socket::may_send(self)
+    }
+    fn peer_done(&self) -> bool {
+        !self.may_recv()
+            && !matches!(
+                self.state(),
+                State::Listen | State::SynReceived | State::SynSent
+            )
+    }
+    fn close(&mut self) {
+        Socket::close(self)
+    }
+    fn abort(&mut self) {
+        Socket::abort(self)
+    }
+}
+
+/// A client connection as the proxy sees it: plain TCP, or TLS over it.
+pub(crate) struct ClientIo<'a> {
+    sock: &'a mut Socket<'static>,
+    tls: Option<&'a mut TlsSession>,
+}
+
+impl<'a> ClientIo<'a> {
+    fn of(sock: &'a mut Socket<'static>, tls: &'a mut Option<Box<TlsSession>>) -> Self {
+        ClientIo {
+            sock,
+            tls: tls.as_deref_mut(),
+        }
+    }
+}
+
+impl Stream for ClientIo<'_> {
+    fn recv_queue(&self) -> usize {
+        match &self.tls {
+            Some(t) => t.recv_queue(),
+            None => Socket::recv_queue(self.sock),
+        }
+    }
+    fn peek(&mut self, buf: &mut [u8]) -> usize {
+        match &self.tls {
+            Some(t) => t.peek(buf),
+            None => Stream::peek(&mut *self.sock, buf),
+        }
+    }
+    fn take<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Option<R> {
+        match &mut self.tls {
+            Some(t) => Some(t.recv(f)),
+            None => self.sock.take(f),
+        }
+    }
+    fn send(&mut self, data: &[u8]) -> usize {
+        match &mut self.tls {
+            Some(t) => t.send(data),
+            None => Stream::send(self.sock, data),
+        }
+    }
+    fn room(&self) -> usize {
+        match &self.tls {
+            Some(t) if !t.may_send() => 0,
+            _ => self.sock.room(),
+        }
+    }
+    fn may_send(&self) -> bool {
+        Socket::may_send(self.sock) && self.tls.as_ref().is_none_or(|t| t.may_send())
+    }
+    fn peer_done(&self) -> bool {
+        self.sock.peer_done() || self.tls.as_ref().is_some_and(|t| t.peer_done())
+    }
+    fn close(&mut self) {
+        match &mut self.tls {
+            Some(t) => t.close(self.sock),
+            None => Socket::close(self.sock),
+        }
+    }
+    fn abort(&mut self) {
+        Socket::abort(self.sock)
+    }
+}
+
+/// Writes as much of `pending` as `s` takes.
+fn flush(pending: &mut BytesMut, s: &mut impl Stream) {
+    if pending.is_empty() || !s.may_send() {
         return;
     }
-    if let Ok(n) = sock.send_slice(pending) {
-        pending.advance(n);
-    }
+    let n = s.send(pending);
+    pending.advance(n);
 }
 
 /// Why relaying a body stopped short.
@@ -175,14 +305,14 @@ enum RelayFault {
 /// Moves body bytes from `src` to `dst` as far as `dst` has room and `body` says they
 /// belong to the message; `limit` caps the body's size.
 fn relay(
-    src: &mut Socket<'static>,
-    dst: &mut Socket<'static>,
+    src: &mut impl Stream,
+    dst: &mut impl Stream,
     body: &mut Body,
     limit: u64,
 ) -> Result<usize, RelayFault> {
     let mut moved = 0;
     for _ in 0..64 {
-        let room = dst.send_capacity().saturating_sub(dst.send_queue());
+        let room = dst.room();
         if room == 0 || !dst.may_send() || body.done() || src.recv_queue() == 0 {
             break;
         }
@@ -190,9 +320,9 @@ fn relay(
             Body::Done => Ok(0),
             Body::Length(rem) => {
                 let rem_now = *rem;
-                let r = src.recv(|buf| {
+                let r = src.take(|buf| {
                     let n = buf.len().min(room).min(rem_now as usize);
-                    let sent = dst.send_slice(&buf[..n]).unwrap_or(0);
+                    let sent = dst.send(&buf[..n]);
                     (sent, sent)
                 });
                 let n = r.unwrap_or(0);
@@ -203,29 +333,26 @@ fn relay(
                 Ok(n)
             }
             Body::Chunked(c) => {
-                let r = src.recv(|buf| {
+                let r = src.take(|buf| {
                     let take = buf.len().min(room);
                     match c.advance(&buf[..take]) {
                         Ok(n) => {
-                            let sent = dst.send_slice(&buf[..n]).unwrap_or(0);
+                            let sent = dst.send(&buf[..n]);
                             (sent, Ok(sent))
                         }
                         Err(_) => (0, Err(RelayFault::Chunked)),
                     }
                 });
                 match r {
-                    Ok(Ok(n)) if c.data_bytes > limit => {
-                        let _ = n;
-                        Err(RelayFault::TooLarge)
-                    }
-                    Ok(x) => x,
-                    Err(_) => Ok(0),
+                    Some(Ok(_)) if c.data_bytes > limit => Err(RelayFault::TooLarge),
+                    Some(x) => x,
+                    None => Ok(0),
                 }
             }
             Body::UntilClose => {
-                let r = src.recv(|buf| {
+                let r = src.take(|buf| {
                     let n = buf.len().min(room);
-                    let sent = dst.send_slice(&buf[..n]).unwrap_or(0);
+                    let sent = dst.send(&buf[..n]);
                     (sent, sent)
                 });
                 Ok(r.unwrap_or(0))
@@ -239,33 +366,18 @@ fn relay(
     Ok(moved)
 }
 
-/// Takes `n` bytes off `sock`'s receive buffer (in two parts where its ring wraps).
-fn discard(sock: &mut Socket<'static>, n: usize) {
+/// Takes `n` bytes off `s` (in parts where a ring wraps).
+fn discard(s: &mut impl Stream, n: usize) {
     let mut left = n;
     while left > 0 {
-        match sock.recv(|b| {
+        match s.take(|b| {
             let k = left.min(b.len());
             (k, k)
         }) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => left -= k,
+            Some(0) | None => break,
+            Some(k) => left -= k,
         }
     }
-}
-
-/// Whether the peer of `sock` will send nothing more (it sent FIN, or the connection is
-/// gone), as opposed to not having finished the handshake yet.
-fn peer_done(sock: &Socket<'static>) -> bool {
-    !sock.may_recv()
-        && !matches!(
-            sock.state(),
-            State::Listen | State::SynReceived | State::SynSent
-        )
-}
-
-/// Whether `sock`'s peer is done and everything it sent has been read.
-fn drained(sock: &Socket<'static>) -> bool {
-    peer_done(sock) && sock.recv_queue() == 0
 }
 
 impl Shard<'_> {
@@ -274,12 +386,41 @@ impl Shard<'_> {
         let Some(mut c) = self.take_conn(id) else {
             return;
         };
-        for _ in 0..8 {
-            if !self.step(id, &mut c, now) {
-                break;
+        if self.pump_tls(&mut c, now) {
+            for _ in 0..8 {
+                if !self.step(id, &mut c, now) {
+                    break;
+                }
             }
+            // What the steps wrote, encrypted and into the socket.
+            self.pump_tls(&mut c, now);
         }
         self.put_conn(id, c);
+    }
+
+    /// Moves a TLS client's bytes between its socket and its TLS layer; false while the
+    /// handshake is not done, or after it failed (the client then got an alert).
+    fn pump_tls(&mut self, c: &mut Conn, now: u64) -> bool {
+        let (Role::Client(sess), Some(sock)) = (&mut c.role, c.sock.as_mut()) else {
+            return true;
+        };
+        let Some(tls) = sess.tls.as_mut() else {
+            return true;
+        };
+        match tls.pump(sock) {
+            Ok(()) => !tls.is_handshaking(),
+            Err(f) => {
+                self.stats.error(match f {
+                    TlsFault::Handshake(_) => L7Error::TlsHandshake,
+                    TlsFault::Record(_) => L7Error::TlsRecord,
+                });
+                if sess.phase != Phase::Closing {
+                    sess.phase = Phase::Closing;
+                    sess.since = now;
+                }
+                false
+            }
+        }
     }
 
     /// One step of the session; true if it changed phase (worth another step).
@@ -306,14 +447,15 @@ impl Shard<'_> {
             Phase::Tunnel => self.tunnel(c),
             Phase::Closing => {
                 if let (Role::Client(sess), Some(sock)) = (&mut c.role, c.sock.as_mut()) {
-                    flush(&mut sess.to_client, sock);
+                    let mut cs = ClientIo::of(sock, &mut sess.tls);
+                    flush(&mut sess.to_client, &mut cs);
                     if sess.to_client.is_empty() || now >= sess.since + CLOSING_MS {
                         sess.to_client.clear();
-                        sock.close();
+                        cs.close();
                     }
                     if now >= sess.since + FIN_WAIT_MS {
                         // The client never finished closing (as Linux's tcp_fin_timeout).
-                        sock.abort();
+                        cs.abort();
                     }
                 }
             }
@@ -366,9 +508,10 @@ impl Shard<'_> {
         sess.phase = Phase::Closing;
         sess.since = now;
         if let Some(s) = c.sock.as_mut() {
-            flush(&mut sess.to_client, s);
+            let mut cs = ClientIo::of(s, &mut sess.tls);
+            flush(&mut sess.to_client, &mut cs);
             if started || e.status().is_none() {
-                s.abort();
+                cs.abort();
             }
         }
     }
@@ -431,6 +574,8 @@ impl Shard<'_> {
             return;
         };
         let Some(sock) = c.sock.as_mut() else { return };
+        let proto = if sess.tls.is_some() { "https" } else { "http" };
+        let sock = &mut ClientIo::of(sock, &mut sess.tls);
         let setup = std::sync::Arc::clone(&self.setup);
         let Some(svc) = setup.services.get(sess.svc) else {
             sock.abort();
@@ -439,7 +584,7 @@ impl Shard<'_> {
         let client_ip: IpAddr = c.key.remote.ip();
         let waiting = sock.recv_queue();
         if waiting == 0 {
-            if peer_done(sock) {
+            if sock.peer_done() {
                 // The client is done with this connection.
                 sock.close();
                 sess.phase = Phase::Closing;
@@ -468,16 +613,14 @@ impl Shard<'_> {
                 .head_started
                 .get_or_insert(if sess.served == 0 { sess.since } else { now });
         let max = svc.limits.header_bytes;
-        let n = sock
-            .peek_slice(&mut self.scratch[..(max + 1).min(waiting)])
-            .unwrap_or(0);
+        let n = sock.peek(&mut self.scratch[..(max + 1).min(waiting)]);
         let mut fields = vec![httparse::EMPTY_HEADER; svc.limits.header_count];
         let head = &self.scratch[..n];
         let parsed = parse_request(head, &mut fields, max);
         let req = match parsed {
             Ok(r) => r,
             Err(HeadError::Incomplete) => {
-                if peer_done(sock) {
+                if sock.peer_done() {
                     sock.abort();
                     sess.phase = Phase::Closing;
                 } else if now >= head_started + svc.timeouts.client_header_ms {
@@ -523,7 +666,7 @@ impl Shard<'_> {
             .and_then(|r| svc.routes.get(r))
             .map_or(&[], |r| &r.request_headers);
         sess.to_up.clear();
-        http::write_request(&mut sess.to_up, &req, client_ip, rules);
+        http::write_request(&mut sess.to_up, &req, client_ip, proto, rules);
         let retryable = req.body == BodyKind::None && req.idempotent() && !req.upgrade;
         if retryable {
             sess.retry_head.clear();
@@ -695,6 +838,8 @@ impl Shard<'_> {
         let (Some(cs), Some(us)) = (c.sock.as_mut(), u.sock.as_mut()) else {
             return;
         };
+        let cs = &mut ClientIo::of(cs, &mut sess.tls);
+        let us: &mut Socket<'static> = us;
         let Some(ex) = sess.ex.as_mut() else {
             sess.phase = Phase::Head;
             return;
@@ -708,7 +853,7 @@ impl Shard<'_> {
         }
         // The backend went away (refused, reset, closed) before answering, or is late.
         let refused = matches!(us.state(), State::Closed | State::TimeWait)
-            || (drained(us) && ex.response.is_none());
+            || (us.drained() && ex.response.is_none());
         let connect_late = us.state() == State::SynSent && now >= ex.started + t.backend_connect_ms;
         let response_late =
             !ex.answered && ex.sent.is_some_and(|s| now >= s + t.backend_response_ms);
@@ -767,7 +912,7 @@ impl Shard<'_> {
             let resp = match parse_response(&self.scratch[..n], &mut fields, max, ex.head_request) {
                 Ok(r) => r,
                 Err(HeadError::Incomplete) => {
-                    if drained(us) {
+                    if us.drained() {
                         self.fail(c, L7Error::BackendFailed, now);
                     }
                     return;
@@ -820,7 +965,7 @@ impl Shard<'_> {
                 flush(&mut sess.to_client, cs);
                 return;
             }
-            ex.close_client = !ex.keep_alive || resp.body == BodyKind::UntilClose || peer_done(cs);
+            ex.close_client = !ex.keep_alive || resp.body == BodyKind::UntilClose || cs.peer_done();
             ex.reusable = resp.reusable;
             ex.status = resp.code;
             http::write_response(
@@ -842,7 +987,7 @@ impl Shard<'_> {
         };
         if sess.to_client.is_empty() {
             let _ = relay(us, cs, resp_body, u64::MAX);
-            if matches!(resp_body, Body::UntilClose) && drained(us) {
+            if matches!(resp_body, Body::UntilClose) && us.drained() {
                 *resp_body = Body::Done;
             }
         }
@@ -863,7 +1008,7 @@ impl Shard<'_> {
         let reuse = ex.reusable
             && still_wanted
             && sess.to_up.is_empty()
-            && !peer_done(us)
+            && !us.peer_done()
             && us.recv_queue() == 0;
         let close_client = ex.close_client;
         let (pool, backend) = (ex.pool, ex.backend);
@@ -895,7 +1040,9 @@ impl Shard<'_> {
         }
         if close_client {
             sess.phase = Phase::Closing;
-            cs.close();
+            if let Some(s) = c.sock.as_mut() {
+                ClientIo::of(s, &mut sess.tls).close();
+            }
         } else {
             sess.phase = Phase::Head;
         }
@@ -913,6 +1060,8 @@ impl Shard<'_> {
             return;
         };
         if let (Some(cs), Some(us)) = (c.sock.as_mut(), u.sock.as_mut()) {
+            let cs = &mut ClientIo::of(cs, &mut sess.tls);
+            let us: &mut Socket<'static> = us;
             flush(&mut sess.to_client, cs);
             let mut both = Body::UntilClose;
             let _ = relay(cs, us, &mut both, u64::MAX);
@@ -920,10 +1069,10 @@ impl Shard<'_> {
             if sess.to_client.is_empty() {
                 let _ = relay(us, cs, &mut back, u64::MAX);
             }
-            if drained(cs) && us.may_send() {
+            if cs.drained() && us.may_send() {
                 us.close();
             }
-            if drained(us) && cs.may_send() && sess.to_client.is_empty() {
+            if us.drained() && cs.may_send() && sess.to_client.is_empty() {
                 cs.close();
             }
         }

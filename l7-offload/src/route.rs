@@ -81,6 +81,7 @@ mod tests {
                 route(None, Some(PathMatch::Exact("/exact".into())), 2),
             ],
             pools: vec![],
+            tls: None,
         }
     }
 

@@ -51,7 +51,22 @@ pub struct L7Service {
     pub timeouts: Timeouts,
     pub routes: Vec<Route>,
     pub pools: Vec<Pool>,
+    /// TLS termination (`l7 = "tls"`): clients speak TLS, HTTP runs inside it.
+    pub tls: Option<ServerTls>,
 }
+
+/// A service's rustls configuration; two are equal when they are the same one (a new setup
+/// that keeps the service's certificates keeps its configuration, tickets and cache).
+#[derive(Debug, Clone)]
+pub struct ServerTls(pub std::sync::Arc<rustls::ServerConfig>);
+
+impl PartialEq for ServerTls {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ServerTls {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

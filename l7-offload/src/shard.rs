@@ -8,6 +8,7 @@ use crate::proxy::Session;
 use crate::setup::L7Setup;
 use crate::stats::{L7Error, ShardStats};
 use crate::tcp::{self, Sock, Stack};
+use crate::tls::TlsSession;
 use arc_swap::ArcSwap;
 use dataplane::offload::{Handed, OffloadRings};
 use hashbrown::{HashMap, HashSet};
@@ -496,6 +497,16 @@ impl<'r> Shard<'r> {
         } else if syn {
             match self.setup.service_at(p.dst, p.dst_port) {
                 Some(svc) if self.clients[svc] < self.setup.services[svc].limits.connections => {
+                    let tls = match &self.setup.services[svc].tls {
+                        None => Ok(None),
+                        Some(cfg) => TlsSession::new(&cfg.0).map(|t| Some(Box::new(t))),
+                    };
+                    let Ok(tls) = tls else {
+                        self.stats.error(L7Error::TlsHandshake);
+                        self.stack.ingress(None, ip, self.rings, h.worker, t);
+                        self.rings.recycle(h.frame);
+                        return;
+                    };
                     let mut sock = self.socket();
                     let ok = sock
                         .listen(IpListenEndpoint {
@@ -508,7 +519,7 @@ impl<'r> Shard<'r> {
                             sock: Some(sock),
                             key,
                             worker: h.worker,
-                            role: Role::Client(Box::new(Session::new(svc, now))),
+                            role: Role::Client(Box::new(Session::new(svc, now).with_tls(tls))),
                             deadline: None,
                         });
                         self.clients[svc] += 1;

@@ -24,10 +24,15 @@ pub enum L7Error {
     ConnectionLimit,
     /// No free source port toward the backend in this shard's range.
     UpstreamPortsExhausted,
+    /// A TLS handshake failed (no shared version, cipher suite or ALPN protocol, a bad
+    /// message); the client got an alert.
+    TlsHandshake,
+    /// A bad TLS record after the handshake; the connection was closed with an alert.
+    TlsRecord,
 }
 
 impl L7Error {
-    pub const ALL: [L7Error; 10] = [
+    pub const ALL: [L7Error; 12] = [
         L7Error::BadRequest,
         L7Error::NoRoute,
         L7Error::BodyTooLarge,
@@ -38,6 +43,8 @@ impl L7Error {
         L7Error::ClientHeaderTimeout,
         L7Error::ConnectionLimit,
         L7Error::UpstreamPortsExhausted,
+        L7Error::TlsHandshake,
+        L7Error::TlsRecord,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +59,8 @@ impl L7Error {
             L7Error::ClientHeaderTimeout => "client_header_timeout",
             L7Error::ConnectionLimit => "connection_limit",
             L7Error::UpstreamPortsExhausted => "upstream_ports_exhausted",
+            L7Error::TlsHandshake => "tls_handshake",
+            L7Error::TlsRecord => "tls_record",
         }
     }
 
@@ -65,7 +74,10 @@ impl L7Error {
             L7Error::BackendFailed | L7Error::UpstreamPortsExhausted => Some(502),
             L7Error::NoBackend => Some(503),
             L7Error::BackendTimeout => Some(504),
-            L7Error::ClientHeaderTimeout | L7Error::ConnectionLimit => None,
+            L7Error::ClientHeaderTimeout
+            | L7Error::ConnectionLimit
+            | L7Error::TlsHandshake
+            | L7Error::TlsRecord => None,
         }
     }
 }

@@ -250,6 +250,7 @@ fn setup(backends: &[&str]) -> L7Setup {
                 ..Route::default()
             }],
             pools: vec![pool("www", &backends[..1]), pool("api", &backends[1..])],
+            tls: None,
         }],
         node_ipv4: Some(NODE.into()),
         node_ipv6: None,
@@ -769,4 +770,198 @@ fn idle_pooled_connections_are_bounded_per_backend() {
         shard.stats.upstream_connections, 2,
         "two kept idle, four closed"
     );
+}
+
+/// A TLS client over one of the client host's sockets: rustls on the client side too.
+struct TlsClient {
+    conn: rustls::ClientConnection,
+    h: SocketHandle,
+}
+
+fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&str],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls::pki_types::CertificateDer::from_pem_slice(include_bytes!("tls/ca.pem"))
+                .unwrap(),
+        )
+        .unwrap();
+    let mut c = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    std::sync::Arc::new(c)
+}
+
+impl World {
+    fn tls_connect(
+        &mut self,
+        port: u16,
+        cfg: &std::sync::Arc<rustls::ClientConfig>,
+        sni: &str,
+    ) -> TlsClient {
+        let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+        TlsClient {
+            conn: rustls::ClientConnection::new(std::sync::Arc::clone(cfg), name).unwrap(),
+            h: self.connect(port),
+        }
+    }
+
+    /// Moves the TLS client's bytes between rustls and its socket; an error is the client's
+    /// view of a failed handshake.
+    fn tls_pump(&mut self, c: &mut TlsClient) -> Result<(), rustls::Error> {
+        let s = self.client.sockets.get_mut::<tcp::Socket>(c.h);
+        while s.can_recv() {
+            let _ = s.recv(|b| {
+                let mut r: &[u8] = b;
+                let n = c.conn.read_tls(&mut r).unwrap_or(0);
+                (n, ())
+            });
+            c.conn.process_new_packets()?;
+        }
+        while c.conn.wants_write() && s.can_send() {
+            let _ = s.send(|b| {
+                let mut w: &mut [u8] = b;
+                let n = c.conn.write_tls(&mut w).unwrap_or(0);
+                (n, ())
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the world with the TLS client pumped, `rounds` times 5 ms.
+    fn tls_run(
+        &mut self,
+        shard: &mut Shard,
+        c: &mut TlsClient,
+        rounds: usize,
+    ) -> Result<(), rustls::Error> {
+        for _ in 0..rounds {
+            self.tls_pump(c)?;
+            self.run(shard, 5);
+        }
+        self.tls_pump(c)
+    }
+}
+
+fn tls_setup() -> L7Setup {
+    let mut st = setup(&["10.99.0.11:8080"]);
+    let cert = |names: &[&str], chain: &[u8], key: &[u8], default: bool, i: usize| {
+        l7_offload::tls::CertSpec {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            chain_pem: chain.to_vec(),
+            key_pem: key.to_vec(),
+            default,
+            origin: format!("service.certificate[{i}]"),
+        }
+    };
+    let spec = l7_offload::tls::TlsSpec {
+        certificates: vec![
+            cert(
+                &["www.example"],
+                include_bytes!("tls/www.pem"),
+                include_bytes!("tls/www.key"),
+                true,
+                0,
+            ),
+            cert(
+                &["*.img.example"],
+                include_bytes!("tls/img.pem"),
+                include_bytes!("tls/img.key"),
+                false,
+                1,
+            ),
+        ],
+        versions: vec![
+            l7_offload::tls::TlsVersion::Tls12,
+            l7_offload::tls::TlsVersion::Tls13,
+        ],
+        alpn: vec!["http/1.1".into()],
+    };
+    st.services[0].tls = Some(ServerTls(l7_offload::tls::server_config(&spec).unwrap()));
+    st
+}
+
+#[test]
+fn tls_clients_are_terminated_and_their_requests_proxied() {
+    let (mut w, shared) = world(tls_setup(), &["10.99.0.11:8080"]);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
+    let v13 = client_config(&[&rustls::version::TLS13], &["http/1.1"]);
+    // TLS 1.3, SNI naming the wildcard certificate (the client verifies it against the CA).
+    let mut c = w.tls_connect(50100, &v13, "a.img.example");
+    w.tls_run(&mut shard, &mut c, 20).unwrap();
+    assert!(!c.conn.is_handshaking());
+    assert_eq!(c.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        c.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    // Keep-alive requests inside TLS, proxied in plain HTTP with X-Forwarded-Proto: https.
+    for path in ["/one", "/two"] {
+        use std::io::{Read, Write};
+        c.conn
+            .writer()
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: a.img.example\r\n\r\n").as_bytes())
+            .unwrap();
+        w.tls_run(&mut shard, &mut c, 10).unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = c.conn.reader().read(&mut got).unwrap();
+        let got = text(&got[..n]);
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with(&format!("b1 {path}\n")),
+            "{got}"
+        );
+    }
+    let b = &w.backends[0].1;
+    assert!(
+        b.requests
+            .iter()
+            .all(|r| r.contains("X-Forwarded-Proto: https\r\n") && r.contains("proto=https")),
+        "{:?}",
+        b.requests
+    );
+    assert_eq!(b.requests.len(), 2);
+    // A second connection resumes the session (a ticket from the first).
+    let mut again = w.tls_connect(50101, &v13, "a.img.example");
+    w.tls_run(&mut shard, &mut again, 20).unwrap();
+    assert_eq!(
+        again.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    // TLS 1.2, no SNI match: the default certificate, which names www.example.
+    let v12 = client_config(&[&rustls::version::TLS12], &[]);
+    let mut old = w.tls_connect(50102, &v12, "www.example");
+    w.tls_run(&mut shard, &mut old, 20).unwrap();
+    assert_eq!(
+        old.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    // A client that offers only h2 shares no ALPN protocol: an alert, counted.
+    let h2 = client_config(&[&rustls::version::TLS13], &["h2"]);
+    let mut bad = w.tls_connect(50103, &h2, "www.example");
+    let r = w.tls_run(&mut shard, &mut bad, 20);
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(
+        shard.stats.errors[l7_offload::stats::L7Error::ALL
+            .iter()
+            .position(|&e| e == l7_offload::stats::L7Error::TlsHandshake)
+            .unwrap()],
+        1
+    );
+    // And plain HTTP to the TLS port is a failed handshake too, never proxied.
+    let p = w.connect(50104);
+    w.run(&mut shard, 10);
+    w.send(p, b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n");
+    w.run(&mut shard, 20);
+    assert!(!text(&w.received(p)).contains("HTTP/1.1"));
+    assert_eq!(w.backends[0].1.requests.len(), 2);
 }

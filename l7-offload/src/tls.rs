@@ -1,0 +1,403 @@
+//! TLS termination for `l7 = "tls"` services: a rustls server configuration per service (its
+//! certificate picked by SNI: the exact name, then a wildcard, then the default; protocol
+//! versions and ALPN from the service; session resumption by tickets with rotating keys and
+//! by a session cache), and [`TlsSession`], the layer between a client's TCP socket and the
+//! HTTP session: ciphertext in from the socket, plaintext to the proxy, and back.
+//!
+//! rustls is driven without sockets (bytes in, bytes out), which is what a userspace TCP
+//! stack needs; the crypto provider is aws-lc-rs (see Cargo.toml for why).
+
+use bytes::{Buf, BytesMut};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, ServerConnection};
+use smoltcp::socket::tcp::Socket;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+/// One certificate chain and its key, and the names it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    /// Exact names, or `*.suffix` (one label), as the client sends them in SNI.
+    pub names: Vec<String>,
+    /// PEM: the chain, leaf first.
+    pub chain_pem: Vec<u8>,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Vec<u8>,
+    /// Served when no name matches, or the ClientHello has no SNI.
+    pub default: bool,
+    /// Where it came from, for errors (`service.certificate[0]`).
+    pub origin: String,
+}
+
+/// A TLS protocol version a service offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// What a service's TLS termination is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSpec {
+    pub certificates: Vec<CertSpec>,
+    pub versions: Vec<TlsVersion>,
+    pub alpn: Vec<String>,
+}
+
+/// Sessions the cache of each service remembers for resumption without tickets.
+const SESSION_CACHE: usize = 16384;
+/// Ciphertext rustls may hold for a client before the proxy's writes are refused: about
+/// two records, so the socket's own buffer is where responses wait.
+const SEND_LIMIT: usize = 32 * 1024;
+/// Plaintext read ahead of the proxy, per client connection.
+const PLAIN_LIMIT: usize = 64 * 1024;
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The server configuration `spec` describes; an error names the certificate at fault.
+pub fn server_config(spec: &TlsSpec) -> Result<Arc<ServerConfig>, String> {
+    let provider = provider();
+    let resolver = SniResolver::new(spec, &provider)?;
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = spec
+        .versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        })
+        .collect();
+    let mut cfg = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = spec.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    // Ticket keys rotate (every six hours, the previous key still accepted meanwhile).
+    cfg.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// Loads one chain and key and checks that they belong together.
+fn certified_key(c: &CertSpec, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&c.chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: cert: not a PEM certificate chain ({e})", c.origin))?;
+    if chain.is_empty() {
+        return Err(format!("{}: cert: no certificate in the file", c.origin));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&c.key_pem)
+        .map_err(|e| format!("{}: key: not a PEM private key ({e})", c.origin))?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: key: {e}", c.origin))?;
+    let ck = CertifiedKey::new(chain, signer);
+    ck.keys_match()
+        .map_err(|e| format!("{}: the key is not the certificate's ({e})", c.origin))?;
+    Ok(ck)
+}
+
+/// Picks a certificate by the ClientHello's server name: exact, then `*.` one label up,
+/// then the default.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// By the suffix after `*.` (`example` for `*.example`).
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+/// A name as SNI compares it: lowercase, no trailing dot.
+fn normal(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl SniResolver {
+    fn new(spec: &TlsSpec, provider: &CryptoProvider) -> Result<SniResolver, String> {
+        let mut r = SniResolver {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default: None,
+        };
+        for c in &spec.certificates {
+            let ck = Arc::new(certified_key(c, provider)?);
+            for n in &c.names {
+                let n = normal(n);
+                match n.strip_prefix("*.") {
+                    Some(suffix) => r.wildcard.insert(suffix.to_string(), Arc::clone(&ck)),
+                    None => r.exact.insert(n, Arc::clone(&ck)),
+                };
+            }
+            if c.default || spec.certificates.len() == 1 {
+                r.default = Some(Arc::clone(&ck));
+            }
+        }
+        Ok(r)
+    }
+
+    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let by_name = sni.and_then(|s| {
+            let s = normal(s);
+            self.exact.get(&s).or_else(|| {
+                let (_, parent) = s.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+        });
+        by_name.or(self.default.as_ref()).cloned()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.pick(hello.server_name())
+    }
+}
+
+/// Why a TLS connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsFault {
+    /// The handshake failed (no shared version, cipher or ALPN protocol, a bad message).
+    Handshake(String),
+    /// A record after the handshake was bad.
+    Record(String),
+}
+
+/// The TLS layer of one client connection.
+pub struct TlsSession {
+    conn: ServerConnection,
+    /// Decrypted bytes the proxy has not read yet.
+    plain: BytesMut,
+    /// The proxy closed its side: once rustls's last bytes are in the socket, close it.
+    closing: bool,
+    /// The peer sent close_notify, or a fault ended the session.
+    done: bool,
+}
+
+impl TlsSession {
+    pub fn new(cfg: &Arc<ServerConfig>) -> Result<TlsSession, String> {
+        let mut conn = ServerConnection::new(Arc::clone(cfg)).map_err(|e| e.to_string())?;
+        conn.set_buffer_limit(Some(SEND_LIMIT));
+        Ok(TlsSession {
+            conn,
+            plain: BytesMut::with_capacity(4096),
+            closing: false,
+            done: false,
+        })
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The SNI name the client asked for.
+    pub fn server_name(&self) -> Option<&str> {
+        self.conn.server_name()
+    }
+
+    /// Moves ciphertext from `sock` through rustls into the plaintext buffer, and what rustls
+    /// has to send (handshake, records, alerts) into `sock` as far as it has room.
+    pub fn pump(&mut self, sock: &mut Socket<'static>) -> Result<(), TlsFault> {
+        let mut fault = None;
+        while !self.done && sock.recv_queue() > 0 && self.plain.len() < PLAIN_LIMIT {
+            let read = sock.recv(|buf| {
+                let mut r: &[u8] = buf;
+                match self.conn.read_tls(&mut r) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                }
+            });
+            let n = match read {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    fault = Some(TlsFault::Record(e.to_string()));
+                    break;
+                }
+                Err(_) => 0,
+            };
+            let handshaking = self.conn.is_handshaking();
+            match self.conn.process_new_packets() {
+                Ok(state) => {
+                    if state.peer_has_closed() {
+                        self.done = true;
+                    }
+                }
+                Err(e) => {
+                    fault = Some(if handshaking {
+                        TlsFault::Handshake(e.to_string())
+                    } else {
+                        TlsFault::Record(e.to_string())
+                    });
+                    break;
+                }
+            }
+            self.read_plain();
+            if n == 0 {
+                break;
+            }
+        }
+        self.read_plain();
+        self.write_out(sock);
+        if let Some(f) = fault {
+            // rustls queued an alert for it; it goes out before the FIN.
+            self.done = true;
+            self.write_out(sock);
+            sock.close();
+            return Err(f);
+        }
+        if self.closing && !self.conn.wants_write() {
+            sock.close();
+        }
+        Ok(())
+    }
+
+    fn read_plain(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while self.plain.len() < PLAIN_LIMIT {
+            match self.conn.reader().read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.plain.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn write_out(&mut self, sock: &mut Socket<'static>) {
+        while self.conn.wants_write() && sock.can_send() {
+            let wrote = sock.send(|buf| {
+                let mut w: &mut [u8] = buf;
+                let n = self.conn.write_tls(&mut w).unwrap_or(0);
+                (n, n)
+            });
+            if !matches!(wrote, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+
+    /// Decrypted bytes waiting for the proxy.
+    pub fn recv_queue(&self) -> usize {
+        self.plain.len()
+    }
+
+    pub fn peek(&self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.plain.len());
+        buf[..n].copy_from_slice(&self.plain[..n]);
+        n
+    }
+
+    /// Gives the waiting plaintext to `f`, which says how much of it it took.
+    pub fn recv<R>(&mut self, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> R {
+        let (n, r) = f(&mut self.plain[..]);
+        self.plain.advance(n.min(self.plain.len()));
+        r
+    }
+
+    /// Encrypts what of `data` rustls takes (up to its buffer limit); the next pump sends it.
+    pub fn send(&mut self, data: &[u8]) -> usize {
+        if self.closing || self.done {
+            return 0;
+        }
+        self.conn.writer().write(data).unwrap_or(0)
+    }
+
+    /// Whether the proxy may write: the handshake is done and nothing closed this side.
+    pub fn may_send(&self) -> bool {
+        !self.closing && !self.done && !self.conn.is_handshaking()
+    }
+
+    /// Whether the client will send nothing more over TLS (close_notify or a fault).
+    pub fn peer_done(&self) -> bool {
+        self.done
+    }
+
+    /// Ends the session: close_notify, then the socket's FIN once it is all in the socket.
+    pub fn close(&mut self, sock: &mut Socket<'static>) {
+        if !self.closing {
+            self.closing = true;
+            self.conn.send_close_notify();
+        }
+        self.write_out(sock);
+        if !self.conn.wants_write() {
+            sock.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // P-256 leaves for www.example and *.img.example, signed by a test CA (made by
+    // tests/tls/make-certs.sh).
+    const LEAF: &str = include_str!("../tests/tls/www.pem");
+    const KEY: &str = include_str!("../tests/tls/www.key");
+    const IMG: &str = include_str!("../tests/tls/img.pem");
+    const IMG_KEY: &str = include_str!("../tests/tls/img.key");
+
+    fn spec() -> TlsSpec {
+        TlsSpec {
+            certificates: vec![
+                CertSpec {
+                    names: vec!["www.example".into()],
+                    chain_pem: LEAF.into(),
+                    key_pem: KEY.into(),
+                    default: true,
+                    origin: "service.certificate[0]".into(),
+                },
+                CertSpec {
+                    names: vec!["*.img.example".into(), "IMG.Example.".into()],
+                    chain_pem: IMG.into(),
+                    key_pem: IMG_KEY.into(),
+                    default: false,
+                    origin: "service.certificate[1]".into(),
+                },
+            ],
+            versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            alpn: vec!["http/1.1".into()],
+        }
+    }
+
+    #[test]
+    fn sni_picks_exact_then_one_label_wildcard_then_default() {
+        let r = SniResolver::new(&spec(), &provider()).unwrap();
+        let www = r.pick(Some("www.example")).unwrap();
+        let img = r.pick(Some("a.img.example")).unwrap();
+        assert!(!Arc::ptr_eq(&www, &img));
+        assert!(Arc::ptr_eq(&img, &r.pick(Some("img.example")).unwrap()));
+        assert!(Arc::ptr_eq(&img, &r.pick(Some("A.IMG.example.")).unwrap()));
+        // A wildcard covers one label only; anything else gets the default.
+        assert!(Arc::ptr_eq(&www, &r.pick(Some("a.b.img.example")).unwrap()));
+        assert!(Arc::ptr_eq(&www, &r.pick(Some("other.test")).unwrap()));
+        assert!(Arc::ptr_eq(&www, &r.pick(None).unwrap()));
+    }
+
+    #[test]
+    fn bad_files_and_mismatched_keys_are_named() {
+        let mut s = spec();
+        s.certificates[1].key_pem = KEY.into();
+        let e = server_config(&s).unwrap_err();
+        assert!(
+            e.starts_with("service.certificate[1]: the key is not"),
+            "{e}"
+        );
+        let mut s = spec();
+        s.certificates[0].chain_pem = b"not pem".to_vec();
+        let e = server_config(&s).unwrap_err();
+        assert!(
+            e.starts_with("service.certificate[0]: cert: no certificate"),
+            "{e}"
+        );
+        let mut s = spec();
+        s.certificates[0].key_pem = LEAF.into();
+        let e = server_config(&s).unwrap_err();
+        assert!(e.starts_with("service.certificate[0]: key: "), "{e}");
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Makes the test certificates of the L7 pool's TLS tests (committed; run again to renew):
+# a P-256 CA, and leaves signed by it for www.example (+ *.example) and *.img.example
+# (+ img.example), valid for 100 years. Needs openssl.
+set -euo pipefail
+cd "$(dirname "$0")"
+days=36500
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days $days \
+  -subj "/CN=sluice test CA" -keyout ca.key -out ca.pem 2>/dev/null
+leaf() {
+  local name=$1 sans=$2
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+    -keyout "$name.key" -out "$name.csr" 2>/dev/null
+  openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days $days \
+    -extfile <(printf "subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n" "$sans") \
+    -out "$name.leaf" 2>/dev/null
+  # The chain, leaf first.
+  cat "$name.leaf" ca.pem > "$name.pem"
+  rm -f "$name.csr" "$name.leaf"
+}
+leaf www "DNS:www.example,DNS:*.example"
+leaf img "DNS:*.img.example,DNS:img.example"
+rm -f ca.srl
