@@ -9,7 +9,10 @@
 #            `http-request return`, so the backends are not the limit)
 #
 # Scenarios: keep-alive from 100 connections; a new client connection per request
-# (`Connection: close`) from 100; keep-alive from 10,000 connections. Each runs RUNS times,
+# (`Connection: close`) from 100; keep-alive from 10,000 connections; and over TLS (the test
+# certificates of l7-offload/tests/tls, P-256, TLS 1.3 as wrk negotiates it): keep-alive
+# from 100 connections (tlska100), and a new TLS connection, so a full handshake, per request
+# from 100 (tlsnew100: its requests/s are handshakes/s). Each runs RUNS times,
 # alternating sluice and HAProxy, and reports the median and the spread (min–max) of
 # requests/s and of wrk's p50 and p99 latency, and the upstream reuse the backends saw
 # (1 - connections/requests, from their own counters), with sluice's figures as ratios of
@@ -17,18 +20,19 @@
 # uses 10,000 connections where the descriptor limit lets HAProxy hold them (two each); it
 # says how many it used.
 #
-# Usage: scripts/bench-l7.sh [-s SECONDS] [-r RUNS] [-o OUTDIR] [-c "ka100 close100 ka10k"]
+# Usage: scripts/bench-l7.sh [-s SECONDS] [-r RUNS] [-o OUTDIR]
+#                            [-c "ka100 close100 ka10k tlska100 tlsnew100"]
 # (BENCH_L7_DEBUG=1 also prints the client's TCP retransmissions and sluice's exit report;
 # SLUICE_IDLE=spin runs sluice's poll loop without yielding when idle.)
 # Needs root; installs haproxy and wrk if missing. Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-secs=10; runs=3; out=target/bench-l7; scenarios="ka100 close100 ka10k"
+secs=10; runs=3; out=target/bench-l7; scenarios="ka100 close100 ka10k tlska100 tlsnew100"
 while getopts "s:r:o:c:" o; do
   case $o in
     s) secs=$OPTARG ;; r) runs=$OPTARG ;; o) out=$OPTARG ;; c) scenarios=$OPTARG ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) sed -n '2,27p' "$0"; exit 2 ;;
   esac
 done
 ensure_packages haproxy wrk iproute2 ethtool curl python3 libxdp-dev libbpf-dev clang
@@ -39,6 +43,7 @@ fds=$(ulimit -n)
 many=$(( fds / 2 - 500 < 10000 ? fds / 2 - 500 : 10000 ))
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 work=$(mktemp -d); pfx=bl7
+certs=$(pwd)/l7-offload/tests/tls
 ns() { ip netns exec "$pfx-$1" "${@:2}"; }
 cleanup() {
   pkill -INT -f "sluice run --config $work" 2>/dev/null || true
@@ -110,7 +115,28 @@ name = "www"
 address = "10.99.0.11:8082"
 [[service.pool.backend]]
 address = "10.99.0.12:8082"
+[[service]]
+name = "secure"
+vip = "10.99.0.100:443"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls"
+default_pool = "www"
+[service.limits]
+connections = 60000
+[[service.certificate]]
+names = ["www.example"]
+cert = "$certs/www.pem"
+key = "$certs/www.key"
+[[service.pool]]
+name = "www"
+[[service.pool.backend]]
+address = "10.99.0.11:8082"
+[[service.pool.backend]]
+address = "10.99.0.12:8082"
 EOF
+# HAProxy takes the chain and key in one file.
+cat "$certs/www.pem" "$certs/www.key" > "$work/www-combined.pem"
 cat > "$work/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -126,6 +152,10 @@ defaults
   http-reuse always
 frontend f
   bind 10.99.0.100:80
+  maxconn $many
+  default_backend www
+frontend tls
+  bind 10.99.0.100:443 ssl crt $work/www-combined.pem alpn http/1.1
   maxconn $many
   default_backend www
 backend www
@@ -183,14 +213,16 @@ stop_proxy() {
 
 # One wrk run: prints "rps p50_ms p99_ms reuse".
 measure() {
-  local scenario=$1 conns args=()
+  local scenario=$1 conns args=() url=http://10.99.0.100/
   case $scenario in
     ka100) conns=100 ;;
     close100) conns=100; args=(-H "Connection: close") ;;
     ka10k) conns=$many ;;
+    tlska100) conns=100; url=https://10.99.0.100/ ;;
+    tlsnew100) conns=100; url=https://10.99.0.100/; args=(-H "Connection: close") ;;
   esac
   read -r c0 r0 < <(backend_counts)
-  ns cli taskset -c 0 wrk -t1 -c"$conns" -d"$secs" --timeout 10s --latency "${args[@]}" http://10.99.0.100/ > "$work/wrk.txt" 2>&1
+  ns cli taskset -c 0 wrk -t1 -c"$conns" -d"$secs" --timeout 10s --latency "${args[@]}" "$url" > "$work/wrk.txt" 2>&1
   read -r c1 r1 < <(backend_counts)
   python3 - "$work/wrk.txt" $((c1 - c0)) $((r1 - r0)) <<'PY'
 import re, sys

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages build-essential pkg-config libdpdk-dev libclang-dev \
   iproute2 ethtool curl iperf3 python3 procps iputils-ping \
-  libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client
+  libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client openssl
 ensure_rust
 # DPDK tests run on virtual devices with real hugepage memory (not --no-huge), as production does.
 ensure_hugepages 512

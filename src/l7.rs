@@ -23,8 +23,8 @@ pub struct L7Pool {
     stopped: AtomicUsize,
 }
 
-fn l7_setup(cfg: &Config) -> L7Setup {
-    controlplane::l7::setup(cfg, |_, _, _| {
+fn l7_setup(cfg: &Config, tls: &controlplane::l7::TlsConfigs) -> L7Setup {
+    controlplane::l7::setup(cfg, tls, |_, _, _| {
         (
             l7_offload::setup::Admin::Ready,
             l7_offload::setup::Health::Unknown,
@@ -33,21 +33,23 @@ fn l7_setup(cfg: &Config) -> L7Setup {
 }
 
 impl L7Pool {
-    /// The pool `cfg` asks for, if any of its services is an L7 one.
-    pub fn of(cfg: &Config) -> Option<L7Pool> {
+    /// The pool `cfg` asks for, if any of its services is an L7 one; an error if a TLS
+    /// service's certificates do not load.
+    pub fn of(cfg: &Config) -> Result<Option<L7Pool>, String> {
         if !controlplane::l7::wanted(cfg) {
-            return None;
+            return Ok(None);
         }
+        let tls = controlplane::l7::tls_configs(cfg, &Default::default())?;
         let w = &cfg.l7;
         let (lo, hi) = w.upstream_ports;
-        Some(L7Pool {
+        Ok(Some(L7Pool {
             plan: OffloadPlan::new(w.workers).with_upstream_ports(lo, hi),
-            shared: Arc::new(SharedSetup::new(l7_setup(cfg))),
+            shared: Arc::new(SharedSetup::new(l7_setup(cfg, &tls))),
             stats: Arc::new((0..w.workers).map(|_| Mutex::default()).collect()),
             cores: w.cores.clone(),
             ring: w.ring as usize,
             stopped: AtomicUsize::new(0),
-        })
+        }))
     }
 
     /// The rings between `workers` poll loops and the shards.

@@ -59,6 +59,8 @@ pub fn run(
         controlplane::snapshot::build(&cfg)
             .map_err(|e| format!("{}: {e}", opts.config.display()))?,
     );
+    // Before the EAL starts: certificates that do not load stop the start here.
+    let l7 = crate::l7::L7Pool::of(&cfg).map_err(|e| format!("cannot start the L7 pool: {e}"))?;
     let stop = crate::workers::stop_on_signals()?;
 
     // The exception path: a TAP device DPDK creates, carrying the node's MAC so the kernel's
@@ -141,7 +143,6 @@ pub fn run(
     let (mut ctl, links) =
         control::start(&cfg, &opts.config, "dpdk", (*snap).clone(), n, opts.quiet)?;
     *started = true;
-    let l7 = crate::l7::L7Pool::of(&cfg);
     if let Some(pool) = &l7 {
         rings = rings.with_offload(pool.rings(n));
         pool.follow(&ctl);

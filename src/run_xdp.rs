@@ -43,6 +43,8 @@ pub fn run(
     }
     let snap = controlplane::snapshot::build(&cfg)
         .map_err(|e| format!("{}: {e}", opts.config.display()))?;
+    // Before anything is attached: certificates that do not load stop the start here.
+    let l7 = crate::l7::L7Pool::of(&cfg).map_err(|e| format!("cannot start the L7 pool: {e}"))?;
     let mode = match x.mode {
         XdpMode::Native => AttachMode::Native,
         XdpMode::Generic => AttachMode::Generic,
@@ -87,7 +89,6 @@ pub fn run(
         );
     }
     let steering = Steering::new(n, snap.node.snat_ports);
-    let l7 = crate::l7::L7Pool::of(&cfg);
     let mut rings: Rings<XskFrame> = Rings::new(n, RING_CAPACITY);
     if let Some(pool) = &l7 {
         rings = rings.with_offload(pool.rings(n));

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/http_backend.py");
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/l7_client.py");
+/// The L7 pool's test certificates (l7-offload/tests/tls/make-certs.sh): a CA, and leaves
+/// for www.example (+ *.example) and *.img.example.
+const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/l7-offload/tests/tls");
 
 fn services() -> String {
     r#"
@@ -192,6 +195,33 @@ name = "dead"
 address = "10.99.0.12:9"
 "#
     .to_string()
+        + &format!(
+            r#"
+[[service]]
+name = "secure"
+vip = "10.99.0.100:443"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls"
+default_pool = "www"
+
+[[service.certificate]]
+names = ["www.example", "*.example"]
+cert = "{TLS_DIR}/www.pem"
+key = "{TLS_DIR}/www.key"
+default = true
+
+[[service.certificate]]
+names = ["*.img.example"]
+cert = "{TLS_DIR}/img.pem"
+key = "{TLS_DIR}/img.key"
+
+[[service.pool]]
+name = "www"
+[[service.pool.backend]]
+address = "10.99.0.12:8081"
+"#
+        )
 }
 
 /// One curl in the client namespace: (status, headers, body).
@@ -705,6 +735,59 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     assert!(
         head.contains("X-Saw-Forwarded: for=10.98.0.2;proto=http"),
         "{head}"
+    );
+
+    // TLS termination (l7 = "tls"): the certificate verified against the test CA, two
+    // requests on one TLS connection, and the backend told the client spoke https.
+    let ca = format!("{TLS_DIR}/ca.pem");
+    let tls = [
+        "--cacert",
+        ca.as_str(),
+        "--resolve",
+        "www.example:443:10.99.0.100",
+    ];
+    let o = t.exec(
+        "cli",
+        &[
+            &["curl", "-sv", "-m", "20"][..],
+            &tls,
+            &["https://www.example/tls/a", "https://www.example/tls/b"],
+        ]
+        .concat(),
+    );
+    let (out, said) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        out.contains("b2 /tls/a\n") && out.contains("b2 /tls/b\n"),
+        "{out}\n{said}"
+    );
+    assert!(said.contains("Re-using existing connection"), "{said}");
+    let (code, head, _) = curl(&t, &[&tls[..], &["https://www.example/fwd"]].concat());
+    assert_eq!(code, 200, "{head}");
+    assert!(head.contains("X-Saw-X-Forwarded-Proto: https"), "{head}");
+    // TLS 1.2, and SNI on the wildcard name choosing the other certificate.
+    let o = t.exec(
+        "cli",
+        &["bash", "-c", &format!("echo | openssl s_client -connect 10.99.0.100:443 -servername a.img.example -tls1_2 -CAfile {ca} 2>&1")],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("CN = img")
+            && said.contains("TLSv1.2")
+            && said.contains("Verify return code: 0 (ok)"),
+        "{said}"
+    );
+    // A client that is not speaking TLS gets no HTTP answer, and the failure is counted.
+    let (code, _, _) = curl(&t, &["http://10.99.0.100:443/plain"]);
+    assert_eq!(code, 0);
+    let l7 = l7_stats(&b, |v| {
+        v["errors"]["tls_handshake"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(
+        l7["errors"]["tls_handshake"].as_u64().unwrap_or(0) >= 1,
+        "{l7}"
     );
 
     // Sticky cookie: set on the first answer, honoured after it.

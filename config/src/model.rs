@@ -159,14 +159,49 @@ impl Service {
 #[serde(rename_all = "lowercase")]
 pub enum L7Protocol {
     Http,
+    /// TLS terminated in the L7 pool, then HTTP as with `http`.
+    Tls,
 }
 
 impl L7Protocol {
     pub fn name(self) -> &'static str {
         match self {
             L7Protocol::Http => "http",
+            L7Protocol::Tls => "tls",
         }
     }
+}
+
+/// `[service.tls]`: what TLS termination offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L7Tls {
+    /// "1.2", "1.3".
+    pub versions: Vec<String>,
+    pub alpn: Vec<String>,
+}
+
+impl Default for L7Tls {
+    fn default() -> Self {
+        L7Tls {
+            versions: vec!["1.2".into(), "1.3".into()],
+            alpn: vec!["http/1.1".into()],
+        }
+    }
+}
+
+/// `[[service.certificate]]`: a chain and key, read when the configuration is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L7Certificate {
+    pub names: Vec<String>,
+    pub cert: String,
+    pub key: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+    /// The files' contents as read (a changed file makes a changed configuration).
+    #[serde(skip)]
+    pub chain_pem: Vec<u8>,
+    #[serde(skip)]
+    pub key_pem: Vec<u8>,
 }
 
 /// The L7 part of a service: `l7`, `default_pool`, `[service.limits]`,
@@ -182,6 +217,11 @@ pub struct L7Service {
     pub routes: Vec<L7Route>,
     #[serde(rename = "pool")]
     pub pools: Vec<L7Pool>,
+    /// With `l7 = "tls"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<L7Tls>,
+    #[serde(rename = "certificate", skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<L7Certificate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

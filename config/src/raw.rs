@@ -134,6 +134,25 @@ pub(crate) struct RawService {
     pub(crate) route: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub(crate) pool: Vec<Spanned<RawPool>>,
+    pub(crate) tls: Option<Spanned<RawTls>>,
+    #[serde(default)]
+    pub(crate) certificate: Vec<Spanned<RawCertificate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) versions: Option<Spanned<Vec<String>>>,
+    pub(crate) alpn: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertificate {
+    pub(crate) names: Spanned<Vec<String>>,
+    pub(crate) cert: Spanned<String>,
+    pub(crate) key: Spanned<String>,
+    pub(crate) default: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

@@ -1,11 +1,70 @@
 //! The configuration as the L7 pool sees it: every `forwarding = "l7"` service with its
-//! routes, pools, limits and timeouts becomes an [`L7Setup`] for the shards.
+//! routes, pools, limits and timeouts becomes an [`L7Setup`] for the shards, and each
+//! `l7 = "tls"` service's certificates a rustls configuration ([`TlsConfigs`]).
 
 use config::{Config, HeaderRules, L7Algorithm};
 use l7_offload::setup::{
     Admin, Algorithm, HashOn, HeaderRule, Health, HostMatch, L7Backend, L7Service, L7Setup, Limits,
-    PathMatch, Pool, Protocol, Route, TcpSetup, Timeouts,
+    PathMatch, Pool, Protocol, Route, ServerTls, TcpSetup, Timeouts,
 };
+use l7_offload::tls::{CertSpec, TlsSpec, TlsVersion};
+use std::collections::HashMap;
+
+/// The TLS configuration of each `l7 = "tls"` service, by service name, with the spec it
+/// was made from: a configuration change that leaves a service's certificates and settings
+/// as they were keeps its rustls configuration, so its session cache and ticket keys live on.
+pub type TlsConfigs = HashMap<String, (TlsSpec, ServerTls)>;
+
+/// What `service` asks of TLS termination, if it terminates TLS.
+fn tls_spec(service: &config::Service) -> Option<TlsSpec> {
+    let l = service
+        .l7
+        .as_ref()
+        .filter(|l| l.l7 == config::L7Protocol::Tls)?;
+    let t = l.tls.clone().unwrap_or_default();
+    Some(TlsSpec {
+        certificates: l
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CertSpec {
+                names: c.names.clone(),
+                chain_pem: c.chain_pem.clone(),
+                key_pem: c.key_pem.clone(),
+                default: c.default,
+                origin: format!("service `{}` certificate[{i}] ({})", service.name, c.cert),
+            })
+            .collect(),
+        versions: t
+            .versions
+            .iter()
+            .map(|v| {
+                if v == "1.2" {
+                    TlsVersion::Tls12
+                } else {
+                    TlsVersion::Tls13
+                }
+            })
+            .collect(),
+        alpn: t.alpn,
+    })
+}
+
+/// The TLS configurations `cfg` needs, reusing those of `old` whose spec is unchanged; an
+/// error (a key that is not its certificate's, an unsupported key type) names the
+/// certificate.
+pub fn tls_configs(cfg: &Config, old: &TlsConfigs) -> Result<TlsConfigs, String> {
+    let mut out = TlsConfigs::new();
+    for s in &cfg.services {
+        let Some(spec) = tls_spec(s) else { continue };
+        let tls = match old.get(&s.name) {
+            Some((was, t)) if *was == spec => t.clone(),
+            _ => ServerTls(l7_offload::tls::server_config(&spec)?),
+        };
+        out.insert(s.name.clone(), (spec, tls));
+    }
+    Ok(out)
+}
 
 fn rules(r: &HeaderRules) -> Vec<HeaderRule> {
     r.remove
@@ -28,19 +87,23 @@ fn rules(r: &HeaderRules) -> Vec<HeaderRule> {
 /// (service name, pool name, backend address).
 pub fn setup(
     cfg: &Config,
+    tls: &TlsConfigs,
     state: impl Fn(&str, &str, std::net::SocketAddr) -> (Admin, Health),
 ) -> L7Setup {
     let services = cfg
         .services
         .iter()
         .filter_map(|s| s.l7.as_ref().map(|l| (s, l)))
+        // A TLS service without its TLS configuration is left out (its clients get resets),
+        // never served in clear text.
+        .filter(|(s, l)| l.l7 != config::L7Protocol::Tls || tls.contains_key(&s.name))
         .map(|(s, l)| {
             let pool_index = |name: &str| l.pools.iter().position(|p| p.name == name);
             L7Service {
                 name: s.name.clone(),
                 vip: s.vip,
                 protocol: match l.l7 {
-                    config::L7Protocol::Http => Protocol::Http,
+                    config::L7Protocol::Http | config::L7Protocol::Tls => Protocol::Http,
                 },
                 default_pool: l.default_pool.as_deref().and_then(pool_index),
                 limits: Limits {
@@ -118,7 +181,7 @@ pub fn setup(
                             .collect(),
                     })
                     .collect(),
-                tls: None,
+                tls: tls.get(&s.name).map(|(_, t)| t.clone()),
             }
         })
         .collect();
@@ -431,7 +494,9 @@ weight = 5
 "#;
         let cfg = Config::from_toml(src, None).unwrap();
         assert!(wanted(&cfg));
-        let s = setup(&cfg, |_, _, _| (Admin::Ready, Health::Unknown));
+        let s = setup(&cfg, &TlsConfigs::new(), |_, _, _| {
+            (Admin::Ready, Health::Unknown)
+        });
         let svc = &s.services[0];
         assert_eq!(svc.default_pool, Some(0));
         assert_eq!(svc.routes[0].pool, 1);
@@ -455,5 +520,69 @@ weight = 5
         let snap = crate::snapshot::build(&cfg).unwrap();
         assert_eq!(snap.services[0].forwarding, dataplane::Forwarding::Offload);
         assert_eq!(snap.services[0].backends.len(), 2);
+    }
+
+    fn secure(key: &str) -> Config {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../l7-offload/tests/tls");
+        Config::from_toml(
+            &format!(
+                r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "10.99.0.1"
+gateway = "10.98.0.2"
+[[service]]
+name = "secure"
+vip = "10.99.0.100:443"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls"
+default_pool = "www"
+[[service.certificate]]
+names = ["www.example"]
+cert = "{dir}/www.pem"
+key = "{dir}/{key}"
+[[service.pool]]
+name = "www"
+[[service.pool.backend]]
+address = "10.99.0.12:8080"
+"#
+            ),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tls_services_get_their_configuration_kept_while_it_is_unchanged() {
+        let cfg = secure("www.key");
+        let first = tls_configs(&cfg, &TlsConfigs::new()).unwrap();
+        let s = setup(&cfg, &first, |_, _, _| (Admin::Ready, Health::Unknown));
+        let tls = s.services[0]
+            .tls
+            .clone()
+            .expect("a TLS service has its configuration");
+        // The same certificates again (a backend change, a reload of the same file): the same
+        // rustls configuration, so sessions resume across it.
+        let again = tls_configs(&cfg, &first).unwrap();
+        assert_eq!(again["secure"].1, tls);
+        assert_ne!(
+            tls_configs(&cfg, &TlsConfigs::new()).unwrap()["secure"].1,
+            tls
+        );
+        // A key that parses but is not the certificate's is refused by name, and a TLS
+        // service without its configuration is left out rather than served in clear text.
+        let bad = secure("img.key");
+        let e = tls_configs(&bad, &first).unwrap_err();
+        assert!(
+            e.contains("service `secure` certificate[0]") && e.contains("not the certificate's"),
+            "{e}"
+        );
+        assert!(setup(&bad, &TlsConfigs::new(), |_, _, _| (
+            Admin::Ready,
+            Health::Unknown
+        ))
+        .services
+        .is_empty());
     }
 }

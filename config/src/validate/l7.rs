@@ -197,6 +197,43 @@ pub(crate) fn parse_l7_service(
             backends: parse_backends(ctx, &pk, &p.backend, spans)?,
         });
     }
+    let tls = r.tls.as_ref().map(|t| {
+        let t = t.get_ref();
+        let mut out = L7Tls::default();
+        if let Some(v) = &t.versions {
+            spans.put(format!("{key}.tls.versions"), v.span());
+            out.versions = v.get_ref().clone();
+        }
+        if let Some(v) = &t.alpn {
+            spans.put(format!("{key}.tls.alpn"), v.span());
+            out.alpn = v.get_ref().clone();
+        }
+        out
+    });
+    let tls = match (tls, l7.get_ref()) {
+        (None, L7Protocol::Tls) => Some(L7Tls::default()),
+        (t, _) => t,
+    };
+    let mut certificates = Vec::with_capacity(r.certificate.len());
+    for (j, sc) in r.certificate.iter().enumerate() {
+        let ck = format!("{key}.certificate[{j}]");
+        let c = sc.get_ref();
+        spans.put(ck.clone(), sc.span());
+        spans.put(format!("{ck}.names"), c.names.span());
+        if let Some(d) = &c.default {
+            spans.put(format!("{ck}.default"), d.span());
+        }
+        let cert = pem_file(ctx, &c.cert, &format!("{ck}.cert"), PemKind::Chain)?;
+        let key_file = pem_file(ctx, &c.key, &format!("{ck}.key"), PemKind::Key)?;
+        certificates.push(L7Certificate {
+            names: c.names.get_ref().clone(),
+            cert: cert.0,
+            key: key_file.0,
+            default: c.default.as_ref().is_some_and(|d| *d.get_ref()),
+            chain_pem: cert.1,
+            key_pem: key_file.1,
+        });
+    }
     Ok(Some(L7Service {
         l7: *l7.get_ref(),
         default_pool: r.default_pool.as_ref().map(|d| d.get_ref().clone()),
@@ -204,7 +241,61 @@ pub(crate) fn parse_l7_service(
         timeouts,
         routes,
         pools,
+        tls,
+        certificates,
     }))
+}
+
+enum PemKind {
+    Chain,
+    Key,
+}
+
+/// Reads the PEM file `v` names (relative to the configuration file's directory) and checks
+/// that it holds what `kind` says: returns its path as used, and its contents.
+fn pem_file(
+    ctx: &Ctx,
+    v: &Spanned<String>,
+    key: &str,
+    kind: PemKind,
+) -> Result<(String, Vec<u8>), ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let given = std::path::Path::new(v.get_ref());
+    let path = match ctx.file.and_then(|f| std::path::Path::new(f).parent()) {
+        Some(dir) if given.is_relative() => dir.join(given),
+        _ => given.to_path_buf(),
+    };
+    let shown = path.display().to_string();
+    let data = std::fs::read(&path).or_else(|e| {
+        ctx.err(
+            v.span(),
+            key,
+            format!("cannot read {shown}: {e}"),
+            "give the path of a readable PEM file (relative paths are from the configuration file's directory)",
+        )
+    })?;
+    let ok = match kind {
+        PemKind::Chain => {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&data).collect();
+            matches!(certs, Ok(c) if !c.is_empty())
+        }
+        PemKind::Key => PrivateKeyDer::from_pem_slice(&data).is_ok(),
+    };
+    if !ok {
+        let (what, fix) = match kind {
+            PemKind::Chain => (
+                "holds no PEM certificate",
+                "give the certificate chain in PEM, leaf first (-----BEGIN CERTIFICATE-----)",
+            ),
+            PemKind::Key => (
+                "holds no PEM private key",
+                "give the private key in PEM (PKCS#8, PKCS#1 or SEC1: -----BEGIN PRIVATE KEY-----)",
+            ),
+        };
+        return ctx.err(v.span(), key, format!("{shown} {what}"), fix);
+    }
+    Ok((shown, data))
 }
 
 fn token(s: &str) -> bool {
@@ -462,13 +553,7 @@ pub(crate) fn check_l7_service(
             return unknown_pool(format!("{rk}.pool"), &r.pool);
         }
         if let Some(h) = &r.host {
-            let name = h.strip_prefix("*.").unwrap_or(h);
-            let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-                && !name.starts_with('.');
-            if !ok {
+            if !host_pattern(h) {
                 return invalid(
                     format!("{rk}.host"),
                     format!("`{h}` is not a host name"),
@@ -517,6 +602,117 @@ pub(crate) fn check_l7_service(
         }
         check_rules(&format!("{rk}.request_headers"), &r.request_headers)?;
         check_rules(&format!("{rk}.response_headers"), &r.response_headers)?;
+    }
+    check_tls(key, l7)
+}
+
+/// A host name, or `*.` and one (any subdomain of it).
+fn host_pattern(h: &str) -> bool {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name.starts_with('.')
+}
+
+/// `l7 = "tls"` and its `[service.tls]` and `[[service.certificate]]`.
+fn check_tls(key: &str, l7: &L7Service) -> Result<(), Invalid> {
+    if l7.l7 != L7Protocol::Tls {
+        if !l7.certificates.is_empty() {
+            return invalid(
+                format!("{key}.certificate[0]"),
+                format!(
+                    "certificates are for l7 = \"tls\"; this service is `{}`",
+                    l7.l7.name()
+                ),
+                "set l7 = \"tls\" to terminate TLS, or remove the [[service.certificate]] tables",
+            );
+        }
+        if l7.tls.is_some() {
+            return invalid(
+                format!("{key}.tls"),
+                format!(
+                    "[service.tls] is for l7 = \"tls\"; this service is `{}`",
+                    l7.l7.name()
+                ),
+                "set l7 = \"tls\", or remove [service.tls]",
+            );
+        }
+        return Ok(());
+    }
+    if l7.certificates.is_empty() {
+        return invalid(
+            format!("{key}.certificate"),
+            "l7 = \"tls\" needs at least one certificate",
+            "add a [[service.certificate]] with names, cert and key (PEM files)",
+        );
+    }
+    let mut default = None;
+    for (j, c) in l7.certificates.iter().enumerate() {
+        let ck = format!("{key}.certificate[{j}]");
+        if c.names.is_empty() {
+            return invalid(
+                format!("{ck}.names"),
+                "a certificate needs the names it serves",
+                "list the SNI names, such as [\"www.example\", \"*.example\"]",
+            );
+        }
+        if let Some(n) = c.names.iter().find(|n| !host_pattern(n)) {
+            return invalid(
+                format!("{ck}.names"),
+                format!("`{n}` is not a host name"),
+                "write a name (\"www.example\") or a wildcard for one label below it (\"*.example\")",
+            );
+        }
+        if c.default {
+            if let Some(first) = default {
+                return invalid(
+                    format!("{ck}.default"),
+                    format!("certificate[{first}] is the default already"),
+                    "keep default = true on one certificate",
+                );
+            }
+            default = Some(j);
+        }
+    }
+    let tls = l7.tls.clone().unwrap_or_default();
+    if tls.versions.is_empty() {
+        return invalid(
+            format!("{key}.tls.versions"),
+            "no TLS version is offered",
+            "give [\"1.2\", \"1.3\"], or one of them",
+        );
+    }
+    for (i, v) in tls.versions.iter().enumerate() {
+        if v != "1.2" && v != "1.3" {
+            return invalid(
+                format!("{key}.tls.versions"),
+                format!("`{v}` is not a TLS version sluice offers"),
+                "give \"1.2\" and/or \"1.3\" (older versions are not safe to offer)",
+            );
+        }
+        if tls.versions[..i].contains(v) {
+            return invalid(
+                format!("{key}.tls.versions"),
+                format!("`{v}` is listed twice"),
+                "list each version once",
+            );
+        }
+    }
+    if tls.alpn.is_empty() || tls.alpn.iter().any(|a| a.is_empty() || a.len() > 255) {
+        return invalid(
+            format!("{key}.tls.alpn"),
+            "ALPN protocol names are 1 to 255 bytes, and at least one is needed",
+            "give [\"http/1.1\"]",
+        );
+    }
+    if let Some(a) = tls.alpn.iter().find(|a| a.as_str() != "http/1.1") {
+        return invalid(
+            format!("{key}.tls.alpn"),
+            format!("`{a}` is not a protocol the L7 pool speaks"),
+            "give [\"http/1.1\"] (HTTP/2 is not supported yet)",
+        );
     }
     Ok(())
 }
@@ -735,6 +931,130 @@ address = "10.99.0.12:8080"
             L7Limits::default()
         );
         assert!(b.services[0].l7.as_ref().unwrap().routes.is_empty());
+    }
+
+    /// The TLS issue's contract for termination, with the L7 pool's test certificates.
+    fn secure() -> String {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../l7-offload/tests/tls");
+        format!(
+            r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "10.99.0.1"
+gateway = "10.98.0.2"
+
+[[service]]
+name = "secure"
+vip = "10.99.0.100:443"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls"
+default_pool = "www"
+
+[service.tls]
+versions = ["1.2", "1.3"]
+alpn = ["http/1.1"]
+
+[[service.certificate]]
+names = ["www.example", "*.example"]
+cert = "{dir}/www.pem"
+key = "{dir}/www.key"
+default = true
+
+[[service.certificate]]
+names = ["*.img.example"]
+cert = "{dir}/img.pem"
+key = "{dir}/img.key"
+
+[[service.pool]]
+name = "www"
+
+[[service.pool.backend]]
+address = "10.99.0.12:8080"
+"#
+        )
+    }
+
+    #[test]
+    fn the_tls_contract_parses_and_its_mistakes_are_named() {
+        let src = secure();
+        let c = Config::from_toml(&src, None).unwrap();
+        let l7 = c.services[0].l7.as_ref().unwrap();
+        assert_eq!(l7.l7, L7Protocol::Tls);
+        assert_eq!(l7.tls, Some(L7Tls::default()));
+        assert_eq!(l7.certificates.len(), 2);
+        assert!(l7.certificates[0].default && !l7.certificates[1].default);
+        assert!(l7.certificates[1]
+            .chain_pem
+            .starts_with(b"-----BEGIN CERTIFICATE-----"));
+        // [service.tls] is optional; it round-trips through the writer, files read again.
+        let bare = src.replace(
+            "[service.tls]\nversions = [\"1.2\", \"1.3\"]\nalpn = [\"http/1.1\"]\n",
+            "",
+        );
+        assert_eq!(Config::from_toml(&bare, None).unwrap(), c);
+        let text = c.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text, None).unwrap(), c, "{text}");
+        for (bad, key, fix) in [
+            (
+                src.replace("www.key", "nothere.key"),
+                "certificate[0].key",
+                "readable PEM",
+            ),
+            (
+                src.replace("img.key", "img.pem"),
+                "certificate[1].key",
+                "BEGIN PRIVATE KEY",
+            ),
+            (
+                src.replace("www.pem", "www.key"),
+                "certificate[0].cert",
+                "BEGIN CERTIFICATE",
+            ),
+            (
+                src.replace("l7 = \"tls\"", "l7 = \"http\""),
+                "certificate[0]",
+                "l7 = \"tls\"",
+            ),
+            (
+                src.replace("\"1.2\", \"1.3\"", "\"1.1\""),
+                "tls.versions",
+                "1.3",
+            ),
+            (
+                src.replace("alpn = [\"http/1.1\"]", "alpn = [\"h2\"]"),
+                "tls.alpn",
+                "http/1.1",
+            ),
+            (
+                src.replace("[\"*.img.example\"]", "[\"img example\"]"),
+                "certificate[1].names",
+                "wildcard",
+            ),
+            (
+                src.replace("key = \"", "default = true\nkey = \"")
+                    .replacen("default = true\nkey", "key", 1),
+                "certificate[1].default",
+                "one certificate",
+            ),
+        ] {
+            let e = Config::from_toml(&bad, None).unwrap_err();
+            assert!(e.key.ends_with(key), "{key}: {e}");
+            assert!(e.fix.contains(fix) || e.message.contains(fix), "{key}: {e}");
+            assert!(e.line.is_some(), "{key}: no line in {e}");
+        }
+        // No certificate at all.
+        let no_certs = src
+            .split("[[service.certificate]]")
+            .next()
+            .unwrap()
+            .to_string()
+            + &src[src.find("[[service.pool]]").unwrap()..];
+        let e = Config::from_toml(&no_certs, None).unwrap_err();
+        assert!(
+            e.key.ends_with("certificate") && e.fix.contains("[[service.certificate]]"),
+            "{e}"
+        );
     }
 
     #[test]

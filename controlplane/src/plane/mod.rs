@@ -129,6 +129,8 @@ pub struct Plane {
     pub on_l7: Vec<L7Hook>,
     /// The L7 pool's counters, one per shard, when the daemon runs one.
     pub l7_stats: Option<Arc<Vec<std::sync::Mutex<l7_offload::ShardStats>>>>,
+    /// The rustls configurations of the running `l7 = "tls"` services.
+    tls: crate::l7::TlsConfigs,
     clock: Box<dyn Clock>,
 }
 fn now_wall() -> SystemTime {
@@ -287,6 +289,8 @@ impl Plane {
         }
         let workers = links.len();
         let first = cell.load_full();
+        // The daemon has built these once already (and refused to start on an error).
+        let tls = crate::l7::tls_configs(&cfg, &Default::default()).unwrap_or_default();
         Plane {
             cfg,
             config_path,
@@ -307,6 +311,7 @@ impl Plane {
             on_publish: Vec::new(),
             on_l7: Vec::new(),
             l7_stats: None,
+            tls,
         }
     }
 
@@ -351,6 +356,8 @@ impl Plane {
     /// its snapshot.
     fn build(&self, c: &Candidate) -> Result<Snapshot, ErrorBody> {
         c.cfg.validate().map_err(|e| config_error(&e))?;
+        // Certificates that do not load refuse the change (the running ones stay).
+        crate::l7::tls_configs(&c.cfg, &self.tls).map_err(refused)?;
         let neighbours = Arc::clone(&self.cell.load().neighbours);
         crate::snapshot::build_with(&c.cfg, &neighbours, |s, b| {
             Plane::snapshot_state(&c.backends, s, b)
@@ -363,6 +370,10 @@ impl Plane {
     fn commit(&mut self, c: Candidate, snap: Snapshot) -> Result<(), String> {
         self.publish(snap)?;
         self.cfg = c.cfg;
+        // Built (and checked) by `build`; unchanged services keep theirs.
+        if let Ok(t) = crate::l7::tls_configs(&self.cfg, &self.tls) {
+            self.tls = t;
+        }
         // States of backends no longer configured are forgotten.
         let live: std::collections::HashSet<BackendId> = self
             .cfg
@@ -453,7 +464,7 @@ impl Plane {
 
     /// The L7 pool's setup from the running configuration and backend state.
     pub fn l7_setup(&self) -> l7_offload::L7Setup {
-        crate::l7::setup(&self.cfg, |service, _pool, addr| {
+        crate::l7::setup(&self.cfg, &self.tls, |service, _pool, addr| {
             let st = self.backends.get(&(service.to_string(), addr));
             let svc = self.cfg.services.iter().find(|s| s.name == service);
             let checked = svc.is_some_and(|s| s.health_of(addr).is_some());

@@ -711,3 +711,68 @@ fn l7_routes_and_pools_change_live_and_refusals_change_nothing() {
         .unwrap_err();
     assert!(e.message.contains("not an L7 service"), "{}", e.message);
 }
+
+#[test]
+fn a_reload_with_a_key_that_is_not_its_certificates_is_refused_and_tls_keeps_running() {
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/../l7-offload/tests/tls");
+    let dir = std::env::temp_dir().join(format!("sluice-plane-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["www.pem", "www.key", "img.pem", "img.key"] {
+        std::fs::copy(format!("{certs}/{f}"), dir.join(f)).unwrap();
+    }
+    let text = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "10.99.0.1"
+gateway_mac = "02:00:00:00:00:fe"
+[[service]]
+name = "secure"
+vip = "10.99.0.100:443"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls"
+default_pool = "www"
+[[service.certificate]]
+names = ["www.example"]
+cert = "cert.pem"
+key = "cert.key"
+[[service.pool]]
+name = "www"
+[[service.pool.backend]]
+address = "10.99.0.12:8080"
+mac = "02:00:00:00:01:02"
+"#;
+    let use_cert = |name: &str| {
+        std::fs::copy(dir.join(format!("{name}.pem")), dir.join("cert.pem")).unwrap();
+    };
+    let use_key = |name: &str| {
+        std::fs::copy(dir.join(format!("{name}.key")), dir.join("cert.key")).unwrap();
+    };
+    use_cert("www");
+    use_key("www");
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let snap = crate::snapshot::build(&cfg).unwrap();
+    let (cell, links, _workers) = crate::links(Arc::new(snap), 0);
+    let mut p = Plane::new(cfg, path.clone(), "test", cell, links, true);
+    let running = p.l7_setup().services[0].tls.clone().unwrap();
+    // A reload of the same files keeps the same rustls configuration (and its sessions).
+    p.handle(&Op::Reload).unwrap();
+    assert_eq!(p.l7_setup().services[0].tls, Some(running.clone()));
+    // A certificate whose key is another's: refused by name, the running one kept.
+    use_cert("img");
+    let e = p.handle(&Op::Reload).unwrap_err();
+    assert!(
+        e.message.contains("certificate[0]") && e.message.contains("not the certificate's"),
+        "{}",
+        e.message
+    );
+    assert_eq!(p.l7_setup().services[0].tls, Some(running.clone()));
+    // Both replaced: a new configuration.
+    use_key("img");
+    p.handle(&Op::Reload).unwrap();
+    let now = p.l7_setup().services[0].tls.clone().unwrap();
+    assert_ne!(now, running);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
