@@ -205,6 +205,9 @@ forwarding = "l7"
 l7 = "tls"
 default_pool = "www"
 
+[service.timeouts]
+client_header_ms = 1500
+
 [[service.certificate]]
 names = ["www.example", "*.example"]
 cert = "{TLS_DIR}/www.pem"
@@ -787,6 +790,59 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     });
     assert!(
         l7["errors"]["tls_handshake"].as_u64().unwrap_or(0) >= 1,
+        "{l7}"
+    );
+    // Resumption seen from the client: a session saved from one connection is offered on
+    // the next, and accepted (stdin stays open a moment so the client reads its ticket).
+    let saved = t.dir.join("tls.session");
+    let resume = format!(
+        "sleep 0.5 | openssl s_client -connect 10.99.0.100:443 -servername www.example -CAfile {ca} -sess_out {s} > /dev/null 2>&1; \
+         sleep 0.5 | openssl s_client -connect 10.99.0.100:443 -servername www.example -CAfile {ca} -sess_in {s} 2>&1",
+        s = saved.display()
+    );
+    let o = t.exec("cli", &["bash", "-c", &resume]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("Reused, TLSv1.3"), "{said}");
+    // Hostile clients: garbage where a ClientHello belongs, plain HTTP, and a ClientHello
+    // that stops halfway (held open: closed after client_header_ms); others are served
+    // meanwhile, and each is counted.
+    let half = t.spawn(
+        "cli",
+        &[
+            "python3",
+            "-c",
+            "import socket,time\ns=socket.create_connection(('10.99.0.100',443))\ns.send(bytes.fromhex('16030102000100') + b'\\x01' * 40)\nt=time.time()\ntry:\n  while s.recv(100): pass\nexcept OSError: pass\nprint('closed after', round(time.time()-t, 1))",
+        ],
+    );
+    let o = t.exec(
+        "cli",
+        &[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/10.99.0.100/443; head -c 3000 /dev/urandom >&3; timeout 5 cat <&3 | wc -c",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, _, _) = curl(&t, &[&tls[..], &["https://www.example/meanwhile"]].concat());
+    assert_eq!(code, 200, "served while the others fail");
+    let out = half.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("closed after"), "{said}");
+    let l7 = l7_stats(&b, |v| {
+        v["errors"]["tls_handshake"].as_u64().unwrap_or(0) >= 2
+            && v["errors"]["client_header_timeout"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(
+        l7["errors"]["tls_handshake"].as_u64().unwrap_or(0) >= 2,
+        "{l7}"
+    );
+    assert!(
+        l7["errors"]["client_header_timeout"].as_u64().unwrap_or(0) >= 1,
+        "{l7}"
+    );
+    assert!(l7["tls_resumed"].as_u64().unwrap_or(0) >= 1, "{l7}");
+    assert!(
+        l7["tls_handshakes"]["1.2"].as_u64().unwrap_or(0) >= 1,
         "{l7}"
     );
 

@@ -178,6 +178,9 @@ pub struct L7Tls {
     /// "1.2", "1.3".
     pub versions: Vec<String>,
     pub alpn: Vec<String>,
+    /// By IANA name ([`TLS_CIPHER_SUITES`]); empty: all of them, in rustls's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
 }
 
 impl Default for L7Tls {
@@ -185,9 +188,24 @@ impl Default for L7Tls {
         L7Tls {
             versions: vec!["1.2".into(), "1.3".into()],
             alpn: vec!["http/1.1".into()],
+            cipher_suites: Vec::new(),
         }
     }
 }
+
+/// The cipher suites `[service.tls] cipher_suites` may name: those the TLS library offers
+/// (TLS 1.3 ones first; the TLS 1.2 ones are ECDHE with AEAD only).
+pub const TLS_CIPHER_SUITES: [&str; 9] = [
+    "TLS13_AES_256_GCM_SHA384",
+    "TLS13_AES_128_GCM_SHA256",
+    "TLS13_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+];
 
 /// `[[service.certificate]]`: a chain and key, read when the configuration is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

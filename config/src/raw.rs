@@ -144,6 +144,7 @@ pub(crate) struct RawService {
 pub(crate) struct RawTls {
     pub(crate) versions: Option<Spanned<Vec<String>>>,
     pub(crate) alpn: Option<Spanned<Vec<String>>>,
+    pub(crate) cipher_suites: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -47,6 +47,7 @@ fn tls_spec(service: &config::Service) -> Option<TlsSpec> {
             })
             .collect(),
         alpn: t.alpn,
+        cipher_suites: t.cipher_suites,
     })
 }
 
@@ -246,6 +247,11 @@ pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView
         requests: t.requests,
         retries: t.retries,
         ejections: t.ejections,
+        tls_handshakes: [("1.2", t.tls_handshakes[0]), ("1.3", t.tls_handshakes[1])]
+            .into_iter()
+            .map(|(v, n)| (v.to_string(), n))
+            .collect(),
+        tls_resumed: t.tls_resumed,
         status: classes(&t.status),
         errors: L7Error::ALL
             .iter()
@@ -357,6 +363,25 @@ pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
         "Backends ejected by passive health.",
     );
     let _ = writeln!(o, "sluice_l7_ejections_total {}", v.ejections);
+    metric(
+        o,
+        "sluice_l7_tls_handshakes_total",
+        "counter",
+        "Completed TLS handshakes of l7 = \"tls\" services, by version and whether resumed.",
+    );
+    for (version, n) in &v.tls_handshakes {
+        let _ = writeln!(
+            o,
+            "sluice_l7_tls_handshakes_total{{version=\"{version}\"}} {n}"
+        );
+    }
+    metric(
+        o,
+        "sluice_l7_tls_resumed_total",
+        "counter",
+        "TLS handshakes that resumed a session (a ticket or the session cache).",
+    );
+    let _ = writeln!(o, "sluice_l7_tls_resumed_total {}", v.tls_resumed);
     metric(
         o,
         "sluice_l7_route_requests_total",

@@ -845,6 +845,19 @@ fn l7_text(l: &ctl::views::L7StatsView) -> String {
         l.retries,
         l.ejections
     );
+    let handshakes: u64 = l.tls_handshakes.values().sum();
+    if handshakes > 0 {
+        t += &format!(
+            "  TLS handshakes: {} ({}), {} resumed\n",
+            handshakes,
+            l.tls_handshakes
+                .iter()
+                .map(|(v, n)| format!("TLS {v}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            l.tls_resumed
+        );
+    }
     t += &format!(
         "  errors by reason: {}\n\n",
         if errors.is_empty() {

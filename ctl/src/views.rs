@@ -179,6 +179,12 @@ pub struct L7StatsView {
     /// Backends ejected by passive health (consecutive failures).
     #[serde(default)]
     pub ejections: u64,
+    /// Completed TLS handshakes by version (`1.2`, `1.3`), of `l7 = "tls"` services.
+    #[serde(default)]
+    pub tls_handshakes: BTreeMap<String, u64>,
+    /// Of those, resumed sessions.
+    #[serde(default)]
+    pub tls_resumed: u64,
     /// Responses by class (`1xx` … `5xx`), sluice's own errors included.
     pub status: BTreeMap<String, u64>,
     /// Errors by reason (`no_route`, `backend_timeout`, …).

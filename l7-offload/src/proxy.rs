@@ -287,6 +287,15 @@ impl Stream for ClientIo<'_> {
     }
 }
 
+/// Where a client's TLS layer is, as far as HTTP is concerned.
+enum TlsState {
+    /// HTTP may run: no TLS, or the handshake is done.
+    Ready,
+    Handshaking,
+    /// The session failed or is closing before HTTP began.
+    Failed,
+}
+
 /// Writes as much of `pending` as `s` takes.
 fn flush(pending: &mut BytesMut, s: &mut impl Stream) {
     if pending.is_empty() || !s.may_send() {
@@ -386,29 +395,47 @@ impl Shard<'_> {
         let Some(mut c) = self.take_conn(id) else {
             return;
         };
-        if self.pump_tls(&mut c, now) {
-            for _ in 0..8 {
-                if !self.step(id, &mut c, now) {
-                    break;
+        match self.pump_tls(&mut c, now) {
+            TlsState::Ready => {
+                for _ in 0..8 {
+                    if !self.step(id, &mut c, now) {
+                        break;
+                    }
                 }
+                // What the steps wrote, encrypted and into the socket.
+                self.pump_tls(&mut c, now);
             }
-            // What the steps wrote, encrypted and into the socket.
-            self.pump_tls(&mut c, now);
+            // The closing phase still runs (its FIN wait is bounded).
+            TlsState::Failed => {
+                self.step(id, &mut c, now);
+            }
+            TlsState::Handshaking => self.handshake_late(&mut c, now),
         }
         self.put_conn(id, c);
     }
 
-    /// Moves a TLS client's bytes between its socket and its TLS layer; false while the
-    /// handshake is not done, or after it failed (the client then got an alert).
-    fn pump_tls(&mut self, c: &mut Conn, now: u64) -> bool {
+    /// Moves a TLS client's bytes between its socket and its TLS layer.
+    fn pump_tls(&mut self, c: &mut Conn, now: u64) -> TlsState {
         let (Role::Client(sess), Some(sock)) = (&mut c.role, c.sock.as_mut()) else {
-            return true;
+            return TlsState::Ready;
         };
         let Some(tls) = sess.tls.as_mut() else {
-            return true;
+            return TlsState::Ready;
         };
         match tls.pump(sock) {
-            Ok(()) => !tls.is_handshaking(),
+            Ok(()) => {
+                if let Some(h) = tls.handshake_done() {
+                    self.stats.tls_handshakes[h.version as usize] += 1;
+                    self.stats.tls_resumed += u64::from(h.resumed);
+                }
+                if sess.phase == Phase::Closing && tls.is_handshaking() {
+                    TlsState::Failed
+                } else if tls.is_handshaking() {
+                    TlsState::Handshaking
+                } else {
+                    TlsState::Ready
+                }
+            }
             Err(f) => {
                 self.stats.error(match f {
                     TlsFault::Handshake(_) => L7Error::TlsHandshake,
@@ -418,8 +445,32 @@ impl Shard<'_> {
                     sess.phase = Phase::Closing;
                     sess.since = now;
                 }
-                false
+                TlsState::Failed
             }
+        }
+    }
+
+    /// A handshake that has not finished within `client_header_ms` of the accept (a slow or
+    /// stalled ClientHello holds a connection as slowloris does) is reset and counted.
+    fn handshake_late(&mut self, c: &mut Conn, now: u64) {
+        let Role::Client(sess) = &mut c.role else {
+            return;
+        };
+        let Some(limit) = self
+            .setup
+            .services
+            .get(sess.svc)
+            .map(|s| s.timeouts.client_header_ms)
+        else {
+            return;
+        };
+        if now >= sess.since + limit {
+            self.stats.error(L7Error::ClientHeaderTimeout);
+            if let Some(s) = c.sock.as_mut() {
+                s.abort();
+            }
+            sess.phase = Phase::Closing;
+            sess.since = now;
         }
     }
 

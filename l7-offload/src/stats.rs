@@ -137,6 +137,10 @@ pub struct ShardStats {
     pub reset_at_stop: u64,
     /// Backends ejected by passive health.
     pub ejections: u64,
+    /// Completed TLS handshakes: TLS 1.2, TLS 1.3.
+    pub tls_handshakes: [u64; 2],
+    /// Of those, resumed sessions (a ticket or the session cache).
+    pub tls_resumed: u64,
     /// Responses by class sent to clients (the proxy's own errors included).
     pub status: [u64; 5],
     pub errors: [u64; L7Error::ALL.len()],
@@ -225,8 +229,12 @@ impl ShardStats {
             retries,
             reset_at_stop,
             ejections,
+            tls_resumed,
             duration_sum
         );
+        for (a, b) in self.tls_handshakes.iter_mut().zip(o.tls_handshakes) {
+            *a += b;
+        }
         for (a, b) in self.status.iter_mut().zip(o.status) {
             *a += b;
         }

@@ -47,6 +47,8 @@ pub struct TlsSpec {
     pub certificates: Vec<CertSpec>,
     pub versions: Vec<TlsVersion>,
     pub alpn: Vec<String>,
+    /// By IANA name, in the server's order of preference; empty: the provider's own list.
+    pub cipher_suites: Vec<String>,
 }
 
 /// Sessions the cache of each service remembers for resumption without tickets.
@@ -57,13 +59,25 @@ const SEND_LIMIT: usize = 32 * 1024;
 /// Plaintext read ahead of the proxy, per client connection.
 const PLAIN_LIMIT: usize = 64 * 1024;
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+/// The provider with just the cipher suites `names` gives, in that order (all when empty).
+fn provider_with(names: &[String]) -> Result<Arc<CryptoProvider>, String> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    if !names.is_empty() {
+        let all = std::mem::take(&mut p.cipher_suites);
+        for n in names {
+            let s = all
+                .iter()
+                .find(|s| s.suite().as_str() == Some(n.as_str()))
+                .ok_or_else(|| format!("cipher suite {n} is not available"))?;
+            p.cipher_suites.push(*s);
+        }
+    }
+    Ok(Arc::new(p))
 }
 
 /// The server configuration `spec` describes; an error names the certificate at fault.
 pub fn server_config(spec: &TlsSpec) -> Result<Arc<ServerConfig>, String> {
-    let provider = provider();
+    let provider = provider_with(&spec.cipher_suites)?;
     let resolver = SniResolver::new(spec, &provider)?;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = spec
         .versions
@@ -79,6 +93,8 @@ pub fn server_config(spec: &TlsSpec) -> Result<Arc<ServerConfig>, String> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = spec.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    // A configured list is the server's order of preference.
+    cfg.ignore_client_order = !spec.cipher_suites.is_empty();
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     // Ticket keys rotate (every six hours, the previous key still accepted meanwhile).
     cfg.ticketer =
@@ -180,6 +196,15 @@ pub struct TlsSession {
     closing: bool,
     /// The peer sent close_notify, or a fault ended the session.
     done: bool,
+    /// The completed handshake has been reported ([`TlsSession::handshake_done`]).
+    reported: bool,
+}
+
+/// A completed handshake, as the counters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    pub version: TlsVersion,
+    pub resumed: bool,
 }
 
 impl TlsSession {
@@ -191,11 +216,26 @@ impl TlsSession {
             plain: BytesMut::with_capacity(4096),
             closing: false,
             done: false,
+            reported: false,
         })
     }
 
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// The handshake just completed, once (then `None`).
+    pub fn handshake_done(&mut self) -> Option<Handshake> {
+        if self.reported || self.conn.is_handshaking() {
+            return None;
+        }
+        self.reported = true;
+        let version = match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_2 => TlsVersion::Tls12,
+            _ => TlsVersion::Tls13,
+        };
+        let resumed = self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        Some(Handshake { version, resumed })
     }
 
     /// The SNI name the client asked for.
@@ -362,12 +402,13 @@ mod tests {
             ],
             versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
             alpn: vec!["http/1.1".into()],
+            cipher_suites: vec![],
         }
     }
 
     #[test]
     fn sni_picks_exact_then_one_label_wildcard_then_default() {
-        let r = SniResolver::new(&spec(), &provider()).unwrap();
+        let r = SniResolver::new(&spec(), &provider_with(&[]).unwrap()).unwrap();
         let www = r.pick(Some("www.example")).unwrap();
         let img = r.pick(Some("a.img.example")).unwrap();
         assert!(!Arc::ptr_eq(&www, &img));

@@ -885,6 +885,10 @@ fn tls_setup() -> L7Setup {
             l7_offload::tls::TlsVersion::Tls13,
         ],
         alpn: vec!["http/1.1".into()],
+        cipher_suites: vec![
+            "TLS13_CHACHA20_POLY1305_SHA256".into(),
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+        ],
     };
     st.services[0].tls = Some(ServerTls(l7_offload::tls::server_config(&spec).unwrap()));
     st
@@ -904,6 +908,11 @@ fn tls_clients_are_terminated_and_their_requests_proxied() {
     assert_eq!(
         c.conn.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    // The service's cipher suites, in its order of preference (not the client's).
+    assert_eq!(
+        c.conn.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
     );
     // Keep-alive requests inside TLS, proxied in plain HTTP with X-Forwarded-Proto: https.
     for path in ["/one", "/two"] {
@@ -945,6 +954,13 @@ fn tls_clients_are_terminated_and_their_requests_proxied() {
         old.conn.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
+    assert_eq!(
+        old.conn.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
+    // Handshakes counted by version, the resumed one too.
+    assert_eq!(shard.stats.tls_handshakes, [1, 2]);
+    assert_eq!(shard.stats.tls_resumed, 1);
     // A client that offers only h2 shares no ALPN protocol: an alert, counted.
     let h2 = client_config(&[&rustls::version::TLS13], &["h2"]);
     let mut bad = w.tls_connect(50103, &h2, "www.example");
@@ -964,4 +980,19 @@ fn tls_clients_are_terminated_and_their_requests_proxied() {
     w.run(&mut shard, 20);
     assert!(!text(&w.received(p)).contains("HTTP/1.1"));
     assert_eq!(w.backends[0].1.requests.len(), 2);
+    // A ClientHello that stops halfway holds its connection only until client_header_ms.
+    let slow = w.connect(50105);
+    w.run(&mut shard, 10);
+    w.send(slow, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]);
+    w.run(&mut shard, 9_000);
+    let state = |w: &mut World| w.client.sockets.get_mut::<tcp::Socket>(slow).state();
+    assert_eq!(state(&mut w), tcp::State::Established, "still waiting");
+    w.run(&mut shard, 1_500);
+    assert_eq!(state(&mut w), tcp::State::Closed, "reset after 10 s");
+    let timeouts = shard.stats.errors[l7_offload::stats::L7Error::ALL
+        .iter()
+        .position(|&e| e == l7_offload::stats::L7Error::ClientHeaderTimeout)
+        .unwrap()];
+    // The stalled handshake, and the two TLS connections above that never sent a request.
+    assert_eq!(timeouts, 3);
 }

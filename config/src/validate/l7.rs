@@ -208,6 +208,10 @@ pub(crate) fn parse_l7_service(
             spans.put(format!("{key}.tls.alpn"), v.span());
             out.alpn = v.get_ref().clone();
         }
+        if let Some(v) = &t.cipher_suites {
+            spans.put(format!("{key}.tls.cipher_suites"), v.span());
+            out.cipher_suites = v.get_ref().clone();
+        }
         out
     });
     let tls = match (tls, l7.get_ref()) {
@@ -707,6 +711,30 @@ fn check_tls(key: &str, l7: &L7Service) -> Result<(), Invalid> {
             "give [\"http/1.1\"]",
         );
     }
+    if let Some(c) = tls
+        .cipher_suites
+        .iter()
+        .find(|c| !TLS_CIPHER_SUITES.contains(&c.as_str()))
+    {
+        return invalid(
+            format!("{key}.tls.cipher_suites"),
+            format!("`{c}` is not a cipher suite sluice offers"),
+            format!("use some of: {}", TLS_CIPHER_SUITES.join(", ")),
+        );
+    }
+    if !tls.cipher_suites.is_empty() {
+        for (v, prefix) in [("1.3", "TLS13_"), ("1.2", "TLS_ECDHE_")] {
+            if tls.versions.iter().any(|x| x == v)
+                && !tls.cipher_suites.iter().any(|c| c.starts_with(prefix))
+            {
+                return invalid(
+                    format!("{key}.tls.cipher_suites"),
+                    format!("TLS {v} is offered, but none of its cipher suites"),
+                    format!("add a {prefix}… suite, or remove \"{v}\" from versions"),
+                );
+            }
+        }
+    }
     if let Some(a) = tls.alpn.iter().find(|a| a.as_str() != "http/1.1") {
         return invalid(
             format!("{key}.tls.alpn"),
@@ -1025,6 +1053,22 @@ address = "10.99.0.12:8080"
                 src.replace("alpn = [\"http/1.1\"]", "alpn = [\"h2\"]"),
                 "tls.alpn",
                 "http/1.1",
+            ),
+            (
+                src.replace(
+                    "alpn = [\"http/1.1\"]",
+                    "alpn = [\"http/1.1\"]\ncipher_suites = [\"TLS_RSA_WITH_RC4_128_MD5\"]",
+                ),
+                "tls.cipher_suites",
+                "TLS13_AES_128_GCM_SHA256",
+            ),
+            (
+                src.replace(
+                    "alpn = [\"http/1.1\"]",
+                    "alpn = [\"http/1.1\"]\ncipher_suites = [\"TLS13_AES_128_GCM_SHA256\"]",
+                ),
+                "tls.cipher_suites",
+                "remove \"1.2\"",
             ),
             (
                 src.replace("[\"*.img.example\"]", "[\"img example\"]"),
