@@ -1014,9 +1014,20 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         "sluice_l7_route_requests_total{service=\"site\",route=\"default\"}",
         "sluice_l7_route_responses_total{service=\"edge\",route=\"default\",status_class=\"4xx\"}",
         "sluice_l7_backend_requests_total{service=\"site\",pool=\"api\"",
+        "sluice_l7_tls_handshakes_total{version=\"1.3\"}",
+        "sluice_l7_tls_resumed_total",
     ] {
         assert!(m.contains(name), "{name} missing from the metrics");
     }
+    // The test certificates run until 2126: about a hundred years left.
+    let left: f64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sluice_l7_certificate_expiry_seconds{service=\"secure\",certificate=\"1\",names=\"*.img.example\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(left > 99.0 * 365.0 * 86_400.0, "{m}");
     let out = b.stop();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(

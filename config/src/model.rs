@@ -220,6 +220,9 @@ pub struct L7Certificate {
     pub chain_pem: Vec<u8>,
     #[serde(skip)]
     pub key_pem: Vec<u8>,
+    /// When the leaf certificate expires, seconds since 1970.
+    #[serde(skip)]
+    pub not_after: i64,
 }
 
 /// The L7 part of a service: `l7`, `default_pool`, `[service.limits]`,

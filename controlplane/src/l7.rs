@@ -84,6 +84,38 @@ fn rules(r: &HeaderRules) -> Vec<HeaderRule> {
         .collect()
 }
 
+/// `sluice_l7_certificate_expiry_seconds`: how long each TLS certificate has left.
+fn render_certificates(o: &mut String, cfg: &Config) {
+    use std::fmt::Write;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let all: Vec<(&str, usize, &config::L7Certificate)> = cfg
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.l7.iter()
+                .flat_map(|l| l.certificates.iter().enumerate())
+                .map(move |(i, c)| (s.name.as_str(), i, c))
+        })
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "# HELP sluice_l7_certificate_expiry_seconds Seconds until a TLS certificate expires (negative once it has).\n# TYPE sluice_l7_certificate_expiry_seconds gauge"
+    );
+    for (service, i, c) in all {
+        let _ = writeln!(
+            o,
+            "sluice_l7_certificate_expiry_seconds{{service=\"{service}\",certificate=\"{i}\",names=\"{}\"}} {}",
+            c.names.join(","),
+            c.not_after - now
+        );
+    }
+}
+
 /// The L7 setup of `cfg`, with each pool backend's admin and health state from `state`
 /// (service name, pool name, backend address).
 pub fn setup(
@@ -290,6 +322,7 @@ fn percentile(t: &l7_offload::ShardStats, q: f64) -> Option<f64> {
 
 /// The L7 pool's Prometheus metrics.
 pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
+    render_certificates(o, cfg);
     use std::fmt::Write as _;
     let v = view(cfg, t);
     let metric = |o: &mut String, name: &str, kind: &str, help: &str| {

@@ -229,6 +229,7 @@ pub(crate) fn parse_l7_service(
         }
         let cert = pem_file(ctx, &c.cert, &format!("{ck}.cert"), PemKind::Chain)?;
         let key_file = pem_file(ctx, &c.key, &format!("{ck}.key"), PemKind::Key)?;
+        let not_after = leaf_validity(&cert.1).map_or(0, |(_, until)| until);
         certificates.push(L7Certificate {
             names: c.names.get_ref().clone(),
             cert: cert.0,
@@ -236,6 +237,7 @@ pub(crate) fn parse_l7_service(
             default: c.default.as_ref().is_some_and(|d| *d.get_ref()),
             chain_pem: cert.1,
             key_pem: key_file.1,
+            not_after,
         });
     }
     Ok(Some(L7Service {
@@ -248,6 +250,15 @@ pub(crate) fn parse_l7_service(
         tls,
         certificates,
     }))
+}
+
+/// The validity period of the first certificate of a PEM chain.
+fn leaf_validity(pem: &[u8]) -> Option<(i64, i64)> {
+    use rustls_pki_types::pem::PemObject;
+    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()?
+        .ok()?;
+    super::x509::validity(&leaf)
 }
 
 enum PemKind {
@@ -286,6 +297,44 @@ fn pem_file(
         }
         PemKind::Key => PrivateKeyDer::from_pem_slice(&data).is_ok(),
     };
+    if ok && matches!(kind, PemKind::Chain) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match leaf_validity(&data) {
+            None => {
+                return ctx.err(
+                    v.span(),
+                    key,
+                    format!("{shown}: the first certificate's validity cannot be read"),
+                    "give an X.509 certificate chain in PEM, leaf first",
+                )
+            }
+            Some((_, until)) if until < now => {
+                return ctx.err(
+                    v.span(),
+                    key,
+                    format!(
+                        "{shown}: the certificate expired on {}",
+                        super::x509::date(until)
+                    ),
+                    "renew it, or give the renewed file",
+                )
+            }
+            Some((from, _)) if from > now => {
+                return ctx.err(
+                    v.span(),
+                    key,
+                    format!(
+                        "{shown}: the certificate is not valid before {}",
+                        super::x509::date(from)
+                    ),
+                    "check the clock of the machine that issued it, or wait until then",
+                )
+            }
+            Some(_) => {}
+        }
+    }
     if !ok {
         let (what, fix) = match kind {
             PemKind::Chain => (
@@ -1033,6 +1082,12 @@ address = "10.99.0.12:8080"
                 src.replace("img.key", "img.pem"),
                 "certificate[1].key",
                 "BEGIN PRIVATE KEY",
+            ),
+            (
+                src.replace("www.pem", "old.pem")
+                    .replace("www.key", "old.key"),
+                "certificate[0].cert",
+                "expired on 2001-01-01",
             ),
             (
                 src.replace("www.pem", "www.key"),

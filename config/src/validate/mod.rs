@@ -8,6 +8,7 @@ pub(crate) mod health;
 pub(crate) mod l7;
 pub(crate) mod node;
 pub(crate) mod service;
+pub(crate) mod x509;
 
 use crate::error::Ctx;
 use crate::ConfigError;

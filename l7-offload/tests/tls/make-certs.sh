@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes the test certificates of the L7 pool's TLS tests (committed; run again to renew):
 # a P-256 CA, and leaves signed by it for www.example (+ *.example) and *.img.example
-# (+ img.example), valid for 100 years. Needs openssl.
+# (+ img.example), valid for 100 years, and one for old.example that expired in 2001 (to test
+# that an expired certificate is refused). Needs openssl.
 set -euo pipefail
 cd "$(dirname "$0")"
 days=36500
@@ -21,3 +22,13 @@ leaf() {
 leaf www "DNS:www.example,DNS:*.example"
 leaf img "DNS:*.img.example,DNS:img.example"
 rm -f ca.srl
+# The expired one: `openssl ca` is what lets a start and end date be given.
+db=$(mktemp -d)
+touch "$db/index.txt"; echo 01 > "$db/serial"
+printf '[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\nserial = %s/serial\nnew_certs_dir = %s\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n' \
+  "$db" "$db" "$db" > "$db/ca.cnf"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=old.example" \
+  -keyout old.key -out "$db/old.csr" 2>/dev/null
+openssl ca -batch -config "$db/ca.cnf" -cert ca.pem -keyfile ca.key -in "$db/old.csr" \
+  -out old.pem -startdate 20000101000000Z -enddate 20010101000000Z -notext 2>/dev/null
+rm -rf "$db"
