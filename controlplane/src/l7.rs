@@ -514,7 +514,7 @@ pub fn wanted(cfg: &Config) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -580,11 +580,10 @@ weight = 5
         assert_eq!(snap.services[0].backends.len(), 2);
     }
 
-    fn secure(key: &str) -> Config {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../l7-offload/tests/tls");
-        Config::from_toml(
-            &format!(
-                r#"
+    /// A TLS service with one certificate (`cert`, `key`: paths as written in the file).
+    pub(crate) fn secure_toml(cert: &str, key: &str) -> String {
+        format!(
+            r#"
 [node]
 mac = "02:00:00:00:00:01"
 ipv4 = "10.99.0.1"
@@ -598,14 +597,20 @@ l7 = "tls"
 default_pool = "www"
 [[service.certificate]]
 names = ["www.example"]
-cert = "{dir}/www.pem"
-key = "{dir}/{key}"
+cert = "{cert}"
+key = "{key}"
 [[service.pool]]
 name = "www"
 [[service.pool.backend]]
 address = "10.99.0.12:8080"
 "#
-            ),
+        )
+    }
+
+    fn secure(key: &str) -> Config {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../l7-offload/tests/tls");
+        Config::from_toml(
+            &secure_toml(&format!("{dir}/www.pem"), &format!("{dir}/{key}")),
             None,
         )
         .unwrap()

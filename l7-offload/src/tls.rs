@@ -238,11 +238,6 @@ impl TlsSession {
         Some(Handshake { version, resumed })
     }
 
-    /// The SNI name the client asked for.
-    pub fn server_name(&self) -> Option<&str> {
-        self.conn.server_name()
-    }
-
     /// Moves ciphertext from `sock` through rustls into the plaintext buffer, and what rustls
     /// has to send (handshake, records, alerts) into `sock` as far as it has room.
     pub fn pump(&mut self, sock: &mut Socket<'static>) -> Result<(), TlsFault> {

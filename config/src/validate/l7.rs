@@ -229,15 +229,14 @@ pub(crate) fn parse_l7_service(
         }
         let cert = pem_file(ctx, &c.cert, &format!("{ck}.cert"), PemKind::Chain)?;
         let key_file = pem_file(ctx, &c.key, &format!("{ck}.key"), PemKind::Key)?;
-        let not_after = leaf_validity(&cert.1).map_or(0, |(_, until)| until);
         certificates.push(L7Certificate {
             names: c.names.get_ref().clone(),
-            cert: cert.0,
-            key: key_file.0,
+            cert: cert.path,
+            key: key_file.path,
             default: c.default.as_ref().is_some_and(|d| *d.get_ref()),
-            chain_pem: cert.1,
-            key_pem: key_file.1,
-            not_after,
+            chain_pem: cert.data,
+            key_pem: key_file.data,
+            not_after: cert.not_after,
         });
     }
     Ok(Some(L7Service {
@@ -252,28 +251,27 @@ pub(crate) fn parse_l7_service(
     }))
 }
 
-/// The validity period of the first certificate of a PEM chain.
-fn leaf_validity(pem: &[u8]) -> Option<(i64, i64)> {
-    use rustls_pki_types::pem::PemObject;
-    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
-        .next()?
-        .ok()?;
-    super::x509::validity(&leaf)
-}
-
 enum PemKind {
     Chain,
     Key,
 }
 
+/// A PEM file as read: its path as used, its contents, and for a chain when its leaf
+/// expires (seconds since 1970).
+struct PemFile {
+    path: String,
+    data: Vec<u8>,
+    not_after: i64,
+}
+
 /// Reads the PEM file `v` names (relative to the configuration file's directory) and checks
-/// that it holds what `kind` says: returns its path as used, and its contents.
+/// that it holds what `kind` says: a chain whose leaf is valid now, or a private key.
 fn pem_file(
     ctx: &Ctx,
     v: &Spanned<String>,
     key: &str,
     kind: PemKind,
-) -> Result<(String, Vec<u8>), ConfigError> {
+) -> Result<PemFile, ConfigError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let given = std::path::Path::new(v.get_ref());
@@ -290,65 +288,59 @@ fn pem_file(
             "give the path of a readable PEM file (relative paths are from the configuration file's directory)",
         )
     })?;
-    let ok = match kind {
+    let bad = |what: String, fix: &str| ctx.err(v.span(), key, format!("{shown}{what}"), fix);
+    let not_after = match kind {
+        PemKind::Key => {
+            if PrivateKeyDer::from_pem_slice(&data).is_err() {
+                return bad(
+                    " holds no PEM private key".into(),
+                    "give the private key in PEM (PKCS#8, PKCS#1 or SEC1: -----BEGIN PRIVATE KEY-----)",
+                );
+            }
+            0
+        }
         PemKind::Chain => {
-            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&data).collect();
-            matches!(certs, Ok(c) if !c.is_empty())
+            let leaf = match CertificateDer::pem_slice_iter(&data).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if !certs.is_empty() => super::x509::validity(&certs[0]),
+                _ => return bad(
+                    " holds no PEM certificate".into(),
+                    "give the certificate chain in PEM, leaf first (-----BEGIN CERTIFICATE-----)",
+                ),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            match leaf {
+                None => {
+                    return bad(
+                        ": the first certificate's validity cannot be read".into(),
+                        "give an X.509 certificate chain in PEM, leaf first",
+                    )
+                }
+                Some((_, until)) if until < now => {
+                    return bad(
+                        format!(": the certificate expired on {}", super::x509::date(until)),
+                        "renew it, or give the renewed file",
+                    )
+                }
+                Some((from, _)) if from > now => {
+                    return bad(
+                        format!(
+                            ": the certificate is not valid before {}",
+                            super::x509::date(from)
+                        ),
+                        "check the clock of the machine that issued it, or wait until then",
+                    )
+                }
+                Some((_, until)) => until,
+            }
         }
-        PemKind::Key => PrivateKeyDer::from_pem_slice(&data).is_ok(),
     };
-    if ok && matches!(kind, PemKind::Chain) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        match leaf_validity(&data) {
-            None => {
-                return ctx.err(
-                    v.span(),
-                    key,
-                    format!("{shown}: the first certificate's validity cannot be read"),
-                    "give an X.509 certificate chain in PEM, leaf first",
-                )
-            }
-            Some((_, until)) if until < now => {
-                return ctx.err(
-                    v.span(),
-                    key,
-                    format!(
-                        "{shown}: the certificate expired on {}",
-                        super::x509::date(until)
-                    ),
-                    "renew it, or give the renewed file",
-                )
-            }
-            Some((from, _)) if from > now => {
-                return ctx.err(
-                    v.span(),
-                    key,
-                    format!(
-                        "{shown}: the certificate is not valid before {}",
-                        super::x509::date(from)
-                    ),
-                    "check the clock of the machine that issued it, or wait until then",
-                )
-            }
-            Some(_) => {}
-        }
-    }
-    if !ok {
-        let (what, fix) = match kind {
-            PemKind::Chain => (
-                "holds no PEM certificate",
-                "give the certificate chain in PEM, leaf first (-----BEGIN CERTIFICATE-----)",
-            ),
-            PemKind::Key => (
-                "holds no PEM private key",
-                "give the private key in PEM (PKCS#8, PKCS#1 or SEC1: -----BEGIN PRIVATE KEY-----)",
-            ),
-        };
-        return ctx.err(v.span(), key, format!("{shown} {what}"), fix);
-    }
-    Ok((shown, data))
+    Ok(PemFile {
+        path: shown,
+        data,
+        not_after,
+    })
 }
 
 fn token(s: &str) -> bool {

@@ -66,9 +66,9 @@ impl Plane {
             }
         }
         match self.build(&c) {
-            Ok(snap) => {
+            Ok(built) => {
                 let notes = c.notes.clone();
-                match self.commit(c, snap) {
+                match self.commit(c, built) {
                     Ok(()) => {
                         for n in notes {
                             self.log(n);

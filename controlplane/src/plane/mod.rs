@@ -159,6 +159,12 @@ fn config_error(e: &config::ConfigError) -> ErrorBody {
     refused(m)
 }
 
+/// What a candidate builds into: the workers' snapshot and the L7 pool's TLS configurations.
+struct Built {
+    snap: Snapshot,
+    tls: crate::l7::TlsConfigs,
+}
+
 /// A pending change: the configuration and backend states it would leave.
 #[derive(Clone)]
 struct Candidate {
@@ -353,27 +359,25 @@ impl Plane {
     }
 
     /// Validates a candidate by the rules a file is held to (`Config::validate`) and builds
-    /// its snapshot.
-    fn build(&self, c: &Candidate) -> Result<Snapshot, ErrorBody> {
+    /// its snapshot and its TLS configurations (certificates that do not load refuse the
+    /// change; unchanged services keep theirs).
+    fn build(&self, c: &Candidate) -> Result<Built, ErrorBody> {
         c.cfg.validate().map_err(|e| config_error(&e))?;
-        // Certificates that do not load refuse the change (the running ones stay).
-        crate::l7::tls_configs(&c.cfg, &self.tls).map_err(refused)?;
+        let tls = crate::l7::tls_configs(&c.cfg, &self.tls).map_err(refused)?;
         let neighbours = Arc::clone(&self.cell.load().neighbours);
-        crate::snapshot::build_with(&c.cfg, &neighbours, |s, b| {
+        let snap = crate::snapshot::build_with(&c.cfg, &neighbours, |s, b| {
             Plane::snapshot_state(&c.backends, s, b)
         })
-        .map_err(|e| refused(e.to_string()))
+        .map_err(|e| refused(e.to_string()))?;
+        Ok(Built { snap, tls })
     }
 
-    /// Publishes `snap` and makes `c` the running state; if publishing fails, neither
-    /// changes.
-    fn commit(&mut self, c: Candidate, snap: Snapshot) -> Result<(), String> {
-        self.publish(snap)?;
+    /// Publishes what was built and makes `c` the running state; if publishing fails,
+    /// neither changes.
+    fn commit(&mut self, c: Candidate, built: Built) -> Result<(), String> {
+        self.publish(built.snap)?;
         self.cfg = c.cfg;
-        // Built (and checked) by `build`; unchanged services keep theirs.
-        if let Ok(t) = crate::l7::tls_configs(&self.cfg, &self.tls) {
-            self.tls = t;
-        }
+        self.tls = built.tls;
         // States of backends no longer configured are forgotten.
         let live: std::collections::HashSet<BackendId> = self
             .cfg
@@ -455,9 +459,9 @@ impl Plane {
             notes: vec![],
         };
         let t = Instant::now();
-        let snap = self.build(&c).map_err(|e| e.message)?;
+        let built = self.build(&c).map_err(|e| e.message)?;
         self.last_build = Some(t.elapsed());
-        self.publish(snap)?;
+        self.publish(built.snap)?;
         self.publish_l7();
         Ok(())
     }
@@ -503,10 +507,10 @@ impl Plane {
         } else {
             self.apply(&mut c, op)?;
         }
-        let snap = self.build(&c)?;
+        let next = self.build(&c)?;
         let built = t.elapsed();
         let notes = c.notes.clone();
-        self.commit(c, snap).map_err(|e| {
+        self.commit(c, next).map_err(|e| {
             ErrorBody::new(
                 "failed",
                 format!(

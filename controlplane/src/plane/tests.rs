@@ -720,28 +720,7 @@ fn a_reload_with_a_key_that_is_not_its_certificates_is_refused_and_tls_keeps_run
     for f in ["www.pem", "www.key", "img.pem", "img.key"] {
         std::fs::copy(format!("{certs}/{f}"), dir.join(f)).unwrap();
     }
-    let text = r#"
-[node]
-mac = "02:00:00:00:00:01"
-ipv4 = "10.99.0.1"
-gateway_mac = "02:00:00:00:00:fe"
-[[service]]
-name = "secure"
-vip = "10.99.0.100:443"
-protocol = "tcp"
-forwarding = "l7"
-l7 = "tls"
-default_pool = "www"
-[[service.certificate]]
-names = ["www.example"]
-cert = "cert.pem"
-key = "cert.key"
-[[service.pool]]
-name = "www"
-[[service.pool.backend]]
-address = "10.99.0.12:8080"
-mac = "02:00:00:00:01:02"
-"#;
+    let text = crate::l7::tests::secure_toml("cert.pem", "cert.key");
     let use_cert = |name: &str| {
         std::fs::copy(dir.join(format!("{name}.pem")), dir.join("cert.pem")).unwrap();
     };
@@ -751,7 +730,7 @@ mac = "02:00:00:00:01:02"
     use_cert("www");
     use_key("www");
     let path = dir.join("sluice.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, &text).unwrap();
     let cfg = Config::load(&path).unwrap();
     let snap = crate::snapshot::build(&cfg).unwrap();
     let (cell, links, _workers) = crate::links(Arc::new(snap), 0);
