@@ -223,6 +223,22 @@ key = "{TLS_DIR}/img.key"
 name = "www"
 [[service.pool.backend]]
 address = "10.99.0.12:8081"
+
+[[service]]
+name = "relay"
+vip = "10.99.0.100:8443"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls-passthrough"
+
+[[service.route]]
+sni = "*.img.example"
+pool = "img"
+
+[[service.pool]]
+name = "img"
+[[service.pool.backend]]
+address = "10.99.0.13:9443"
 "#
         )
 }
@@ -846,6 +862,85 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         "{l7}"
     );
 
+    // TLS passthrough (l7 = "tls-passthrough"): routed by SNI to an `openssl s_server`
+    // that terminates TLS itself, with its own certificate (verified by curl for the name)
+    // and its own answer; a name no route takes is refused with an alert; garbage is
+    // counted.
+    let s_server = t.spawn(
+        "b3",
+        &[
+            "openssl",
+            "s_server",
+            "-accept",
+            "9443",
+            "-cert",
+            &format!("{TLS_DIR}/img.pem"),
+            "-key",
+            &format!("{TLS_DIR}/img.key"),
+            "-www",
+            "-quiet",
+        ],
+    );
+    let relay = [
+        "--cacert",
+        ca.as_str(),
+        "--resolve",
+        "a.img.example:8443:10.99.0.100",
+    ];
+    let start = Instant::now();
+    let (code, body) = loop {
+        let (code, _, body) = curl(&t, &[&relay[..], &["https://a.img.example:8443/"]].concat());
+        if code == 200 || start.elapsed() > Duration::from_secs(10) {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("s_server -accept 9443"), "{body}");
+    let o = t.exec(
+        "cli",
+        &["bash", "-c", &format!("echo | openssl s_client -connect 10.99.0.100:8443 -servername b.img.example -CAfile {ca} 2>&1")],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("CN = img") && said.contains("Verify return code: 0 (ok)"),
+        "{said}"
+    );
+    let o = t.exec(
+        "cli",
+        &[
+            "bash",
+            "-c",
+            "echo | openssl s_client -connect 10.99.0.100:8443 -servername other.example 2>&1",
+        ],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("unrecognized name"), "{said}");
+    let o = t.exec(
+        "cli",
+        &[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/10.99.0.100/8443; printf 'GET / HTTP/1.1\r\n\r\n' >&3; timeout 5 cat <&3 | wc -c",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0");
+    let l7 = l7_stats(&b, |v| {
+        v["errors"]["tls_client_hello"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(l7["tls_passthrough"].as_u64().unwrap_or(0) >= 2, "{l7}");
+    assert!(l7["errors"]["no_route"].as_u64().unwrap_or(0) >= 1, "{l7}");
+    assert_eq!(l7["errors"]["tls_client_hello"].as_u64(), Some(1), "{l7}");
+    let routes = b.ctl(&["route", "list", "relay"]);
+    assert_eq!(routes["routes"][0]["sni"], "*.img.example", "{routes}");
+    assert!(
+        routes["routes"][0]["requests"].as_u64().unwrap_or(0) >= 2,
+        "{routes}"
+    );
+    let mut s_server = s_server;
+    let _ = s_server.kill();
+    let _ = s_server.wait();
+
     // Sticky cookie: set on the first answer, honoured after it.
     let jar = t.dir.join("cookies");
     let jar = jar.to_str().unwrap();
@@ -1016,6 +1111,7 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         "sluice_l7_backend_requests_total{service=\"site\",pool=\"api\"",
         "sluice_l7_tls_handshakes_total{version=\"1.3\"}",
         "sluice_l7_tls_resumed_total",
+        "sluice_l7_tls_passthrough_total",
     ] {
         assert!(m.contains(name), "{name} missing from the metrics");
     }

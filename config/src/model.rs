@@ -161,6 +161,9 @@ pub enum L7Protocol {
     Http,
     /// TLS terminated in the L7 pool, then HTTP as with `http`.
     Tls,
+    /// TLS relayed untouched to a pool chosen by the ClientHello's server name.
+    #[serde(rename = "tls-passthrough")]
+    TlsPassthrough,
 }
 
 impl L7Protocol {
@@ -168,6 +171,7 @@ impl L7Protocol {
         match self {
             L7Protocol::Http => "http",
             L7Protocol::Tls => "tls",
+            L7Protocol::TlsPassthrough => "tls-passthrough",
         }
     }
 }
@@ -317,6 +321,13 @@ pub struct L7Route {
     pub header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// With `l7 = "tls-passthrough"`: the ClientHello's server name, exact or `*.example`;
+    /// lower case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// With `l7 = "tls-passthrough"`: an ALPN protocol the ClientHello offers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
     pub pool: String,
     #[serde(skip_serializing_if = "HeaderRules::is_empty")]
     pub request_headers: HeaderRules,

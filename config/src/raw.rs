@@ -194,6 +194,8 @@ pub(crate) struct RawRoute {
     pub(crate) path: Option<Spanned<String>>,
     pub(crate) header: Option<Spanned<String>>,
     pub(crate) method: Option<Spanned<String>>,
+    pub(crate) sni: Option<Spanned<String>>,
+    pub(crate) alpn: Option<Spanned<String>>,
     pub(crate) pool: Spanned<String>,
     // Not `Spanned`: toml cannot span a table holding tables; errors point at the route.
     pub(crate) request_headers: Option<RawHeaderRules>,

@@ -67,6 +67,14 @@ pub fn tls_configs(cfg: &Config, old: &TlsConfigs) -> Result<TlsConfigs, String>
     Ok(out)
 }
 
+/// A route's `host` or `sni`: a name, or `*.suffix`.
+fn host_match(h: &str) -> HostMatch {
+    match h.strip_prefix('*') {
+        Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+        None => HostMatch::Exact(h.to_string()),
+    }
+}
+
 fn rules(r: &HeaderRules) -> Vec<HeaderRule> {
     r.remove
         .iter()
@@ -137,6 +145,7 @@ pub fn setup(
                 vip: s.vip,
                 protocol: match l.l7 {
                     config::L7Protocol::Http | config::L7Protocol::Tls => Protocol::Http,
+                    config::L7Protocol::TlsPassthrough => Protocol::TlsPassthrough,
                 },
                 default_pool: l.default_pool.as_deref().and_then(pool_index),
                 limits: Limits {
@@ -157,10 +166,9 @@ pub fn setup(
                     .iter()
                     .filter_map(|r| {
                         Some(Route {
-                            host: r.host.as_ref().map(|h| match h.strip_prefix('*') {
-                                Some(suffix) => HostMatch::Suffix(suffix.to_string()),
-                                None => HostMatch::Exact(h.clone()),
-                            }),
+                            host: r.host.as_deref().map(host_match),
+                            sni: r.sni.as_deref().map(host_match),
+                            alpn: r.alpn.clone(),
                             path: match (&r.path, &r.path_prefix) {
                                 (Some(p), _) => Some(PathMatch::Exact(p.clone())),
                                 (None, Some(p)) => Some(PathMatch::Prefix(p.clone())),
@@ -284,6 +292,7 @@ pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView
             .map(|(v, n)| (v.to_string(), n))
             .collect(),
         tls_resumed: t.tls_resumed,
+        tls_passthrough: t.tls_passthrough,
         status: classes(&t.status),
         errors: L7Error::ALL
             .iter()
@@ -415,6 +424,13 @@ pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
         "TLS handshakes that resumed a session (a ticket or the session cache).",
     );
     let _ = writeln!(o, "sluice_l7_tls_resumed_total {}", v.tls_resumed);
+    metric(
+        o,
+        "sluice_l7_tls_passthrough_total",
+        "counter",
+        "Connections of l7 = \"tls-passthrough\" services relayed to a backend after their ClientHello.",
+    );
+    let _ = writeln!(o, "sluice_l7_tls_passthrough_total {}", v.tls_passthrough);
     metric(
         o,
         "sluice_l7_route_requests_total",

@@ -59,6 +59,12 @@ pub struct RouteSpec {
     pub header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// tls-passthrough: the ClientHello's server name, exact or "*.example".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// tls-passthrough: an ALPN protocol the ClientHello offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
     pub pool: String,
 }
 

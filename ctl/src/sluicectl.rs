@@ -173,9 +173,12 @@ enum RouteCmd {
     ///
     /// Example: sluicectl route list site
     List { service: String },
-    /// Add a route (every condition given must hold); first match wins.
+    /// Add a route (every condition given must hold); first match wins. A tls-passthrough
+    /// service routes by --sni and --alpn only (exact names before wildcards).
     ///
     /// Example: sluicectl route add site --host api.example --path-prefix /v2/ --pool api --position 0
+    ///
+    /// Example: sluicectl route add relay --sni "*.db.example" --pool db
     Add {
         service: String,
         /// The pool requests matching the route go to.
@@ -193,6 +196,12 @@ enum RouteCmd {
         header: Option<String>,
         #[arg(long)]
         method: Option<String>,
+        /// tls-passthrough: the ClientHello's server name, exact or "*.example".
+        #[arg(long)]
+        sni: Option<String>,
+        /// tls-passthrough: an ALPN protocol the ClientHello offers (such as "acme-tls/1").
+        #[arg(long)]
+        alpn: Option<String>,
         /// Where it goes in the order (0 is first); last when left out.
         #[arg(long)]
         position: Option<usize>,
@@ -355,6 +364,8 @@ fn main() -> ExitCode {
             path,
             header,
             method,
+            sni,
+            alpn,
             position,
         }) => Op::RouteAdd {
             service: service.clone(),
@@ -364,6 +375,8 @@ fn main() -> ExitCode {
                 path: path.clone(),
                 header: header.clone(),
                 method: method.clone(),
+                sni: sni.clone(),
+                alpn: alpn.clone(),
                 pool: pool.clone(),
             },
             position: *position,
@@ -640,33 +653,47 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
         Command::Stats => stats_text(&serde_json::from_value(v)?),
         Command::Route(RouteCmd::List { .. }) => {
             let l: ctl::views::RouteList = serde_json::from_value(v)?;
-            table(
-                &l.routes,
-                &[
-                    ("INDEX", &|r: &ctl::views::RouteView| r.index.to_string()),
+            type Col<'a> = Column<'a, ctl::views::RouteView>;
+            let hello = l.routes.iter().any(|r| r.sni.is_some() || r.alpn.is_some());
+            let index: Col = ("INDEX", &|r| r.index.to_string());
+            let pool: Col = ("POOL", &|r| r.pool.clone());
+            let class = |k: &'static str| {
+                move |r: &ctl::views::RouteView| r.status.get(k).copied().unwrap_or(0).to_string()
+            };
+            let (c2, c4, c5) = (class("2xx"), class("4xx"), class("5xx"));
+            let cols: Vec<Col> = if hello {
+                // tls-passthrough: connections, no responses.
+                vec![
+                    index,
+                    ("SNI", &|r| opt(&r.sni)),
+                    ("ALPN", &|r| opt(&r.alpn)),
+                    pool,
+                    ("CONNECTIONS", &|r| r.requests.to_string()),
+                ]
+            } else {
+                vec![
+                    index,
                     ("HOST", &|r| opt(&r.host)),
                     ("PATH", &|r| opt(&r.path)),
                     ("HEADER", &|r| opt(&r.header)),
                     ("METHOD", &|r| opt(&r.method)),
-                    ("POOL", &|r| r.pool.clone()),
-                    ("2XX", &|r| {
-                        r.status.get("2xx").copied().unwrap_or(0).to_string()
-                    }),
-                    ("4XX", &|r| {
-                        r.status.get("4xx").copied().unwrap_or(0).to_string()
-                    }),
-                    ("5XX", &|r| {
-                        r.status.get("5xx").copied().unwrap_or(0).to_string()
-                    }),
+                    pool,
+                    ("2XX", &c2),
+                    ("4XX", &c4),
+                    ("5XX", &c5),
                     ("REQUESTS", &|r| r.requests.to_string()),
-                ],
-            ) + &format!(
-                "requests no route matches: {}\n",
-                match &l.default_pool {
-                    Some(p) => format!("pool `{p}`"),
-                    None => "404".into(),
-                }
-            )
+                ]
+            };
+            table(&l.routes, &cols)
+                + &format!(
+                    "{} no route matches: {}\n",
+                    if hello { "connections" } else { "requests" },
+                    match &l.default_pool {
+                        Some(p) => format!("pool `{p}`"),
+                        None if hello => "refused (TLS alert unrecognized_name)".into(),
+                        None => "404".into(),
+                    }
+                )
         }
         Command::Flows { .. } => {
             let l: FlowList = serde_json::from_value(v)?;
@@ -856,6 +883,12 @@ fn l7_text(l: &ctl::views::L7StatsView) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             l.tls_resumed
+        );
+    }
+    if l.tls_passthrough > 0 {
+        t += &format!(
+            "  TLS passed through (by SNI): {} connections\n",
+            l.tls_passthrough
         );
     }
     t += &format!(

@@ -80,8 +80,12 @@ pub struct RouteView {
     pub path: Option<String>,
     pub header: Option<String>,
     pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
     pub pool: String,
-    /// Requests it matched (summed over the L7 workers).
+    /// Requests it matched (summed over the L7 workers); connections for tls-passthrough.
     pub requests: u64,
     /// Their responses by class (`1xx` … `5xx`).
     #[serde(default)]
@@ -185,6 +189,9 @@ pub struct L7StatsView {
     /// Of those, resumed sessions.
     #[serde(default)]
     pub tls_resumed: u64,
+    /// Connections of `l7 = "tls-passthrough"` services relayed to a backend.
+    #[serde(default)]
+    pub tls_passthrough: u64,
     /// Responses by class (`1xx` … `5xx`), sluice's own errors included.
     pub status: BTreeMap<String, u64>,
     /// Errors by reason (`no_route`, `backend_timeout`, …).

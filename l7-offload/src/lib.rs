@@ -7,9 +7,11 @@
 //!
 //! The pipeline per connection is TCP ([`tcp`]) → TLS for `l7 = "tls"` services ([`tls`])
 //! → HTTP ([`http`], [`proxy`]): each stage reads and writes a byte stream of the one below
-//! (the proxy's `Stream`: a socket, or the TLS layer over one).
+//! (the proxy's `Stream`: a socket, or the TLS layer over one). A `tls-passthrough` service
+//! reads only the ClientHello ([`hello`]) to choose a pool, then relays the bytes untouched.
 
 pub mod balance;
+pub mod hello;
 pub mod http;
 pub mod proxy;
 pub mod route;

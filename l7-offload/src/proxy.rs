@@ -18,6 +18,9 @@ use bytes::{Buf, BytesMut};
 use smoltcp::socket::tcp::{Socket, State};
 use std::net::IpAddr;
 
+mod passthrough;
+pub(crate) use passthrough::hello_peek;
+
 /// How long a closing connection may take to flush what is left for its client.
 const CLOSING_MS: u64 = 5_000;
 /// How long a closed connection waits for the client's side of the close before it is
@@ -34,6 +37,10 @@ pub(crate) enum Phase {
     Tunnel,
     /// Sending what is left for the client, then closing.
     Closing,
+    /// tls-passthrough: waiting for (the rest of) the ClientHello.
+    Hello,
+    /// tls-passthrough: bytes relayed untouched between the client and its backend.
+    Passthrough,
 }
 
 /// Where a streamed body stands.
@@ -136,6 +143,14 @@ impl Session {
         self
     }
 
+    /// A tls-passthrough session starts by reading the ClientHello, not a request.
+    pub fn passthrough(mut self, yes: bool) -> Self {
+        if yes {
+            self.phase = Phase::Hello;
+        }
+        self
+    }
+
     /// When the session's own timer fires (the sockets have their own).
     pub fn deadline(&self, setup: &L7Setup) -> Option<u64> {
         let t = setup.services.get(self.svc)?.timeouts;
@@ -156,6 +171,15 @@ impl Session {
                 }
             }
             Phase::Tunnel => None,
+            Phase::Hello => Some(self.since + t.client_header_ms),
+            Phase::Passthrough => {
+                let ex = self.ex.as_ref()?;
+                Some(if ex.connected {
+                    self.since + t.client_idle_ms
+                } else {
+                    ex.started + t.backend_connect_ms
+                })
+            }
             // Only while a response is still being flushed; after the close, the socket's
             // own timers finish the connection. (A deadline that has passed and is not acted
             // on would wake the connection every millisecond.)
@@ -496,6 +520,8 @@ impl Shard<'_> {
             Phase::Head => self.read_head(id, c, now),
             Phase::Exchange => self.exchange(id, c, now),
             Phase::Tunnel => self.tunnel(c),
+            Phase::Hello => self.read_hello(id, c, now),
+            Phase::Passthrough => self.passthrough(id, c, now),
             Phase::Closing => {
                 if let (Role::Client(sess), Some(sock)) = (&mut c.role, c.sock.as_mut()) {
                     let mut cs = ClientIo::of(sock, &mut sess.tls);
@@ -529,6 +555,10 @@ impl Shard<'_> {
         if let Some(uid) = sess.up.take() {
             self.finish_backend(sess, true);
             self.release_upstream(uid, false);
+        }
+        if matches!(sess.phase, Phase::Hello | Phase::Passthrough) {
+            passthrough::refuse(sess, c.sock.as_mut(), e, now);
+            return;
         }
         let started = sess.ex.as_ref().is_some_and(|ex| ex.response.is_some());
         // A request that reached a backend was counted when its head was read.
@@ -823,7 +853,9 @@ impl Shard<'_> {
                     .pick(pool, None, client_ip, Some(failed));
             if let Some(p) = pick.filter(|p| p.backend != failed) {
                 let backend = pool.backends[p.backend].address;
-                let up = match self.pooled(backend, id) {
+                // A passthrough connection carries one client's TLS: never a pooled one.
+                let reuse = sess.phase != Phase::Passthrough;
+                let up = match reuse.then(|| self.pooled(backend, id)).flatten() {
                     Some(u) => Ok(u),
                     None => self.connect(backend, (sess.svc, pool_i, p.backend), id, worker),
                 };

@@ -1,6 +1,8 @@
 //! Which pool a request goes to: the service's routes in order, first match wins, every
-//! condition a route gives must hold; then the default pool; else none (404).
+//! condition a route gives must hold; then the default pool; else none (404). A
+//! tls-passthrough connection goes by its ClientHello instead ([`choose_hello`]).
 
+use crate::hello::ClientHello;
 use crate::http::Request;
 use crate::setup::{HostMatch, L7Service, PathMatch, Route};
 
@@ -40,6 +42,37 @@ pub fn choose(svc: &L7Service, req: &Request<'_>) -> Option<Choice> {
     svc.routes
         .iter()
         .position(|r| matches(r, req, host.as_deref()))
+        .map(|i| Choice {
+            route: Some(i),
+            pool: svc.routes[i].pool,
+        })
+        .or(svc.default_pool.map(|pool| Choice { route: None, pool }))
+}
+
+/// The pool for a tls-passthrough connection whose ClientHello is `hello`: routes whose
+/// `sni` is the exact name first, then those whose wildcard covers it, then those without
+/// `sni` (each in order, and each route's `alpn`, if it has one, must be offered); then the
+/// default pool; else none (refused). A ClientHello without SNI matches only routes without
+/// `sni`.
+pub fn choose_hello(svc: &L7Service, hello: &ClientHello<'_>) -> Option<Choice> {
+    let name = hello.server_name();
+    let alpn_ok = |r: &Route| r.alpn.as_ref().is_none_or(|a| hello.offers(a.as_bytes()));
+    let rank = |r: &Route| -> Option<u8> {
+        match (&r.sni, name) {
+            (None, _) => Some(2),
+            (Some(HostMatch::Exact(e)), Some(n)) => n.eq_ignore_ascii_case(e).then_some(0),
+            (Some(HostMatch::Suffix(s)), Some(n)) => (n.len() > s.len()
+                && n.as_bytes()[n.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes()))
+            .then_some(1),
+            (Some(_), None) => None,
+        }
+    };
+    (0..3u8)
+        .find_map(|want| {
+            svc.routes
+                .iter()
+                .position(|r| rank(r) == Some(want) && alpn_ok(r))
+        })
         .map(|i| Choice {
             route: Some(i),
             pool: svc.routes[i].pool,
@@ -136,6 +169,81 @@ mod tests {
             pool_of("GET / HTTP/1.1\r\nHost: x\r\nX-Canary: 2\r\n\r\n"),
             Some(9)
         );
+    }
+
+    /// The wire form of a ClientHello with `sni` and `alpn` (made by rustls, as a client
+    /// would send it).
+    fn hello_bytes(sni: Option<&str>, alpn: &[&str]) -> Vec<u8> {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider.into())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+        // An IP address as the server name: rustls then sends no SNI.
+        cfg.enable_sni = sni.is_some();
+        let name = rustls::pki_types::ServerName::try_from(sni.unwrap_or("x.invalid"))
+            .unwrap()
+            .to_owned();
+        let mut conn = rustls::ClientConnection::new(cfg.into(), name).unwrap();
+        let mut wire = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut wire).unwrap();
+        }
+        wire
+    }
+
+    #[test]
+    fn passthrough_picks_exact_then_wildcard_then_any_then_default() {
+        let route = |sni: Option<HostMatch>, alpn: Option<&str>, pool| Route {
+            sni,
+            alpn: alpn.map(String::from),
+            pool,
+            ..Route::default()
+        };
+        let mut s = svc();
+        s.protocol = Protocol::TlsPassthrough;
+        s.routes = vec![
+            route(None, Some("acme-tls/1"), 5),
+            route(Some(HostMatch::Suffix(".example".into())), None, 1),
+            route(Some(HostMatch::Exact("db.example".into())), None, 0),
+            route(Some(HostMatch::Exact("h2.example".into())), Some("h2"), 2),
+        ];
+        let pool = |s: &L7Service, sni: Option<&str>, alpn: &[&str]| {
+            let mut wire = hello_bytes(sni, alpn);
+            let h = crate::hello::read_client_hello(&mut wire, 16384).unwrap();
+            choose_hello(s, &h).map(|c| c.pool)
+        };
+        assert_eq!(
+            pool(&s, Some("db.example"), &[]),
+            Some(0),
+            "exact before wildcard"
+        );
+        assert_eq!(
+            pool(&s, Some("DB.Example"), &[]),
+            Some(0),
+            "without regard to case"
+        );
+        assert_eq!(pool(&s, Some("www.example"), &[]), Some(1));
+        assert_eq!(pool(&s, Some("h2.example"), &["h2"]), Some(2));
+        assert_eq!(
+            pool(&s, Some("h2.example"), &["http/1.1"]),
+            Some(1),
+            "alpn fails"
+        );
+        assert_eq!(pool(&s, Some("db.example"), &["acme-tls/1"]), Some(0));
+        assert_eq!(pool(&s, Some("other.test"), &["acme-tls/1"]), Some(5));
+        assert_eq!(pool(&s, Some("other.test"), &[]), Some(9), "default pool");
+        assert_eq!(pool(&s, None, &[]), Some(9), "no SNI: default pool");
+        assert_eq!(
+            pool(&s, Some("example"), &[]),
+            Some(9),
+            "*.example is not example"
+        );
+        s.default_pool = None;
+        assert_eq!(pool(&s, None, &[]), None, "no SNI and no default: refused");
+        assert_eq!(pool(&s, None, &["acme-tls/1"]), Some(5));
     }
 
     #[test]

@@ -37,7 +37,10 @@ impl Default for TcpSetup {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// HTTP/1.1 (over TLS when the service has `tls`).
     Http,
+    /// TLS relayed untouched, to the pool the ClientHello's server name and ALPN choose.
+    TlsPassthrough,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +144,10 @@ pub struct Route {
     /// Header name (lower case) and value, compared exactly.
     pub header: Option<(String, String)>,
     pub method: Option<String>,
+    /// tls-passthrough: the ClientHello's server name (lower case).
+    pub sni: Option<HostMatch>,
+    /// tls-passthrough: an ALPN protocol the ClientHello must offer.
+    pub alpn: Option<String>,
     /// Index into the service's pools.
     pub pool: usize,
     pub request_headers: Vec<HeaderRule>,

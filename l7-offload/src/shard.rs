@@ -5,7 +5,7 @@
 
 use crate::balance::PoolState;
 use crate::proxy::Session;
-use crate::setup::L7Setup;
+use crate::setup::{L7Setup, Protocol};
 use crate::stats::{L7Error, ShardStats};
 use crate::tcp::{self, Sock, Stack};
 use crate::tls::TlsSession;
@@ -304,10 +304,13 @@ impl<'r> Shard<'r> {
         let head = setup
             .services
             .iter()
-            .map(|s| s.limits.header_bytes)
+            .map(|s| match s.protocol {
+                Protocol::Http => s.limits.header_bytes + 1,
+                Protocol::TlsPassthrough => crate::proxy::hello_peek(s.limits.header_bytes),
+            })
             .max()
-            .unwrap_or(16384);
-        self.scratch.resize(head + 1, 0);
+            .unwrap_or(16385);
+        self.scratch.resize(head.max(16385), 0);
         let ready: HashSet<SocketAddr> = setup
             .services
             .iter()
@@ -519,7 +522,11 @@ impl<'r> Shard<'r> {
                             sock: Some(sock),
                             key,
                             worker: h.worker,
-                            role: Role::Client(Box::new(Session::new(svc, now).with_tls(tls))),
+                            role: Role::Client(Box::new(
+                                Session::new(svc, now).with_tls(tls).passthrough(
+                                    self.setup.services[svc].protocol == Protocol::TlsPassthrough,
+                                ),
+                            )),
                             deadline: None,
                         });
                         self.clients[svc] += 1;

@@ -29,10 +29,13 @@ pub enum L7Error {
     TlsHandshake,
     /// A bad TLS record after the handshake; the connection was closed with an alert.
     TlsRecord,
+    /// tls-passthrough: the first bytes were not a well-formed ClientHello, or one larger
+    /// than `limits.header_bytes` (the connection was reset).
+    TlsClientHello,
 }
 
 impl L7Error {
-    pub const ALL: [L7Error; 12] = [
+    pub const ALL: [L7Error; 13] = [
         L7Error::BadRequest,
         L7Error::NoRoute,
         L7Error::BodyTooLarge,
@@ -45,6 +48,7 @@ impl L7Error {
         L7Error::UpstreamPortsExhausted,
         L7Error::TlsHandshake,
         L7Error::TlsRecord,
+        L7Error::TlsClientHello,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +65,7 @@ impl L7Error {
             L7Error::UpstreamPortsExhausted => "upstream_ports_exhausted",
             L7Error::TlsHandshake => "tls_handshake",
             L7Error::TlsRecord => "tls_record",
+            L7Error::TlsClientHello => "tls_client_hello",
         }
     }
 
@@ -77,7 +82,8 @@ impl L7Error {
             L7Error::ClientHeaderTimeout
             | L7Error::ConnectionLimit
             | L7Error::TlsHandshake
-            | L7Error::TlsRecord => None,
+            | L7Error::TlsRecord
+            | L7Error::TlsClientHello => None,
         }
     }
 }
@@ -141,6 +147,8 @@ pub struct ShardStats {
     pub tls_handshakes: [u64; 2],
     /// Of those, resumed sessions (a ticket or the session cache).
     pub tls_resumed: u64,
+    /// tls-passthrough connections relayed to a backend (after their ClientHello).
+    pub tls_passthrough: u64,
     /// Responses by class sent to clients (the proxy's own errors included).
     pub status: [u64; 5],
     pub errors: [u64; L7Error::ALL.len()],
@@ -230,6 +238,7 @@ impl ShardStats {
             reset_at_stop,
             ejections,
             tls_resumed,
+            tls_passthrough,
             duration_sum
         );
         for (a, b) in self.tls_handshakes.iter_mut().zip(o.tls_handshakes) {

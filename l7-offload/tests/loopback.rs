@@ -261,6 +261,8 @@ fn setup(backends: &[&str]) -> L7Setup {
 struct World {
     client: Host,
     backends: Vec<(Host, Server)>,
+    /// TLS servers (for tls-passthrough), by address.
+    tls_backends: Vec<(Host, TlsServer)>,
     /// Shared with the shard under test (which borrows it while the world runs).
     rings: std::sync::Arc<OffloadRings>,
     now: i64,
@@ -295,6 +297,7 @@ impl World {
                 4096,
             )),
             now: 0,
+            tls_backends: vec![],
         }
     }
 
@@ -309,9 +312,17 @@ impl World {
                 s.serve(h);
                 h.poll(t);
             }
+            for (h, s) in self.tls_backends.iter_mut() {
+                h.poll(t);
+                s.serve(h);
+                h.poll(t);
+            }
             // Everything the hosts sent goes to the shard (as the poll loop hands it).
             let mut out: Vec<Vec<u8>> = self.client.wire.tx.drain(..).collect();
             for (h, _) in self.backends.iter_mut() {
+                out.append(&mut h.wire.tx);
+            }
+            for (h, _) in self.tls_backends.iter_mut() {
                 out.append(&mut h.wire.tx);
             }
             for p in out {
@@ -325,6 +336,10 @@ impl World {
                 if dst == self.client.addr {
                     self.client.wire.rx.push_back(ip);
                 } else if let Some((h, _)) = self.backends.iter_mut().find(|(h, _)| h.addr == dst) {
+                    h.wire.rx.push_back(ip);
+                } else if let Some((h, _)) =
+                    self.tls_backends.iter_mut().find(|(h, _)| h.addr == dst)
+                {
                     h.wire.rx.push_back(ip);
                 }
             }
@@ -776,6 +791,8 @@ fn idle_pooled_connections_are_bounded_per_backend() {
 struct TlsClient {
     conn: rustls::ClientConnection,
     h: SocketHandle,
+    /// Every byte it sent (ciphertext), to compare with what a passthrough backend got.
+    sent: Vec<u8>,
 }
 
 fn client_config(
@@ -812,6 +829,7 @@ impl World {
         TlsClient {
             conn: rustls::ClientConnection::new(std::sync::Arc::clone(cfg), name).unwrap(),
             h: self.connect(port),
+            sent: vec![],
         }
     }
 
@@ -829,8 +847,9 @@ impl World {
         }
         while c.conn.wants_write() && s.can_send() {
             let _ = s.send(|b| {
-                let mut w: &mut [u8] = b;
+                let mut w: &mut [u8] = &mut *b;
                 let n = c.conn.write_tls(&mut w).unwrap_or(0);
+                c.sent.extend_from_slice(&b[..n]);
                 (n, ())
             });
         }
@@ -995,4 +1014,280 @@ fn tls_clients_are_terminated_and_their_requests_proxied() {
         .unwrap()];
     // The stalled handshake, and the two TLS connections above that never sent a request.
     assert_eq!(timeouts, 3);
+}
+
+/// A TLS server on a backend host (for tls-passthrough): terminates TLS with its own
+/// certificate and answers each request inside it with its name and the SNI it was asked
+/// for.
+struct TlsServer {
+    name: String,
+    port: u16,
+    cfg: std::sync::Arc<rustls::ServerConfig>,
+    /// Socket, TLS session, plaintext so far, ciphertext received.
+    conns: Vec<(SocketHandle, rustls::ServerConnection, Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsServer {
+    fn new(host: &mut Host, name: &str, port: u16, chain: &[u8], key: &[u8]) -> TlsServer {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(chain)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let mut s = TlsServer {
+            name: name.into(),
+            port,
+            cfg: std::sync::Arc::new(cfg),
+            conns: vec![],
+        };
+        s.listen(host);
+        s
+    }
+
+    fn listen(&mut self, host: &mut Host) {
+        let h = host.socket();
+        host.sockets
+            .get_mut::<tcp::Socket>(h)
+            .listen(self.port)
+            .unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::clone(&self.cfg)).unwrap();
+        self.conns.push((h, conn, vec![], vec![]));
+    }
+
+    /// Connections that got past listening.
+    fn accepted(&self, host: &mut Host) -> usize {
+        self.conns
+            .iter()
+            .filter(|(h, ..)| host.sockets.get_mut::<tcp::Socket>(*h).state() != tcp::State::Listen)
+            .count()
+    }
+
+    fn serve(&mut self, host: &mut Host) {
+        use std::io::{Read, Write};
+        for (h, conn, plain, raw) in self.conns.iter_mut() {
+            let s = host.sockets.get_mut::<tcp::Socket>(*h);
+            while s.can_recv() {
+                let _ = s.recv(|b| {
+                    raw.extend_from_slice(b);
+                    let mut r: &[u8] = b;
+                    let n = conn.read_tls(&mut r).unwrap_or(0);
+                    (n, ())
+                });
+                if conn.process_new_packets().is_err() {
+                    s.abort();
+                    break;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = conn.reader().read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                plain.extend_from_slice(&chunk[..n]);
+            }
+            while let Some(end) = plain.windows(4).position(|w| w == b"\r\n\r\n") {
+                plain.drain(..end + 4);
+                let body = format!("{} {}\n", self.name, conn.server_name().unwrap_or("-"));
+                let _ = write!(
+                    conn.writer(),
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            while conn.wants_write() && s.can_send() {
+                let _ = s.send(|b| {
+                    let mut w: &mut [u8] = b;
+                    let n = conn.write_tls(&mut w).unwrap_or(0);
+                    (n, ())
+                });
+            }
+            if !s.may_recv() && s.may_send() && !conn.wants_write() {
+                s.close();
+            }
+        }
+        let listening = self
+            .conns
+            .iter()
+            .filter(|(h, ..)| host.sockets.get_mut::<tcp::Socket>(*h).state() == tcp::State::Listen)
+            .count();
+        for _ in listening..8 {
+            self.listen(host);
+        }
+    }
+}
+
+impl World {
+    fn tls_accepted(&mut self, i: usize) -> usize {
+        let (h, s) = &mut self.tls_backends[i];
+        s.accepted(h)
+    }
+}
+
+fn passthrough_setup() -> L7Setup {
+    let mut st = setup(&["10.99.0.21:8443", "10.99.0.22:8443"]);
+    let s = &mut st.services[0];
+    s.protocol = Protocol::TlsPassthrough;
+    s.default_pool = None;
+    s.routes = vec![
+        Route {
+            sni: Some(HostMatch::Suffix(".img.example".into())),
+            pool: 0,
+            ..Route::default()
+        },
+        Route {
+            sni: Some(HostMatch::Exact("www.example".into())),
+            pool: 1,
+            ..Route::default()
+        },
+    ];
+    st
+}
+
+fn alert_of(r: Result<(), rustls::Error>) -> Option<rustls::AlertDescription> {
+    match r {
+        Err(rustls::Error::AlertReceived(a)) => Some(a),
+        _ => None,
+    }
+}
+
+#[test]
+fn tls_passthrough_routes_by_sni_and_relays_bytes_untouched() {
+    use std::io::{Read, Write};
+    let (mut w, shared) = world(passthrough_setup(), &[]);
+    for (addr, name, chain, key) in [
+        (
+            "10.99.0.21:8443",
+            "img-backend",
+            &include_bytes!("tls/img.pem")[..],
+            &include_bytes!("tls/img.key")[..],
+        ),
+        (
+            "10.99.0.22:8443",
+            "www-backend",
+            &include_bytes!("tls/www.pem")[..],
+            &include_bytes!("tls/www.key")[..],
+        ),
+    ] {
+        let sa: SocketAddr = addr.parse().unwrap();
+        let mut h = Host::new(sa.ip());
+        let s = TlsServer::new(&mut h, name, sa.port(), chain, key);
+        w.tls_backends.push((h, s));
+    }
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
+    let cfg = client_config(&[&rustls::version::TLS13], &["http/1.1"]);
+    let request = |w: &mut World, shard: &mut Shard, c: &mut TlsClient, host: &str| -> String {
+        c.conn
+            .writer()
+            .write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .unwrap();
+        w.tls_run(shard, c, 10).unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = c.conn.reader().read(&mut got).unwrap_or(0);
+        text(&got[..n])
+    };
+    // By wildcard: the backend's own certificate (verified by the client for the name),
+    // its own answer.
+    let mut a = w.tls_connect(50200, &cfg, "a.img.example");
+    w.tls_run(&mut shard, &mut a, 20).unwrap();
+    assert!(!a.conn.is_handshaking());
+    let got = request(&mut w, &mut shard, &mut a, "a.img.example");
+    assert!(got.ends_with("img-backend a.img.example\n"), "{got}");
+    // By exact name, to the other pool.
+    let mut b = w.tls_connect(50201, &cfg, "www.example");
+    w.tls_run(&mut shard, &mut b, 20).unwrap();
+    let got = request(&mut w, &mut shard, &mut b, "www.example");
+    assert!(got.ends_with("www-backend www.example\n"), "{got}");
+    // Untouched: each backend got exactly the bytes its client sent.
+    for (i, c) in [(0, &a), (1, &b)] {
+        let raw = &w.tls_backends[i].1.conns[0].3;
+        assert_eq!(raw, &c.sent, "backend {i}");
+    }
+    assert_eq!(shard.stats.tls_passthrough, 2);
+    assert_eq!(
+        shard.stats.tls_handshakes,
+        [0, 0],
+        "nothing terminated in sluice"
+    );
+    // A name no route takes, and no default pool: refused with unrecognized_name.
+    let mut other = w.tls_connect(50202, &cfg, "other.test");
+    let r = w.tls_run(&mut shard, &mut other, 20);
+    assert_eq!(
+        alert_of(r),
+        Some(rustls::AlertDescription::UnrecognisedName)
+    );
+    let errors = |shard: &Shard, e: l7_offload::stats::L7Error| {
+        shard.stats.errors[l7_offload::stats::L7Error::ALL
+            .iter()
+            .position(|&x| x == e)
+            .unwrap()]
+    };
+    assert_eq!(errors(&shard, l7_offload::stats::L7Error::NoRoute), 1);
+    // A ClientHello split over segments sent 50 ms apart: no backend connection until it
+    // is whole, then the handshake completes through it.
+    let mut split = w.tls_connect(50203, &cfg, "b.img.example");
+    let mut hello = vec![];
+    while split.conn.wants_write() {
+        split.conn.write_tls(&mut hello).unwrap();
+    }
+    let before = w.tls_accepted(0);
+    w.run(&mut shard, 10);
+    w.send(split.h, &hello[..40]);
+    w.run(&mut shard, 50);
+    w.send(split.h, &hello[40..200]);
+    w.run(&mut shard, 50);
+    assert_eq!(
+        w.tls_accepted(0),
+        before,
+        "no backend for half a ClientHello"
+    );
+    w.send(split.h, &hello[200..]);
+    split.sent = hello.clone();
+    w.tls_run(&mut shard, &mut split, 20).unwrap();
+    assert!(!split.conn.is_handshaking());
+    let got = request(&mut w, &mut shard, &mut split, "b.img.example");
+    assert!(got.ends_with("img-backend b.img.example\n"), "{got}");
+    // Plain HTTP to the passthrough port: reset, counted, no backend.
+    let p = w.connect(50204);
+    w.run(&mut shard, 10);
+    w.send(p, b"GET / HTTP/1.1\r\nHost: db.example\r\n\r\n");
+    w.run(&mut shard, 20);
+    let state = |w: &mut World, h| w.client.sockets.get_mut::<tcp::Socket>(h).state();
+    assert_eq!(state(&mut w, p), tcp::State::Closed);
+    assert_eq!(
+        errors(&shard, l7_offload::stats::L7Error::TlsClientHello),
+        1
+    );
+    assert_eq!(shard.stats.tls_passthrough, 3);
+    // The established sessions are still served.
+    let got = request(&mut w, &mut shard, &mut a, "a.img.example");
+    assert!(got.ends_with("img-backend a.img.example\n"), "{got}");
+    // With a default pool, a hello without SNI goes there.
+    let mut st = passthrough_setup();
+    st.services[0].default_pool = Some(1);
+    shared.store(st);
+    let mut nosni = w.tls_connect(50205, &cfg, "10.99.0.100");
+    w.tls_run(&mut shard, &mut nosni, 20).ok();
+    // The www certificate does not name the address, so the client refuses it: but the
+    // backend got the connection and answered the handshake.
+    assert_eq!(w.tls_accepted(1), 2);
+    assert_eq!(shard.stats.tls_passthrough, 4);
+    // A client that closes: the backend sees the close, the connection is freed.
+    a.conn.send_close_notify();
+    w.tls_run(&mut shard, &mut a, 2).unwrap();
+    w.client.sockets.get_mut::<tcp::Socket>(a.h).close();
+    w.run(&mut shard, 200);
+    let in_flight: u64 = shard.stats.backends[0][0].iter().map(|b| b.in_flight).sum();
+    assert_eq!(
+        in_flight, 1,
+        "only the split client's connection is left on pool 0"
+    );
 }

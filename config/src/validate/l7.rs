@@ -128,6 +128,8 @@ pub(crate) fn parse_l7_service(
             ("path", &x.path),
             ("header", &x.header),
             ("method", &x.method),
+            ("sni", &x.sni),
+            ("alpn", &x.alpn),
         ] {
             if let Some(v) = v {
                 spans.put(format!("{rk}.{n}"), v.span());
@@ -143,6 +145,8 @@ pub(crate) fn parse_l7_service(
             path: text(&x.path),
             header: text(&x.header),
             method: text(&x.method),
+            sni: text(&x.sni).map(|h| h.to_ascii_lowercase()),
+            alpn: text(&x.alpn),
             pool: x.pool.get_ref().clone(),
             request_headers: header_rules(&x.request_headers),
             response_headers: header_rules(&x.response_headers),
@@ -647,8 +651,93 @@ pub(crate) fn check_l7_service(
         }
         check_rules(&format!("{rk}.request_headers"), &r.request_headers)?;
         check_rules(&format!("{rk}.response_headers"), &r.response_headers)?;
+        check_hello_route(&rk, l7.l7, r)?;
+    }
+    if l7.l7 == L7Protocol::TlsPassthrough {
+        check_passthrough_pools(key, l7)?;
     }
     check_tls(key, l7)
+}
+
+/// A route's `sni` and `alpn`, which only a `tls-passthrough` service can match (it reads
+/// nothing but the ClientHello), and which are all such a service can match.
+fn check_hello_route(rk: &str, l7: L7Protocol, r: &L7Route) -> Result<(), Invalid> {
+    if l7 != L7Protocol::TlsPassthrough {
+        for (n, given) in [("sni", r.sni.is_some()), ("alpn", r.alpn.is_some())] {
+            if given {
+                return invalid(
+                    format!("{rk}.{n}"),
+                    format!(
+                        "`{n}` routes the connections of l7 = \"tls-passthrough\" by their ClientHello; this service is `{}`",
+                        l7.name()
+                    ),
+                    "route by host (with l7 = \"tls\" the Host header names the site the SNI did), or set l7 = \"tls-passthrough\"",
+                );
+            }
+        }
+        return Ok(());
+    }
+    for (n, given) in [
+        ("host", r.host.is_some()),
+        ("path", r.path.is_some()),
+        ("path_prefix", r.path_prefix.is_some()),
+        ("header", r.header.is_some()),
+        ("method", r.method.is_some()),
+        ("request_headers", !r.request_headers.is_empty()),
+        ("response_headers", !r.response_headers.is_empty()),
+    ] {
+        if given {
+            return invalid(
+                format!("{rk}.{n}"),
+                format!("`{n}` is about HTTP requests, which a tls-passthrough service never decrypts"),
+                "route by sni = \"name\" or \"*.example\" (and alpn), or terminate with l7 = \"tls\"",
+            );
+        }
+    }
+    if let Some(h) = &r.sni {
+        if !host_pattern(h) || h.ends_with('.') {
+            return invalid(
+                format!("{rk}.sni"),
+                format!("`{h}` is not a host name"),
+                "write a name (\"db.example\") or a wildcard for its subdomains (\"*.example\")",
+            );
+        }
+    }
+    if let Some(a) = &r.alpn {
+        if a.is_empty() || a.len() > 255 || a.bytes().any(|b| !b.is_ascii_graphic()) {
+            return invalid(
+                format!("{rk}.alpn"),
+                format!("`{a}` is not an ALPN protocol name"),
+                "give the name as clients offer it, such as \"h2\", \"http/1.1\" or \"acme-tls/1\"",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a `tls-passthrough` pool cannot do: it never sees a request, so no cookie, header
+/// or status reaches it.
+fn check_passthrough_pools(key: &str, l7: &L7Service) -> Result<(), Invalid> {
+    for (j, p) in l7.pools.iter().enumerate() {
+        let pk = format!("{key}.pool[{j}]");
+        let http_only = if p.sticky_cookie.is_some() {
+            Some("sticky_cookie")
+        } else if p.hash_on.as_deref().is_some_and(|h| h != "source") {
+            Some("hash_on")
+        } else if p.eject_on_5xx {
+            Some("eject_on_5xx")
+        } else {
+            None
+        };
+        if let Some(n) = http_only {
+            return invalid(
+                format!("{pk}.{n}"),
+                format!("`{n}` needs HTTP, which a tls-passthrough service never decrypts"),
+                "use hash_on = \"source\" for affinity, or terminate with l7 = \"tls\"",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A host name, or `*.` and one (any subdomain of it).
@@ -1146,6 +1235,99 @@ address = "10.99.0.12:8080"
             e.key.ends_with("certificate") && e.fix.contains("[[service.certificate]]"),
             "{e}"
         );
+    }
+
+    const RELAY: &str = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "10.99.0.1"
+gateway = "10.98.0.2"
+
+[[service]]
+name = "relay"
+vip = "10.99.0.100:443"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls-passthrough"
+default_pool = "www"
+
+[[service.route]]
+sni = "DB.example"
+pool = "db"
+
+[[service.route]]
+sni = "*.img.example"
+alpn = "h2"
+pool = "www"
+
+[[service.pool]]
+name = "www"
+algorithm = "hash"
+hash_on = "source"
+
+[[service.pool.backend]]
+address = "10.99.0.12:8443"
+
+[[service.pool]]
+name = "db"
+
+[[service.pool.backend]]
+address = "10.99.0.13:8443"
+"#;
+
+    #[test]
+    fn the_passthrough_contract_parses_and_its_mistakes_are_named() {
+        let c = Config::from_toml(RELAY, None).unwrap();
+        let l7 = c.services[0].l7.as_ref().unwrap();
+        assert_eq!(l7.l7, L7Protocol::TlsPassthrough);
+        assert_eq!(
+            l7.routes[0].sni.as_deref(),
+            Some("db.example"),
+            "lower case"
+        );
+        assert_eq!(l7.routes[1].alpn.as_deref(), Some("h2"));
+        assert_eq!(l7.tls, None);
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("l7 = \"tls-passthrough\""), "{text}");
+        assert_eq!(Config::from_toml(&text, None).unwrap(), c, "{text}");
+        for (bad, key, fix) in [
+            (
+                RELAY.replace("sni = \"DB.example\"", "host = \"db.example\""),
+                "route[0].host",
+                "sni",
+            ),
+            (
+                RELAY.replace("sni = \"DB.example\"", "sni = \"db example\""),
+                "route[0].sni",
+                "wildcard",
+            ),
+            (
+                RELAY.replace("alpn = \"h2\"", "alpn = \"\""),
+                "route[1].alpn",
+                "acme-tls/1",
+            ),
+            (
+                RELAY.replace("hash_on = \"source\"", "hash_on = \"cookie:s\""),
+                "pool[0].hash_on",
+                "source",
+            ),
+            (
+                RELAY.replace("l7 = \"tls-passthrough\"", "l7 = \"http\""),
+                "route[0].sni",
+                "route by host",
+            ),
+            (
+                RELAY.replace("l7 = \"tls-passthrough\"", "l7 = \"tls-passthru\""),
+                // A parse error: the line, and the values that are allowed.
+                "",
+                "tls-passthrough",
+            ),
+        ] {
+            let e = Config::from_toml(&bad, None).unwrap_err();
+            assert!(e.key.ends_with(key), "{key}: {e}");
+            assert!(e.fix.contains(fix) || e.message.contains(fix), "{key}: {e}");
+            assert!(e.line.is_some(), "{key}: no line in {e}");
+        }
     }
 
     #[test]

@@ -197,6 +197,8 @@ impl Plane {
                     path: route.path.clone(),
                     header: route.header.clone(),
                     method: route.method.clone(),
+                    sni: route.sni.as_ref().map(|h| h.to_ascii_lowercase()),
+                    alpn: route.alpn.clone(),
                     pool: route.pool.clone(),
                     ..Default::default()
                 };

@@ -122,6 +122,8 @@ impl Plane {
                             .or_else(|| r.path_prefix.as_ref().map(|p| format!("{p}*"))),
                         header: r.header.clone(),
                         method: r.method.clone(),
+                        sni: r.sni.clone(),
+                        alpn: r.alpn.clone(),
                         pool: r.pool.clone(),
                         requests: counts.get(i).copied().unwrap_or(0),
                         status: classes(i),
