@@ -239,6 +239,34 @@ pool = "img"
 name = "img"
 [[service.pool.backend]]
 address = "10.99.0.13:9443"
+
+[[service]]
+name = "reenc"
+vip = "10.99.0.100:8080"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "http"
+default_pool = "verified"
+
+[[service.route]]
+path_prefix = "/wrong-ca"
+pool = "wrong-ca"
+
+[[service.pool]]
+name = "verified"
+[service.pool.tls]
+ca = "{TLS_DIR}/ca.pem"
+server_name = "img.example"
+[[service.pool.backend]]
+address = "10.99.0.13:9443"
+
+[[service.pool]]
+name = "wrong-ca"
+[service.pool.tls]
+ca = "{TLS_DIR}/other-ca.pem"
+server_name = "img.example"
+[[service.pool.backend]]
+address = "10.99.0.13:9443"
 "#
         )
 }
@@ -931,6 +959,25 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     assert!(l7["tls_passthrough"].as_u64().unwrap_or(0) >= 2, "{l7}");
     assert!(l7["errors"]["no_route"].as_u64().unwrap_or(0) >= 1, "{l7}");
     assert_eq!(l7["errors"]["tls_client_hello"].as_u64(), Some(1), "{l7}");
+    // Re-encryption ([service.pool.tls]): plain HTTP in, TLS to the same s_server, its
+    // certificate verified against the test CA for server_name; against a CA that did not
+    // sign it, 502 and counted, the request never sent.
+    let (code, _, body) = curl(&t, &["http://10.99.0.100:8080/"]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("s_server -accept 9443"), "{body}");
+    let (code, _, body) = curl(&t, &["http://10.99.0.100:8080/wrong-ca"]);
+    assert_eq!(code, 502, "{body}");
+    let l7 = l7_stats(&b, |v| {
+        v["errors"]["upstream_tls"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(
+        l7["errors"]["upstream_tls"].as_u64().unwrap_or(0) >= 1,
+        "{l7}"
+    );
+    assert!(
+        l7["upstream_tls_handshakes"].as_u64().unwrap_or(0) >= 1,
+        "{l7}"
+    );
     let routes = b.ctl(&["route", "list", "relay"]);
     assert_eq!(routes["routes"][0]["sni"], "*.img.example", "{routes}");
     assert!(
@@ -1112,6 +1159,7 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         "sluice_l7_tls_handshakes_total{version=\"1.3\"}",
         "sluice_l7_tls_resumed_total",
         "sluice_l7_tls_passthrough_total",
+        "sluice_l7_upstream_tls_handshakes_total",
     ] {
         assert!(m.contains(name), "{name} missing from the metrics");
     }

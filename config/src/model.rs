@@ -374,8 +374,35 @@ pub struct L7Pool {
     pub eject_for_ms: u64,
     /// Whether 5xx responses count as failures.
     pub eject_on_5xx: bool,
+    /// `[service.pool.tls]`: requests re-encrypted to the backends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<L7PoolTls>,
     #[serde(rename = "backend")]
     pub backends: Vec<Backend>,
+}
+
+/// `[service.pool.tls]`: the pool's backends are reached over TLS, sluice the client.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct L7PoolTls {
+    /// PEM bundle of the CAs a backend's certificate must chain to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// The name a backend's certificate must carry; left out, the backend's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    pub verify: bool,
+    /// mTLS: a client certificate chain and its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// The files' contents as read.
+    #[serde(skip)]
+    pub ca_pem: Vec<u8>,
+    #[serde(skip)]
+    pub client_cert_pem: Vec<u8>,
+    #[serde(skip)]
+    pub client_key_pem: Vec<u8>,
 }
 
 /// Passive health defaults: five failures in a row eject for 30 s (Envoy's outlier detection

@@ -214,8 +214,19 @@ pub(crate) struct RawPool {
     pub(crate) eject_for_ms: Option<Spanned<u64>>,
     pub(crate) eject_on_5xx: Option<Spanned<bool>>,
     pub(crate) health: Option<Spanned<RawHealth>>,
+    pub(crate) tls: Option<Spanned<RawPoolTls>>,
     #[serde(default)]
     pub(crate) backend: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPoolTls {
+    pub(crate) ca: Option<Spanned<String>>,
+    pub(crate) server_name: Option<Spanned<String>>,
+    pub(crate) verify: Option<Spanned<bool>>,
+    pub(crate) client_cert: Option<Spanned<String>>,
+    pub(crate) client_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

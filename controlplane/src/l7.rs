@@ -1,19 +1,27 @@
 //! The configuration as the L7 pool sees it: every `forwarding = "l7"` service with its
 //! routes, pools, limits and timeouts becomes an [`L7Setup`] for the shards, and each
-//! `l7 = "tls"` service's certificates a rustls configuration ([`TlsConfigs`]).
+//! `l7 = "tls"` service's certificates a rustls configuration, and each re-encrypting pool's
+//! `[service.pool.tls]` a rustls client configuration ([`TlsConfigs`]).
 
 use config::{Config, HeaderRules, L7Algorithm};
 use l7_offload::setup::{
-    Admin, Algorithm, HashOn, HeaderRule, Health, HostMatch, L7Backend, L7Service, L7Setup, Limits,
-    PathMatch, Pool, Protocol, Route, ServerTls, TcpSetup, Timeouts,
+    Admin, Algorithm, ClientTls, HashOn, HeaderRule, Health, HostMatch, L7Backend, L7Service,
+    L7Setup, Limits, PathMatch, Pool, Protocol, Route, ServerTls, TcpSetup, Timeouts,
 };
-use l7_offload::tls::{CertSpec, TlsSpec, TlsVersion};
+use l7_offload::tls::{CertSpec, ClientTlsSpec, TlsSpec, TlsVersion};
 use std::collections::HashMap;
 
-/// The TLS configuration of each `l7 = "tls"` service, by service name, with the spec it
-/// was made from: a configuration change that leaves a service's certificates and settings
-/// as they were keeps its rustls configuration, so its session cache and ticket keys live on.
-pub type TlsConfigs = HashMap<String, (TlsSpec, ServerTls)>;
+/// The TLS configurations of a configuration, each with the spec it was made from: a
+/// configuration change that leaves a service's certificates and settings as they were
+/// keeps its rustls configuration, so its session cache and ticket keys live on (and a
+/// pool's client configuration its cache of backend sessions).
+#[derive(Debug, Default)]
+pub struct TlsConfigs {
+    /// Of each `l7 = "tls"` service, by service name.
+    pub servers: HashMap<String, (TlsSpec, ServerTls)>,
+    /// Of each pool with `[service.pool.tls]`, by service and pool name.
+    pub clients: HashMap<(String, String), (ClientTlsSpec, ClientTls)>,
+}
 
 /// What `service` asks of TLS termination, if it terminates TLS.
 fn tls_spec(service: &config::Service) -> Option<TlsSpec> {
@@ -55,14 +63,49 @@ fn tls_spec(service: &config::Service) -> Option<TlsSpec> {
 /// error (a key that is not its certificate's, an unsupported key type) names the
 /// certificate.
 pub fn tls_configs(cfg: &Config, old: &TlsConfigs) -> Result<TlsConfigs, String> {
-    let mut out = TlsConfigs::new();
+    let mut out = TlsConfigs::default();
     for s in &cfg.services {
-        let Some(spec) = tls_spec(s) else { continue };
-        let tls = match old.get(&s.name) {
-            Some((was, t)) if *was == spec => t.clone(),
-            _ => ServerTls(l7_offload::tls::server_config(&spec)?),
-        };
-        out.insert(s.name.clone(), (spec, tls));
+        if let Some(spec) = tls_spec(s) {
+            let tls = match old.servers.get(&s.name) {
+                Some((was, t)) if *was == spec => t.clone(),
+                _ => ServerTls(l7_offload::tls::server_config(&spec)?),
+            };
+            out.servers.insert(s.name.clone(), (spec, tls));
+        }
+        for p in s.l7.iter().flat_map(|l| l.pools.iter()) {
+            let Some(t) = &p.tls else { continue };
+            let spec = ClientTlsSpec {
+                ca_pem: t.ca_pem.clone(),
+                verify: t.verify,
+                client_cert: t
+                    .client_cert
+                    .as_ref()
+                    .map(|_| (t.client_cert_pem.clone(), t.client_key_pem.clone())),
+                origin: format!("service `{}` pool `{}` tls", s.name, p.name),
+            };
+            let key = (s.name.clone(), p.name.clone());
+            let server_name = match &t.server_name {
+                None => None,
+                Some(n) => Some(
+                    l7_offload::tls::server_name(n)
+                        .map_err(|e| format!("{}: server_name: {e}", spec.origin))?,
+                ),
+            };
+            let config = match old.clients.get(&key) {
+                Some((was, c)) if *was == spec => std::sync::Arc::clone(&c.config),
+                _ => l7_offload::tls::client_config(&spec)?,
+            };
+            out.clients.insert(
+                key,
+                (
+                    spec,
+                    ClientTls {
+                        config,
+                        server_name,
+                    },
+                ),
+            );
+        }
     }
     Ok(out)
 }
@@ -137,7 +180,13 @@ pub fn setup(
         .filter_map(|s| s.l7.as_ref().map(|l| (s, l)))
         // A TLS service without its TLS configuration is left out (its clients get resets),
         // never served in clear text.
-        .filter(|(s, l)| l.l7 != config::L7Protocol::Tls || tls.contains_key(&s.name))
+        .filter(|(s, l)| l.l7 != config::L7Protocol::Tls || tls.servers.contains_key(&s.name))
+        // Nor is a service whose pool should re-encrypt without its client configuration.
+        .filter(|(s, l)| {
+            l.pools.iter().all(|p| {
+                p.tls.is_none() || tls.clients.contains_key(&(s.name.clone(), p.name.clone()))
+            })
+        })
         .map(|(s, l)| {
             let pool_index = |name: &str| l.pools.iter().position(|p| p.name == name);
             L7Service {
@@ -207,6 +256,10 @@ pub fn setup(
                         eject_after: p.eject_after,
                         eject_for_ms: p.eject_for_ms,
                         eject_on_5xx: p.eject_on_5xx,
+                        tls: tls
+                            .clients
+                            .get(&(s.name.clone(), p.name.clone()))
+                            .map(|(_, c)| c.clone()),
                         backends: p
                             .backends
                             .iter()
@@ -222,7 +275,7 @@ pub fn setup(
                             .collect(),
                     })
                     .collect(),
-                tls: tls.get(&s.name).map(|(_, t)| t.clone()),
+                tls: tls.servers.get(&s.name).map(|(_, t)| t.clone()),
             }
         })
         .collect();
@@ -293,6 +346,8 @@ pub fn view(cfg: &Config, t: &l7_offload::ShardStats) -> ctl::views::L7StatsView
             .collect(),
         tls_resumed: t.tls_resumed,
         tls_passthrough: t.tls_passthrough,
+        upstream_tls_handshakes: t.upstream_tls_handshakes,
+        upstream_tls_resumed: t.upstream_tls_resumed,
         status: classes(&t.status),
         errors: L7Error::ALL
             .iter()
@@ -433,6 +488,18 @@ pub fn render(o: &mut String, cfg: &Config, t: &l7_offload::ShardStats) {
     let _ = writeln!(o, "sluice_l7_tls_passthrough_total {}", v.tls_passthrough);
     metric(
         o,
+        "sluice_l7_upstream_tls_handshakes_total",
+        "counter",
+        "TLS handshakes with backends of pools that re-encrypt ([service.pool.tls]), by whether resumed.",
+    );
+    let _ = writeln!(
+        o,
+        "sluice_l7_upstream_tls_handshakes_total{{resumed=\"false\"}} {}\nsluice_l7_upstream_tls_handshakes_total{{resumed=\"true\"}} {}",
+        v.upstream_tls_handshakes - v.upstream_tls_resumed.min(v.upstream_tls_handshakes),
+        v.upstream_tls_resumed
+    );
+    metric(
+        o,
         "sluice_l7_route_requests_total",
         "counter",
         "Requests per route (route=\"default\": no route matched, to the default pool).",
@@ -568,7 +635,7 @@ weight = 5
 "#;
         let cfg = Config::from_toml(src, None).unwrap();
         assert!(wanted(&cfg));
-        let s = setup(&cfg, &TlsConfigs::new(), |_, _, _| {
+        let s = setup(&cfg, &TlsConfigs::default(), |_, _, _| {
             (Admin::Ready, Health::Unknown)
         });
         let svc = &s.services[0];
@@ -635,7 +702,7 @@ address = "10.99.0.12:8080"
     #[test]
     fn tls_services_get_their_configuration_kept_while_it_is_unchanged() {
         let cfg = secure("www.key");
-        let first = tls_configs(&cfg, &TlsConfigs::new()).unwrap();
+        let first = tls_configs(&cfg, &TlsConfigs::default()).unwrap();
         let s = setup(&cfg, &first, |_, _, _| (Admin::Ready, Health::Unknown));
         let tls = s.services[0]
             .tls
@@ -644,9 +711,9 @@ address = "10.99.0.12:8080"
         // The same certificates again (a backend change, a reload of the same file): the same
         // rustls configuration, so sessions resume across it.
         let again = tls_configs(&cfg, &first).unwrap();
-        assert_eq!(again["secure"].1, tls);
+        assert_eq!(again.servers["secure"].1, tls);
         assert_ne!(
-            tls_configs(&cfg, &TlsConfigs::new()).unwrap()["secure"].1,
+            tls_configs(&cfg, &TlsConfigs::default()).unwrap().servers["secure"].1,
             tls
         );
         // A key that parses but is not the certificate's is refused by name, and a TLS
@@ -657,7 +724,7 @@ address = "10.99.0.12:8080"
             e.contains("service `secure` certificate[0]") && e.contains("not the certificate's"),
             "{e}"
         );
-        assert!(setup(&bad, &TlsConfigs::new(), |_, _, _| (
+        assert!(setup(&bad, &TlsConfigs::default(), |_, _, _| (
             Admin::Ready,
             Health::Unknown
         ))

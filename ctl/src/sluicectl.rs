@@ -885,6 +885,12 @@ fn l7_text(l: &ctl::views::L7StatsView) -> String {
             l.tls_resumed
         );
     }
+    if l.upstream_tls_handshakes > 0 {
+        t += &format!(
+            "  TLS to backends (re-encrypted): {} handshakes, {} resumed\n",
+            l.upstream_tls_handshakes, l.upstream_tls_resumed
+        );
+    }
     if l.tls_passthrough > 0 {
         t += &format!(
             "  TLS passed through (by SNI): {} connections\n",

@@ -192,6 +192,12 @@ pub struct L7StatsView {
     /// Connections of `l7 = "tls-passthrough"` services relayed to a backend.
     #[serde(default)]
     pub tls_passthrough: u64,
+    /// Re-encryption (`[service.pool.tls]`): TLS handshakes completed with backends, and of
+    /// those resumed.
+    #[serde(default)]
+    pub upstream_tls_handshakes: u64,
+    #[serde(default)]
+    pub upstream_tls_resumed: u64,
     /// Responses by class (`1xx` … `5xx`), sluice's own errors included.
     pub status: BTreeMap<String, u64>,
     /// Errors by reason (`no_route`, `backend_timeout`, …).

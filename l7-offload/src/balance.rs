@@ -264,6 +264,7 @@ mod tests {
             eject_after: 3,
             eject_for_ms: 1000,
             eject_on_5xx: false,
+            tls: None,
             backends: weights
                 .iter()
                 .enumerate()

@@ -190,7 +190,7 @@ impl Session {
 }
 
 /// A byte stream the proxy reads and writes: an upstream's TCP socket, or a client's
-/// ([`ClientIo`]: its socket, or the TLS layer over it). HTTP never knows which.
+/// ([`ConnIo`]: its socket, or the TLS layer over it). HTTP never knows which.
 pub(crate) trait Stream {
     /// Bytes waiting to be read.
     fn recv_queue(&self) -> usize;
@@ -249,21 +249,21 @@ impl Stream for Socket<'static> {
 }
 
 /// A client connection as the proxy sees it: plain TCP, or TLS over it.
-pub(crate) struct ClientIo<'a> {
+pub(crate) struct ConnIo<'a> {
     sock: &'a mut Socket<'static>,
     tls: Option<&'a mut TlsSession>,
 }
 
-impl<'a> ClientIo<'a> {
+impl<'a> ConnIo<'a> {
     fn of(sock: &'a mut Socket<'static>, tls: &'a mut Option<Box<TlsSession>>) -> Self {
-        ClientIo {
+        ConnIo {
             sock,
             tls: tls.as_deref_mut(),
         }
     }
 }
 
-impl Stream for ClientIo<'_> {
+impl Stream for ConnIo<'_> {
     fn recv_queue(&self) -> usize {
         match &self.tls {
             Some(t) => t.recv_queue(),
@@ -524,7 +524,7 @@ impl Shard<'_> {
             Phase::Passthrough => self.passthrough(id, c, now),
             Phase::Closing => {
                 if let (Role::Client(sess), Some(sock)) = (&mut c.role, c.sock.as_mut()) {
-                    let mut cs = ClientIo::of(sock, &mut sess.tls);
+                    let mut cs = ConnIo::of(sock, &mut sess.tls);
                     flush(&mut sess.to_client, &mut cs);
                     if sess.to_client.is_empty() || now >= sess.since + CLOSING_MS {
                         sess.to_client.clear();
@@ -589,7 +589,7 @@ impl Shard<'_> {
         sess.phase = Phase::Closing;
         sess.since = now;
         if let Some(s) = c.sock.as_mut() {
-            let mut cs = ClientIo::of(s, &mut sess.tls);
+            let mut cs = ConnIo::of(s, &mut sess.tls);
             flush(&mut sess.to_client, &mut cs);
             if started || e.status().is_none() {
                 cs.abort();
@@ -656,7 +656,7 @@ impl Shard<'_> {
         };
         let Some(sock) = c.sock.as_mut() else { return };
         let proto = if sess.tls.is_some() { "https" } else { "http" };
-        let sock = &mut ClientIo::of(sock, &mut sess.tls);
+        let sock = &mut ConnIo::of(sock, &mut sess.tls);
         let setup = std::sync::Arc::clone(&self.setup);
         let Some(svc) = setup.services.get(sess.svc) else {
             sock.abort();
@@ -802,7 +802,7 @@ impl Shard<'_> {
         sess.ex = Some(ex);
         sess.phase = Phase::Exchange;
         sess.since = now;
-        let up = match self.pooled(backend, id) {
+        let up = match self.pooled(backend, pool.tls.as_ref(), id) {
             Some(uid) => Ok(uid),
             None => self.connect(backend, (sess.svc, choice.pool, pick.backend), id, worker),
         };
@@ -855,7 +855,10 @@ impl Shard<'_> {
                 let backend = pool.backends[p.backend].address;
                 // A passthrough connection carries one client's TLS: never a pooled one.
                 let reuse = sess.phase != Phase::Passthrough;
-                let up = match reuse.then(|| self.pooled(backend, id)).flatten() {
+                let up = match reuse
+                    .then(|| self.pooled(backend, pool.tls.as_ref(), id))
+                    .flatten()
+                {
                     Some(u) => Ok(u),
                     None => self.connect(backend, (sess.svc, pool_i, p.backend), id, worker),
                 };
@@ -906,8 +909,46 @@ impl Shard<'_> {
             self.upstream_failed(id, c, now, false);
             return;
         };
+        self.pump_upstream(&mut u);
         self.exchange_with(id, c, &mut u, now);
+        // What the exchange wrote, encrypted and into the socket.
+        self.pump_upstream(&mut u);
         self.put_conn(uid, u);
+        self.let_go(id, c, uid);
+    }
+
+    /// An upstream that client `id` gave up while it was taken out of the table (a 502 or
+    /// 504, or a retry elsewhere) could not be closed then: it is closed now.
+    fn let_go(&mut self, id: ConnId, c: &Conn, uid: ConnId) {
+        if matches!(&c.role, Role::Client(s) if s.up == Some(uid)) {
+            return;
+        }
+        let ours = matches!(
+            self.conns.get(uid as usize).and_then(|x| x.as_ref()),
+            Some(Conn { role: Role::Upstream(u), .. }) if u.client == Some(id)
+        );
+        if ours {
+            self.release_upstream(uid, false);
+        }
+    }
+
+    /// Moves a re-encrypting upstream's bytes between its socket and its TLS layer; a failed
+    /// handshake (a certificate that does not verify, say) or a bad record is counted, and
+    /// the upstream then reads as closed.
+    fn pump_upstream(&mut self, u: &mut Conn) {
+        let (Role::Upstream(up), Some(sock)) = (&mut u.role, u.sock.as_mut()) else {
+            return;
+        };
+        let Some(tls) = up.tls.as_mut() else { return };
+        match tls.pump(sock) {
+            Ok(()) => {
+                if let Some(h) = tls.handshake_done() {
+                    self.stats.upstream_tls_handshakes += 1;
+                    self.stats.upstream_tls_resumed += u64::from(h.resumed);
+                }
+            }
+            Err(_) => self.stats.error(L7Error::UpstreamTls),
+        }
     }
 
     fn exchange_with(&mut self, id: ConnId, c: &mut Conn, u: &mut Conn, now: u64) {
@@ -918,11 +959,16 @@ impl Shard<'_> {
         let Some(svc) = setup.services.get(sess.svc) else {
             return;
         };
-        let (Some(cs), Some(us)) = (c.sock.as_mut(), u.sock.as_mut()) else {
+        let (Some(cs), Some(us_sock), Role::Upstream(up)) =
+            (c.sock.as_mut(), u.sock.as_mut(), &mut u.role)
+        else {
             return;
         };
-        let cs = &mut ClientIo::of(cs, &mut sess.tls);
-        let us: &mut Socket<'static> = us;
+        let state = us_sock.state();
+        // Re-encrypting: connected once the TLS handshake is done too.
+        let handshook = up.tls.as_ref().is_none_or(|t| !t.is_handshaking());
+        let cs = &mut ConnIo::of(cs, &mut sess.tls);
+        let us = &mut ConnIo::of(us_sock, &mut up.tls);
         let Some(ex) = sess.ex.as_mut() else {
             sess.phase = Phase::Head;
             return;
@@ -931,13 +977,14 @@ impl Shard<'_> {
         if !ex.answered && us.recv_queue() > 0 {
             ex.answered = true;
         }
-        if matches!(us.state(), State::Established | State::CloseWait) {
+        if matches!(state, State::Established | State::CloseWait) && handshook {
             ex.connected = true;
         }
-        // The backend went away (refused, reset, closed) before answering, or is late.
-        let refused = matches!(us.state(), State::Closed | State::TimeWait)
+        // The backend went away (refused, reset, closed, failed TLS) before answering, or is
+        // late.
+        let refused = matches!(state, State::Closed | State::TimeWait)
             || (us.drained() && ex.response.is_none());
-        let connect_late = us.state() == State::SynSent && now >= ex.started + t.backend_connect_ms;
+        let connect_late = !ex.connected && now >= ex.started + t.backend_connect_ms;
         let response_late =
             !ex.answered && ex.sent.is_some_and(|s| now >= s + t.backend_response_ms);
         if !ex.answered && (refused || connect_late) {
@@ -961,7 +1008,7 @@ impl Shard<'_> {
             self.fail(c, L7Error::BackendFailed, now);
             return;
         }
-        if us.state() == State::Established || us.state() == State::CloseWait {
+        if state == State::Established || state == State::CloseWait {
             flush(&mut sess.to_up, us);
         }
         if sess.to_up.is_empty() && !ex.request.done() {
@@ -988,9 +1035,7 @@ impl Shard<'_> {
                 .header_bytes
                 .max(16384)
                 .min(self.scratch.len() - 1);
-            let n = us
-                .peek_slice(&mut self.scratch[..(max + 1).min(waiting)])
-                .unwrap_or(0);
+            let n = us.peek(&mut self.scratch[..(max + 1).min(waiting)]);
             let mut fields = vec![httparse::EMPTY_HEADER; 128];
             let resp = match parse_response(&self.scratch[..n], &mut fields, max, ex.head_request) {
                 Ok(r) => r,
@@ -1111,20 +1156,17 @@ impl Shard<'_> {
         sess.served += 1;
         sess.since = now;
         if let Some(uid) = sess.up.take() {
-            if let Role::Upstream(up) = &mut u.role {
-                up.client = None;
-                // Not reused: closed gracefully, the response being complete.
-                if !(reuse && crate::shard::park(&mut self.idle, setup.tcp.max_idle, up, uid, now))
-                {
-                    us.close();
-                }
+            up.client = None;
+            // Not reused: closed gracefully, the response being complete.
+            if !(reuse && crate::shard::park(&mut self.idle, setup.tcp.max_idle, up, uid, now)) {
+                ConnIo::of(us_sock, &mut up.tls).close();
             }
             self.touch(uid);
         }
         if close_client {
             sess.phase = Phase::Closing;
             if let Some(s) = c.sock.as_mut() {
-                ClientIo::of(s, &mut sess.tls).close();
+                ConnIo::of(s, &mut sess.tls).close();
             }
         } else {
             sess.phase = Phase::Head;
@@ -1142,9 +1184,12 @@ impl Shard<'_> {
             }
             return;
         };
-        if let (Some(cs), Some(us)) = (c.sock.as_mut(), u.sock.as_mut()) {
-            let cs = &mut ClientIo::of(cs, &mut sess.tls);
-            let us: &mut Socket<'static> = us;
+        self.pump_upstream(&mut u);
+        if let (Some(cs), Some(us), Role::Upstream(up)) =
+            (c.sock.as_mut(), u.sock.as_mut(), &mut u.role)
+        {
+            let cs = &mut ConnIo::of(cs, &mut sess.tls);
+            let us = &mut ConnIo::of(us, &mut up.tls);
             flush(&mut sess.to_client, cs);
             let mut both = Body::UntilClose;
             let _ = relay(cs, us, &mut both, u64::MAX);
@@ -1159,6 +1204,7 @@ impl Shard<'_> {
                 cs.close();
             }
         }
+        self.pump_upstream(&mut u);
         self.put_conn(uid, u);
         self.touch(uid);
     }

@@ -71,6 +71,32 @@ impl PartialEq for ServerTls {
 
 impl Eq for ServerTls {}
 
+/// A pool's re-encryption to its backends (`[service.pool.tls]`): the rustls client
+/// configuration, and the name a backend's certificate must have (`None`: the backend's
+/// own address, which its certificate must then name as an IP address).
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.config, &other.config) && self.server_name == other.server_name
+    }
+}
+
+impl Eq for ClientTls {}
+
+impl ClientTls {
+    /// The name to verify backend `addr`'s certificate against.
+    pub fn name_for(&self, addr: SocketAddr) -> rustls::pki_types::ServerName<'static> {
+        self.server_name
+            .clone()
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub header_bytes: usize,
@@ -184,6 +210,8 @@ pub struct Pool {
     /// Whether a 5xx response counts as a failure (connect failures, resets and timeouts
     /// always do).
     pub eject_on_5xx: bool,
+    /// Re-encryption: requests reach the backends over TLS.
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use crate::balance::PoolState;
 use crate::proxy::Session;
-use crate::setup::{L7Setup, Protocol};
+use crate::setup::{ClientTls, L7Setup, Protocol};
 use crate::stats::{L7Error, ShardStats};
 use crate::tcp::{self, Sock, Stack};
 use crate::tls::TlsSession;
@@ -63,6 +63,10 @@ pub(crate) struct Upstream {
     pub slot: (usize, usize, usize),
     pub client: Option<ConnId>,
     pub idle_since: Option<u64>,
+    /// Re-encryption (`[service.pool.tls]`): the TLS layer over its socket, and the pool's
+    /// settings it was opened with (a pooled connection is reused only under the same).
+    pub tls: Option<Box<TlsSession>>,
+    pub made_with: Option<ClientTls>,
 }
 
 pub(crate) enum Role {
@@ -431,6 +435,19 @@ impl<'r> Shard<'r> {
             IpAddr::V6(_) => self.setup.node_ipv6.map(IpAddr::V6),
         }
         .ok_or(L7Error::BackendFailed)?;
+        let made_with = self
+            .setup
+            .services
+            .get(slot.0)
+            .and_then(|s| s.pools.get(slot.1))
+            .and_then(|p| p.tls.clone());
+        let tls = match &made_with {
+            None => None,
+            Some(t) => Some(Box::new(
+                TlsSession::client(&t.config, t.name_for(backend))
+                    .map_err(|_| L7Error::BackendFailed)?,
+            )),
+        };
         let port = self
             .alloc_port(backend)
             .ok_or(L7Error::UpstreamPortsExhausted)?;
@@ -454,6 +471,8 @@ impl<'r> Shard<'r> {
                 slot,
                 client: Some(client),
                 idle_since: None,
+                tls,
+                made_with,
             }),
             deadline: None,
         });
@@ -728,8 +747,14 @@ impl<'r> Shard<'r> {
         self.touch(uid);
     }
 
-    /// An idle pooled connection to `backend`, if one is still good.
-    pub(crate) fn pooled(&mut self, backend: SocketAddr, client: ConnId) -> Option<ConnId> {
+    /// An idle pooled connection to `backend`, if one is still good and was opened with the
+    /// re-encryption settings `tls` (none: plain HTTP) — a pool's may have changed since.
+    pub(crate) fn pooled(
+        &mut self,
+        backend: SocketAddr,
+        tls: Option<&ClientTls>,
+        client: ConnId,
+    ) -> Option<ConnId> {
         loop {
             let uid = self.idle.get_mut(&backend)?.pop()?;
             let Some(c) = self.conn_mut(uid) else {
@@ -739,7 +764,7 @@ impl<'r> Shard<'r> {
                 s.state() == smoltcp::socket::tcp::State::Established && s.recv_queue() == 0
             });
             if let Role::Upstream(u) = &mut c.role {
-                if good {
+                if good && u.made_with.as_ref() == tls {
                     u.client = Some(client);
                     u.idle_since = None;
                     self.stats.upstream_reused += 1;

@@ -29,13 +29,16 @@ pub enum L7Error {
     TlsHandshake,
     /// A bad TLS record after the handshake; the connection was closed with an alert.
     TlsRecord,
+    /// Re-encryption: the TLS handshake with a backend failed (its certificate did not
+    /// verify, no shared version), or a record from it was bad.
+    UpstreamTls,
     /// tls-passthrough: the first bytes were not a well-formed ClientHello, or one larger
     /// than `limits.header_bytes` (the connection was reset).
     TlsClientHello,
 }
 
 impl L7Error {
-    pub const ALL: [L7Error; 13] = [
+    pub const ALL: [L7Error; 14] = [
         L7Error::BadRequest,
         L7Error::NoRoute,
         L7Error::BodyTooLarge,
@@ -48,6 +51,7 @@ impl L7Error {
         L7Error::UpstreamPortsExhausted,
         L7Error::TlsHandshake,
         L7Error::TlsRecord,
+        L7Error::UpstreamTls,
         L7Error::TlsClientHello,
     ];
 
@@ -65,6 +69,7 @@ impl L7Error {
             L7Error::UpstreamPortsExhausted => "upstream_ports_exhausted",
             L7Error::TlsHandshake => "tls_handshake",
             L7Error::TlsRecord => "tls_record",
+            L7Error::UpstreamTls => "upstream_tls",
             L7Error::TlsClientHello => "tls_client_hello",
         }
     }
@@ -83,6 +88,7 @@ impl L7Error {
             | L7Error::ConnectionLimit
             | L7Error::TlsHandshake
             | L7Error::TlsRecord
+            | L7Error::UpstreamTls
             | L7Error::TlsClientHello => None,
         }
     }
@@ -149,6 +155,9 @@ pub struct ShardStats {
     pub tls_resumed: u64,
     /// tls-passthrough connections relayed to a backend (after their ClientHello).
     pub tls_passthrough: u64,
+    /// Re-encryption: completed TLS handshakes with backends, and of those resumed.
+    pub upstream_tls_handshakes: u64,
+    pub upstream_tls_resumed: u64,
     /// Responses by class sent to clients (the proxy's own errors included).
     pub status: [u64; 5],
     pub errors: [u64; L7Error::ALL.len()],
@@ -239,6 +248,8 @@ impl ShardStats {
             ejections,
             tls_resumed,
             tls_passthrough,
+            upstream_tls_handshakes,
+            upstream_tls_resumed,
             duration_sum
         );
         for (a, b) in self.tls_handshakes.iter_mut().zip(o.tls_handshakes) {

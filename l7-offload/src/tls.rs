@@ -1,8 +1,11 @@
 //! TLS termination for `l7 = "tls"` services: a rustls server configuration per service (its
 //! certificate picked by SNI: the exact name, then a wildcard, then the default; protocol
 //! versions and ALPN from the service; session resumption by tickets with rotating keys and
-//! by a session cache), and [`TlsSession`], the layer between a client's TCP socket and the
-//! HTTP session: ciphertext in from the socket, plaintext to the proxy, and back.
+//! by a session cache), and [`TlsSession`], the layer between a TCP socket and the HTTP
+//! session: ciphertext in from the socket, plaintext to the proxy, and back. The same layer
+//! re-encrypts to the backends of a pool with `[service.pool.tls]`, as a client
+//! ([`client_config`]: the pool's CA bundle, verification on unless turned off, an optional
+//! client certificate).
 //!
 //! rustls is driven without sockets (bytes in, bytes out), which is what a userspace TCP
 //! stack needs; the crypto provider is aws-lc-rs (see Cargo.toml for why).
@@ -13,7 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use smoltcp::socket::tcp::Socket;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -178,6 +181,117 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// What a pool's re-encryption to its backends is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsSpec {
+    /// PEM: the CAs a backend's certificate must chain to (empty with `verify` off).
+    pub ca_pem: Vec<u8>,
+    /// Whether the backend's certificate is verified (chain and name).
+    pub verify: bool,
+    /// PEM: a client certificate chain and its key, for backends that ask (mTLS).
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where it came from, for errors (`service `x` pool `y``).
+    pub origin: String,
+}
+
+/// The client configuration `spec` describes (ALPN http/1.1, TLS 1.2 and 1.3, sessions
+/// resumed from a cache); an error names the pool and the file at fault.
+pub fn client_config(spec: &ClientTlsSpec) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("{}: TLS versions: {e}", spec.origin))?;
+    let builder = if spec.verify {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&spec.ca_pem) {
+            let c = c.map_err(|e| format!("{}: ca: not a PEM certificate ({e})", spec.origin))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: ca: {e}", spec.origin))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{}: ca: no certificate in the file", spec.origin));
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    };
+    let mut cfg = match &spec.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let certs = CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: client_cert: {e}", spec.origin))?;
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("{}: client_key: {e}", spec.origin))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("{}: client_cert and client_key: {e}", spec.origin))?
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A backend's name as its certificate must carry it: a DNS name or an IP address.
+pub fn server_name(n: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    rustls::pki_types::ServerName::try_from(n)
+        .map(|s| s.to_owned())
+        .map_err(|e| format!("`{n}` is not a DNS name or an IP address ({e})"))
+}
+
+/// `verify = false`: any certificate is taken (the handshake's signatures are still
+/// checked, so the session is at least with the holder of the key it presented).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Why a TLS connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsFault {
@@ -187,9 +301,10 @@ pub enum TlsFault {
     Record(String),
 }
 
-/// The TLS layer of one client connection.
+/// The TLS layer of one connection: a client's (sluice the server), or a backend's (sluice
+/// the client, re-encrypting).
 pub struct TlsSession {
-    conn: ServerConnection,
+    conn: Connection,
     /// Decrypted bytes the proxy has not read yet.
     plain: BytesMut,
     /// The proxy closed its side: once rustls's last bytes are in the socket, close it.
@@ -209,15 +324,28 @@ pub struct Handshake {
 
 impl TlsSession {
     pub fn new(cfg: &Arc<ServerConfig>) -> Result<TlsSession, String> {
-        let mut conn = ServerConnection::new(Arc::clone(cfg)).map_err(|e| e.to_string())?;
+        let conn = ServerConnection::new(Arc::clone(cfg)).map_err(|e| e.to_string())?;
+        Ok(TlsSession::over(conn.into()))
+    }
+
+    /// The client side, toward a backend called `name` (its certificate is checked for it).
+    pub fn client(
+        cfg: &Arc<ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<TlsSession, String> {
+        let conn = ClientConnection::new(Arc::clone(cfg), name).map_err(|e| e.to_string())?;
+        Ok(TlsSession::over(conn.into()))
+    }
+
+    fn over(mut conn: Connection) -> TlsSession {
         conn.set_buffer_limit(Some(SEND_LIMIT));
-        Ok(TlsSession {
+        TlsSession {
             conn,
             plain: BytesMut::with_capacity(4096),
             closing: false,
             done: false,
             reported: false,
-        })
+        }
     }
 
     pub fn is_handshaking(&self) -> bool {

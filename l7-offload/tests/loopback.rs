@@ -226,6 +226,7 @@ fn setup(backends: &[&str]) -> L7Setup {
         eject_after: 0,
         eject_for_ms: 0,
         eject_on_5xx: false,
+        tls: None,
         backends: addrs
             .iter()
             .map(|a| L7Backend {
@@ -1029,19 +1030,45 @@ struct TlsServer {
 
 impl TlsServer {
     fn new(host: &mut Host, name: &str, port: u16, chain: &[u8], key: &[u8]) -> TlsServer {
+        TlsServer::asking(host, name, port, chain, key, None)
+    }
+
+    /// A server that asks for a client certificate signed by `client_ca`, if given.
+    fn asking(
+        host: &mut Host,
+        name: &str,
+        port: u16,
+        chain: &[u8],
+        key: &[u8],
+        client_ca: Option<&[u8]>,
+    ) -> TlsServer {
         use rustls::pki_types::pem::PemObject;
         let certs = rustls::pki_types::CertificateDer::pem_slice_iter(chain)
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key).unwrap();
-        let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(rustls::pki_types::CertificateDer::from_pem_slice(ca).unwrap())
+                    .unwrap();
+                builder.with_client_cert_verifier(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        roots.into(),
+                        provider,
+                    )
+                    .build()
+                    .unwrap(),
+                )
+            }
+        };
+        let cfg = builder.with_single_cert(certs, key).unwrap();
         let mut s = TlsServer {
             name: name.into(),
             port,
@@ -1082,7 +1109,15 @@ impl TlsServer {
                     (n, ())
                 });
                 if conn.process_new_packets().is_err() {
-                    s.abort();
+                    // As a real server does: the alert rustls queued, then the close.
+                    while conn.wants_write() && s.can_send() {
+                        let _ = s.send(|b| {
+                            let mut w: &mut [u8] = b;
+                            let n = conn.write_tls(&mut w).unwrap_or(0);
+                            (n, ())
+                        });
+                    }
+                    s.close();
                     break;
                 }
             }
@@ -1289,5 +1324,138 @@ fn tls_passthrough_routes_by_sni_and_relays_bytes_untouched() {
     assert_eq!(
         in_flight, 1,
         "only the split client's connection is left on pool 0"
+    );
+}
+
+/// A pool of `backend` that re-encrypts to it, verifying it against `ca` for `name`.
+fn reencrypting(
+    backend: &str,
+    ca: &[u8],
+    verify: bool,
+    name: Option<&str>,
+    client_cert: bool,
+) -> L7Setup {
+    let mut st = setup(&[backend, backend]);
+    let spec = l7_offload::tls::ClientTlsSpec {
+        ca_pem: ca.to_vec(),
+        verify,
+        client_cert: client_cert.then(|| {
+            (
+                include_bytes!("tls/client.pem").to_vec(),
+                include_bytes!("tls/client.key").to_vec(),
+            )
+        }),
+        origin: "test pool".into(),
+    };
+    let tls = ClientTls {
+        config: l7_offload::tls::client_config(&spec).unwrap(),
+        server_name: name.map(|n| l7_offload::tls::server_name(n).unwrap()),
+    };
+    st.services[0].routes.clear();
+    for p in st.services[0].pools.iter_mut() {
+        p.tls = Some(tls.clone());
+    }
+    st
+}
+
+#[test]
+fn requests_are_re_encrypted_to_backends_that_verify() {
+    const PLAIN: &str = "10.99.0.21:8443";
+    const MTLS: &str = "10.99.0.22:8443";
+    let ca = include_bytes!("tls/ca.pem");
+    let (mut w, shared) = world(
+        reencrypting(PLAIN, ca, true, Some("www.example"), false),
+        &[],
+    );
+    for (addr, client_ca) in [
+        ("10.99.0.21:8443", None),
+        ("10.99.0.22:8443", Some(&include_bytes!("tls/ca.pem")[..])),
+    ] {
+        let sa: SocketAddr = addr.parse().unwrap();
+        let mut h = Host::new(sa.ip());
+        let s = TlsServer::asking(
+            &mut h,
+            "tls-backend",
+            sa.port(),
+            include_bytes!("tls/www.pem"),
+            include_bytes!("tls/www.key"),
+            client_ca,
+        );
+        w.tls_backends.push((h, s));
+    }
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
+    let errors = |shard: &Shard, e: l7_offload::stats::L7Error| {
+        shard.stats.errors[l7_offload::stats::L7Error::ALL
+            .iter()
+            .position(|&x| x == e)
+            .unwrap()]
+    };
+    let mut port = 50300;
+    let mut ask = |w: &mut World, shard: &mut Shard| -> String {
+        port += 1;
+        let h = w.connect(port);
+        w.run(shard, 10);
+        w.send(h, b"GET /x HTTP/1.1\r\nHost: www.example\r\n\r\n");
+        w.run(shard, 100);
+        text(&w.received(h))
+    };
+    // Verified for server_name, which the backend also gets as SNI: two requests, one TLS
+    // handshake (the second reuses the pooled connection, still encrypted).
+    let got = ask(&mut w, &mut shard);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("tls-backend www.example\n"), "{got}");
+    let got = ask(&mut w, &mut shard);
+    assert!(got.ends_with("tls-backend www.example\n"), "{got}");
+    assert_eq!(shard.stats.upstream_tls_handshakes, 1);
+    assert_eq!(shard.stats.upstream_reused, 1);
+    // A backend that asks for a client certificate this pool has none of refuses it.
+    shared.store(reencrypting(MTLS, ca, true, Some("www.example"), false));
+    let got = ask(&mut w, &mut shard);
+    assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    assert!(errors(&shard, l7_offload::stats::L7Error::UpstreamTls) >= 1);
+    // With the client certificate (mTLS), it answers.
+    shared.store(reencrypting(MTLS, ca, true, Some("www.example"), true));
+    let got = ask(&mut w, &mut shard);
+    assert!(got.ends_with("tls-backend www.example\n"), "{got}");
+    // A CA that did not sign the backends' certificates: 502, counted, and no request
+    // reaches a backend over an unverified connection.
+    let before = errors(&shard, l7_offload::stats::L7Error::UpstreamTls);
+    shared.store(reencrypting(
+        PLAIN,
+        include_bytes!("tls/other-ca.pem"),
+        true,
+        Some("www.example"),
+        false,
+    ));
+    let got = ask(&mut w, &mut shard);
+    assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    assert!(errors(&shard, l7_offload::stats::L7Error::UpstreamTls) > before);
+    // The right CA but a name the certificates do not carry: 502 too.
+    shared.store(reencrypting(
+        PLAIN,
+        ca,
+        true,
+        Some("backend.internal"),
+        false,
+    ));
+    let got = ask(&mut w, &mut shard);
+    assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    // Without a server_name the address is the name, which these certificates do not carry.
+    shared.store(reencrypting(PLAIN, ca, true, None, false));
+    let got = ask(&mut w, &mut shard);
+    assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    // verify = false takes the certificate as it is.
+    shared.store(reencrypting(
+        PLAIN,
+        include_bytes!("tls/other-ca.pem"),
+        false,
+        None,
+        false,
+    ));
+    let got = ask(&mut w, &mut shard);
+    assert!(
+        got.ends_with("tls-backend -\n"),
+        "no SNI for an address: {got}"
     );
 }

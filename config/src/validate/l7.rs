@@ -179,6 +179,10 @@ pub(crate) fn parse_l7_service(
             Some(h) => Some(parse_health(ctx, &pk, h.get_ref(), spans)?),
             None => None,
         };
+        let tls = match &p.tls {
+            Some(t) => Some(parse_pool_tls(ctx, &format!("{pk}.tls"), t, spans)?),
+            None => None,
+        };
         pools.push(L7Pool {
             name: p.name.get_ref().clone(),
             algorithm: p
@@ -198,6 +202,7 @@ pub(crate) fn parse_l7_service(
                 .map_or(DEFAULT_EJECT_FOR_MS, |a| *a.get_ref()),
             eject_on_5xx: p.eject_on_5xx.as_ref().is_some_and(|a| *a.get_ref()),
             health,
+            tls,
             backends: parse_backends(ctx, &pk, &p.backend, spans)?,
         });
     }
@@ -255,9 +260,52 @@ pub(crate) fn parse_l7_service(
     }))
 }
 
+/// `[service.pool.tls]`, its files read.
+fn parse_pool_tls(
+    ctx: &Ctx,
+    tk: &str,
+    t: &Spanned<RawPoolTls>,
+    spans: &mut Spans,
+) -> Result<L7PoolTls, ConfigError> {
+    spans.put(tk.to_string(), t.span());
+    let r = t.get_ref();
+    let mut out = L7PoolTls {
+        verify: r.verify.as_ref().is_none_or(|v| *v.get_ref()),
+        server_name: r.server_name.as_ref().map(|s| s.get_ref().clone()),
+        ..L7PoolTls::default()
+    };
+    if let Some(v) = &r.server_name {
+        spans.put(format!("{tk}.server_name"), v.span());
+    }
+    if let Some(v) = &r.verify {
+        spans.put(format!("{tk}.verify"), v.span());
+    }
+    if let Some(v) = &r.ca {
+        spans.put(format!("{tk}.ca"), v.span());
+        let f = pem_file(ctx, v, &format!("{tk}.ca"), PemKind::Bundle)?;
+        out.ca = Some(f.path);
+        out.ca_pem = f.data;
+    }
+    if let Some(v) = &r.client_cert {
+        spans.put(format!("{tk}.client_cert"), v.span());
+        let f = pem_file(ctx, v, &format!("{tk}.client_cert"), PemKind::Chain)?;
+        out.client_cert = Some(f.path);
+        out.client_cert_pem = f.data;
+    }
+    if let Some(v) = &r.client_key {
+        spans.put(format!("{tk}.client_key"), v.span());
+        let f = pem_file(ctx, v, &format!("{tk}.client_key"), PemKind::Key)?;
+        out.client_key = Some(f.path);
+        out.client_key_pem = f.data;
+    }
+    Ok(out)
+}
+
 enum PemKind {
     Chain,
     Key,
+    /// CA certificates: at least one, none checked for dates (a bundle holds old roots).
+    Bundle,
 }
 
 /// A PEM file as read: its path as used, its contents, and for a chain when its leaf
@@ -294,6 +342,17 @@ fn pem_file(
     })?;
     let bad = |what: String, fix: &str| ctx.err(v.span(), key, format!("{shown}{what}"), fix);
     let not_after = match kind {
+        PemKind::Bundle => {
+            match CertificateDer::pem_slice_iter(&data).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if !certs.is_empty() => 0,
+                _ => {
+                    return bad(
+                        " holds no PEM certificate".into(),
+                        "give the CA certificates in PEM (-----BEGIN CERTIFICATE-----)",
+                    )
+                }
+            }
+        }
         PemKind::Key => {
             if PrivateKeyDer::from_pem_slice(&data).is_err() {
                 return bad(
@@ -582,6 +641,9 @@ pub(crate) fn check_l7_service(
         if let Some(h) = &p.health {
             check_health(&pk, h)?;
         }
+        if let Some(t) = &p.tls {
+            check_pool_tls(&format!("{pk}.tls"), l7.l7, t)?;
+        }
     }
     let pool_names: Vec<&str> = l7.pools.iter().map(|p| p.name.as_str()).collect();
     let unknown_pool = |k: String, p: &str| {
@@ -657,6 +719,52 @@ pub(crate) fn check_l7_service(
         check_passthrough_pools(key, l7)?;
     }
     check_tls(key, l7)
+}
+
+/// `[service.pool.tls]`: what re-encryption needs to be safe and to work.
+fn check_pool_tls(tk: &str, l7: L7Protocol, t: &L7PoolTls) -> Result<(), Invalid> {
+    if l7 == L7Protocol::TlsPassthrough {
+        return invalid(
+            tk,
+            "[service.pool.tls] re-encrypts requests sluice decrypted; a tls-passthrough service relays the client's own TLS",
+            "remove it (the backends get the client's TLS as it is), or terminate with l7 = \"tls\"",
+        );
+    }
+    if t.verify && t.ca.is_none() {
+        return invalid(
+            format!("{tk}.ca"),
+            "verifying the backends' certificates needs the CAs they chain to",
+            "give ca = \"/etc/sluice/backend-ca.pem\" (the system's public CAs: /etc/ssl/certs/ca-certificates.crt), or set verify = false",
+        );
+    }
+    match (&t.client_cert, &t.client_key) {
+        (Some(_), None) => {
+            return invalid(
+                format!("{tk}.client_key"),
+                "client_cert is given without its key",
+                "add client_key = \"…\" (PEM), or remove client_cert",
+            )
+        }
+        (None, Some(_)) => {
+            return invalid(
+                format!("{tk}.client_cert"),
+                "client_key is given without its certificate",
+                "add client_cert = \"…\" (PEM chain), or remove client_key",
+            )
+        }
+        _ => {}
+    }
+    if let Some(n) = &t.server_name {
+        let ip = n.parse::<std::net::IpAddr>().is_ok();
+        if !ip && (n.starts_with("*.") || !host_pattern(n)) {
+            return invalid(
+                format!("{tk}.server_name"),
+                format!("`{n}` is not a host name or an IP address"),
+                "give the name the backends' certificates carry, such as \"backend.internal\"",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A route's `sni` and `alpn`, which only a `tls-passthrough` service can match (it reads
@@ -1274,6 +1382,83 @@ name = "db"
 [[service.pool.backend]]
 address = "10.99.0.13:8443"
 "#;
+
+    #[test]
+    fn re_encryption_parses_and_its_mistakes_are_named() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../l7-offload/tests/tls");
+        let src = secure().replace(
+            "[[service.pool.backend]]\naddress = \"10.99.0.12:8080\"",
+            &format!(
+                "[service.pool.tls]\nca = \"{dir}/ca.pem\"\nserver_name = \"www.example\"\nclient_cert = \"{dir}/client.pem\"\nclient_key = \"{dir}/client.key\"\n\n[[service.pool.backend]]\naddress = \"10.99.0.12:8443\""
+            ),
+        );
+        let c = Config::from_toml(&src, None).unwrap();
+        let t = c.services[0].l7.as_ref().unwrap().pools[0]
+            .tls
+            .clone()
+            .unwrap();
+        assert!(t.verify, "verification is on unless turned off");
+        assert_eq!(t.server_name.as_deref(), Some("www.example"));
+        assert!(t.ca_pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+        assert!(!t.client_key_pem.is_empty());
+        let text = c.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text, None).unwrap(), c, "{text}");
+        for (bad, key, fix) in [
+            (
+                src.replace(&format!("ca = \"{dir}/ca.pem\"\n"), ""),
+                "pool[0].tls.ca",
+                "verify = false",
+            ),
+            (
+                src.replace("ca.pem", "ca.key"),
+                "pool[0].tls.ca",
+                "BEGIN CERTIFICATE",
+            ),
+            (
+                src.replace(&format!("client_key = \"{dir}/client.key\"\n"), ""),
+                "pool[0].tls.client_key",
+                "client_key",
+            ),
+            (
+                src.replace(
+                    "server_name = \"www.example\"",
+                    "server_name = \"*.example\"",
+                ),
+                "pool[0].tls.server_name",
+                "backend.internal",
+            ),
+            (
+                src.replace("server_name = ", "verify = \"no\"\nserver_name = "),
+                "",
+                "bool",
+            ),
+        ] {
+            let e = Config::from_toml(&bad, None).unwrap_err();
+            assert!(e.key.ends_with(key), "{key}: {e}");
+            assert!(e.fix.contains(fix) || e.message.contains(fix), "{key}: {e}");
+            assert!(e.line.is_some(), "{key}: no line in {e}");
+        }
+        // Without a CA, verify = false is what it takes.
+        let unverified = src.replace(&format!("ca = \"{dir}/ca.pem\"\n"), "verify = false\n");
+        let c = Config::from_toml(&unverified, None).unwrap();
+        assert!(
+            !c.services[0].l7.as_ref().unwrap().pools[0]
+                .tls
+                .as_ref()
+                .unwrap()
+                .verify
+        );
+        // Re-encryption has no place in a passthrough service.
+        let e = Config::from_toml(
+            &RELAY.replace(
+                "[[service.pool.backend]]\naddress = \"10.99.0.13:8443\"",
+                "[service.pool.tls]\nverify = false\n\n[[service.pool.backend]]\naddress = \"10.99.0.13:8443\"",
+            ),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.key.ends_with("pool[1].tls"), "{e}");
+    }
 
     #[test]
     fn the_passthrough_contract_parses_and_its_mistakes_are_named() {

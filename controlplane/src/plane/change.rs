@@ -253,6 +253,7 @@ impl Plane {
                     eject_after: config::DEFAULT_EJECT_AFTER,
                     eject_for_ms: config::DEFAULT_EJECT_FOR_MS,
                     eject_on_5xx: false,
+                    tls: None,
                     backends,
                 });
                 for a in addrs {

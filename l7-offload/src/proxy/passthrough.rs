@@ -4,7 +4,7 @@
 //! ways untouched, as HAProxy's `mode tcp` with `req.ssl_sni` does. The backend terminates
 //! TLS and presents its own certificate.
 
-use super::{flush, relay, Body, ClientIo, Exchange, Phase, Session, Stream};
+use super::{flush, relay, Body, ConnIo, Exchange, Phase, Session, Stream};
 use crate::hello::{read_client_hello, HelloError};
 use crate::route;
 use crate::shard::{Conn, ConnId, Role, Shard};
@@ -44,7 +44,7 @@ pub(super) fn refuse(sess: &mut Session, sock: Option<&mut Sock>, e: L7Error, no
     sess.phase = Phase::Closing;
     sess.since = now;
     if let Some(s) = sock {
-        let mut cs = ClientIo::of(s, &mut sess.tls);
+        let mut cs = ConnIo::of(s, &mut sess.tls);
         if relayed {
             cs.abort();
         } else {
@@ -208,7 +208,7 @@ impl Shard<'_> {
             }
             return;
         }
-        let cs = &mut ClientIo::of(cs, &mut sess.tls);
+        let cs = &mut ConnIo::of(cs, &mut sess.tls);
         let us: &mut smoltcp::socket::tcp::Socket<'static> = us;
         flush(&mut sess.to_client, cs);
         let mut up = Body::UntilClose;
