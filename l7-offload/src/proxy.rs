@@ -368,9 +368,17 @@ fn relay(
             Body::Chunked(c) => {
                 let r = src.take(|buf| {
                     let take = buf.len().min(room);
-                    match c.advance(&buf[..take]) {
+                    // The checker follows only what `dst` takes: a TLS layer may take less
+                    // than its socket's room.
+                    let mut ahead = c.clone();
+                    match ahead.advance(&buf[..take]) {
                         Ok(n) => {
                             let sent = dst.send(&buf[..n]);
+                            if sent == n {
+                                *c = ahead;
+                            } else if c.advance(&buf[..sent]).is_err() {
+                                return (0, Err(RelayFault::Chunked));
+                            }
                             (sent, Ok(sent))
                         }
                         Err(_) => (0, Err(RelayFault::Chunked)),

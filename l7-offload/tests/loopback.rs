@@ -171,11 +171,18 @@ impl Server {
                 let path = head.split(' ').nth(1).unwrap_or("").to_string();
                 self.requests.push(head.clone());
                 let body = format!("{} {}\n", self.name, path);
-                if path == "/big" {
-                    let chunk = vec![b'z'; 1000];
+                if path == "/big" || path == "/big-chunks" {
+                    // 200 chunks of 1000 bytes, or 3 of 64 KiB (larger than what a TLS
+                    // layer takes at once).
+                    let (size, n) = if path == "/big" {
+                        (1000, 200)
+                    } else {
+                        (65536, 3)
+                    };
+                    let chunk = vec![b'z'; size];
                     let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-                    for _ in 0..200 {
-                        out.extend_from_slice(b"3e8\r\n");
+                    for _ in 0..n {
+                        out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
                         out.extend_from_slice(&chunk);
                         out.extend_from_slice(b"\r\n");
                     }
@@ -839,12 +846,18 @@ impl World {
     fn tls_pump(&mut self, c: &mut TlsClient) -> Result<(), rustls::Error> {
         let s = self.client.sockets.get_mut::<tcp::Socket>(c.h);
         while s.can_recv() {
-            let _ = s.recv(|b| {
-                let mut r: &[u8] = b;
-                let n = c.conn.read_tls(&mut r).unwrap_or(0);
-                (n, ())
-            });
+            // rustls takes nothing while its plaintext waits to be read.
+            let n = s
+                .recv(|b| {
+                    let mut r: &[u8] = b;
+                    let n = c.conn.read_tls(&mut r).unwrap_or(0);
+                    (n, n)
+                })
+                .unwrap_or(0);
             c.conn.process_new_packets()?;
+            if n == 0 {
+                break;
+            }
         }
         while c.conn.wants_write() && s.can_send() {
             let _ = s.send(|b| {
@@ -1458,4 +1471,39 @@ fn requests_are_re_encrypted_to_backends_that_verify() {
         got.ends_with("tls-backend -\n"),
         "no SNI for an address: {got}"
     );
+}
+
+/// A chunked response with chunks larger than the TLS layer takes at once, read slowly: the
+/// chunk checker must follow only what the TLS layer took.
+#[test]
+fn a_large_response_streams_through_tls_to_a_slow_reader() {
+    use std::io::{Read, Write};
+    let (mut w, shared) = world(tls_setup(), &["10.99.0.11:8080"]);
+    let rings = std::sync::Arc::clone(&w.rings);
+    let mut shard = Shard::new(0, &rings, &shared, (40000, 40999));
+    let cfg = client_config(&[&rustls::version::TLS13], &["http/1.1"]);
+    let mut c = w.tls_connect(50400, &cfg, "www.example");
+    w.tls_run(&mut shard, &mut c, 20).unwrap();
+    c.conn
+        .writer()
+        .write_all(b"GET /big-chunks HTTP/1.1\r\nHost: www.example\r\n\r\n")
+        .unwrap();
+    w.tls_run(&mut shard, &mut c, 2).unwrap();
+    // The client reads nothing for a while: every buffer on the way fills, so the proxy
+    // then meets whole 64 KiB chunks waiting upstream and room for them below the TLS layer.
+    w.run(&mut shard, 300);
+    let mut got = Vec::new();
+    for _ in 0..4000 {
+        w.tls_run(&mut shard, &mut c, 1).unwrap();
+        let mut buf = vec![0u8; 2048];
+        if let Ok(n) = c.conn.reader().read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.ends_with(b"0\r\n\r\n") {
+            break;
+        }
+    }
+    let body_start = got.windows(4).position(|x| x == b"\r\n\r\n").unwrap() + 4;
+    let zs = got[body_start..].iter().filter(|&&b| b == b'z').count();
+    assert_eq!(zs, 3 * 65536, "{} bytes received", got.len());
 }
