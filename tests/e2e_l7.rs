@@ -890,6 +890,76 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         "{l7}"
     );
 
+    // Certificates swapped live: a slow 2 MB HTTPS download runs while the file's www
+    // certificate is replaced by an RSA one for the same names and `sluicectl reload` swaps
+    // it; new handshakes get the new one, the download finishes intact on the old session,
+    // and `certificate list` shows the new file. An expired certificate is then refused by
+    // name, the running one kept.
+    let n = 2_000_000;
+    let want = sha_of_blob(n);
+    let got = t.dir.join("swap.blob");
+    let download = t.spawn(
+        "cli",
+        &[
+            "bash",
+            "-c",
+            &format!(
+                "curl -sS -m 60 --limit-rate 400k --cacert {ca} --resolve www.example:443:10.99.0.100 https://www.example/blob/{n} -o {f} -w '%{{http_code}} %{{size_download}}\n' 2>&1; echo rc=$?; sha256sum {f}",
+                f = got.display()
+            ),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let file = std::fs::read_to_string(&b.config).unwrap();
+    let swapped = file
+        .replace(&format!("{TLS_DIR}/www.pem"), &format!("{TLS_DIR}/rsa.pem"))
+        .replace(&format!("{TLS_DIR}/www.key"), &format!("{TLS_DIR}/rsa.key"));
+    assert_ne!(swapped, file);
+    std::fs::write(&b.config, &swapped).unwrap();
+    b.ctl(&["reload"]);
+    let key_of_new = t.exec(
+        "cli",
+        &["bash", "-c", &format!("echo | openssl s_client -connect 10.99.0.100:443 -servername www.example -CAfile {ca} 2>&1")],
+    );
+    let said = String::from_utf8_lossy(&key_of_new.stdout);
+    assert!(
+        said.contains("Server public key is 2048 bit")
+            && said.contains("Verify return code: 0 (ok)"),
+        "new handshakes get the new certificate: {said}"
+    );
+    let out = download.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("200") && said.contains("rc=0") && said.contains(&want),
+        "the download that began before the swap finishes intact: {said}"
+    );
+    let certs = b.ctl(&["certificate", "list", "secure"]);
+    let www = &certs["certificates"][0];
+    assert_eq!(www["file"], format!("{TLS_DIR}/rsa.pem"), "{certs}");
+    assert_eq!(www["issuer"], "CN=sluice test CA", "{certs}");
+    assert!(
+        www["seconds_left"].as_i64().unwrap_or(0) > 99 * 365 * 86_400,
+        "{certs}"
+    );
+    let expired = swapped
+        .replace(&format!("{TLS_DIR}/rsa.pem"), &format!("{TLS_DIR}/old.pem"))
+        .replace(&format!("{TLS_DIR}/rsa.key"), &format!("{TLS_DIR}/old.key"));
+    std::fs::write(&b.config, &expired).unwrap();
+    let o = std::process::Command::new(common::sluicectl())
+        .arg("--socket")
+        .arg(&b.socket)
+        .arg("reload")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && said.contains("old.pem") && said.contains("expired on 2001-01-01"),
+        "{said}"
+    );
+    let (code, _, _) = curl(&t, &[&tls[..], &["https://www.example/still"]].concat());
+    assert_eq!(code, 200, "the running certificate still serves");
+    std::fs::write(&b.config, &swapped).unwrap();
+
     // TLS passthrough (l7 = "tls-passthrough"): routed by SNI to an `openssl s_server`
     // that terminates TLS itself, with its own certificate (verified by curl for the name)
     // and its own answer; a name no route takes is refused with an alert; garbage is

@@ -24,6 +24,8 @@ use validate::service::{check_services, parse_service};
 /// Table sizes are validated with Maglev's own prime helpers.
 pub use maglev::{is_prime, next_prime};
 pub use validate::l7::parse_hash_on;
+/// Seconds since 1970 as `YYYY-MM-DD` (certificate expiry dates).
+pub use validate::x509::date;
 
 impl Config {
     /// Reads and validates a file.

@@ -227,6 +227,9 @@ pub struct L7Certificate {
     /// When the leaf certificate expires, seconds since 1970.
     #[serde(skip)]
     pub not_after: i64,
+    /// The leaf's issuer (`CN=…, O=…`).
+    #[serde(skip)]
+    pub issuer: String,
 }
 
 /// The L7 part of a service: `l7`, `default_pool`, `[service.limits]`,
@@ -403,6 +406,11 @@ pub struct L7PoolTls {
     pub client_cert_pem: Vec<u8>,
     #[serde(skip)]
     pub client_key_pem: Vec<u8>,
+    /// The client certificate's expiry (seconds since 1970) and issuer.
+    #[serde(skip)]
+    pub client_not_after: i64,
+    #[serde(skip)]
+    pub client_issuer: String,
 }
 
 /// Passive health defaults: five failures in a row eject for 30 s (Envoy's outlier detection

@@ -172,6 +172,12 @@ pub enum Op {
         #[serde(default)]
         service: Option<String>,
     },
+    /// The TLS certificates of the L7 services (and the client certificates of pools that
+    /// re-encrypt), with names, issuer and expiry.
+    CertificateList {
+        #[serde(default)]
+        service: Option<String>,
+    },
     Stats,
     Flows {
         #[serde(default)]
@@ -200,6 +206,7 @@ impl Op {
             | Op::BackendList { .. }
             | Op::RouteList { .. }
             | Op::HealthShow { .. }
+            | Op::CertificateList { .. }
             | Op::Stats
             | Op::Flows { .. } => false,
             Op::Batch { ops } => ops.iter().any(Op::is_change),

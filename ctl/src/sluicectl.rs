@@ -59,6 +59,9 @@ enum Command {
     /// Health checks.
     #[command(subcommand)]
     Health(HealthCmd),
+    /// TLS certificates: list (names, issuer, expiry).
+    #[command(subcommand, visible_alias = "cert")]
+    Certificate(CertificateCmd),
     /// Packets/s and bits/s per worker and service, drops by reason, conntrack occupancy.
     Stats,
     /// A sample of tracked flows with their backend and age.
@@ -238,6 +241,18 @@ enum PoolCmd {
 enum HealthCmd {
     /// Each backend's health, consecutive results and last check.
     Show { service: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum CertificateCmd {
+    /// The certificates the L7 services present to clients (and the client certificates of
+    /// pools that re-encrypt): names, issuer, expiry, file. `reload` swaps them live.
+    ///
+    /// Example: sluicectl certificate list secure
+    List {
+        /// Only this service's.
+        service: Option<String>,
+    },
 }
 
 struct Client {
@@ -428,6 +443,9 @@ fn main() -> ExitCode {
             pool: name.clone(),
         },
         Command::Health(HealthCmd::Show { service }) => Op::HealthShow {
+            service: service.clone(),
+        },
+        Command::Certificate(CertificateCmd::List { service }) => Op::CertificateList {
             service: service.clone(),
         },
         Command::Stats => Op::Stats,
@@ -647,6 +665,33 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                         opt_f(h.last.as_ref().map(|c| c.latency_ms))
                     }),
                     ("CHECK", &|h| opt(&h.check)),
+                ],
+            )
+        }
+        Command::Certificate(_) => {
+            let l: ctl::views::CertificateList = serde_json::from_value(v)?;
+            table(
+                &l.certificates,
+                &[
+                    ("SERVICE", &|c: &ctl::views::CertificateView| {
+                        c.service.clone()
+                    }),
+                    ("ROLE", &|c| c.role.clone()),
+                    ("SLOT", &|c| c.slot.clone()),
+                    ("NAMES", &|c| {
+                        if c.names.is_empty() {
+                            "-".into()
+                        } else {
+                            c.names.join(",")
+                        }
+                    }),
+                    ("DEFAULT", &|c| if c.default { "yes" } else { "no" }.into()),
+                    ("ISSUER", &|c| c.issuer.clone()),
+                    ("EXPIRES", &|c| c.expires.clone()),
+                    ("DAYS_LEFT", &|c| {
+                        c.seconds_left.div_euclid(86_400).to_string()
+                    }),
+                    ("FILE", &|c| c.file.clone()),
                 ],
             )
         }

@@ -145,6 +145,30 @@ pub struct HealthView {
     pub last: Option<CheckView>,
 }
 
+/// `certificate list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateList {
+    pub certificates: Vec<CertificateView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateView {
+    pub service: String,
+    /// `server` (`[[service.certificate]]`, presented to clients) or `client` (a pool's
+    /// `client_cert`, presented to its backends).
+    pub role: String,
+    /// `certificate[N]`, or `pool NAME`.
+    pub slot: String,
+    /// The SNI names it serves (server certificates).
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Expiry as `YYYY-MM-DD`, and the seconds left (negative once expired).
+    pub expires: String,
+    pub seconds_left: i64,
+    pub default: bool,
+    pub file: String,
+}
+
 /// `stats`: totals, rates over the interval since the previous collection, per worker and
 /// per service, drops by reason (only the reasons that counted any), conntrack, next hops.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -246,6 +246,7 @@ pub(crate) fn parse_l7_service(
             chain_pem: cert.data,
             key_pem: key_file.data,
             not_after: cert.not_after,
+            issuer: cert.issuer,
         });
     }
     Ok(Some(L7Service {
@@ -291,6 +292,8 @@ fn parse_pool_tls(
         let f = pem_file(ctx, v, &format!("{tk}.client_cert"), PemKind::Chain)?;
         out.client_cert = Some(f.path);
         out.client_cert_pem = f.data;
+        out.client_not_after = f.not_after;
+        out.client_issuer = f.issuer;
     }
     if let Some(v) = &r.client_key {
         spans.put(format!("{tk}.client_key"), v.span());
@@ -314,6 +317,8 @@ struct PemFile {
     path: String,
     data: Vec<u8>,
     not_after: i64,
+    /// A chain's leaf's issuer.
+    issuer: String,
 }
 
 /// Reads the PEM file `v` names (relative to the configuration file's directory) and checks
@@ -341,6 +346,7 @@ fn pem_file(
         )
     })?;
     let bad = |what: String, fix: &str| ctx.err(v.span(), key, format!("{shown}{what}"), fix);
+    let mut issuer = String::new();
     let not_after = match kind {
         PemKind::Bundle => {
             match CertificateDer::pem_slice_iter(&data).collect::<Result<Vec<_>, _>>() {
@@ -364,7 +370,10 @@ fn pem_file(
         }
         PemKind::Chain => {
             let leaf = match CertificateDer::pem_slice_iter(&data).collect::<Result<Vec<_>, _>>() {
-                Ok(certs) if !certs.is_empty() => super::x509::validity(&certs[0]),
+                Ok(certs) if !certs.is_empty() => {
+                    issuer = super::x509::issuer(&certs[0]).unwrap_or_default();
+                    super::x509::validity(&certs[0])
+                }
                 _ => return bad(
                     " holds no PEM certificate".into(),
                     "give the certificate chain in PEM, leaf first (-----BEGIN CERTIFICATE-----)",
@@ -403,6 +412,7 @@ fn pem_file(
         path: shown,
         data,
         not_after,
+        issuer,
     })
 }
 

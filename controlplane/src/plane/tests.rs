@@ -753,5 +753,30 @@ fn a_reload_with_a_key_that_is_not_its_certificates_is_refused_and_tls_keeps_run
     p.handle(&Op::Reload).unwrap();
     let now = p.l7_setup().services[0].tls.clone().unwrap();
     assert_ne!(now, running);
+    // The listing shows what is served now: its file, issuer and time left.
+    let v = p
+        .handle(&Op::CertificateList {
+            service: Some("secure".into()),
+        })
+        .unwrap();
+    let list: ctl::views::CertificateList = serde_json::from_value(v).unwrap();
+    let first = &list.certificates[0];
+    assert_eq!(
+        (first.role.as_str(), first.slot.as_str()),
+        ("server", "certificate[0]")
+    );
+    assert!(
+        first.file.ends_with("cert.pem") && first.default,
+        "{first:?}"
+    );
+    assert_eq!(first.issuer, "CN=sluice test CA");
+    assert!(first.seconds_left > 99 * 365 * 86_400, "{first:?}");
+    assert_eq!(list.certificates.len(), 1);
+    let e = p
+        .handle(&Op::CertificateList {
+            service: Some("nope".into()),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "not_found", "{}", e.message);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -137,6 +137,50 @@ impl Plane {
                     default_status: classes(l7.routes.len()),
                 }))
             }
+            Op::CertificateList { service } => {
+                if let Some(n) = service {
+                    self.find_service(n)?;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let mut certificates = Vec::new();
+                for s in &self.cfg.services {
+                    if service.as_ref().is_some_and(|n| n != &s.name) {
+                        continue;
+                    }
+                    let Some(l7) = &s.l7 else { continue };
+                    for (i, c) in l7.certificates.iter().enumerate() {
+                        certificates.push(ctl::views::CertificateView {
+                            service: s.name.clone(),
+                            role: "server".into(),
+                            slot: format!("certificate[{i}]"),
+                            names: c.names.clone(),
+                            issuer: c.issuer.clone(),
+                            expires: config::date(c.not_after),
+                            seconds_left: c.not_after - now,
+                            default: c.default || l7.certificates.len() == 1,
+                            file: c.cert.clone(),
+                        });
+                    }
+                    for p in &l7.pools {
+                        let Some(t) = &p.tls else { continue };
+                        let Some(file) = &t.client_cert else { continue };
+                        certificates.push(ctl::views::CertificateView {
+                            service: s.name.clone(),
+                            role: "client".into(),
+                            slot: format!("pool {}", p.name),
+                            names: vec![],
+                            issuer: t.client_issuer.clone(),
+                            expires: config::date(t.client_not_after),
+                            seconds_left: t.client_not_after - now,
+                            default: false,
+                            file: file.clone(),
+                        });
+                    }
+                }
+                Ok(to_json(&ctl::views::CertificateList { certificates }))
+            }
             Op::HealthShow { service } => {
                 if let Some(n) = service {
                     self.find_service(n)?;
