@@ -185,7 +185,14 @@ pub struct L7Tls {
     /// By IANA name ([`TLS_CIPHER_SUITES`]); empty: all of them, in rustls's order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
+    /// Whether resumption tickets are issued (their keys rotate every six hours).
+    pub session_tickets: bool,
+    /// Sessions the server-side cache remembers for resumption; 0 turns the cache off.
+    pub session_cache: u32,
 }
+
+/// Sessions a TLS service's cache remembers by default.
+pub const DEFAULT_SESSION_CACHE: u32 = 16384;
 
 impl Default for L7Tls {
     fn default() -> Self {
@@ -193,6 +200,8 @@ impl Default for L7Tls {
             versions: vec!["1.2".into(), "1.3".into()],
             alpn: vec!["http/1.1".into()],
             cipher_suites: Vec::new(),
+            session_tickets: true,
+            session_cache: DEFAULT_SESSION_CACHE,
         }
     }
 }

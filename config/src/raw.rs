@@ -145,6 +145,8 @@ pub(crate) struct RawTls {
     pub(crate) versions: Option<Spanned<Vec<String>>>,
     pub(crate) alpn: Option<Spanned<Vec<String>>>,
     pub(crate) cipher_suites: Option<Spanned<Vec<String>>>,
+    pub(crate) session_tickets: Option<Spanned<bool>>,
+    pub(crate) session_cache: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -56,6 +56,8 @@ fn tls_spec(service: &config::Service) -> Option<TlsSpec> {
             .collect(),
         alpn: t.alpn,
         cipher_suites: t.cipher_suites,
+        session_tickets: t.session_tickets,
+        session_cache: t.session_cache as usize,
     })
 }
 

@@ -52,10 +52,13 @@ pub struct TlsSpec {
     pub alpn: Vec<String>,
     /// By IANA name, in the server's order of preference; empty: the provider's own list.
     pub cipher_suites: Vec<String>,
+    /// Whether sessions resume by tickets (encrypted with rotating keys).
+    pub session_tickets: bool,
+    /// Sessions the server's cache keeps for resumption (0: none). With neither tickets nor
+    /// a cache, every handshake is a full one.
+    pub session_cache: usize,
 }
 
-/// Sessions the cache of each service remembers for resumption without tickets.
-const SESSION_CACHE: usize = 16384;
 /// Ciphertext rustls may hold for a client before the proxy's writes are refused: about
 /// two records, so the socket's own buffer is where responses wait.
 const SEND_LIMIT: usize = 32 * 1024;
@@ -98,10 +101,19 @@ pub fn server_config(spec: &TlsSpec) -> Result<Arc<ServerConfig>, String> {
     cfg.alpn_protocols = spec.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     // A configured list is the server's order of preference.
     cfg.ignore_client_order = !spec.cipher_suites.is_empty();
-    cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
-    // Ticket keys rotate (every six hours, the previous key still accepted meanwhile).
-    cfg.ticketer =
-        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))?;
+    cfg.session_storage = if spec.session_cache > 0 {
+        ServerSessionMemoryCache::new(spec.session_cache)
+    } else {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    };
+    if spec.session_tickets {
+        // Ticket keys rotate (every six hours, the previous key still accepted meanwhile).
+        cfg.ticketer =
+            rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))?;
+    } else if spec.session_cache == 0 {
+        // TLS 1.3 tickets would name cached sessions, and there is no cache.
+        cfg.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(cfg))
 }
 
@@ -526,6 +538,8 @@ mod tests {
             versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
             alpn: vec!["http/1.1".into()],
             cipher_suites: vec![],
+            session_tickets: true,
+            session_cache: 64,
         }
     }
 
@@ -563,5 +577,67 @@ mod tests {
         s.certificates[0].key_pem = LEAF.into();
         let e = server_config(&s).unwrap_err();
         assert!(e.starts_with("service.certificate[0]: key: "), "{e}");
+    }
+
+    /// Two handshakes in memory from one client configuration: whether the second resumed.
+    fn second_resumes(spec: &TlsSpec, version: &'static rustls::SupportedProtocolVersion) -> bool {
+        use rustls::pki_types::ServerName;
+        let server = server_config(spec).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(include_bytes!("../tests/tls/ca.pem")).unwrap())
+            .unwrap();
+        let client = Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        );
+        let mut kinds = vec![];
+        for _ in 0..2 {
+            let name = ServerName::try_from("www.example").unwrap();
+            let mut c = ClientConnection::new(Arc::clone(&client), name).unwrap();
+            let mut s = ServerConnection::new(Arc::clone(&server)).unwrap();
+            for _ in 0..10 {
+                let mut buf = vec![];
+                while c.wants_write() {
+                    c.write_tls(&mut buf).unwrap();
+                }
+                s.read_tls(&mut &buf[..]).unwrap();
+                s.process_new_packets().unwrap();
+                let mut buf = vec![];
+                while s.wants_write() {
+                    s.write_tls(&mut buf).unwrap();
+                }
+                c.read_tls(&mut &buf[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            assert!(!c.is_handshaking() && !s.is_handshaking());
+            kinds.push(s.handshake_kind());
+        }
+        kinds[1] == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    #[test]
+    fn resumption_by_ticket_or_cache_can_each_be_turned_off() {
+        let v12 = &rustls::version::TLS12;
+        let v13 = &rustls::version::TLS13;
+        let with = |tickets, cache| {
+            let mut s = spec();
+            s.session_tickets = tickets;
+            s.session_cache = cache;
+            s
+        };
+        for v in [v12, v13] {
+            assert!(second_resumes(&with(true, 0), v), "tickets alone");
+            assert!(second_resumes(&with(false, 64), v), "the cache alone");
+            assert!(
+                !second_resumes(&with(false, 0), v),
+                "neither: full handshakes"
+            );
+        }
     }
 }

@@ -922,6 +922,8 @@ fn tls_setup() -> L7Setup {
             "TLS13_CHACHA20_POLY1305_SHA256".into(),
             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
         ],
+        session_tickets: true,
+        session_cache: 1024,
     };
     st.services[0].tls = Some(ServerTls(l7_offload::tls::server_config(&spec).unwrap()));
     st

@@ -206,23 +206,35 @@ pub(crate) fn parse_l7_service(
             backends: parse_backends(ctx, &pk, &p.backend, spans)?,
         });
     }
-    let tls = r.tls.as_ref().map(|t| {
-        let t = t.get_ref();
-        let mut out = L7Tls::default();
-        if let Some(v) = &t.versions {
-            spans.put(format!("{key}.tls.versions"), v.span());
-            out.versions = v.get_ref().clone();
+    let tls = match &r.tls {
+        None => None,
+        Some(t) => {
+            let t = t.get_ref();
+            let mut out = L7Tls::default();
+            let k = |n: &str| format!("{key}.tls.{n}");
+            if let Some(v) = &t.versions {
+                spans.put(k("versions"), v.span());
+                out.versions = v.get_ref().clone();
+            }
+            if let Some(v) = &t.alpn {
+                spans.put(k("alpn"), v.span());
+                out.alpn = v.get_ref().clone();
+            }
+            if let Some(v) = &t.cipher_suites {
+                spans.put(k("cipher_suites"), v.span());
+                out.cipher_suites = v.get_ref().clone();
+            }
+            if let Some(v) = &t.session_tickets {
+                spans.put(k("session_tickets"), v.span());
+                out.session_tickets = *v.get_ref();
+            }
+            if let Some(v) = &t.session_cache {
+                spans.put(k("session_cache"), v.span());
+                out.session_cache = small(ctx, v, &k("session_cache"))?;
+            }
+            Some(out)
         }
-        if let Some(v) = &t.alpn {
-            spans.put(format!("{key}.tls.alpn"), v.span());
-            out.alpn = v.get_ref().clone();
-        }
-        if let Some(v) = &t.cipher_suites {
-            spans.put(format!("{key}.tls.cipher_suites"), v.span());
-            out.cipher_suites = v.get_ref().clone();
-        }
-        out
-    });
+    };
     let tls = match (tls, l7.get_ref()) {
         (None, L7Protocol::Tls) => Some(L7Tls::default()),
         (t, _) => t,
@@ -990,6 +1002,13 @@ fn check_tls(key: &str, l7: &L7Service) -> Result<(), Invalid> {
             "give [\"http/1.1\"] (HTTP/2 is not supported yet)",
         );
     }
+    if tls.session_cache > 10_000_000 {
+        return invalid(
+            format!("{key}.tls.session_cache"),
+            format!("{} sessions is more than 10000000", tls.session_cache),
+            format!("the default is {DEFAULT_SESSION_CACHE}; 0 turns the cache off"),
+        );
+    }
     Ok(())
 }
 
@@ -1271,6 +1290,18 @@ address = "10.99.0.12:8080"
         assert_eq!(Config::from_toml(&bare, None).unwrap(), c);
         let text = c.to_toml().unwrap();
         assert_eq!(Config::from_toml(&text, None).unwrap(), c, "{text}");
+        // Resumption can be turned off, by tickets and by the cache each.
+        let full = src.replace(
+            "alpn = [\"http/1.1\"]",
+            "alpn = [\"http/1.1\"]\nsession_tickets = false\nsession_cache = 0",
+        );
+        let t = Config::from_toml(&full, None).unwrap().services[0]
+            .l7
+            .clone()
+            .unwrap()
+            .tls
+            .unwrap();
+        assert!(!t.session_tickets && t.session_cache == 0);
         for (bad, key, fix) in [
             (
                 src.replace("www.key", "nothere.key"),
@@ -1328,6 +1359,14 @@ address = "10.99.0.12:8080"
                 src.replace("[\"*.img.example\"]", "[\"img example\"]"),
                 "certificate[1].names",
                 "wildcard",
+            ),
+            (
+                src.replace(
+                    "alpn = [\"http/1.1\"]",
+                    "alpn = [\"http/1.1\"]\nsession_cache = 20000000",
+                ),
+                "tls.session_cache",
+                "0 turns the cache off",
             ),
             (
                 src.replace("key = \"", "default = true\nkey = \"")
