@@ -9,10 +9,20 @@
 #            `http-request return`, so the backends are not the limit)
 #
 # Scenarios: keep-alive from 100 connections; a new client connection per request
-# (`Connection: close`) from 100; keep-alive from 10,000 connections; and over TLS (the test
-# certificates of l7-offload/tests/tls, P-256, TLS 1.3 as wrk negotiates it): keep-alive
-# from 100 connections (tlska100), and a new TLS connection, so a full handshake, per request
-# from 100 (tlsnew100: its requests/s are handshakes/s). Each runs RUNS times,
+# (`Connection: close`) from 100; keep-alive from 10,000 connections; and over TLS 1.3
+# (X25519, with the test certificates of l7-offload/tests/tls): keep-alive from 100
+# connections (tlska100), and a new TLS connection per request from 100, whose requests/s
+# are handshakes/s — resumed (tlsresume100: the client offers a ticket of an earlier session
+# on every new connection, and both proxies take it), full with ECDSA P-256 (tlsfull100) and full
+# with RSA-2048 (tlsrsa100), these two on ports where both proxies neither issue tickets
+# nor cache sessions (sluice: session_tickets = false, session_cache = 0; HAProxy:
+# no-tls-tickets, tune.ssl.cachesize 0). The share of handshakes that resumed is counted on
+# each proxy and reported (tls_resumed). The TLS scenarios use our own rustls client
+# (l7-offload/examples/tls-load.rs, 100 threads; --keepalive for tlska100) instead of wrk,
+# whose OpenSSL 3 client spends about a millisecond of core 0 per handshake, and most of it
+# per keep-alive request, and so was the limit of every such run;
+# the share of core 0 in use is reported for every run (client_core_busy: near 1, the
+# client side is the limit). Each runs RUNS times,
 # alternating sluice and HAProxy, and reports the median and the spread (min–max) of
 # requests/s and of wrk's p50 and p99 latency, and the upstream reuse the backends saw
 # (1 - connections/requests, from their own counters), with sluice's figures as ratios of
@@ -21,18 +31,19 @@
 # says how many it used.
 #
 # Usage: scripts/bench-l7.sh [-s SECONDS] [-r RUNS] [-o OUTDIR]
-#                            [-c "ka100 close100 ka10k tlska100 tlsnew100"]
+#                            [-c "ka100 close100 ka10k tlska100 tlsresume100 tlsfull100 tlsrsa100"]
 # (BENCH_L7_DEBUG=1 also prints the client's TCP retransmissions and sluice's exit report;
 # SLUICE_IDLE=spin runs sluice's poll loop without yielding when idle.)
 # Needs root; installs haproxy and wrk if missing. Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-secs=10; runs=3; out=target/bench-l7; scenarios="ka100 close100 ka10k tlska100 tlsnew100"
+secs=10; runs=3; out=target/bench-l7
+scenarios="ka100 close100 ka10k tlska100 tlsresume100 tlsfull100 tlsrsa100"
 while getopts "s:r:o:c:" o; do
   case $o in
     s) secs=$OPTARG ;; r) runs=$OPTARG ;; o) out=$OPTARG ;; c) scenarios=$OPTARG ;;
-    *) sed -n '2,27p' "$0"; exit 2 ;;
+    *) sed -n '2,32p' "$0"; exit 2 ;;
   esac
 done
 ensure_packages haproxy wrk iproute2 ethtool curl python3 libxdp-dev libbpf-dev clang
@@ -53,6 +64,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cargo build -q --release -p sluice -p ctl --bin sluice --bin sluicectl
+cargo build -q --release -p l7-offload --example tls-load
 bash tests/e2e/topology.sh up "$pfx" 2 "$work" snat > /dev/null
 
 for i in 1 2; do
@@ -135,13 +147,47 @@ address = "10.99.0.11:8082"
 [[service.pool.backend]]
 address = "10.99.0.12:8082"
 EOF
+# Full handshakes only: the same service without resumption, with the P-256 certificate on
+# 8443 and the RSA-2048 one on 9443.
+for p in "full 8443 www" "rsa 9443 rsa"; do
+  read -r name port cert <<< "$p"
+  cat >> "$work/sluice.toml" <<EOF
+[[service]]
+name = "$name"
+vip = "10.99.0.100:$port"
+protocol = "tcp"
+forwarding = "l7"
+l7 = "tls"
+default_pool = "www"
+[service.limits]
+connections = 60000
+[service.tls]
+session_tickets = false
+session_cache = 0
+[[service.certificate]]
+names = ["www.example"]
+cert = "$certs/$cert.pem"
+key = "$certs/$cert.key"
+[[service.pool]]
+name = "www"
+[[service.pool.backend]]
+address = "10.99.0.11:8082"
+[[service.pool.backend]]
+address = "10.99.0.12:8082"
+EOF
+done
 # HAProxy takes the chain and key in one file.
 cat "$certs/www.pem" "$certs/www.key" > "$work/www-combined.pem"
+cat "$certs/rsa.pem" "$certs/rsa.key" > "$work/rsa-combined.pem"
 cat > "$work/haproxy.cfg" <<EOF
 global
   nbthread 1
   cpu-map 1/1 1
   maxconn $many
+  stats socket $work/lb.sock mode 600 level admin
+  # No session cache: tlsfull100 and tlsrsa100 then make full handshakes (tlsresume100
+  # resumes by ticket, which this does not touch).
+  tune.ssl.cachesize 0
 defaults
   mode http
   timeout client 120s
@@ -156,6 +202,11 @@ frontend f
   default_backend www
 frontend tls
   bind 10.99.0.100:443 ssl crt $work/www-combined.pem alpn http/1.1
+  maxconn $many
+  default_backend www
+frontend tlsfull
+  bind 10.99.0.100:8443 ssl crt $work/www-combined.pem alpn http/1.1 no-tls-tickets
+  bind 10.99.0.100:9443 ssl crt $work/rsa-combined.pem alpn http/1.1 no-tls-tickets
   maxconn $many
   default_backend www
 backend www
@@ -211,49 +262,108 @@ stop_proxy() {
   esac
 }
 
-# One wrk run: prints "rps p50_ms p99_ms reuse".
+# TLS handshakes the proxy under test has completed so far, and how many of those resumed a
+# session: sluice's counters (sluicectl stats); HAProxy's CumSslConns and, as it counts no
+# total of resumptions, the share of the last second that resumed (SslFrontendSessionReuse_pct)
+# times the handshakes, taken at the end of the run.
+tls_counts() {
+  case $1 in
+    sluice) ./target/release/sluicectl --socket "$work/ctl.sock" --json stats | python3 -c '
+import json, sys
+l7 = json.load(sys.stdin)["result"]["l7"]
+print(sum(l7["tls_handshakes"].values()), l7["tls_resumed"])' ;;
+    haproxy) python3 - "$work/lb.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b"show info\n"); data = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+info = dict(l.split(": ", 1) for l in data.decode().splitlines() if ": " in l)
+n = int(info.get("CumSslConns", "0"))
+print(n, round(n * float(info.get("SslFrontendSessionReuse_pct", "0")) / 100))
+PY
+    ;;
+  esac
+}
+
+# Busy and total jiffies of core 0 (the client's and the backends') and of core 1 (the
+# proxy's), from /proc/stat.
+core0() { awk '$1 == "cpu0" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+core1() { awk '$1 == "cpu1" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+
+# One wrk run of scenario $1 through proxy $2: prints "rps p50_ms p99_ms reuse tls_resumed
+# client_core_busy proxy_core_busy" (the shares of cores 0 and 1 in use: near 1, that side
+# is the limit — except sluice's, whose idle poll loop yields but stays runnable, so its core
+# reads as busy whether it is or not).
 measure() {
-  local scenario=$1 conns args=() url=http://10.99.0.100/
+  local scenario=$1 proxy=$2 conns args=() url=http://10.99.0.100/ load=()
   case $scenario in
     ka100) conns=100 ;;
     close100) conns=100; args=(-H "Connection: close") ;;
     ka10k) conns=$many ;;
-    tlska100) conns=100; url=https://10.99.0.100/ ;;
-    tlsnew100) conns=100; url=https://10.99.0.100/; args=(-H "Connection: close") ;;
+    tlska100) load=(10.99.0.100:443 www.example --conns 100 --keepalive) ;;
+    tlsresume100) load=(10.99.0.100:443 www.example --conns 100 --resume) ;;
+    tlsfull100) load=(10.99.0.100:8443 www.example --conns 100) ;;
+    tlsrsa100) load=(10.99.0.100:9443 www.example --conns 100) ;;
   esac
   read -r c0 r0 < <(backend_counts)
-  ns cli taskset -c 0 wrk -t1 -c"$conns" -d"$secs" --timeout 10s --latency "${args[@]}" "$url" > "$work/wrk.txt" 2>&1
+  read -r h0 s0 < <(tls_counts "$proxy")
+  read -r b0 t0 < <(core0)
+  read -r p0 q0 < <(core1)
+  if [ ${#load[@]} -gt 0 ]; then
+    ns cli taskset -c 0 ./target/release/examples/tls-load "${load[@]}" --secs "$secs" > "$work/wrk.txt" 2>&1
+  else
+    ns cli taskset -c 0 wrk -t1 -c"$conns" -d"$secs" --timeout 10s --latency "${args[@]}" "$url" > "$work/wrk.txt" 2>&1
+  fi
+  read -r b1 t1 < <(core0)
+  read -r p1 q1 < <(core1)
   read -r c1 r1 < <(backend_counts)
-  python3 - "$work/wrk.txt" $((c1 - c0)) $((r1 - r0)) <<'PY'
+  read -r h1 s1 < <(tls_counts "$proxy")
+  # HAProxy's resumption figure is of the last second, not a total.
+  [ "$proxy" = haproxy ] && s0=0
+  python3 - "$work/wrk.txt" $((c1 - c0)) $((r1 - r0)) $((h1 - h0)) $((s1 - s0)) $((b1 - b0)) $((t1 - t0)) $((p1 - p0)) $((q1 - q0)) <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 def ms(label):
     m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
     if not m: return float("nan")
     return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-if errors or "Socket errors" in t:
-    print("bench-l7: errors in this run:", (errors.group(0) if errors else ""), re.findall(r"Socket errors.*", t), file=sys.stderr)
+load = re.search(r"^requests (\d+) errors (\d+) seconds \S+ rps (\S+) p50_ms (\S+) p99_ms (\S+)", t, re.M)
+if load:
+    # tls-load's line.
+    rps, p50, p99 = float(load.group(3)), float(load.group(4)), float(load.group(5))
+    if int(load.group(2)):
+        print("bench-l7: errors in this run:", load.group(2), file=sys.stderr)
+else:
+    rps, p50, p99 = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)), ms("50%"), ms("99%")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    if errors or "Socket errors" in t:
+        print("bench-l7: errors in this run:", (errors.group(0) if errors else ""), re.findall(r"Socket errors.*", t), file=sys.stderr)
 conns, reqs = int(sys.argv[2]), int(sys.argv[3])
 reuse = 1 - conns / reqs if reqs else float("nan")
-print(f"{rps:.0f} {ms('50%'):.3f} {ms('99%'):.3f} {reuse:.4f}")
+handshakes, resumed = int(sys.argv[4]), int(sys.argv[5])
+share = min(1.0, resumed / handshakes) if handshakes > 100 else float("nan")
+busy = int(sys.argv[6]) / int(sys.argv[7]) if int(sys.argv[7]) else float("nan")
+proxy_busy = int(sys.argv[8]) / int(sys.argv[9]) if int(sys.argv[9]) else float("nan")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {reuse:.4f} {share:.3f} {busy:.3f} {proxy_busy:.3f}")
 PY
 }
 
 echo "bench-l7: ${secs} s per run, $runs runs each, many-connections scenario with $many connections (descriptor limit $fds)"
-echo "scenario,proxy,run,requests_per_s,p50_ms,p99_ms,upstream_reuse" > "$out/results.csv"
+echo "scenario,proxy,run,requests_per_s,p50_ms,p99_ms,upstream_reuse,tls_resumed,client_core_busy,proxy_core_busy" > "$out/results.csv"
 for sc in $scenarios; do
   for r in $(seq "$runs"); do
     for proxy in sluice haproxy; do
       start_proxy "$proxy"
       ns cli nstat -n
-      read -r rps p50 p99 reuse < <(measure "$sc")
+      read -r rps p50 p99 reuse resumed busy pbusy < <(measure "$sc" "$proxy")
       [ -n "${BENCH_L7_DEBUG:-}" ] && { ns cli nstat | grep -E "SynRetrans|TCPTimeouts|RetransSegs" >&2 || true; }
       stop_proxy "$proxy"
       [ -n "${BENCH_L7_DEBUG:-}" ] && [ "$proxy" = sluice ] && { tail -4 "$work/sluice.log" >&2 || true; }
-      echo "$sc,$proxy,$r,$rps,$p50,$p99,$reuse" >> "$out/results.csv"
-      printf '%-9s %-8s run %d: %8s req/s  p50 %7s ms  p99 %8s ms  upstream reuse %s\n' "$sc" "$proxy" "$r" "$rps" "$p50" "$p99" "$reuse"
+      echo "$sc,$proxy,$r,$rps,$p50,$p99,$reuse,$resumed,$busy,$pbusy" >> "$out/results.csv"
+      printf '%-12s %-8s run %d: %8s req/s  p50 %7s ms  p99 %8s ms  upstream reuse %s  TLS resumed %s  cores busy %s %s\n' "$sc" "$proxy" "$r" "$rps" "$p50" "$p99" "$reuse" "$resumed" "$busy" "$pbusy"
     done
   done
 done
@@ -262,12 +372,15 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 def col(sc, proxy, k):
     return [float(r[k]) for r in rows if r["scenario"] == sc and r["proxy"] == proxy]
-print(f"{'scenario':9} {'metric':15} {'sluice median [min-max]':>28} {'haproxy median [min-max]':>28} {'ratio':>7}")
+print(f"{'scenario':12} {'metric':15} {'sluice median [min-max]':>28} {'haproxy median [min-max]':>28} {'ratio':>7}")
 for sc in dict.fromkeys(r["scenario"] for r in rows):
-    for k, name in [("requests_per_s", "requests/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("upstream_reuse", "upstream reuse")]:
+    metrics = [("requests_per_s", "requests/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("upstream_reuse", "upstream reuse"), ("client_core_busy", "client core busy"), ("proxy_core_busy", "proxy core busy")]
+    if sc.startswith("tls") and sc != "tlska100":
+        metrics.append(("tls_resumed", "TLS resumed"))
+    for k, name in metrics:
         s, h = col(sc, "sluice", k), col(sc, "haproxy", k)
         ms, mh = statistics.median(s), statistics.median(h)
         fmt = (lambda v: f"{v:.0f}") if k == "requests_per_s" else (lambda v: f"{v:.3f}")
         ratio = ms / mh if mh else float("nan")
-        print(f"{sc:9} {name:15} {fmt(ms):>10} [{fmt(min(s))}-{fmt(max(s))}]".ljust(55) + f"{fmt(mh):>10} [{fmt(min(h))}-{fmt(max(h))}]".rjust(28) + f" {ratio:7.2f}")
+        print(f"{sc:12} {name:15} {fmt(ms):>10} [{fmt(min(s))}-{fmt(max(s))}]".ljust(58) + f"{fmt(mh):>10} [{fmt(min(h))}-{fmt(max(h))}]".rjust(28) + f" {ratio:7.2f}")
 PY
