@@ -2,10 +2,12 @@
 //!
 //! Each backend's preference list is the permutation `(offset + j * skip) mod M` of the table
 //! slots, with `offset` and `skip` from two independent hashes of the backend's identity (its
-//! address), so the table is a pure function of the backend set: every sluice instance behind
-//! ECMP builds the same one. Backends take turns claiming their next free preferred slot; a
-//! backend of weight `w` takes `w / w_max` turns per round, so its share of slots follows its
-//! weight. Built off the data path; lookups are one modulo and one load.
+//! address). Backends take turns claiming their next free preferred slot, in the order of
+//! their identities (not the order they are listed in), and a backend of weight `w` takes
+//! `w / w_max` turns per round, so its share of slots follows its weight. Which backend owns
+//! each slot is then a pure function of the set of (identity, weight): every sluice instance
+//! behind ECMP builds the same table whatever order its configuration lists the backends in
+//! or they were added in. Built off the data path; lookups are one modulo and one load.
 //!
 //! This crate depends on nothing of sluice's: `config` uses its prime helpers to validate
 //! table sizes, and `dataplane` builds and reads tables with it.
@@ -106,12 +108,22 @@ impl MaglevTable {
             pos.push(fnv1a(0xcbf2_9ce4_8422_2325, b.identity) % m);
             skip.push(fnv1a(0x6c62_272e_07bb_0142, b.identity) % (m - 1) + 1);
         }
+        // Turns are taken in the order of the identities: two lists of the same backends in
+        // different orders then fill every slot alike (taking turns in list order, a slot
+        // two backends both want next goes to whichever is listed first).
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| {
+            backends[a]
+                .identity
+                .cmp(backends[b].identity)
+                .then(backends[a].weight.cmp(&backends[b].weight))
+        });
         let w_max = backends.iter().map(|b| b.weight as u64).max().unwrap_or(1);
         let mut credit = vec![0u64; n];
         let mut entries = vec![EMPTY; size as usize].into_boxed_slice();
         let mut filled = 0u64;
         loop {
-            for i in 0..n {
+            for &i in &order {
                 credit[i] += backends[i].weight as u64;
                 while credit[i] >= w_max {
                     credit[i] -= w_max;
@@ -278,21 +290,40 @@ mod tests {
 
     #[test]
     fn table_is_a_pure_function_of_the_backend_set() {
-        let ids = names(20);
-        let a = table(&ids, &[1; 20], 65537);
-        let b = table(&ids, &[1; 20], 65537);
-        assert_eq!(a, b);
-        // Order of listing changes indices, not which backend owns a slot.
-        let mut rev = ids.clone();
-        rev.reverse();
-        let c = table(&rev, &[1; 20], 65537);
-        let same = a
-            .entries()
-            .iter()
-            .zip(c.entries())
-            .filter(|(x, y)| ids[**x as usize] == rev[**y as usize])
-            .count();
-        assert!(same as f64 / 65537.0 > 0.97, "{same}");
+        let ids = names(40);
+        let weights: Vec<u32> = (0..40).map(|i| 1 + i % 4).collect();
+        let a = table(&ids, &weights, 65537);
+        assert_eq!(a, table(&ids, &weights, 65537));
+        // Any order of listing changes the indices, never which backend owns a slot: every
+        // one of the 65,537 slots names the same backend.
+        let owners = |ids: &[String], t: &MaglevTable| -> Vec<String> {
+            t.entries()
+                .iter()
+                .map(|&e| ids[e as usize].clone())
+                .collect()
+        };
+        let want = owners(&ids, &a);
+        let mut state = 0x1234_5678_u64;
+        for round in 0..6 {
+            let mut order: Vec<usize> = (0..40).collect();
+            if round == 0 {
+                order.reverse();
+            } else {
+                // A Fisher-Yates shuffle from a fixed seed.
+                for i in (1..order.len()).rev() {
+                    state = mix64(state);
+                    order.swap(i, (state % (i as u64 + 1)) as usize);
+                }
+            }
+            let ids2: Vec<String> = order.iter().map(|&i| ids[i].clone()).collect();
+            let w2: Vec<u32> = order.iter().map(|&i| weights[i]).collect();
+            let t = table(&ids2, &w2, 65537);
+            assert!(owners(&ids2, &t) == want, "order {order:?}");
+        }
+        // A different weight is a different set, and a different table.
+        let mut heavier = weights.clone();
+        heavier[7] += 1;
+        assert!(owners(&ids, &table(&ids, &heavier, 65537)) != want);
     }
 
     #[test]
