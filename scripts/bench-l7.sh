@@ -33,7 +33,8 @@
 # Usage: scripts/bench-l7.sh [-s SECONDS] [-r RUNS] [-o OUTDIR]
 #                            [-c "ka100 close100 ka10k tlska100 tlsresume100 tlsfull100 tlsrsa100"]
 # (BENCH_L7_DEBUG=1 also prints the client's TCP retransmissions and sluice's exit report;
-# SLUICE_IDLE=spin runs sluice's poll loop without yielding when idle.)
+# SLUICE_IDLE=yield or spin runs sluice's poll loop under that dataplane.idle policy instead
+# of the default sleep.)
 # Needs root; installs haproxy and wrk if missing. Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,7 +96,7 @@ snat_ports = [1024, 9999]
 [dataplane]
 driver = "xdp"
 cores = [1]
-idle = "${SLUICE_IDLE:-yield}"
+idle = "${SLUICE_IDLE:-sleep}"
 [dataplane.xdp]
 interface = "eth0"
 # Sized for the many-connections scenario, where every connection has a request in flight

@@ -100,7 +100,7 @@ pub fn run(
     let shared = Shared {
         rings: &rings,
         l7: l7.as_ref(),
-        idle_yield: dp.idle == config::IdlePolicy::Yield,
+        idle: dp.idle,
         stop: &stop,
         received: &received,
     };

@@ -55,14 +55,22 @@ fn reload_requested() -> bool {
 
 /// Empty polls in a row after which an idle worker yields (with `idle = "yield"`).
 const IDLE_POLLS: u32 = 16;
+/// Empty polls in a row after which an idle worker sleeps (with `idle = "sleep"`): about
+/// 100 µs of polling, so a steady flow of packets is met by a polling worker.
+const SLEEP_AFTER_POLLS: u32 = 1024;
+/// The first and the longest sleep of an idle worker: the first is short so traffic that
+/// pauses briefly is met soon; the longest bounds the wait of the first packet after an idle
+/// spell (and of L7 timers and control-plane changes, served between polls).
+const FIRST_SLEEP: Duration = Duration::from_micros(16);
+const LONGEST_SLEEP: Duration = Duration::from_millis(1);
 
 /// What the worker threads share, borrowed for the scope.
 pub struct Shared<'env, F> {
     pub rings: &'env Rings<F>,
     /// The L7 pool, whose shards run beside the workers (its rings are in `rings`).
     pub l7: Option<&'env crate::l7::L7Pool>,
-    /// `dataplane.idle = "yield"`: an idle worker yields its core between polls.
-    pub idle_yield: bool,
+    /// `dataplane.idle`: what a worker does when it finds nothing to do.
+    pub idle: config::IdlePolicy,
     pub stop: &'env AtomicBool,
     /// Frames each worker received so far (for `--idle-exit` and `--progress`).
     pub received: &'env [AtomicU64],
@@ -118,6 +126,7 @@ where
                 // until every shard is done, and once more (within half a second at most).
                 let mut stopping: Option<Instant> = None;
                 let mut idle = 0u32;
+                let mut nap = FIRST_SLEEP;
                 loop {
                     if shared.stop.load(Ordering::Relaxed) {
                         if let Some(p) = shared.l7 {
@@ -146,14 +155,23 @@ where
                     if worker.poll(&mut queue, &mut bursts, shared.rings) > 0 {
                         shared.received[i].store(worker.stats.packets_in, Ordering::Relaxed);
                         idle = 0;
+                        nap = FIRST_SLEEP;
                     } else if worker.stats.packets_out == out && !worked {
-                        idle += 1;
-                        // Idle: let a thread sharing the core (an L7 worker) run.
-                        if shared.idle_yield && idle > IDLE_POLLS {
-                            std::thread::yield_now();
+                        idle = idle.saturating_add(1);
+                        match shared.idle {
+                            // Idle: let a thread sharing the core (an L7 worker) run.
+                            config::IdlePolicy::Yield if idle > IDLE_POLLS => {
+                                std::thread::yield_now()
+                            }
+                            config::IdlePolicy::Sleep if idle > SLEEP_AFTER_POLLS => {
+                                std::thread::sleep(nap);
+                                nap = (nap * 2).min(LONGEST_SLEEP);
+                            }
+                            _ => {}
                         }
                     } else {
                         idle = 0;
+                        nap = FIRST_SLEEP;
                     }
                     queue.after_poll();
                     link.between_bursts(&mut worker);

@@ -322,11 +322,14 @@ mac = "02:00:00:00:01:01"
     }
 
     #[test]
-    fn the_idle_policy_defaults_to_yield_and_names_a_bad_value() {
+    fn the_idle_policy_defaults_to_sleep_and_names_a_bad_value() {
         let dp =
             "\n[dataplane]\ndriver = \"xdp\"\ncores = [0]\n[dataplane.xdp]\ninterface = \"eth0\"\n";
         let c = Config::from_toml(&format!("{GOOD}{dp}"), None).unwrap();
-        assert_eq!(c.dataplane.unwrap().idle, IdlePolicy::Yield);
+        assert_eq!(c.dataplane.unwrap().idle, IdlePolicy::Sleep);
+        let y = dp.replace("cores = [0]\n", "cores = [0]\nidle = \"yield\"\n");
+        let c = Config::from_toml(&format!("{GOOD}{y}"), None).unwrap();
+        assert_eq!(c.dataplane.as_ref().unwrap().idle, IdlePolicy::Yield);
         let spin = dp.replace("cores = [0]\n", "cores = [0]\nidle = \"spin\"\n");
         let c = Config::from_toml(&format!("{GOOD}{spin}"), None).unwrap();
         assert_eq!(c.dataplane.as_ref().unwrap().idle, IdlePolicy::Spin);

@@ -597,6 +597,9 @@ impl Driver {
 /// What a worker does when its queue is empty (`dataplane.idle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdlePolicy {
+    /// After about 100 µs of empty polls, sleep between polls, from 16 µs doubling to 1 ms
+    /// while nothing comes (the default): an idle worker then uses next to no CPU.
+    Sleep,
     /// After 16 empty polls in a row, yield the core to any other runnable thread (the L7
     /// workers, on a shared core) before polling again; returns at once when there is none.
     Yield,
@@ -605,9 +608,11 @@ pub enum IdlePolicy {
 }
 
 impl IdlePolicy {
-    pub const ALL: [IdlePolicy; 2] = [IdlePolicy::Yield, IdlePolicy::Spin];
+    /// The first is the default.
+    pub const ALL: [IdlePolicy; 3] = [IdlePolicy::Sleep, IdlePolicy::Yield, IdlePolicy::Spin];
     pub fn name(self) -> &'static str {
         match self {
+            IdlePolicy::Sleep => "sleep",
             IdlePolicy::Yield => "yield",
             IdlePolicy::Spin => "spin",
         }
