@@ -801,3 +801,139 @@ fn instances_listing_backends_in_any_order_choose_alike() {
         );
     }
 }
+
+/// Path MTU through the tunnels (`node.tunnel_mtu`): a packet that would be too large once
+/// encapsulated is never sent; with DF (IPv4) or as IPv6, its sender gets "fragmentation
+/// needed" / "packet too big" from the VIP, carrying the tunnel MTU less the overhead and
+/// quoting the packet; without DF it is dropped; packets that fit are encapsulated. Each one
+/// too big is counted as `tunnel_too_big`.
+#[test]
+fn tunnels_answer_packets_too_big_for_the_path_with_icmp() {
+    for (mode, v6, overhead) in [
+        ("ipip", false, 20usize),
+        ("gue", false, 32),
+        ("ipip", true, 40),
+        ("gue", true, 52),
+    ] {
+        let cfg = config(mode, v6, "tcp", &[1], "tunnel_mtu = 1500\n");
+        let b = builder(v6, 7, None);
+        let ip_hdr = if v6 { 40 } else { 20 };
+        // The largest payload that fits, and one byte more.
+        let fits = 1500 - overhead - ip_hdr - 20;
+        let small = vec![b'a'; fits];
+        let big = vec![b'b'; fits + 1];
+        let mut no_df = b.frame(&tcp(40000, VIP_PORT, 0x18, &big));
+        if !v6 {
+            no_df[14 + 6] &= !0x40;
+            no_df[14 + 10..14 + 12].fill(0);
+            let c = !ones_sum(&[&no_df[14..34]]);
+            no_df[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        let frames = vec![
+            (T0, b.frame(&tcp(40000, VIP_PORT, 0x02, b""))),
+            (T0 + 1_000, b.frame(&tcp(40000, VIP_PORT, 0x18, &small))),
+            (T0 + 2_000, b.frame(&tcp(40000, VIP_PORT, 0x18, &big))),
+            (T0 + 3_000, no_df),
+        ];
+        let run = replay(&scratch(&format!("too-big-{mode}-{v6}")), &cfg, &frames, 1);
+        let what = format!("{mode} v6={v6}");
+        let too_big = run.stats["drops"]["tunnel_too_big"].as_u64();
+        // Both big packets: with DF (answered) and without (IPv4: dropped; IPv6: answered).
+        assert_eq!(too_big, Some(2), "{what}: {}", run.stats);
+        // SYN and the packet that fits go to the backend, encapsulated: at most 1500 bytes.
+        let to_backend: Vec<&Vec<u8>> = run
+            .out
+            .iter()
+            .map(|(_, f)| f)
+            .filter(|f| f[0..6] == backend_mac(0))
+            .collect();
+        assert_eq!(to_backend.len(), 2, "{what}");
+        assert_eq!(
+            to_backend[1].len() - 14,
+            1500,
+            "{what}: the largest that fits"
+        );
+        // The rest: one ICMP error to the client (IPv6's second too-big packet gets one too).
+        let errors: Vec<&Vec<u8>> = run
+            .out
+            .iter()
+            .map(|(_, f)| f)
+            .filter(|f| f[0..6] == GW_MAC)
+            .collect();
+        assert_eq!(errors.len(), if v6 { 2 } else { 1 }, "{what}");
+        let e = errors[0];
+        assert_eq!(e[6..12], NODE_MAC, "{what}: from the node");
+        let want_mtu = (1500 - overhead) as u32;
+        if v6 {
+            assert_eq!(&e[12..14], &[0x86, 0xdd]);
+            let ip = &e[14..];
+            assert_eq!(ip[6], 58, "ICMPv6");
+            assert_eq!(
+                &ip[8..24],
+                &vip(true)
+                    .to_string()
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets()
+            );
+            let icmp = &ip[40..];
+            assert_eq!((icmp[0], icmp[1]), (2, 0), "{what}: packet too big");
+            assert_eq!(u32::from_be_bytes(icmp[4..8].try_into().unwrap()), want_mtu);
+            assert!(ip.len() <= 1280, "{what}: within the minimum MTU");
+            // Quotes the offending packet from its start.
+            let sent = &frames[2].1[14..];
+            assert_eq!(&icmp[8..], &sent[..icmp.len() - 8], "{what}");
+            let len = (ip.len() - 40) as u32;
+            let mut pseudo = Vec::new();
+            pseudo.extend_from_slice(&ip[8..40]);
+            pseudo.extend_from_slice(&len.to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 58]);
+            assert_eq!(
+                ones_sum(&[&pseudo, icmp]),
+                0xffff,
+                "{what}: ICMPv6 checksum"
+            );
+        } else {
+            assert_eq!(&e[12..14], &[0x08, 0x00]);
+            let ip = &e[14..];
+            assert_eq!(
+                ones_sum(&[&ip[..20]]),
+                0xffff,
+                "{what}: IPv4 header checksum"
+            );
+            assert_eq!(ip[9], 1, "ICMP");
+            assert_eq!(
+                IpAddr::from(<[u8; 4]>::try_from(&ip[12..16]).unwrap()),
+                vip(false)
+            );
+            assert_eq!(
+                IpAddr::from(<[u8; 4]>::try_from(&ip[16..20]).unwrap()),
+                client_ip(false, 7)
+            );
+            let icmp = &ip[20..];
+            assert_eq!((icmp[0], icmp[1]), (3, 4), "{what}: fragmentation needed");
+            assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]) as u32, want_mtu);
+            assert!(ip.len() <= 576, "{what}: within 576 bytes");
+            assert_eq!(ones_sum(&[icmp]), 0xffff, "{what}: ICMP checksum");
+            let sent = &frames[2].1[14..];
+            assert_eq!(
+                &icmp[8..],
+                &sent[..icmp.len() - 8],
+                "{what}: quotes the packet"
+            );
+        }
+    }
+    // Without tunnel_mtu nothing is checked: the large packet is encapsulated.
+    let cfg = config("ipip", false, "tcp", &[1], "");
+    let b = builder(false, 7, None);
+    let frames = vec![
+        (T0, b.frame(&tcp(40000, VIP_PORT, 0x02, b""))),
+        (
+            T0 + 1_000,
+            b.frame(&tcp(40000, VIP_PORT, 0x18, &[b'c'; 1460])),
+        ),
+    ];
+    let run = replay(&scratch("too-big-unchecked"), &cfg, &frames, 1);
+    assert_eq!(run.out.len(), 2);
+    assert_eq!(run.out[1].1.len() - 14, 1520);
+}

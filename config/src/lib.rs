@@ -322,6 +322,19 @@ mac = "02:00:00:00:01:01"
     }
 
     #[test]
+    fn the_tunnel_mtu_is_read_and_an_impossible_one_named() {
+        let with = |v: &str| GOOD.replacen("[node]\n", &format!("[node]\ntunnel_mtu = {v}\n"), 1);
+        let c = Config::from_toml(&with("1500"), None).unwrap();
+        assert_eq!(c.node.tunnel_mtu, Some(1500));
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        assert_eq!(Config::from_toml(GOOD, None).unwrap().node.tunnel_mtu, None);
+        let e = err(&with("1000"));
+        assert_eq!(e.key, "node.tunnel_mtu", "{e}");
+        assert!(e.fix.contains("1280"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
     fn the_idle_policy_defaults_to_sleep_and_names_a_bad_value() {
         let dp =
             "\n[dataplane]\ndriver = \"xdp\"\ncores = [0]\n[dataplane.xdp]\ninterface = \"eth0\"\n";

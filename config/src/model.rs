@@ -90,6 +90,11 @@ pub struct Node {
     pub gateway: Option<IpAddr>,
     /// Source ports SNAT allocates from (inclusive), split evenly between workers.
     pub snat_ports: (u16, u16),
+    /// The largest packet the path to the backends carries: IPIP/GUE packets that would be
+    /// larger once encapsulated are answered with ICMP "fragmentation needed" / "packet too
+    /// big" (or dropped), never sent. `None`: not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_mtu: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -101,6 +101,7 @@ pub(crate) struct RawNode {
     pub(crate) gateway_mac: Option<Spanned<String>>,
     pub(crate) gateway: Option<Spanned<String>>,
     pub(crate) snat_ports: Option<Spanned<[u16; 2]>>,
+    pub(crate) tunnel_mtu: Option<Spanned<u16>>,
 }
 
 #[derive(Deserialize)]

@@ -46,6 +46,7 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
             gateway_mac: n.gateway_mac,
             gateway: n.gateway,
             snat_ports: n.snat_ports,
+            tunnel_mtu: n.tunnel_mtu,
             offload_ports: cfg
                 .services
                 .iter()

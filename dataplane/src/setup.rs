@@ -112,6 +112,9 @@ pub struct NodeSetup {
     /// The node's source ports the offload pool opens connections from (inclusive), if it
     /// runs: frames to the node on these ports are its replies.
     pub offload_ports: Option<(u16, u16)>,
+    /// The largest packet the path to the backends carries (`node.tunnel_mtu`): IPIP/GUE
+    /// packets that would be larger once encapsulated are not sent.
+    pub tunnel_mtu: Option<u16>,
 }
 
 impl NodeSetup {
@@ -126,6 +129,7 @@ impl NodeSetup {
             gateway: None,
             snat_ports: (32768, 60999),
             offload_ports: None,
+            tunnel_mtu: None,
         }
     }
 }

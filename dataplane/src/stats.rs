@@ -56,9 +56,12 @@ pub enum DropReason {
     OffloadNoBuffer,
     /// The port had no buffer to transmit a frame an offload shard made.
     TxNoBuffer,
+    /// Encapsulated, the packet would be larger than `node.tunnel_mtu`: not sent (its sender
+    /// got ICMP "fragmentation needed" / "packet too big" if it forbade fragmentation).
+    TunnelTooBig,
 }
 
-const OTHER: [DropReason; 22] = [
+const OTHER: [DropReason; 23] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -81,6 +84,7 @@ const OTHER: [DropReason; 22] = [
     DropReason::EncapInnerInvalid,
     DropReason::OffloadNoBuffer,
     DropReason::TxNoBuffer,
+    DropReason::TunnelTooBig,
 ];
 
 impl DropReason {
@@ -121,6 +125,7 @@ impl DropReason {
             DropReason::EncapInnerInvalid => 19,
             DropReason::OffloadNoBuffer => 20,
             DropReason::TxNoBuffer => 21,
+            DropReason::TunnelTooBig => 22,
         };
         Malformed::ALL.len() + other
     }
@@ -151,6 +156,7 @@ impl DropReason {
             DropReason::EncapInnerInvalid => "encap_inner_invalid",
             DropReason::OffloadNoBuffer => "offload_no_buffer",
             DropReason::TxNoBuffer => "tx_no_buffer",
+            DropReason::TunnelTooBig => "tunnel_too_big",
         }
     }
 }

@@ -61,6 +61,9 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
             None
         }
     };
+    if let Some(m) = &n.tunnel_mtu {
+        spans.put("node.tunnel_mtu", m.span());
+    }
     Ok(Node {
         mac,
         ipv4,
@@ -68,6 +71,7 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
         gateway_mac,
         gateway,
         snat_ports,
+        tunnel_mtu: n.tunnel_mtu.as_ref().map(|m| *m.get_ref()),
     })
 }
 
@@ -87,6 +91,15 @@ pub(crate) fn check_node(n: &Node) -> Result<(), Invalid> {
                 "node.gateway",
                 format!("resolving the gateway {a} needs the node's own {} address, and `{k}` is not set", family(a)),
                 format!("set `{k}` in [node] (sluice's requests come from it), or give `gateway_mac` instead"),
+            );
+        }
+    }
+    if let Some(m) = n.tunnel_mtu {
+        if !(1280..=9216).contains(&m) {
+            return invalid(
+                "node.tunnel_mtu",
+                format!("{m} is outside 1280–9216"),
+                "give the MTU of the links from sluice to the backends, such as 1500 (IPv6 needs at least 1280)",
             );
         }
     }

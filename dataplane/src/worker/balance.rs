@@ -129,6 +129,21 @@ impl Worker {
             },
             Forwarding::Dsr => Ok(()),
             Forwarding::Ipip | Forwarding::Gue => {
+                if let Some(mtu) = node.tunnel_mtu {
+                    let over = tunnel_overhead(be.addr.ip(), svc.forwarding);
+                    let datagram = p.l3_end.saturating_sub(p.l2_len);
+                    if datagram + over > mtu as usize {
+                        if !super::too_big::sender_must_shrink(f.data(), p) {
+                            return Verdict::Drop(DropReason::TunnelTooBig);
+                        }
+                        self.stats.drop(DropReason::TunnelTooBig);
+                        let fits = (mtu as usize - over) as u16;
+                        if super::too_big::rewrite_as_too_big(f, p, node.mac, fits) {
+                            return Verdict::Transmit;
+                        }
+                        return Verdict::Drop(DropReason::NoHeadroom);
+                    }
+                }
                 encapsulate(f, p, svc, snap, be.addr, key.stable_hash())
             }
             // Classification hands these to the offload pool before they get here.
@@ -262,6 +277,17 @@ pub(super) fn backend_mac(
         .get(b as usize)
         .and_then(|b| snap.mac_of(b.next_hop))
         .ok_or(DropReason::UnresolvedNextHop)
+}
+
+/// Bytes IPIP or GUE adds toward a backend at `backend`: the outer IP header, and for GUE a
+/// UDP and a GUE header.
+fn tunnel_overhead(backend: IpAddr, forwarding: Forwarding) -> usize {
+    let ip = if backend.is_ipv6() { 40 } else { 20 };
+    ip + if forwarding == Forwarding::Gue {
+        8 + 4
+    } else {
+        0
+    }
 }
 
 /// Wraps the datagram in IPIP or GUE from the node's address to the backend, in the frame's

@@ -12,6 +12,7 @@ mod probe;
 mod reply;
 #[cfg(test)]
 mod tests;
+mod too_big;
 
 use balance::flow_gone;
 pub use balance::resolve;
