@@ -295,6 +295,46 @@ fn gue_on_af_xdp_serves_real_clients() {
     scenario("xg", "gue", "xdp", false);
 }
 
+/// Path MTU discovery through a tunnel: the link from sluice towards the backends carries
+/// 1500 bytes, like the client's, so the client's full-size segments do not fit once IPIP
+/// adds 20 bytes. With `node.tunnel_mtu = 1500` sluice answers them with ICMP "fragmentation
+/// needed" (MTU 1480); the client's kernel lowers its path MTU to the VIP and an upload
+/// (iperf3, client to backend through the tunnel) completes. (Without `tunnel_mtu` the same
+/// upload moves nothing: the oversized frames die on the link.)
+#[test]
+fn ipip_upload_completes_by_path_mtu_discovery_through_a_1500_byte_path() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        root(),
+        "the end-to-end tests need root (network namespaces)"
+    );
+    let t = Topology::up("xm", 1, "ipip");
+    for (ns, dev) in [("lb", "eth0"), ("lan", "xmlb")] {
+        let o = t.exec(ns, &["ip", "link", "set", dev, "mtu", "1500"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let cfg = driver_config("xdp", &services("ipip", &[1])).replacen(
+        "[node]\n",
+        "[node]\ntunnel_mtu = 1500\n",
+        1,
+    );
+    let b = Balancer::start(&t, &cfg);
+    let bps = iperf(&t, VIP, 3);
+    eprintln!(
+        "ipip through a 1500-byte path: iperf3 {:.2} Gbit/s",
+        bps / 1e9
+    );
+    let route = t.exec("cli", &["ip", "route", "get", VIP]);
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("mtu 1480"),
+        "the client learned the path MTU from sluice's ICMP: {route}"
+    );
+    let stats = b.ctl(&["stats"]);
+    let too_big = stats["drops"]["tunnel_too_big"].as_u64().unwrap_or(0);
+    assert!(too_big > 0, "{stats}");
+}
+
 /// Two AF_XDP workers on a two-queue interface: the kernel spreads flows over both queues,
 /// and a frame that reaches the worker not owning its flow (the reply of a NAT flow often
 /// comes in on the other queue) is handed over and copied into that worker's UMEM. Every
