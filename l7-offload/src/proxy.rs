@@ -648,6 +648,28 @@ impl Shard<'_> {
         }
     }
 
+    /// Counts a request (or a passthrough connection) that `choice` sent to `backend`: on its
+    /// route (`routes`: the service's count, the default pool's slot), and as in flight on
+    /// the backend.
+    fn count_pick(&mut self, svc: usize, routes: usize, choice: route::Choice, backend: usize) {
+        let slot = choice.route.unwrap_or(routes);
+        if let Some(n) = self.stats.routes.get_mut(svc).and_then(|r| r.get_mut(slot)) {
+            *n += 1;
+        }
+        if let Some(b) = self.backend_stats(svc, choice.pool, backend) {
+            b.requests += 1;
+            b.in_flight += 1;
+        }
+        if let Some(n) = self
+            .pools
+            .get_mut(svc)
+            .and_then(|p| p.get_mut(choice.pool))
+            .and_then(|p| p.in_flight.get_mut(backend))
+        {
+            *n += 1;
+        }
+    }
+
     fn backend_stats(
         &mut self,
         svc: usize,
@@ -792,20 +814,7 @@ impl Shard<'_> {
         discard(sock, head_len);
         sess.head_started = None;
         self.stats.requests += 1;
-        let route_slot = choice.route.unwrap_or(svc.routes.len());
-        if let Some(n) = self
-            .stats
-            .routes
-            .get_mut(sess.svc)
-            .and_then(|r| r.get_mut(route_slot))
-        {
-            *n += 1;
-        }
-        if let Some(b) = self.backend_stats(sess.svc, choice.pool, pick.backend) {
-            b.requests += 1;
-            b.in_flight += 1;
-        }
-        self.pools[sess.svc][choice.pool].in_flight[pick.backend] += 1;
+        self.count_pick(sess.svc, svc.routes.len(), choice, pick.backend);
         let backend = pool.backends[pick.backend].address;
         sess.ex = Some(ex);
         sess.phase = Phase::Exchange;

@@ -137,20 +137,7 @@ impl Shard<'_> {
         sess.phase = Phase::Passthrough;
         sess.since = now;
         self.stats.tls_passthrough += 1;
-        let slot = choice.route.unwrap_or(svc.routes.len());
-        if let Some(r) = self
-            .stats
-            .routes
-            .get_mut(sess.svc)
-            .and_then(|r| r.get_mut(slot))
-        {
-            *r += 1;
-        }
-        if let Some(b) = self.backend_stats(sess.svc, choice.pool, pick.backend) {
-            b.requests += 1;
-            b.in_flight += 1;
-        }
-        self.pools[sess.svc][choice.pool].in_flight[pick.backend] += 1;
+        self.count_pick(sess.svc, svc.routes.len(), choice, pick.backend);
         let backend = pool.backends[pick.backend].address;
         // Never a pooled connection: this one carries one client's TLS session.
         match self.connect(backend, (sess.svc, choice.pool, pick.backend), id, worker) {
