@@ -407,6 +407,31 @@ fn relay(
     Ok(moved)
 }
 
+/// Relays bytes untouched both ways between a client and its upstream (an upgraded
+/// connection's tunnel, a passthrough session), what is `pending` for the client first, and
+/// passes each side's close on once everything it sent has gone across. Returns the bytes
+/// moved (up, down).
+fn relay_both_ways(
+    cs: &mut impl Stream,
+    us: &mut impl Stream,
+    pending: &mut BytesMut,
+) -> (usize, usize) {
+    flush(pending, cs);
+    let sent = relay(cs, us, &mut Body::UntilClose, u64::MAX).unwrap_or(0);
+    let got = if pending.is_empty() {
+        relay(us, cs, &mut Body::UntilClose, u64::MAX).unwrap_or(0)
+    } else {
+        0
+    };
+    if cs.drained() && us.may_send() {
+        us.close();
+    }
+    if us.drained() && cs.may_send() && pending.is_empty() {
+        cs.close();
+    }
+    (sent, got)
+}
+
 /// Takes `n` bytes off `s` (in parts where a ring wraps).
 fn discard(s: &mut impl Stream, n: usize) {
     let mut left = n;
@@ -1207,19 +1232,7 @@ impl Shard<'_> {
         {
             let cs = &mut ConnIo::of(cs, &mut sess.tls);
             let us = &mut ConnIo::of(us, &mut up.tls);
-            flush(&mut sess.to_client, cs);
-            let mut both = Body::UntilClose;
-            let _ = relay(cs, us, &mut both, u64::MAX);
-            let mut back = Body::UntilClose;
-            if sess.to_client.is_empty() {
-                let _ = relay(us, cs, &mut back, u64::MAX);
-            }
-            if cs.drained() && us.may_send() {
-                us.close();
-            }
-            if us.drained() && cs.may_send() && sess.to_client.is_empty() {
-                cs.close();
-            }
+            relay_both_ways(cs, us, &mut sess.to_client);
         }
         self.pump_upstream(&mut u);
         self.put_conn(uid, u);

@@ -4,7 +4,7 @@
 //! ways untouched, as HAProxy's `mode tcp` with `req.ssl_sni` does. The backend terminates
 //! TLS and presents its own certificate.
 
-use super::{flush, relay, Body, ConnIo, Exchange, Phase, Session, Stream};
+use super::{flush, relay_both_ways, Body, ConnIo, Exchange, Phase, Session, Stream};
 use crate::hello::{read_client_hello, HelloError};
 use crate::route;
 use crate::shard::{Conn, ConnId, Role, Shard};
@@ -167,16 +167,12 @@ impl Shard<'_> {
             self.upstream_failed(id, c, now, false);
             return;
         };
-        let idle_ms = self
+        let t = self
             .setup
             .services
             .get(sess.svc)
-            .map_or(60_000, |s| s.timeouts.client_idle_ms);
-        let connect_ms = self
-            .setup
-            .services
-            .get(sess.svc)
-            .map_or(2_000, |s| s.timeouts.backend_connect_ms);
+            .map(|s| s.timeouts)
+            .unwrap_or_default();
         let (Some(cs), Some(us), Some(ex)) = (c.sock.as_mut(), u.sock.as_mut(), sess.ex.as_mut())
         else {
             self.put_conn(uid, u);
@@ -188,7 +184,7 @@ impl Shard<'_> {
         }
         if !ex.connected {
             let refused = matches!(state, State::Closed | State::TimeWait);
-            let late = now >= ex.started + connect_ms;
+            let late = now >= ex.started + t.backend_connect_ms;
             self.put_conn(uid, u);
             if refused || late {
                 self.upstream_failed(id, c, now, late && !refused);
@@ -197,11 +193,7 @@ impl Shard<'_> {
         }
         let cs = &mut ConnIo::of(cs, &mut sess.tls);
         let us: &mut smoltcp::socket::tcp::Socket<'static> = us;
-        flush(&mut sess.to_client, cs);
-        let mut up = Body::UntilClose;
-        let sent = relay(cs, us, &mut up, u64::MAX).unwrap_or(0);
-        let mut down = Body::UntilClose;
-        let got = relay(us, cs, &mut down, u64::MAX).unwrap_or(0);
+        let (sent, got) = relay_both_ways(cs, us, &mut sess.to_client);
         if got > 0 {
             ex.answered = true;
         }
@@ -211,15 +203,8 @@ impl Shard<'_> {
         if state == State::Closed && !cs.drained() {
             // The backend reset (a graceful end closes it only after the client's FIN).
             cs.abort();
-        } else {
-            if cs.drained() && us.may_send() {
-                us.close();
-            }
-            if us.drained() && cs.may_send() {
-                cs.close();
-            }
         }
-        if now >= sess.since + idle_ms {
+        if now >= sess.since + t.client_idle_ms {
             cs.abort();
             us.abort();
             sess.phase = Phase::Closing;
