@@ -343,7 +343,7 @@ else:
     if errors or "Socket errors" in t:
         print("bench-l7: errors in this run:", (errors.group(0) if errors else ""), re.findall(r"Socket errors.*", t), file=sys.stderr)
 conns, reqs = int(sys.argv[2]), int(sys.argv[3])
-reuse = 1 - conns / reqs if reqs else float("nan")
+reuse = max(0.0, 1 - conns / reqs) if reqs else float("nan")
 handshakes, resumed = int(sys.argv[4]), int(sys.argv[5])
 share = min(1.0, resumed / handshakes) if handshakes > 100 else float("nan")
 busy = int(sys.argv[6]) / int(sys.argv[7]) if int(sys.argv[7]) else float("nan")
@@ -354,8 +354,11 @@ PY
 
 echo "bench-l7: ${secs} s per run, $runs runs each, many-connections scenario with $many connections (descriptor limit $fds)"
 echo "scenario,proxy,run,requests_per_s,p50_ms,p99_ms,upstream_reuse,tls_resumed,client_core_busy,proxy_core_busy" > "$out/results.csv"
-for sc in $scenarios; do
-  for r in $(seq "$runs"); do
+# Round by round, every scenario in turn, so that a ratio between two scenarios (the
+# many-connections rate against the 100-connection one) compares runs minutes apart, not a
+# quarter of an hour apart on a machine whose speed drifts.
+for r in $(seq "$runs"); do
+  for sc in $scenarios; do
     for proxy in sluice haproxy; do
       start_proxy "$proxy"
       ns cli nstat -n
@@ -384,4 +387,15 @@ for sc in dict.fromkeys(r["scenario"] for r in rows):
         fmt = (lambda v: f"{v:.0f}") if k == "requests_per_s" else (lambda v: f"{v:.3f}")
         ratio = ms / mh if mh else float("nan")
         print(f"{sc:12} {name:15} {fmt(ms):>10} [{fmt(min(s))}-{fmt(max(s))}]".ljust(58) + f"{fmt(mh):>10} [{fmt(min(h))}-{fmt(max(h))}]".rjust(28) + f" {ratio:7.2f}")
+# Whether cost stays flat with the number of connections: each round's many-connections rate
+# over the same round's 100-connection rate (the two ran back to back).
+runs = sorted({int(r["run"]) for r in rows})
+def rate(sc, proxy, run):
+    v = [float(r["requests_per_s"]) for r in rows if r["scenario"] == sc and r["proxy"] == proxy and int(r["run"]) == run]
+    return v[0] if v else None
+for proxy in ("sluice", "haproxy"):
+    pairs = [(rate("ka10k", proxy, n), rate("ka100", proxy, n)) for n in runs]
+    flat = [a / b for a, b in pairs if a and b]
+    if flat:
+        print(f"{'flat cost':12} {proxy + ' ka10k/ka100':24} median {statistics.median(flat):.2f} [{min(flat):.2f}-{max(flat):.2f}] per round: " + " ".join(f"{v:.2f}" for v in flat))
 PY
