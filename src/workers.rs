@@ -31,19 +31,24 @@ pub struct RunOptions {
 
 /// Set by SIGHUP: the main loop reloads the configuration file.
 static RELOAD: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+/// Set by SIGINT and SIGTERM: the main loop stops the daemon (after withdrawing its routes
+/// and a grace time, with `[bgp]`; at once on a second signal).
+static TERM: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
 
-/// A flag SIGINT and SIGTERM set. SIGHUP, from now on, asks the main loop to reload the
-/// configuration file (as `sluicectl reload` does) instead of ending the process.
+/// The flag that stops the workers, which the main loop sets once SIGINT or SIGTERM has
+/// asked for a stop (and any grace time has passed). SIGHUP, from now on, asks the main
+/// loop to reload the configuration file (as `sluicectl reload` does) instead of ending the
+/// process.
 pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let term = TERM.get_or_init(|| Arc::new(AtomicBool::new(false)));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+        signal_hook::flag::register(sig, Arc::clone(term))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
     let reload = RELOAD.get_or_init(|| Arc::new(AtomicBool::new(false)));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(reload))
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
-    Ok(stop)
+    Ok(Arc::new(AtomicBool::new(false)))
 }
 
 /// Whether SIGHUP arrived since the last call.
@@ -51,6 +56,25 @@ fn reload_requested() -> bool {
     RELOAD
         .get()
         .is_some_and(|r| r.swap(false, Ordering::Relaxed))
+}
+
+/// Whether SIGINT or SIGTERM arrived since the last call.
+fn stop_requested() -> bool {
+    TERM.get().is_some_and(|r| r.swap(false, Ordering::Relaxed))
+}
+
+/// How long a stopping daemon waits for the ExaBGP feed to take the withdrawal before it
+/// starts the grace time anyway.
+const FEED_WAIT: Duration = Duration::from_secs(5);
+/// A feed that has not asked for this long is not running: there is nothing to withdraw.
+const FEED_ALIVE_S: u64 = 10;
+
+/// A stop under way with `[bgp]`: routes withdrawn at `since`; forwarding continues until
+/// the feed has passed the withdrawal on and `grace` has gone by.
+struct GracefulStop {
+    since: Instant,
+    grace: Duration,
+    withdrawn: Option<Instant>,
 }
 
 /// Empty polls in a row after which an idle worker yields (with `idle = "yield"`).
@@ -290,11 +314,45 @@ pub fn main_loop(
     let mut last_total = 0u64;
     let mut last_change = Instant::now();
     let mut last_progress = Instant::now();
+    let mut graceful: Option<GracefulStop> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if reload_requested() {
             // The outcome is in the log and `sluicectl status` either way.
             let _ = ctl.reload();
+        }
+        if stop_requested() {
+            match (&graceful, ctl.shutdown_grace()) {
+                (None, Some(grace)) if ctl.feed_alive(FEED_ALIVE_S) => {
+                    ctl.begin_stop();
+                    graceful = Some(GracefulStop {
+                        since: Instant::now(),
+                        grace,
+                        withdrawn: None,
+                    });
+                }
+                (None, Some(_)) => {
+                    ctl.log("stopping: no ExaBGP feed has asked for routes in 10 s, so there is nothing to withdraw".into());
+                    break;
+                }
+                // No [bgp], or a second signal: stop now.
+                _ => break,
+            }
+        }
+        if let Some(g) = &mut graceful {
+            if g.withdrawn.is_none()
+                && (ctl.feed_polled_since(g.since) || g.since.elapsed() >= FEED_WAIT)
+            {
+                g.withdrawn = Some(Instant::now());
+                ctl.log(format!(
+                    "stopping: the feed has the withdrawal; forwarding for {} ms more (a second SIGTERM stops at once)",
+                    g.grace.as_millis()
+                ));
+            }
+            if g.withdrawn.is_some_and(|t| t.elapsed() >= g.grace) {
+                ctl.log("stopping: grace time over".into());
+                break;
+            }
         }
         ctl.tick();
         let total: u64 = received.iter().map(|r| r.load(Ordering::Relaxed)).sum();

@@ -56,6 +56,9 @@ impl Config {
         }
         check_services(&self.services, &self.node)?;
         validate::l7::check_l7_workers(&self.l7, &self.node, &self.services)?;
+        if let Some(b) = &self.bgp {
+            validate::bgp::check_bgp(b)?;
+        }
         Ok(())
     }
 
@@ -118,6 +121,13 @@ impl Config {
             None => L7Workers::default(),
         };
         validate::l7::check_l7_workers(&l7, &node, &services).map_err(|e| ctx.locate(e, &spans))?;
+        let bgp = match &raw.bgp {
+            Some(b) => Some(validate::bgp::parse_bgp(&ctx, b.get_ref(), &mut spans)?),
+            None => None,
+        };
+        if let Some(b) = &bgp {
+            validate::bgp::check_bgp(b).map_err(|e| ctx.locate(e, &spans))?;
+        }
         Ok(Config {
             node,
             conntrack,
@@ -126,6 +136,7 @@ impl Config {
             control,
             metrics,
             l7,
+            bgp,
         })
     }
 }
@@ -619,5 +630,45 @@ mac = "02:00:00:00:01:01"
             assert!(text.contains(key), "{key} in\n{text}");
         }
         assert_eq!(Config::from_toml(&text, None).unwrap(), dpdk);
+    }
+
+    /// `[bgp]` has defaults for every key; a bad next hop or grace names its key and line;
+    /// the section survives being written out and read back.
+    #[test]
+    fn bgp_section_defaults_errors_and_round_trip() {
+        let plain = Config::from_toml(GOOD, None).unwrap();
+        assert_eq!(plain.bgp, None);
+        let c = Config::from_toml(&format!("{GOOD}\n[bgp]\n"), None).unwrap();
+        assert_eq!(c.bgp, Some(Bgp::default()));
+        assert_eq!(c.bgp.unwrap().next_hop.for_family(false), "self");
+        let src = format!("{GOOD}\n[bgp]\nnext_hop = \"192.0.2.1\"\nshutdown_grace_ms = 2500\n");
+        let c = Config::from_toml(&src, None).unwrap();
+        let b = c.bgp.clone().unwrap();
+        assert_eq!(b.shutdown_grace_ms, 2500);
+        assert_eq!(b.next_hop.for_family(false), "192.0.2.1");
+        // An IPv4 next hop does not apply to IPv6 VIPs.
+        assert_eq!(b.next_hop.for_family(true), "self");
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        let lines = GOOD.lines().count() + 3;
+        let e = err(&format!("{GOOD}\n[bgp]\nnext_hop = \"router\"\n"));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("bgp.next_hop", Some(lines)),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("router") && e.fix.contains("self"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}\n[bgp]\nshutdown_grace_ms = 700000\n"));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("bgp.shutdown_grace_ms", Some(lines)),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}\n[bgp]\nnext_hop = \"0.0.0.0\"\n"));
+        assert_eq!(e.key, "bgp.next_hop", "{e}");
+        let e = err(&format!("{GOOD}\n[bgp]\nhold_time = 9\n"));
+        assert!(e.message.contains("hold_time"), "{e}");
     }
 }

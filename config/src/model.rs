@@ -541,6 +541,57 @@ impl Default for Control {
     }
 }
 
+/// `[bgp]`: the VIPs announced to routers through ExaBGP's process API (`sluicectl bgp feed`
+/// is the program ExaBGP runs), each while this instance serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bgp {
+    /// The next hop the announcements carry.
+    #[serde(serialize_with = "as_text")]
+    pub next_hop: NextHop,
+    /// On SIGTERM: withdraw every route, keep forwarding this long (established flows
+    /// continue while routers move new ones), then stop.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Bgp {
+    fn default() -> Self {
+        Bgp {
+            next_hop: NextHop::SessionAddress,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// Where routers are told to send a VIP's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// ExaBGP's `next-hop self`: the BGP session's own local address (the session runs on
+    /// the interface sluice serves, whose MAC the traffic then reaches).
+    SessionAddress,
+    /// This address (the node's, say, when the session runs on a management link). It
+    /// applies to VIPs of its family; the other family's take `self`.
+    Address(IpAddr),
+}
+
+impl NextHop {
+    /// The next hop for a prefix of `v6`'s family, as ExaBGP reads it.
+    pub fn for_family(self, v6: bool) -> String {
+        match self {
+            NextHop::Address(a) if a.is_ipv6() == v6 => a.to_string(),
+            _ => "self".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextHop::SessionAddress => f.write_str("self"),
+            NextHop::Address(a) => write!(f, "{a}"),
+        }
+    }
+}
+
 /// The Prometheus text endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Metrics {
@@ -744,6 +795,9 @@ pub struct Config {
     pub dataplane: Option<Dataplane>,
     /// The L7 pool's workers (used when a service has `forwarding = "l7"`).
     pub l7: L7Workers,
+    /// Present when the file has a `[bgp]` section: VIPs are announced through ExaBGP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<Bgp>,
     #[serde(rename = "service")]
     pub services: Vec<Service>,
 }

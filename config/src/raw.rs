@@ -17,6 +17,14 @@ pub(crate) struct RawConfig {
     pub(crate) control: Option<Spanned<RawControl>>,
     pub(crate) metrics: Option<Spanned<RawMetrics>>,
     pub(crate) l7: Option<Spanned<RawL7Workers>>,
+    pub(crate) bgp: Option<Spanned<RawBgp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBgp {
+    pub(crate) next_hop: Option<Spanned<String>>,
+    pub(crate) shutdown_grace_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

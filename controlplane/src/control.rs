@@ -103,6 +103,39 @@ impl ControlPlane {
         }
     }
 
+    /// `[bgp] shutdown_grace_ms` of the running configuration, with `[bgp]`.
+    pub fn shutdown_grace(&self) -> Option<Duration> {
+        let p = self.plane.lock().ok()?;
+        p.cfg
+            .bgp
+            .as_ref()
+            .map(|b| Duration::from_millis(b.shutdown_grace_ms))
+    }
+
+    /// Withdraws every VIP route for a stop (see [`Plane::begin_stop`]).
+    pub fn begin_stop(&self) {
+        if let Ok(mut p) = self.plane.lock() {
+            p.begin_stop();
+        }
+    }
+
+    /// Whether the ExaBGP feed has asked since `t`.
+    pub fn feed_polled_since(&self, t: std::time::Instant) -> bool {
+        self.plane.lock().is_ok_and(|p| p.feed_polled_since(t))
+    }
+
+    /// Whether the ExaBGP feed asked within the last `secs` seconds.
+    pub fn feed_alive(&self, secs: u64) -> bool {
+        self.plane.lock().is_ok_and(|p| p.feed_alive(secs))
+    }
+
+    /// An event for the log and `sluicectl status`.
+    pub fn log(&self, text: String) {
+        if let Ok(mut p) = self.plane.lock() {
+            p.log(text);
+        }
+    }
+
     /// Re-reads the configuration file and applies the difference, exactly as `sluicectl
     /// reload` does (the same validation and the same notes in the log); a file that does
     /// not validate is refused, logged, and the running configuration stays. For SIGHUP.

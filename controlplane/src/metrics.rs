@@ -192,5 +192,33 @@ pub fn render(p: &Plane) -> String {
     if let Some(t) = p.l7_totals() {
         crate::l7::render(&mut o, &p.cfg, &t);
     }
+    render_bgp(&mut o, p);
     o
+}
+
+/// The node's state and, with `[bgp]`, each VIP route as the ExaBGP feed was last told it.
+fn render_bgp(o: &mut String, p: &Plane) {
+    let _ = writeln!(
+        o,
+        "# HELP sluice_node_state 1 for the node's state (active, drained, stopping).\n# TYPE sluice_node_state gauge\nsluice_node_state{{state=\"{}\"}} 1",
+        p.node.name()
+    );
+    let Some(summary) = p.bgp_summary() else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "# HELP sluice_bgp_route_announced 1 if the ExaBGP feed was last told to announce the VIP route, else 0.\n# TYPE sluice_bgp_route_announced gauge"
+    );
+    for (list, v) in [(&summary.announced, 1), (&summary.withdrawn, 0)] {
+        for prefix in list {
+            let _ = writeln!(o, "sluice_bgp_route_announced{{prefix=\"{prefix}\"}} {v}");
+        }
+    }
+    if let Some(s) = summary.feed_last_poll_s {
+        let _ = writeln!(
+            o,
+            "# HELP sluice_bgp_feed_last_poll_seconds Seconds since the ExaBGP feed last asked for the routes.\n# TYPE sluice_bgp_feed_last_poll_seconds gauge\nsluice_bgp_feed_last_poll_seconds {s:.3}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! `{"version": 1, "ok": false, "error": {"code": ..., "message": ...}}`. A `batch` request
 //! applies all its changes or none.
 
+pub mod feed;
 pub mod views;
 
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,18 @@ pub enum Op {
     /// Re-reads the configuration file and applies the difference, or refuses and keeps the
     /// running configuration.
     Reload,
+    /// Withdraws this instance's VIP routes (`[bgp]`) so routers send new flows to the other
+    /// instances; this one keeps forwarding whatever still reaches it.
+    NodeDrain,
+    /// Announces the VIP routes again (each that has a healthy backend).
+    NodeActivate,
+    /// The VIP routes: whether each is to be announced now, and why. `feed` says the caller
+    /// is the ExaBGP feed (`sluicectl bgp feed`): its answer is recorded as what routers were
+    /// last told.
+    BgpRoutes {
+        #[serde(default)]
+        feed: bool,
+    },
     /// Several changes applied atomically: all of them or none.
     Batch {
         ops: Vec<Op>,
@@ -208,6 +221,7 @@ impl Op {
             | Op::HealthShow { .. }
             | Op::CertificateList { .. }
             | Op::Stats
+            | Op::BgpRoutes { .. }
             | Op::Flows { .. } => false,
             Op::Batch { ops } => ops.iter().any(Op::is_change),
             _ => true,

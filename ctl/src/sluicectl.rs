@@ -78,6 +78,12 @@ enum Command {
     },
     /// Re-read the configuration file and apply the difference (or refuse and keep the running one).
     Reload,
+    /// This instance as a whole: drain (withdraw its VIP routes, keep forwarding), activate.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// VIP routes announced through ExaBGP ([bgp]): routes, feed (the program ExaBGP runs).
+    #[command(subcommand)]
+    Bgp(BgpCmd),
     /// A refreshing view of stats (Ctrl-C to stop).
     Watch {
         /// Seconds between refreshes.
@@ -252,6 +258,41 @@ enum CertificateCmd {
     List {
         /// Only this service's.
         service: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Withdraw every VIP route this instance announces ([bgp]): routers send new flows to
+    /// the other instances, and this one keeps forwarding what still reaches it (established
+    /// flows, until the routers have moved them). For maintenance without a stop.
+    ///
+    /// Example: sluicectl node drain && sleep 30 && sluicectl stats   # traffic falls away
+    Drain,
+    /// Announce the VIP routes again (each that has a usable backend).
+    ///
+    /// Example: sluicectl node activate && sluicectl bgp routes
+    Activate,
+}
+
+#[derive(Subcommand)]
+enum BgpCmd {
+    /// Each VIP route: whether it is announced now, its next hop, and why.
+    ///
+    /// Example: sluicectl bgp routes
+    Routes,
+    /// The program ExaBGP runs (its process API): asks the daemon for the routes every
+    /// --interval-ms and writes `announce route` / `withdraw route` lines on standard output;
+    /// while the daemon cannot be reached, everything it announced is withdrawn. Logs go to
+    /// standard error (ExaBGP's log).
+    ///
+    /// In exabgp.conf:
+    ///   process sluice { run /usr/bin/sluicectl --socket /run/sluice/control.sock bgp feed; encoder text; }
+    ///   neighbor 10.99.0.254 { ...; api { processes [ sluice ]; } }
+    Feed {
+        /// Milliseconds between asks (a withdrawal reaches ExaBGP within this).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60000))]
+        interval_ms: u64,
     },
 }
 
@@ -459,6 +500,12 @@ fn main() -> ExitCode {
             limit: Some(*limit),
         },
         Command::Reload => Op::Reload,
+        Command::Node(NodeCmd::Drain) => Op::NodeDrain,
+        Command::Node(NodeCmd::Activate) => Op::NodeActivate,
+        Command::Bgp(BgpCmd::Routes) => Op::BgpRoutes { feed: false },
+        Command::Bgp(BgpCmd::Feed { interval_ms }) => {
+            return feed(&mut client, Duration::from_millis(*interval_ms));
+        }
         Command::Watch { interval, count } => {
             if !(interval.is_finite() && *interval >= 0.1) {
                 eprintln!("sluicectl: --interval takes at least 0.1 seconds (got {interval})");
@@ -533,6 +580,84 @@ impl BackendCmd {
                 Op::BackendDisable { service, address }
             }
         })
+    }
+}
+
+/// `bgp feed`: the ExaBGP process-API loop. Exits when ExaBGP closes our standard input or
+/// output (it is stopping, or restarting us).
+fn feed(client: &mut Client, interval: Duration) -> ExitCode {
+    // ExaBGP acknowledges each command on our standard input ("done" or "error"); read them
+    // so its pipe never fills, and say the errors.
+    std::thread::spawn(|| {
+        for line in std::io::stdin().lines() {
+            match line {
+                Ok(l) if l.trim() == "done" => {}
+                Ok(l) => eprintln!("sluicectl bgp feed: ExaBGP says: {l}"),
+                Err(_) => break,
+            }
+        }
+        eprintln!("sluicectl bgp feed: ExaBGP closed our input; exiting");
+        std::process::exit(0);
+    });
+    let mut state = ctl::feed::Feed::default();
+    let mut reasons: std::collections::HashMap<String, String> = Default::default();
+    let mut unreachable = false;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let lines = match client.call(&Op::BgpRoutes { feed: true }) {
+            Ok(r) if r.ok => {
+                let routes: Result<ctl::views::BgpRoutes, _> =
+                    serde_json::from_value(r.result.unwrap_or(Value::Null));
+                match routes {
+                    Ok(routes) => {
+                        if unreachable {
+                            eprintln!(
+                                "sluicectl bgp feed: sluice reachable again at {}",
+                                client.socket.display()
+                            );
+                            unreachable = false;
+                        }
+                        for x in &routes.routes {
+                            if reasons.get(&x.prefix) != Some(&x.reason) {
+                                eprintln!("sluicectl bgp feed: {}: {}", x.prefix, x.reason);
+                                reasons.insert(x.prefix.clone(), x.reason.clone());
+                            }
+                        }
+                        state.update(&routes.routes)
+                    }
+                    Err(e) => {
+                        eprintln!("sluicectl bgp feed: the daemon's routes are not what this sluicectl expects ({e}); withdrawing");
+                        state.withdraw_all()
+                    }
+                }
+            }
+            Ok(r) => {
+                let e = r.error.map_or("no reason given".into(), |e| e.message);
+                eprintln!("sluicectl bgp feed: the daemon refused: {e}; withdrawing");
+                state.withdraw_all()
+            }
+            Err(e) => {
+                client.conn = None;
+                if !unreachable {
+                    eprintln!(
+                        "sluicectl bgp feed: {e}; withdrawing every route until it answers again"
+                    );
+                    unreachable = true;
+                    reasons.clear();
+                }
+                state.withdraw_all()
+            }
+        };
+        for l in &lines {
+            eprintln!("sluicectl bgp feed: {l}");
+            if writeln!(out, "{l}").is_err() {
+                return ExitCode::SUCCESS;
+            }
+        }
+        if out.flush().is_err() {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(interval);
     }
 }
 
@@ -696,6 +821,26 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
             )
         }
         Command::Stats => stats_text(&serde_json::from_value(v)?),
+        Command::Node(_) => {
+            let c: Changed = serde_json::from_value(v)?;
+            c.changed.iter().map(|l| format!("{l}\n")).collect()
+        }
+        Command::Bgp(_) => {
+            let r: ctl::views::BgpRoutes = serde_json::from_value(v)?;
+            format!("node: {}\n", r.node)
+                + &table(
+                    &r.routes,
+                    &[
+                        ("PREFIX", &|x: &ctl::views::BgpRoute| x.prefix.clone()),
+                        ("NEXT_HOP", &|x| x.next_hop.clone()),
+                        ("ANNOUNCE", &|x| {
+                            if x.announce { "yes" } else { "no" }.into()
+                        }),
+                        ("SERVICES", &|x| x.services.join(",")),
+                        ("REASON", &|x| x.reason.clone()),
+                    ],
+                )
+        }
         Command::Route(RouteCmd::List { .. }) => {
             let l: ctl::views::RouteList = serde_json::from_value(v)?;
             type Col<'a> = Column<'a, ctl::views::RouteView>;
@@ -867,8 +1012,30 @@ fn status_text(s: &Status) -> String {
         ("services", s.services.to_string()),
         ("backends", s.backends.to_string()),
         ("last build (ms)", opt_f(s.last_build_ms)),
+        ("node", s.node.clone()),
     ] {
         t += &format!("{label:<16} {val}\n");
+    }
+    if let Some(b) = &s.bgp {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        t += &format!(
+            "{:<16} {}\n{:<16} {}\n{:<16} {}\n",
+            "bgp feed",
+            b.feed_last_poll_s.map_or(
+                "never asked (is ExaBGP running `sluicectl bgp feed`?)".into(),
+                |s| format!("asked {} s ago", f2(s))
+            ),
+            "announced",
+            list(&b.announced),
+            "withdrawn",
+            list(&b.withdrawn)
+        );
     }
     if !s.recent_events.is_empty() {
         t += "recent events:\n";

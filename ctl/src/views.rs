@@ -23,6 +23,47 @@ pub struct Status {
     pub last_build_ms: Option<f64>,
     /// Newest first, at most 10.
     pub recent_events: Vec<EventView>,
+    /// `active`, `drained` (`node drain`: routes withdrawn, still forwarding) or `stopping`
+    /// (SIGTERM: routes withdrawn, forwarding through the grace time).
+    #[serde(default)]
+    pub node: String,
+    /// With `[bgp]`: what the ExaBGP feed was last told.
+    #[serde(default)]
+    pub bgp: Option<BgpSummary>,
+}
+
+/// `status`'s view of the route announcements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpSummary {
+    /// Seconds since the feed last asked (`None`: no feed has asked since the start).
+    pub feed_last_poll_s: Option<f64>,
+    /// Prefixes the feed was last told to announce.
+    pub announced: Vec<String>,
+    /// Prefixes the feed was last told to withdraw (or never to announce).
+    pub withdrawn: Vec<String>,
+}
+
+/// `bgp-routes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpRoutes {
+    /// As in [`Status::node`].
+    pub node: String,
+    /// One per VIP address (services sharing an address share its route).
+    pub routes: Vec<BgpRoute>,
+}
+
+/// One VIP route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpRoute {
+    /// `10.99.0.100/32` or `2001:db8::100/128`.
+    pub prefix: String,
+    /// As ExaBGP reads it: `self` or an address.
+    pub next_hop: String,
+    pub announce: bool,
+    /// Why it is announced or withdrawn, in words.
+    pub reason: String,
+    /// The services on this address.
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Validation, one module per section: each turns a section of the file into the model, or
 //! says what is wrong with the key, line and fix.
 
+pub(crate) mod bgp;
 pub(crate) mod conntrack;
 pub(crate) mod control;
 pub(crate) mod dataplane;

@@ -84,10 +84,13 @@ impl Plane {
                     return Err(ErrorBody::new("bad_request", "the batch is empty"));
                 }
                 for (i, o) in ops.iter().enumerate() {
-                    if matches!(o, Op::Batch { .. } | Op::Reload) {
+                    if matches!(
+                        o,
+                        Op::Batch { .. } | Op::Reload | Op::NodeDrain | Op::NodeActivate
+                    ) {
                         return Err(ErrorBody::new(
                             "bad_request",
-                            format!("batch entry {i}: a batch holds changes only (no batch or reload inside)"),
+                            format!("batch entry {i}: a batch holds configuration changes only (no batch, reload or node verb inside)"),
                         ));
                     }
                     self.apply(c, o).map_err(|e| ErrorBody {

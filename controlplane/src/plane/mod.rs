@@ -10,6 +10,7 @@
 //! transitions, [`telemetry`] folds worker probes into totals, and [`views`] answers queries.
 //! Time comes from the plane's [`Clock`], so drain deadlines are testable without waiting.
 
+mod announce;
 mod change;
 mod checks;
 mod drain;
@@ -19,6 +20,7 @@ mod telemetry;
 mod tests;
 mod views;
 
+pub use announce::{FeedPoll, NodeState};
 pub use telemetry::Totals;
 pub use views::check_desc;
 
@@ -132,6 +134,10 @@ pub struct Plane {
     /// The rustls configurations of the running `l7 = "tls"` services.
     tls: crate::l7::TlsConfigs,
     clock: Box<dyn Clock>,
+    /// Whether the VIP routes are announced at all (`node drain`, SIGTERM).
+    pub node: NodeState,
+    /// What the ExaBGP feed was last told.
+    pub feed: Option<FeedPoll>,
 }
 fn now_wall() -> SystemTime {
     SystemTime::now()
@@ -318,6 +324,8 @@ impl Plane {
             on_l7: Vec::new(),
             l7_stats: None,
             tls,
+            node: NodeState::Active,
+            feed: None,
         }
     }
 
@@ -492,6 +500,20 @@ impl Plane {
 
     /// Serves one request.
     pub fn handle(&mut self, op: &Op) -> Result<Value, ErrorBody> {
+        if let Op::NodeDrain | Op::NodeActivate = op {
+            let to = if let Op::NodeDrain = op {
+                NodeState::Drained
+            } else {
+                NodeState::Active
+            };
+            let note = self.set_node(to)?;
+            return Ok(views::to_json(&ctl::views::Changed {
+                changed: vec![note],
+                generation: self.generation,
+                build_ms: 0.0,
+                reload: None,
+            }));
+        }
         if !op.is_change() {
             return self.query(op);
         }

@@ -11,7 +11,7 @@ impl Plane {
     /// says, except that backends the file no longer lists drain first (they take no new
     /// flows and are removed when their flows end or the drain times out). Sections that
     /// cannot change live (`[dataplane]`, `[control]`, `[metrics]`, `[node]`, `[conntrack]`)
-    /// keep their running values and are reported.
+    /// keep their running values and are reported; `[bgp]` takes the file's.
     pub(super) fn reload_into(&self, c: &mut Candidate) -> Result<ReloadDiff, ErrorBody> {
         let file = Config::load(&self.config_path).map_err(|e| {
             refused(format!(
@@ -40,6 +40,14 @@ impl Plane {
         let mut added = Vec::new();
         let mut removed = Vec::new();
         let mut changed = Vec::new();
+        // [bgp] changes live: the feed's next ask carries it.
+        match (&self.cfg.bgp, &file.bgp) {
+            (None, Some(_)) => added.push("[bgp]".to_string()),
+            (Some(_), None) => removed.push("[bgp] (every VIP route withdrawn)".to_string()),
+            (Some(a), Some(b)) if a != b => changed.push("[bgp]".to_string()),
+            _ => {}
+        }
+        new.bgp = file.bgp.clone();
         let mut draining = Vec::new();
         for s in &file.services {
             match self.cfg.services.iter().find(|o| o.name == s.name) {

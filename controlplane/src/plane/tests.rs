@@ -780,3 +780,102 @@ fn a_reload_with_a_key_that_is_not_its_certificates_is_refused_and_tls_keeps_run
     assert_eq!(e.code, "not_found", "{}", e.message);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The route announcement follows the node and the backends: withdrawn until a checked
+/// backend is up, announced while one is usable, withdrawn when none is, on `node drain`
+/// and on stopping; the feed's polls are what `status` reports as announced.
+#[test]
+fn vip_routes_are_announced_only_while_a_backend_is_usable_and_the_node_active() {
+    let with_bgp = format!("{BASE}[bgp]\nnext_hop = \"192.0.2.1\"\nshutdown_grace_ms = 1000\n");
+    let (mut p, clock) = plane_from(&with_bgp, PathBuf::from("/nonexistent/sluice.toml"));
+    let b1: SocketAddr = "10.1.0.1:8080".parse().unwrap();
+    let route = |p: &mut Plane| {
+        let r = p.feed_poll();
+        assert_eq!(r.routes.len(), 1, "{r:?}");
+        let x = r.routes[0].clone();
+        assert_eq!(
+            (x.prefix.as_str(), x.next_hop.as_str()),
+            ("198.51.100.10/32", "192.0.2.1")
+        );
+        (x.announce, x.reason)
+    };
+    // Checked backends not yet checked do not count.
+    let (up, why) = route(&mut p);
+    assert!(!up && why.contains("web 0 of 2 backends usable"), "{why}");
+    p.health_result("web", b1, check(true));
+    p.health_result("web", b1, check(true));
+    let (up, why) = route(&mut p);
+    assert!(up && why.contains("web 1 of 2"), "{why}");
+    let s = p.status();
+    assert_eq!(s.node, "active");
+    let bgp = s.bgp.unwrap();
+    assert_eq!(bgp.announced, vec!["198.51.100.10/32".to_string()]);
+    assert!(bgp.withdrawn.is_empty());
+    assert!(crate::metrics::render(&p)
+        .contains("sluice_bgp_route_announced{prefix=\"198.51.100.10/32\"} 1"));
+    // A drained (or disabled) backend is not usable: no backend left, the route goes.
+    p.handle(&drain("10.1.0.1:8080")).unwrap();
+    let (up, why) = route(&mut p);
+    assert!(
+        !up && why.starts_with("withdrawn: no usable backend"),
+        "{why}"
+    );
+    p.handle(&Op::BackendEnable {
+        service: "web".into(),
+        address: "10.1.0.1:8080".into(),
+    })
+    .unwrap();
+    assert!(route(&mut p).0);
+    // Down after `fall` failures: withdrawn.
+    for _ in 0..3 {
+        p.health_result("web", b1, check(false));
+    }
+    assert!(!route(&mut p).0);
+    for _ in 0..2 {
+        p.health_result("web", b1, check(true));
+    }
+    assert!(route(&mut p).0);
+    // The node: drained withdraws, activate announces; a second drain says so.
+    p.handle(&Op::NodeDrain).unwrap();
+    let (up, why) = route(&mut p);
+    assert!(!up && why.contains("node activate"), "{why}");
+    assert_eq!(
+        p.status().bgp.unwrap().withdrawn,
+        vec!["198.51.100.10/32".to_string()]
+    );
+    assert!(crate::metrics::render(&p).contains("sluice_node_state{state=\"drained\"} 1"));
+    let again = p.handle(&Op::NodeDrain).unwrap();
+    assert!(again.to_string().contains("already drained"), "{again}");
+    p.handle(&Op::NodeActivate).unwrap();
+    assert!(route(&mut p).0);
+    // Node verbs are not configuration changes.
+    let e = p
+        .handle(&Op::Batch {
+            ops: vec![Op::NodeDrain],
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "bad_request", "{e:?}");
+    assert_eq!(p.node, NodeState::Active);
+    // Stopping: withdrawn for good; the feed's next poll is seen.
+    let t = clock.now();
+    clock.advance(Duration::from_millis(10));
+    assert!(!p.feed_polled_since(clock.now()));
+    p.begin_stop();
+    assert!(!route(&mut p).0);
+    assert!(p.feed_polled_since(t));
+    assert!(p
+        .handle(&Op::NodeActivate)
+        .unwrap_err()
+        .message
+        .contains("stopping"));
+    // Without [bgp], node verbs are refused and nothing is announced.
+    let (mut q, _) = plane();
+    assert!(q
+        .handle(&Op::NodeDrain)
+        .unwrap_err()
+        .message
+        .contains("[bgp]"));
+    let r = q.feed_poll();
+    assert!(!r.routes[0].announce && r.routes[0].reason.contains("[bgp]"));
+    assert!(q.status().bgp.is_none());
+}

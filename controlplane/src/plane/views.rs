@@ -56,6 +56,11 @@ impl Plane {
     pub(super) fn query(&mut self, op: &Op) -> Result<Value, ErrorBody> {
         match op {
             Op::Status => Ok(to_json(&self.status())),
+            Op::BgpRoutes { feed } => Ok(to_json(&if *feed {
+                self.feed_poll()
+            } else {
+                self.bgp_routes()
+            })),
             Op::ServiceList => Ok(to_json(&ServiceList {
                 services: self
                     .cfg
@@ -272,6 +277,8 @@ impl Plane {
                     event: e.text.clone(),
                 })
                 .collect(),
+            node: self.node.name().into(),
+            bgp: self.bgp_summary(),
         }
     }
 
