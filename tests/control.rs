@@ -959,3 +959,78 @@ fn unsafe_is_root() -> bool {
         .map(|o| o.stdout.starts_with(b"0"))
         .unwrap_or(false)
 }
+
+/// `sluicectl bgp feed` as ExaBGP runs it, against real daemons: it announces the VIP, follows
+/// `node drain` / `node activate`, withdraws when the daemon dies (SIGKILL) and announces
+/// again when one answers on the socket; a SIGTERM withdraws and then waits the grace time
+/// before the daemon exits; the feed exits when its input closes.
+#[test]
+fn the_bgp_feed_follows_the_daemon_and_a_sigterm_waits_out_the_grace() {
+    use std::sync::mpsc;
+    let bgp = "\n[bgp]\nshutdown_grace_ms = 1500\n";
+    let frames = vec![(T0, seg(1, SYN))];
+    let service = web_service(&[("10.1.0.1:8080", 1, 1)], "");
+    let mut first = Daemon::start("bgp", &service, &frames, bgp);
+    let mut feed = Command::new(sluicectl())
+        .arg("--socket")
+        .arg(&first.socket)
+        .args(["bgp", "feed", "--interval-ms", "100"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    let out = feed.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let next = |what: &str| {
+        let l = lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no line from the feed; waited for {what}"));
+        assert_eq!(l, what);
+    };
+    let announce = "announce route 198.51.100.10/32 next-hop self";
+    let withdraw = "withdraw route 198.51.100.10/32 next-hop self";
+    next(announce);
+    let s = first.ok(&["status"]);
+    assert_eq!(s["bgp"]["announced"][0], "198.51.100.10/32", "{s}");
+    assert!(s["bgp"]["feed_last_poll_s"].as_f64().unwrap() < 5.0, "{s}");
+    let text = String::from_utf8_lossy(&first.ctl(&["node", "drain"]).stdout).into_owned();
+    assert!(text.contains("withdrawn"), "{text}");
+    next(withdraw);
+    assert_eq!(first.ok(&["bgp", "routes"])["routes"][0]["announce"], false);
+    first.ok(&["node", "activate"]);
+    next(announce);
+    // The daemon dies without a word: the feed withdraws what it announced.
+    let mut c = first.child.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    next(withdraw);
+    drop(first);
+    // A daemon on the same socket: announced again.
+    let mut second = Daemon::start("bgp", &service, &frames, bgp);
+    next(announce);
+    // SIGTERM: withdrawn, then the grace time, then the exit.
+    let child = second.child.take().unwrap();
+    let term = Instant::now();
+    unsafe_sigterm(child.id());
+    next(withdraw);
+    let o = child.wait_with_output().unwrap();
+    let took = term.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        took >= Duration::from_millis(1500),
+        "stopped after {took:?}, before the grace"
+    );
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("grace time over"), "{log}");
+    // ExaBGP closing the feed's input ends it.
+    drop(feed.stdin.take());
+    wait_for("the feed to exit", Duration::from_secs(5), || {
+        matches!(feed.try_wait(), Ok(Some(_)))
+    });
+}
