@@ -17,13 +17,7 @@
 # Usage: ecmp.sh up PFX INSTANCES BACKENDS WORKDIR | down PFX
 set -euo pipefail
 cmd=$1; pfx=$2
-ns() { ip netns exec "$pfx-$1" "${@:2}"; }
-down() {
-  for n in $(ip netns list | awk '{print $1}' | grep "^$pfx-" || true); do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$n" 2>/dev/null || true
-  done
-}
+. "$(dirname "$0")/netns.sh"
 if [ "$cmd" = down ]; then down; exit 0; fi
 instances=$3; n=$4; work=$5
 down

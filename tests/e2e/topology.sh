@@ -31,13 +31,7 @@
 # Usage: topology.sh up PFX BACKENDS WORKDIR MODE [QUEUES] | down PFX
 set -euo pipefail
 cmd=$1; pfx=$2
-ns() { ip netns exec "$pfx-$1" "${@:2}"; }
-down() {
-  for n in $(ip netns list | awk '{print $1}' | grep "^$pfx-" || true); do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$n" 2>/dev/null || true
-  done
-}
+. "$(dirname "$0")/netns.sh"
 if [ "$cmd" = down ]; then down; exit 0; fi
 n=$3; work=$4; mode=${5:-nat}; queues=${6:-1}
 down
