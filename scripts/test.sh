@@ -5,14 +5,14 @@
 # the DPDK virtual-device tests, the control-plane tests against a running daemon, the
 # end-to-end tests (real curl and iperf3 clients and HTTP backends in network namespaces,
 # through sluice on DPDK and AF_XDP; two instances behind a BIRD router that learns the VIP
-# from ExaBGP), and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
+# from ExaBGP, and a keepalived VRRP pair), and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
 # Run as root on Debian 12 from anywhere in the checkout:  scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages build-essential pkg-config libdpdk-dev libclang-dev \
   iproute2 ethtool curl iperf3 python3 procps iputils-ping \
-  libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client openssl exabgp bird2
+  libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client openssl exabgp bird2 keepalived
 ensure_rust
 # DPDK tests run on virtual devices with real hugepage memory (not --no-huge), as production does.
 ensure_hugepages 512

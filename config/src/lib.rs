@@ -671,4 +671,26 @@ mac = "02:00:00:00:01:01"
         let e = err(&format!("{GOOD}\n[bgp]\nhold_time = 9\n"));
         assert!(e.message.contains("hold_time"), "{e}");
     }
+
+    /// `[node] start_as` reads "active" (the default) or "standby", names its line when it is
+    /// neither, and is written back as it was read.
+    #[test]
+    fn node_start_as_reads_active_or_standby() {
+        assert!(!Config::from_toml(GOOD, None).unwrap().node.start_standby);
+        let with = |v: &str| GOOD.replacen("[node]\n", &format!("[node]\nstart_as = \"{v}\"\n"), 1);
+        let c = Config::from_toml(&with("standby"), None).unwrap();
+        assert!(c.node.start_standby);
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("start_as = \"standby\""), "{text}");
+        assert_eq!(Config::from_toml(&text, None).unwrap(), c);
+        assert!(
+            !Config::from_toml(&with("active"), None)
+                .unwrap()
+                .node
+                .start_standby
+        );
+        let e = err(&with("backup"));
+        assert_eq!((e.key.as_str(), e.line), ("node.start_as", Some(3)), "{e}");
+        assert!(e.fix.contains("standby"), "{e}");
+    }
 }

@@ -95,6 +95,19 @@ pub struct Node {
     /// big" (or dropped), never sent. `None`: not checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_mtu: Option<u16>,
+    /// `standby`: start answering for no VIP and forwarding nothing for one until `sluicectl
+    /// node activate` (keepalived's notify hook, for VRRP); `active` (the default) serves at
+    /// once.
+    #[serde(
+        rename = "start_as",
+        skip_serializing_if = "std::ops::Not::not",
+        serialize_with = "standby_text"
+    )]
+    pub start_standby: bool,
+}
+
+fn standby_text<S: Serializer>(_: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("standby")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

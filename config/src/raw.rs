@@ -110,6 +110,7 @@ pub(crate) struct RawNode {
     pub(crate) gateway: Option<Spanned<String>>,
     pub(crate) snat_ports: Option<Spanned<[u16; 2]>>,
     pub(crate) tunnel_mtu: Option<Spanned<u16>>,
+    pub(crate) start_as: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

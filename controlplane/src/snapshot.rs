@@ -47,6 +47,8 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
             gateway: n.gateway,
             snat_ports: n.snat_ports,
             tunnel_mtu: n.tunnel_mtu,
+            standby: n.start_standby,
+            announce_epoch: 0,
             offload_ports: cfg
                 .services
                 .iter()

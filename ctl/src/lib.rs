@@ -194,8 +194,14 @@ pub enum Op {
     /// Withdraws this instance's VIP routes (`[bgp]`) so routers send new flows to the other
     /// instances; this one keeps forwarding whatever still reaches it.
     NodeDrain,
-    /// Announces the VIP routes again (each that has a healthy backend).
+    /// Makes the node active: from `drained`, announces the VIP routes again (each that has a
+    /// usable backend); from `standby`, answers for the VIPs and forwards for them again,
+    /// after a gratuitous ARP / unsolicited neighbour advertisement for each.
     NodeActivate,
+    /// Makes the node a standby (VRRP backup, from keepalived's notify hooks): it answers no
+    /// ARP / neighbour solicitation for a VIP, forwards nothing for one, and withdraws its
+    /// VIP routes.
+    NodeStandby,
     /// The VIP routes: whether each is to be announced now, and why. `feed` says the caller
     /// is the ExaBGP feed (`sluicectl bgp feed`): its answer is recorded as what routers were
     /// last told.

@@ -78,7 +78,8 @@ enum Command {
     },
     /// Re-read the configuration file and apply the difference (or refuse and keep the running one).
     Reload,
-    /// This instance as a whole: drain (withdraw its VIP routes, keep forwarding), activate.
+    /// This instance as a whole: drain (withdraw its VIP routes, keep forwarding), standby
+    /// (VRRP backup), activate.
     #[command(subcommand)]
     Node(NodeCmd),
     /// VIP routes announced through ExaBGP ([bgp]): routes, feed (the program ExaBGP runs).
@@ -269,10 +270,18 @@ enum NodeCmd {
     ///
     /// Example: sluicectl node drain && sleep 30 && sluicectl stats   # traffic falls away
     Drain,
-    /// Announce the VIP routes again (each that has a usable backend).
+    /// Make the node active: announce the VIP routes again (each that has a usable backend);
+    /// from standby, answer and forward for the VIPs again, announcing each by gratuitous ARP
+    /// / unsolicited neighbour advertisement. keepalived's notify_master runs this.
     ///
     /// Example: sluicectl node activate && sluicectl bgp routes
     Activate,
+    /// Make the node a standby (VRRP backup): it answers no ARP / neighbour solicitation for
+    /// a VIP and forwards nothing for one (counted as `standby` drops), and withdraws its VIP
+    /// routes. keepalived's notify_backup and notify_fault run this.
+    ///
+    /// Example: sluicectl node standby && sluicectl status
+    Standby,
 }
 
 #[derive(Subcommand)]
@@ -502,6 +511,7 @@ fn main() -> ExitCode {
         Command::Reload => Op::Reload,
         Command::Node(NodeCmd::Drain) => Op::NodeDrain,
         Command::Node(NodeCmd::Activate) => Op::NodeActivate,
+        Command::Node(NodeCmd::Standby) => Op::NodeStandby,
         Command::Bgp(BgpCmd::Routes) => Op::BgpRoutes { feed: false },
         Command::Bgp(BgpCmd::Feed { interval_ms }) => {
             return feed(&mut client, Duration::from_millis(*interval_ms));

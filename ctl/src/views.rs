@@ -23,8 +23,9 @@ pub struct Status {
     pub last_build_ms: Option<f64>,
     /// Newest first, at most 10.
     pub recent_events: Vec<EventView>,
-    /// `active`, `drained` (`node drain`: routes withdrawn, still forwarding) or `stopping`
-    /// (SIGTERM: routes withdrawn, forwarding through the grace time).
+    /// `active`, `drained` (`node drain`: routes withdrawn, still forwarding), `standby`
+    /// (VRRP backup: no answers and no forwarding for the VIPs) or `stopping` (SIGTERM: routes
+    /// withdrawn, forwarding through the grace time).
     #[serde(default)]
     pub node: String,
     /// With `[bgp]`: what the ExaBGP feed was last told.
@@ -219,6 +220,10 @@ pub struct Stats {
     pub neighbour_answers: u64,
     pub neighbour_requests: u64,
     pub neighbours_learned: u64,
+    /// Gratuitous ARPs / unsolicited neighbour advertisements sent for the VIPs on becoming
+    /// active from standby.
+    #[serde(default)]
+    pub vip_announcements: u64,
     pub neighbours: Vec<NeighbourView>,
     pub packets_out: u64,
     pub bytes_in: u64,

@@ -410,6 +410,51 @@ pub fn write_arp_request(frame: &mut [u8], me: MacAddr, my_ip: Ipv4Addr, target:
     true
 }
 
+/// Writes a gratuitous ARP for `ip` at `me` into `frame` ([`ARP_REQUEST_LEN`] bytes): a
+/// broadcast request whose sender and target are both `ip`, the form every host and switch
+/// updates its cache and forwarding table from. False if the frame is not that long.
+pub fn write_gratuitous_arp(frame: &mut [u8], me: MacAddr, ip: Ipv4Addr) -> bool {
+    write_arp_request(frame, me, ip, ip)
+}
+
+/// Length of the unsolicited neighbour advertisement frame (Ethernet + IPv6 + NA with the
+/// target link-layer address option).
+pub const NA_LEN: usize = NS_LEN;
+
+/// Writes an unsolicited neighbour advertisement for `ip` at `me` to all nodes (ff02::1),
+/// with the override flag (RFC 4861 7.2.6), into `frame` ([`NA_LEN`] bytes).
+pub fn write_unsolicited_na(frame: &mut [u8], me: MacAddr, ip: Ipv6Addr) -> bool {
+    if frame.len() != NA_LEN {
+        return false;
+    }
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    frame.fill(0);
+    frame[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    frame[6..12].copy_from_slice(&me.0);
+    frame[12..14].copy_from_slice(&packet::ethernet::ETHERTYPE_IPV6.to_be_bytes());
+    let len = ND_LEN + 8;
+    let h = &mut frame[14..54];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+    h[6] = PROTO_ICMPV6;
+    h[7] = 255;
+    h[8..24].copy_from_slice(&ip.octets());
+    h[24..40].copy_from_slice(&all_nodes.octets());
+    let m = &mut frame[54..54 + len];
+    m[0] = packet::icmp::V6_NEIGHBOR_ADVERT;
+    m[4] = 0x20; // override; neither router nor solicited
+    m[8..24].copy_from_slice(&ip.octets());
+    m[24] = 2; // target link-layer address option, 8 bytes
+    m[25] = 1;
+    m[26..32].copy_from_slice(&me.0);
+    let c = checksum::finish(
+        checksum::pseudo_v6(ip, all_nodes, PROTO_ICMPV6, len as u32),
+        m,
+    );
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// Writes a neighbour solicitation from `me` (`my_ip`) for `target`, to the target's
 /// solicited-node multicast address, into `frame`, which must be [`NS_LEN`] bytes.
 pub fn write_ns(frame: &mut [u8], me: MacAddr, my_ip: Ipv6Addr, target: Ipv6Addr) -> bool {
@@ -513,6 +558,51 @@ mod tests {
 
     fn v4(i: u32) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    /// A gratuitous ARP is a broadcast request with the VIP as sender and target; an
+    /// unsolicited advertisement goes to all nodes with the override flag, the target's
+    /// link-layer address and a valid checksum. Both parse as what they are.
+    #[test]
+    fn vip_announcements_are_well_formed() {
+        let me = MacAddr([2, 0, 0, 0, 0, 9]);
+        let vip = Ipv4Addr::new(10, 99, 0, 100);
+        let mut f = vec![0u8; ARP_REQUEST_LEN];
+        assert!(write_gratuitous_arp(&mut f, me, vip));
+        assert!(
+            !write_gratuitous_arp(&mut [0u8; 42], me, vip),
+            "wrong length refused"
+        );
+        let p = packet::parse::parse_frame(&f).unwrap();
+        assert_eq!(p.network, packet::parse::Network::Arp);
+        assert_eq!(&f[..6], &[0xff; 6]);
+        let a = ArpPacket::new_checked(&f[14..]).unwrap();
+        assert_eq!(a.operation(), OP_REQUEST);
+        assert_eq!(
+            (a.sender_ip(), a.target_ip(), a.sender_mac()),
+            (vip, vip, me)
+        );
+
+        let vip6: Ipv6Addr = "2001:db8::100".parse().unwrap();
+        let mut f = vec![0u8; NA_LEN];
+        assert!(write_unsolicited_na(&mut f, me, vip6));
+        let p = packet::parse::parse_frame(&f).unwrap();
+        assert_eq!(p.proto, PROTO_ICMPV6);
+        assert_eq!(p.icmp_type, packet::icmp::V6_NEIGHBOR_ADVERT);
+        assert_eq!((p.ttl, p.src), (255, IpAddr::V6(vip6)));
+        assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        let m = &f[54..];
+        assert_eq!(m[4], 0x20, "override, not solicited, not a router");
+        assert_eq!(&m[8..24], &vip6.octets());
+        assert_eq!((m[24], m[25], &m[26..32]), (2, 1, &me.0[..]));
+        let mut zeroed = m.to_vec();
+        zeroed[2..4].fill(0);
+        let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+        let c = checksum::finish(
+            checksum::pseudo_v6(vip6, all_nodes, PROTO_ICMPV6, m.len() as u32),
+            &zeroed,
+        );
+        assert_eq!(&m[2..4], &c.to_be_bytes());
     }
 
     /// Addresses keep their slots, a full table is refused, and released slots are reused

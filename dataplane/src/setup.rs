@@ -115,6 +115,12 @@ pub struct NodeSetup {
     /// The largest packet the path to the backends carries (`node.tunnel_mtu`): IPIP/GUE
     /// packets that would be larger once encapsulated are not sent.
     pub tunnel_mtu: Option<u16>,
+    /// A standby instance (VRRP backup): it answers no ARP / neighbour solicitation for a
+    /// VIP and forwards nothing for one.
+    pub standby: bool,
+    /// Raised each time the node becomes active from standby: worker 0 then sends a
+    /// gratuitous ARP / unsolicited neighbour advertisement for every VIP, once per value.
+    pub announce_epoch: u64,
 }
 
 impl NodeSetup {
@@ -130,6 +136,8 @@ impl NodeSetup {
             snat_ports: (32768, 60999),
             offload_ports: None,
             tunnel_mtu: None,
+            standby: false,
+            announce_epoch: 0,
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Snapshot {
     vips: EndpointMap<u16>,
     /// Every address that is some service's VIP.
     vip_addrs: EndpointMap<()>,
+    /// The same, each once, in the order services name them (for announcing them).
+    pub vip_list: Vec<IpAddr>,
     /// (backend address, port, protocol) -> index of the `nat` service it serves, to recognise
     /// replies that need reverse translation.
     nat_backends: EndpointMap<u16>,
@@ -164,6 +166,7 @@ impl Snapshot {
         let mut services = Vec::with_capacity(cfg.services.len());
         let mut vips = EndpointMap::default();
         let mut vip_addrs = EndpointMap::default();
+        let mut vip_list = Vec::new();
         let mut nat_backends = EndpointMap::default();
         let mut backend_index = FastMap::default();
         let mut offload_hops = FastMap::default();
@@ -217,6 +220,9 @@ impl Snapshot {
             let proto = s.proto;
             vips.insert(EndpointKey::new(s.vip.ip(), s.vip.port(), proto), i as u16);
             vip_addrs.insert(EndpointKey::new(s.vip.ip(), 0, 0), ());
+            if !vip_list.contains(&s.vip.ip()) {
+                vip_list.push(s.vip.ip());
+            }
             for (j, b) in s.backends.iter().enumerate() {
                 backend_index.insert((i as u16, b.address), j as u16);
                 if s.forwarding == Forwarding::Offload {
@@ -248,6 +254,7 @@ impl Snapshot {
             services,
             vips,
             vip_addrs,
+            vip_list,
             nat_backends,
             backend_index,
             gateway: next_hop(cfg.node.gateway_mac, cfg.node.gateway),
@@ -342,7 +349,7 @@ impl crate::neighbour::LinkView for Snapshot {
     }
     #[inline]
     fn answers_for(&self, a: IpAddr) -> bool {
-        self.is_vip_addr(a) || self.is_node_addr(a)
+        (!self.node.standby && self.is_vip_addr(a)) || self.is_node_addr(a)
     }
     #[inline]
     fn next_hop_slot(&self, a: IpAddr) -> Option<u16> {

@@ -59,9 +59,11 @@ pub enum DropReason {
     /// Encapsulated, the packet would be larger than `node.tunnel_mtu`: not sent (its sender
     /// got ICMP "fragmentation needed" / "packet too big" if it forbade fragmentation).
     TunnelTooBig,
+    /// For a VIP while this instance is a standby (VRRP): the active one forwards it.
+    Standby,
 }
 
-const OTHER: [DropReason; 23] = [
+const OTHER: [DropReason; 24] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -85,6 +87,7 @@ const OTHER: [DropReason; 23] = [
     DropReason::OffloadNoBuffer,
     DropReason::TxNoBuffer,
     DropReason::TunnelTooBig,
+    DropReason::Standby,
 ];
 
 impl DropReason {
@@ -126,6 +129,7 @@ impl DropReason {
             DropReason::OffloadNoBuffer => 20,
             DropReason::TxNoBuffer => 21,
             DropReason::TunnelTooBig => 22,
+            DropReason::Standby => 23,
         };
         Malformed::ALL.len() + other
     }
@@ -157,6 +161,7 @@ impl DropReason {
             DropReason::OffloadNoBuffer => "offload_no_buffer",
             DropReason::TxNoBuffer => "tx_no_buffer",
             DropReason::TunnelTooBig => "tunnel_too_big",
+            DropReason::Standby => "standby",
         }
     }
 }
@@ -252,6 +257,9 @@ worker_stats! {
     /// the port had no buffer to write one in.
     neighbour_requests,
     neighbour_no_buffer,
+    /// Gratuitous ARPs and unsolicited neighbour advertisements sent for the VIPs on
+    /// becoming active (VRRP).
+    vip_announcements,
     /// Frames handed to an offload shard, and frames the shards returned that this worker
     /// transmitted.
     offloaded,

@@ -64,6 +64,21 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
     if let Some(m) = &n.tunnel_mtu {
         spans.put("node.tunnel_mtu", m.span());
     }
+    let start_standby = match &n.start_as {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "active" => false,
+            "standby" => true,
+            other => {
+                return ctx.err(
+                    v.span(),
+                    "node.start_as",
+                    format!("`{other}` is not a state to start in"),
+                    "write \"active\" (serve at once) or \"standby\" (wait for `sluicectl node activate`, as keepalived's notify hook sends)",
+                )
+            }
+        },
+    };
     Ok(Node {
         mac,
         ipv4,
@@ -72,6 +87,7 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
         gateway,
         snat_ports,
         tunnel_mtu: n.tunnel_mtu.as_ref().map(|m| *m.get_ref()),
+        start_standby,
     })
 }
 

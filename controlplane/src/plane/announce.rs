@@ -22,6 +22,9 @@ pub enum NodeState {
     Drained,
     /// SIGTERM: every route withdrawn, forwarding continues through the grace time.
     Stopping,
+    /// VRRP backup (`sluicectl node standby`, from keepalived): no ARP / ND answers and no
+    /// forwarding for the VIPs, every route withdrawn.
+    Standby,
 }
 
 impl NodeState {
@@ -30,6 +33,7 @@ impl NodeState {
             NodeState::Active => "active",
             NodeState::Drained => "drained",
             NodeState::Stopping => "stopping",
+            NodeState::Standby => "standby",
         }
     }
 }
@@ -97,6 +101,7 @@ impl Plane {
                     (None, _) => (false, "not announced: the configuration has no [bgp] section".to_string()),
                     (_, NodeState::Drained) => (false, "withdrawn: the node is drained (`sluicectl node activate` announces again)".into()),
                     (_, NodeState::Stopping) => (false, "withdrawn: the daemon is stopping".into()),
+                    (_, NodeState::Standby) => (false, "withdrawn: the node is a standby (`sluicectl node activate` makes it active)".into()),
                     (_, NodeState::Active) if !serving => (false, format!("withdrawn: no usable backend ({})", counts.join("; "))),
                     (_, NodeState::Active) => (true, format!("announced: {}", counts.join("; "))),
                 };
@@ -171,12 +176,14 @@ impl Plane {
         })
     }
 
-    /// `node drain` / `node activate`. Refused without `[bgp]` (there is nothing to
-    /// withdraw) and while stopping.
+    /// `node drain` / `node standby` / `node activate`. Draining is refused without `[bgp]`
+    /// (there is nothing to withdraw), every change while stopping. A change to or from
+    /// standby republishes the snapshot (the workers stop or start answering for the VIPs;
+    /// on becoming active they announce them).
     pub fn set_node(&mut self, to: NodeState) -> Result<String, ctl::ErrorBody> {
-        if self.cfg.bgp.is_none() {
+        if to == NodeState::Drained && self.cfg.bgp.is_none() {
             return Err(super::refused(
-                "node drain and node activate withdraw and announce the VIP routes, and this configuration has no [bgp] section (see docs/ha.md)",
+                "node drain withdraws the VIP routes, and this configuration has no [bgp] section (see docs/ha.md); for VRRP, use node standby",
             ));
         }
         if self.node == NodeState::Stopping {
@@ -184,12 +191,29 @@ impl Plane {
                 "the daemon is stopping; its routes stay withdrawn",
             ));
         }
-        let note = match (self.node, to) {
-            (a, b) if a == b => format!("the node is already {}", a.name()),
-            (_, NodeState::Drained) => "node drained: every VIP route withdrawn; forwarding continues for what still arrives".into(),
+        let from = self.node;
+        if from == to {
+            return Ok(format!("the node is already {}", to.name()));
+        }
+        let note = match to {
+            NodeState::Drained => "node drained: every VIP route withdrawn; forwarding continues for what still arrives".to_string(),
+            NodeState::Standby => "node standby: no ARP / neighbour answers and no forwarding for the VIPs; VIP routes withdrawn".into(),
+            _ if from == NodeState::Standby => "node active: answering and forwarding for the VIPs, each announced by gratuitous ARP / unsolicited neighbour advertisement; VIP routes with a usable backend announced".into(),
             _ => "node active: VIP routes with a usable backend announced again".into(),
         };
         self.node = to;
+        if from == NodeState::Standby || to == NodeState::Standby {
+            if from == NodeState::Standby {
+                self.announce_epoch += 1;
+            }
+            if let Err(e) = self.republish() {
+                self.node = from;
+                return Err(ctl::ErrorBody::new(
+                    "failed",
+                    format!("the node stays {}: {e}", from.name()),
+                ));
+            }
+        }
         self.log(note.clone());
         Ok(note)
     }

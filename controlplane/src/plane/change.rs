@@ -86,7 +86,11 @@ impl Plane {
                 for (i, o) in ops.iter().enumerate() {
                     if matches!(
                         o,
-                        Op::Batch { .. } | Op::Reload | Op::NodeDrain | Op::NodeActivate
+                        Op::Batch { .. }
+                            | Op::Reload
+                            | Op::NodeDrain
+                            | Op::NodeActivate
+                            | Op::NodeStandby
                     ) {
                         return Err(ErrorBody::new(
                             "bad_request",

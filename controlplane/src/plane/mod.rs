@@ -138,6 +138,8 @@ pub struct Plane {
     pub node: NodeState,
     /// What the ExaBGP feed was last told.
     pub feed: Option<FeedPoll>,
+    /// Raised on every standby -> active change: the workers announce the VIPs once per value.
+    pub announce_epoch: u64,
 }
 fn now_wall() -> SystemTime {
     SystemTime::now()
@@ -301,6 +303,11 @@ impl Plane {
         }
         let workers = links.len();
         let first = cell.load_full();
+        let node = if cfg.node.start_standby {
+            NodeState::Standby
+        } else {
+            NodeState::Active
+        };
         // The daemon has built these once already (and refused to start on an error).
         let tls = crate::l7::tls_configs(&cfg, &Default::default()).unwrap_or_default();
         Plane {
@@ -324,8 +331,9 @@ impl Plane {
             on_l7: Vec::new(),
             l7_stats: None,
             tls,
-            node: NodeState::Active,
+            node,
             feed: None,
+            announce_epoch: 0,
         }
     }
 
@@ -373,10 +381,12 @@ impl Plane {
         c.cfg.validate().map_err(|e| config_error(&e))?;
         let tls = crate::l7::tls_configs(&c.cfg, &self.tls).map_err(refused)?;
         let neighbours = Arc::clone(&self.cell.load().neighbours);
-        let snap = crate::snapshot::build_with(&c.cfg, &neighbours, |s, b| {
+        let mut snap = crate::snapshot::build_with(&c.cfg, &neighbours, |s, b| {
             Plane::snapshot_state(&c.backends, s, b)
         })
         .map_err(|e| refused(e.to_string()))?;
+        snap.node.standby = self.node == NodeState::Standby;
+        snap.node.announce_epoch = self.announce_epoch;
         Ok(Built { snap, tls })
     }
 
@@ -500,11 +510,11 @@ impl Plane {
 
     /// Serves one request.
     pub fn handle(&mut self, op: &Op) -> Result<Value, ErrorBody> {
-        if let Op::NodeDrain | Op::NodeActivate = op {
-            let to = if let Op::NodeDrain = op {
-                NodeState::Drained
-            } else {
-                NodeState::Active
+        if let Op::NodeDrain | Op::NodeActivate | Op::NodeStandby = op {
+            let to = match op {
+                Op::NodeDrain => NodeState::Drained,
+                Op::NodeStandby => NodeState::Standby,
+                _ => NodeState::Active,
             };
             let note = self.set_node(to)?;
             return Ok(views::to_json(&ctl::views::Changed {

@@ -879,3 +879,40 @@ fn vip_routes_are_announced_only_while_a_backend_is_usable_and_the_node_active()
     assert!(!r.routes[0].announce && r.routes[0].reason.contains("[bgp]"));
     assert!(q.status().bgp.is_none());
 }
+
+/// `node standby` publishes a snapshot that answers and forwards for no VIP; `node activate`
+/// publishes one that does again, with a new announcement epoch (the workers send gratuitous
+/// ARP once per epoch); a file's `start_as = "standby"` starts that way. No [bgp] needed.
+#[test]
+fn standby_and_activate_republish_and_raise_the_announcement_epoch() {
+    let (mut p, _) = plane();
+    assert!(!p.current().node.standby);
+    let g = p.generation;
+    p.handle(&Op::NodeStandby).unwrap();
+    assert!(p.current().node.standby && p.generation > g);
+    assert_eq!(p.status().node, "standby");
+    let epoch = p.current().node.announce_epoch;
+    // A configuration change keeps the node a standby.
+    p.handle(&drain("10.1.0.1:8080")).unwrap();
+    assert!(p.current().node.standby);
+    p.handle(&Op::NodeActivate).unwrap();
+    let snap = p.current();
+    assert!(!snap.node.standby);
+    assert_eq!(snap.node.announce_epoch, epoch + 1);
+    // Active again from active: no new epoch, no republish.
+    let g = p.generation;
+    let again = p.handle(&Op::NodeActivate).unwrap();
+    assert!(again.to_string().contains("already active"), "{again}");
+    assert_eq!(p.generation, g);
+    let r = p.feed_poll();
+    assert!(r.routes[0].reason.contains("[bgp]"), "{:?}", r.routes[0]);
+    let text = BASE.replacen("[node]\n", "[node]\nstart_as = \"standby\"\n", 1);
+    let (mut q, _) = plane_from(&text, PathBuf::from("/nonexistent/sluice.toml"));
+    assert_eq!(q.node, NodeState::Standby);
+    let with_bgp = format!("{text}[bgp]\n");
+    let (mut b, _) = plane_from(&with_bgp, PathBuf::from("/nonexistent/sluice.toml"));
+    let reason = b.feed_poll().routes[0].reason.clone();
+    assert!(reason.contains("standby"), "{reason}");
+    q.handle(&Op::NodeActivate).unwrap();
+    assert_eq!(q.current().node.announce_epoch, 1);
+}

@@ -431,6 +431,7 @@ impl Plane {
             neighbour_answers: t.counters.neighbour_answers,
             neighbour_requests: t.counters.neighbour_requests,
             neighbours_learned: t.counters.neighbours_learned,
+            vip_announcements: t.counters.vip_announcements,
             neighbours: self.neighbours().iter().map(neighbour_view).collect(),
             packets_out: t.counters.packets_out,
             bytes_in: t.counters.bytes_in,

@@ -50,6 +50,9 @@ impl Worker {
                 Class::NotOurs
             };
         }
+        if snap.node.standby && snap.is_vip_addr(p.dst) {
+            return Class::Drop(DropReason::Standby);
+        }
         let l4 = p.proto == PROTO_TCP || p.proto == PROTO_UDP;
         if !p.fragment && l4 {
             if let Some(s) = snap.service_for(p.dst, p.dst_port, p.proto) {
@@ -88,6 +91,9 @@ impl Worker {
             }
         }
         if let Some(s) = snap.nat_service_of_backend(p.src, p.src_port, p.proto) {
+            if snap.node.standby {
+                return Class::Drop(DropReason::Standby);
+            }
             return Class::NatReply(s);
         }
         Class::NotOurs

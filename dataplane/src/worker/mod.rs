@@ -139,6 +139,12 @@ pub struct Worker {
     /// Worker 0 solicits next hops: when it looks next, and where it left off.
     neighbour_due: u64,
     neighbour_cursor: usize,
+    /// Worker 0 announces the VIPs once per [`NodeSetup::announce_epoch`]: the epoch it has
+    /// announced, and how many VIPs of the current one it has sent.
+    ///
+    /// [`NodeSetup::announce_epoch`]: crate::setup::NodeSetup::announce_epoch
+    announced_epoch: u64,
+    announced_vips: usize,
     /// The port does not deliver each flow to its owner (the kernel picks AF_XDP queues, not
     /// our RSS key): forward frames are checked against [`Steering`] too, and handed over.
     steer_forward: bool,
@@ -163,6 +169,8 @@ impl Worker {
             last_now: 0,
             neighbour_due: 0,
             neighbour_cursor: 0,
+            announced_epoch: 0,
+            announced_vips: 0,
             steer_forward: false,
             offload: None,
         }
@@ -353,6 +361,9 @@ impl Worker {
             self.neighbour_due = now.saturating_add(crate::neighbour::TICK_NS);
             self.solicit_next_hops(port, &snap, now, &mut b.tx);
         }
+        if self.id == 0 && snap.node.announce_epoch != self.announced_epoch {
+            self.announce_vips(port, &snap, &mut b.tx);
+        }
         if !b.tx.is_empty() {
             port.tx_burst(&mut b.tx);
         }
@@ -469,6 +480,47 @@ impl Worker {
                 port.free(f);
             }
         }
+    }
+
+    /// Sends a gratuitous ARP / unsolicited neighbour advertisement for each VIP of a node
+    /// that has just become active, as far as the transmit burst has room (the rest on the
+    /// next polls), so that neighbours and switches move the VIPs to this node's MAC now
+    /// rather than when their caches expire. Nothing while standby.
+    fn announce_vips<P: Port>(&mut self, port: &mut P, snap: &Snapshot, tx: &mut Vec<P::Frame>) {
+        use crate::neighbour::{
+            write_gratuitous_arp, write_unsolicited_na, ARP_REQUEST_LEN, NA_LEN,
+        };
+        if snap.node.standby {
+            return;
+        }
+        while let Some(&vip) = snap.vip_list.get(self.announced_vips) {
+            if tx.len() >= BURST {
+                return;
+            }
+            let len = if vip.is_ipv4() {
+                ARP_REQUEST_LEN
+            } else {
+                NA_LEN
+            };
+            let Some(mut f) = port.alloc(len) else {
+                self.stats.neighbour_no_buffer += 1;
+                return;
+            };
+            let me = snap.node.mac;
+            let written = match vip {
+                IpAddr::V4(a) => write_gratuitous_arp(f.data_mut(), me, a),
+                IpAddr::V6(a) => write_unsolicited_na(f.data_mut(), me, a),
+            };
+            if written {
+                self.stats.vip_announcements += 1;
+                tx.push(f);
+            } else {
+                port.free(f);
+            }
+            self.announced_vips += 1;
+        }
+        self.announced_epoch = snap.node.announce_epoch;
+        self.announced_vips = 0;
     }
 
     /// Learns a next hop's MAC from its neighbour solicitation or advertisement, if `p` is

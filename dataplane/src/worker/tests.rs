@@ -428,3 +428,65 @@ fn replies_to_a_shards_upstream_ports_reach_that_shard() {
         Verdict::Drop(DropReason::NotOurs)
     );
 }
+
+/// An ARP request from 203.0.113.1 (02:..:fe) for `target`.
+fn arp_for(target: [u8; 4]) -> PacketBuf {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 0xfe, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 0xfe, 203, 0, 113, 1]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f.resize(60, 0);
+    let mut b = PacketBuf::new();
+    assert!(b.load(&f, 0, 0));
+    b
+}
+
+/// A standby node answers ARP for its own address but not for a VIP, and drops what comes
+/// for a VIP as `standby`; made active with a new epoch, worker 0 sends one gratuitous ARP
+/// per VIP on its next poll (idle or not), once.
+#[test]
+fn a_standby_node_serves_no_vip_and_announces_them_on_becoming_active() {
+    let mut setup = cfg(&[1]);
+    setup.node.standby = true;
+    let standby = Arc::new(Snapshot::build(&setup).unwrap());
+    let mut w = Worker::new(
+        0,
+        Steering::new(1, (1024, 32767)),
+        Arc::clone(&standby),
+        false,
+    );
+    let mut f = syn(1, packet::tcp::SYN);
+    assert_eq!(w.process(&mut f, 1), Verdict::Drop(DropReason::Standby));
+    let mut a = arp_for([198, 51, 100, 10]);
+    assert_eq!(w.process(&mut a, 1), Verdict::Drop(DropReason::NotOurs));
+    let mut a = arp_for([192, 0, 2, 1]);
+    assert_eq!(
+        w.process(&mut a, 1),
+        Verdict::Transmit,
+        "the node's own address"
+    );
+
+    let rings = Rings::new(1, 64);
+    let mut port = MemPort::new(false);
+    let mut b = Bursts::new();
+    w.poll(&mut port, &mut b, &rings);
+    assert!(port.tx.is_empty(), "nothing announced while standby");
+    setup.node.standby = false;
+    setup.node.announce_epoch = 1;
+    w.set_snapshot(Arc::new(Snapshot::build(&setup).unwrap()));
+    w.poll(&mut port, &mut b, &rings);
+    assert_eq!(port.tx.len(), 1);
+    let g = port.tx[0].data().to_vec();
+    assert_eq!(
+        (&g[..6], &g[6..12]),
+        (&[0xff; 6][..], &[2, 0, 0, 0, 0, 1][..])
+    );
+    assert_eq!(&g[28..32], &[198, 51, 100, 10], "sender: the VIP");
+    assert_eq!(&g[38..42], &[198, 51, 100, 10], "target: the VIP");
+    assert_eq!(w.stats.vip_announcements, 1);
+    w.poll(&mut port, &mut b, &rings);
+    assert_eq!(port.tx.len(), 1, "once per epoch");
+    let mut f = syn(2, packet::tcp::SYN);
+    assert_eq!(w.process(&mut f, 1), Verdict::Transmit);
+}
