@@ -335,6 +335,57 @@ fn ipip_upload_completes_by_path_mtu_discovery_through_a_1500_byte_path() {
     assert!(too_big > 0, "{stats}");
 }
 
+/// Outer fragmentation through a tunnel (`node.tunnel_fragment`): UDP datagrams of 1472
+/// bytes sent without DF become 1520-byte IPIP packets, too big for the 1500-byte path
+/// towards the backend; sluice sends each as two outer fragments, the backend's kernel
+/// reassembles and decapsulates them, and its UDP server receives every datagram intact.
+#[test]
+fn ipip_fragments_datagrams_without_df_through_a_1500_byte_path() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        root(),
+        "the end-to-end tests need root (network namespaces)"
+    );
+    let t = Topology::up("xf", 1, "ipip");
+    for (ns, dev) in [("lb", "eth0"), ("lan", "xflb")] {
+        let o = t.exec(ns, &["ip", "link", "set", dev, "mtu", "1500"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let services = "[[service]]\nname = \"dgram\"\nvip = \"10.99.0.100:5300\"\nprotocol = \"udp\"\nforwarding = \"ipip\"\n[[service.backend]]\naddress = \"10.99.0.11:5300\"\n";
+    let cfg = driver_config("xdp", services).replacen(
+        "[node]\n",
+        "[node]\ntunnel_mtu = 1500\ntunnel_fragment = true\n",
+        1,
+    );
+    let b = Balancer::start(&t, &cfg);
+    let got = t.dir.join("received");
+    // The backend counts the datagrams that arrive whole and as sent.
+    let server = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 5300))\ns.settimeout(5)\nn = 0\ntry:\n    while n < 20:\n        d = s.recv(65535)\n        if len(d) == 1472 and len(set(d)) == 1:\n            n += 1\nexcept socket.timeout:\n    pass\nopen('{}', 'w').write(str(n))\n",
+        got.display()
+    );
+    let mut receiver = t.spawn("b1", &["python3", "-c", &server]);
+    std::thread::sleep(Duration::from_millis(300));
+    // IP_MTU_DISCOVER = IP_PMTUDISC_DONT: no DF on the client's datagrams.
+    let client = "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP, 10, 0)\nfor i in range(20):\n    s.sendto(bytes([i % 256]) * 1472, ('10.99.0.100', 5300))\n    time.sleep(0.02)\n";
+    let o = t.exec("cli", &["python3", "-c", client]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = receiver.wait();
+    let n: usize = std::fs::read_to_string(&got)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let stats = b.ctl(&["stats"]);
+    eprintln!("ipip fragmentation: {n} of 20 datagrams of 1472 bytes received whole");
+    assert!(n >= 19, "only {n} of 20 datagrams arrived: {stats}");
+    assert_eq!(
+        stats["drops"]["tunnel_too_big"].as_u64().unwrap_or(0),
+        0,
+        "{stats}"
+    );
+}
+
 /// Two AF_XDP workers on a two-queue interface: the kernel spreads flows over both queues,
 /// and a frame that reaches the worker not owning its flow (the reply of a NAT flow often
 /// comes in on the other queue) is handed over and copied into that worker's UMEM. Every

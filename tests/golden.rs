@@ -802,6 +802,67 @@ fn instances_listing_backends_in_any_order_choose_alike() {
     }
 }
 
+/// `node.tunnel_fragment`: a tunnel packet without DF that is too big once encapsulated leaves
+/// as outer IPv4 fragments, each within the MTU, that put back together are exactly the
+/// encapsulated packet; one with DF is still answered with "fragmentation needed".
+#[test]
+fn tunnels_fragment_packets_without_df_when_configured() {
+    for (mode, overhead) in [("ipip", 20usize), ("gue", 32)] {
+        let cfg = config(
+            mode,
+            false,
+            "tcp",
+            &[1],
+            "tunnel_mtu = 1500\ntunnel_fragment = true\n",
+        );
+        let b = builder(false, 7, None);
+        let big = vec![b'c'; 2000];
+        let mut no_df = b.frame(&tcp(40000, VIP_PORT, 0x18, &big));
+        no_df[14 + 6] &= !0x40;
+        no_df[14 + 10..14 + 12].fill(0);
+        let c = !ones_sum(&[&no_df[14..34]]);
+        no_df[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        let frames = vec![
+            (T0, b.frame(&tcp(40000, VIP_PORT, 0x02, b""))),
+            (T0 + 1_000, no_df.clone()),
+            (T0 + 2_000, b.frame(&tcp(40000, VIP_PORT, 0x18, &big))),
+        ];
+        let run = replay(&scratch(&format!("fragment-{mode}")), &cfg, &frames, 1);
+        let what = format!("{mode}: {}", run.stats);
+        assert_eq!(
+            run.stats["drops"]["tunnel_too_big"].as_u64(),
+            Some(1),
+            "{what}: the DF one"
+        );
+        let to_backend: Vec<&Vec<u8>> = run
+            .out
+            .iter()
+            .map(|(_, f)| f)
+            .filter(|f| f[0..6] == backend_mac(0))
+            .collect();
+        assert_eq!(to_backend.len(), 3, "{what}: the SYN and two fragments");
+        let mut outer = Vec::new();
+        let id = &to_backend[1][18..20];
+        for (k, f) in to_backend[1..].iter().enumerate() {
+            let ip = &f[14..];
+            assert!(
+                ip.len() <= 1500,
+                "{what}: fragment {k} is {} bytes",
+                ip.len()
+            );
+            assert_eq!(ones_sum(&[&ip[..20]]), 0xffff, "{what}: header checksum");
+            assert_eq!(&ip[4..6], id, "{what}: one identification");
+            let flags = u16::from_be_bytes([ip[6], ip[7]]);
+            assert_eq!(flags & 0x2000 != 0, k == 0, "{what}: MF on the first only");
+            assert_eq!((flags & 0x1fff) as usize * 8, outer.len(), "{what}: offset");
+            outer.extend_from_slice(&ip[20..]);
+        }
+        // The outer payload: [UDP + GUE, for GUE] then the client's datagram as it came.
+        let inner = &outer[overhead - 20..];
+        assert_eq!(inner, &no_df[14..], "{what}: reassembled");
+    }
+}
+
 /// Path MTU through the tunnels (`node.tunnel_mtu`): a packet that would be too large once
 /// encapsulated is never sent; with DF (IPv4) or as IPv6, its sender gets "fragmentation
 /// needed" / "packet too big" from the VIP, carrying the tunnel MTU less the overhead and

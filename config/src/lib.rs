@@ -672,6 +672,24 @@ mac = "02:00:00:00:01:01"
         assert!(e.message.contains("hold_time"), "{e}");
     }
 
+    /// `node.tunnel_fragment` needs `node.tunnel_mtu` (the size to cut to), and round-trips.
+    #[test]
+    fn tunnel_fragment_needs_the_tunnel_mtu() {
+        let with = |keys: &str| GOOD.replacen("[node]\n", &format!("[node]\n{keys}"), 1);
+        let e = err(&with("tunnel_fragment = true\n"));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("node.tunnel_fragment", Some(3)),
+            "{e}"
+        );
+        assert!(e.fix.contains("tunnel_mtu"), "{e}");
+        let c =
+            Config::from_toml(&with("tunnel_mtu = 1500\ntunnel_fragment = true\n"), None).unwrap();
+        assert!(c.node.tunnel_fragment);
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        assert!(!Config::from_toml(GOOD, None).unwrap().node.tunnel_fragment);
+    }
+
     /// `[node] start_as` reads "active" (the default) or "standby", names its line when it is
     /// neither, and is written back as it was read.
     #[test]

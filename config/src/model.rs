@@ -95,6 +95,10 @@ pub struct Node {
     /// big" (or dropped), never sent. `None`: not checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_mtu: Option<u16>,
+    /// With `tunnel_mtu`: a packet without DF that is too big once encapsulated leaves as
+    /// fragments of the outer IPv4 packet instead of being dropped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tunnel_fragment: bool,
     /// `standby`: start answering for no VIP and forwarding nothing for one until `sluicectl
     /// node activate` (keepalived's notify hook, for VRRP); `active` (the default) serves at
     /// once.

@@ -111,6 +111,7 @@ pub(crate) struct RawNode {
     pub(crate) snat_ports: Option<Spanned<[u16; 2]>>,
     pub(crate) tunnel_mtu: Option<Spanned<u16>>,
     pub(crate) start_as: Option<Spanned<String>>,
+    pub(crate) tunnel_fragment: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

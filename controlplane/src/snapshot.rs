@@ -47,6 +47,7 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
             gateway: n.gateway,
             snat_ports: n.snat_ports,
             tunnel_mtu: n.tunnel_mtu,
+            tunnel_fragment: n.tunnel_fragment,
             standby: n.start_standby,
             announce_epoch: 0,
             offload_ports: cfg

@@ -115,6 +115,8 @@ pub struct NodeSetup {
     /// The largest packet the path to the backends carries (`node.tunnel_mtu`): IPIP/GUE
     /// packets that would be larger once encapsulated are not sent.
     pub tunnel_mtu: Option<u16>,
+    /// Too-big tunnel packets without DF leave as outer IPv4 fragments (else dropped).
+    pub tunnel_fragment: bool,
     /// A standby instance (VRRP backup): it answers no ARP / neighbour solicitation for a
     /// VIP and forwards nothing for one.
     pub standby: bool,
@@ -136,6 +138,7 @@ impl NodeSetup {
             snat_ports: (32768, 60999),
             offload_ports: None,
             tunnel_mtu: None,
+            tunnel_fragment: false,
             standby: false,
             announce_epoch: 0,
         }

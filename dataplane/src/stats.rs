@@ -54,7 +54,8 @@ pub enum DropReason {
     EncapInnerInvalid,
     /// Every frame of the offload pool was in use (the shards are behind).
     OffloadNoBuffer,
-    /// The port had no buffer to transmit a frame an offload shard made.
+    /// The port had no buffer for a frame sluice makes: one an offload shard made, or an
+    /// outer fragment.
     TxNoBuffer,
     /// Encapsulated, the packet would be larger than `node.tunnel_mtu`: not sent (its sender
     /// got ICMP "fragmentation needed" / "packet too big" if it forbade fragmentation).
@@ -260,6 +261,10 @@ worker_stats! {
     /// Gratuitous ARPs and unsolicited neighbour advertisements sent for the VIPs on
     /// becoming active (VRRP).
     vip_announcements,
+    /// Tunnel packets too big for `node.tunnel_mtu`, without DF, sent as outer fragments
+    /// (`node.tunnel_fragment`), and the fragments they made.
+    tunnel_fragmented,
+    tunnel_fragments,
     /// Frames handed to an offload shard, and frames the shards returned that this worker
     /// transmitted.
     offloaded,

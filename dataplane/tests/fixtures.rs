@@ -71,6 +71,7 @@ fn verdict_name(v: Verdict) -> String {
         Verdict::Drop(r) => format!("drop:{}", r.name()),
         Verdict::Handoff(w) => format!("handoff:{w}"),
         Verdict::Offload(s) => format!("offload:{s}"),
+        Verdict::Fragment(m) => format!("fragment:{m}"),
     }
 }
 

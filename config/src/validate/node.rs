@@ -64,6 +64,9 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
     if let Some(m) = &n.tunnel_mtu {
         spans.put("node.tunnel_mtu", m.span());
     }
+    if let Some(v) = &n.tunnel_fragment {
+        spans.put("node.tunnel_fragment", v.span());
+    }
     let start_standby = match &n.start_as {
         None => false,
         Some(v) => match v.get_ref().as_str() {
@@ -88,11 +91,19 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
         snat_ports,
         tunnel_mtu: n.tunnel_mtu.as_ref().map(|m| *m.get_ref()),
         start_standby,
+        tunnel_fragment: n.tunnel_fragment.as_ref().is_some_and(|v| *v.get_ref()),
     })
 }
 
 /// The rules `[node]` must follow.
 pub(crate) fn check_node(n: &Node) -> Result<(), Invalid> {
+    if n.tunnel_fragment && n.tunnel_mtu.is_none() {
+        return invalid(
+            "node.tunnel_fragment",
+            "fragmenting tunnel packets needs the MTU to fragment to",
+            "set node.tunnel_mtu (the MTU of the path to the backends), or leave tunnel_fragment out",
+        );
+    }
     let (lo, hi) = n.snat_ports;
     if lo == 0 || lo >= hi || (hi - lo) < 63 {
         return invalid(

@@ -114,6 +114,7 @@ impl Worker {
         let Some(dst_mac) = snap.mac_of(be.next_hop) else {
             return Verdict::Drop(DropReason::UnresolvedNextHop);
         };
+        let mut fragment_to = None;
         let result = match svc.forwarding {
             Forwarding::Nat => {
                 translate(f.data_mut(), p, None, Some((be.addr.ip(), be.addr.port())))
@@ -134,14 +135,18 @@ impl Worker {
                     let datagram = p.l3_end.saturating_sub(p.l2_len);
                     if datagram + over > mtu as usize {
                         if !super::too_big::sender_must_shrink(f.data(), p) {
-                            return Verdict::Drop(DropReason::TunnelTooBig);
+                            if !(node.tunnel_fragment && be.addr.is_ipv4()) {
+                                return Verdict::Drop(DropReason::TunnelTooBig);
+                            }
+                            fragment_to = Some(mtu);
+                        } else {
+                            self.stats.drop(DropReason::TunnelTooBig);
+                            let fits = (mtu as usize - over) as u16;
+                            if super::too_big::rewrite_as_too_big(f, p, node.mac, fits) {
+                                return Verdict::Transmit;
+                            }
+                            return Verdict::Drop(DropReason::NoHeadroom);
                         }
-                        self.stats.drop(DropReason::TunnelTooBig);
-                        let fits = (mtu as usize - over) as u16;
-                        if super::too_big::rewrite_as_too_big(f, p, node.mac, fits) {
-                            return Verdict::Transmit;
-                        }
-                        return Verdict::Drop(DropReason::NoHeadroom);
                     }
                 }
                 encapsulate(f, p, svc, snap, be.addr, key.stable_hash())
@@ -162,7 +167,10 @@ impl Worker {
             c.packets += 1;
             c.bytes += f.data().len() as u64;
         }
-        Verdict::Transmit
+        match fragment_to {
+            Some(mtu) => Verdict::Fragment(mtu),
+            None => Verdict::Transmit,
+        }
     }
 
     /// Chooses a backend by Maglev and tracks the flow (allocating an SNAT port if needed).

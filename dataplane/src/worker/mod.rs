@@ -8,6 +8,7 @@
 
 mod balance;
 mod classify;
+mod fragment;
 mod probe;
 mod reply;
 #[cfg(test)]
@@ -50,6 +51,9 @@ pub enum Verdict {
     /// The flow belongs to an offloaded service (or is a reply on a connection an offload
     /// shard opened): pass the (unmodified) frame to that shard.
     Offload(usize),
+    /// Encapsulated and larger than this MTU, without DF: transmit as outer IPv4 fragments
+    /// (`node.tunnel_fragment`).
+    Fragment(u16),
 }
 
 /// Bounded inbound rings, one per worker, carrying frames to the worker that owns their flow;
@@ -145,6 +149,11 @@ pub struct Worker {
     /// [`NodeSetup::announce_epoch`]: crate::setup::NodeSetup::announce_epoch
     announced_epoch: u64,
     announced_vips: usize,
+    /// The identification of this worker's last outer fragments (its own sequence: the
+    /// workers' encapsulated packets come from one address, so they could collide, but only
+    /// in the unlikely case two workers fragment within a reassembly timeout of each other
+    /// with the same value).
+    fragment_id: u16,
     /// The port does not deliver each flow to its owner (the kernel picks AF_XDP queues, not
     /// our RSS key): forward frames are checked against [`Steering`] too, and handed over.
     steer_forward: bool,
@@ -171,6 +180,7 @@ impl Worker {
             neighbour_cursor: 0,
             announced_epoch: 0,
             announced_vips: 0,
+            fragment_id: (id as u16).wrapping_mul(0x2000),
             steer_forward: false,
             offload: None,
         }
@@ -311,6 +321,24 @@ impl Worker {
             };
             match verdict {
                 Verdict::Transmit => b.tx.push(f),
+                Verdict::Fragment(mtu) => {
+                    // Room for every fragment in the burst: send what is there first.
+                    if b.tx.len() + fragment::MOST_FRAGMENTS > BURST {
+                        self.stats.packets_out += b.tx.len() as u64;
+                        port.tx_burst(&mut b.tx);
+                    }
+                    self.fragment_id = self.fragment_id.wrapping_add(1);
+                    match fragment::fragment_into(port, f, mtu, self.fragment_id, &mut b.tx) {
+                        Ok(n) => {
+                            self.stats.tunnel_fragmented += 1;
+                            self.stats.tunnel_fragments += n as u64;
+                        }
+                        Err((f, r)) => {
+                            self.stats.drop(r);
+                            port.free(f);
+                        }
+                    }
+                }
                 Verdict::ToHost => {
                     self.stats.to_host += 1;
                     b.host.push(f);
