@@ -46,7 +46,8 @@ ns cli ip route add default via 10.98.0.1
 ns rtr ip addr add 10.98.0.1/24 dev eth0
 port rtr 02:00:00:00:00:fe eth1
 ns rtr ip addr add 10.99.0.254/24 dev eth1
-ns rtr sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
+ns rtr sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
+  net.ipv6.conf.all.forwarding=1 net.ipv6.fib_multipath_hash_policy=1
 for i in $(seq 1 "$instances"); do
   port "lb$i" "02:00:00:00:00:0$i"
   ns "lb$i" ip addr add "10.99.0.2$i/24" dev eth0
