@@ -110,7 +110,7 @@ impl Report {
             "drops": drops,
             "backends": backends,
             "services": services,
-            "conntrack": {"hits": c.hits, "misses": c.misses, "inserts": c.inserts, "evictions": c.evictions, "expiries": c.expiries, "restarts": c.restarts, "active": self.active_flows, "capacity_per_worker": self.conntrack_capacity},
+            "conntrack": {"hits": c.hits, "misses": c.misses, "inserts": c.inserts, "evictions": c.evictions, "half_open_evictions": c.half_open_evictions, "expiries": c.expiries, "restarts": c.restarts, "active": self.active_flows, "capacity_per_worker": self.conntrack_capacity},
             "elapsed_seconds": self.elapsed.as_secs_f64(),
             "packets_per_second": self.packets_per_second(),
         });

@@ -998,3 +998,72 @@ fn tunnels_answer_packets_too_big_for_the_path_with_icmp() {
     assert_eq!(run.out.len(), 2);
     assert_eq!(run.out[1].1.len() - 14, 1520);
 }
+
+/// A flood of SYNs from 20,000 spoofed sources into a 1,000-flow table that holds 200
+/// established flows: the flood lives in the half-open share and evicts itself; no
+/// established flow is evicted, and each one's packets after the flood are conntrack hits
+/// going to the backend they had.
+#[test]
+fn a_syn_flood_cannot_evict_established_flows() {
+    let cfg = config(
+        "nat",
+        false,
+        "tcp",
+        &[1, 1, 1],
+        "\n[conntrack]\ncapacity = 1000\nhalf_open_percent = 20\n",
+    );
+    let mut frames = Vec::new();
+    let mut t = T0;
+    let mut next = || {
+        t += 1_000;
+        t
+    };
+    let established = 200u32;
+    for i in 0..established {
+        let b = builder(false, i, None);
+        frames.push((next(), b.frame(&tcp(20000, VIP_PORT, 0x02, b""))));
+        frames.push((next(), b.frame(&tcp(20000, VIP_PORT, 0x10, b""))));
+    }
+    for i in 0..20_000u32 {
+        let b = builder(false, 10_000 + i, None);
+        frames.push((
+            next(),
+            b.frame(&tcp(30000 + (i % 1000) as u16, VIP_PORT, 0x02, b"")),
+        ));
+    }
+    for i in 0..established {
+        let b = builder(false, i, None);
+        frames.push((next(), b.frame(&tcp(20000, VIP_PORT, 0x18, b"after"))));
+    }
+    let run = replay(&scratch("syn-flood"), &cfg, &frames, 1);
+    let c = &run.stats["conntrack"];
+    assert_eq!(c["evictions"], 0, "no established flow evicted: {c}");
+    assert!(c["half_open_evictions"].as_u64().unwrap() >= 19_000, "{c}");
+    // Each established flow's packets went to one backend, before and after the flood.
+    let mut by_client: std::collections::HashMap<[u8; 4], std::collections::HashSet<[u8; 6]>> =
+        Default::default();
+    for (_, f) in &run.out {
+        let src: [u8; 4] = f[26..30].try_into().unwrap();
+        if u32::from_be_bytes(src) < u32::from_be_bytes(client_ip_v4(10_000)) {
+            by_client
+                .entry(src)
+                .or_default()
+                .insert(f[0..6].try_into().unwrap());
+        }
+    }
+    assert_eq!(by_client.len(), established as usize);
+    assert!(
+        by_client.values().all(|b| b.len() == 1),
+        "a flow changed backend"
+    );
+    // Hits: each established flow's ACK and its packet after the flood (a flow evicted by
+    // the flood would miss there).
+    assert!(c["hits"].as_u64().unwrap() >= 2 * established as u64, "{c}");
+}
+
+fn client_ip_v4(i: u32) -> [u8; 4] {
+    match client_ip(false, i) {
+        std::net::IpAddr::V4(a) => a.octets(),
+        _ => unreachable!(),
+    }
+}

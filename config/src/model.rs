@@ -624,16 +624,20 @@ pub struct Conntrack {
     pub tcp_established_timeout: u64,
     pub tcp_closing_timeout: u64,
     pub udp_timeout: u64,
+    /// The percentage of `capacity` that half-open flows (TCP, only a SYN seen) may hold;
+    /// past it a new one evicts the oldest half-open flow, never an established one.
+    pub half_open_percent: u32,
 }
 
 impl Default for Conntrack {
     fn default() -> Self {
         Conntrack {
             capacity: 262_144,
-            tcp_syn_timeout: 30,
+            tcp_syn_timeout: 10,
             tcp_established_timeout: 900,
             tcp_closing_timeout: 15,
             udp_timeout: 60,
+            half_open_percent: 25,
         }
     }
 }

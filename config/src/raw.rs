@@ -122,6 +122,7 @@ pub(crate) struct RawConntrack {
     pub(crate) tcp_established_timeout: Option<Spanned<u64>>,
     pub(crate) tcp_closing_timeout: Option<Spanned<u64>>,
     pub(crate) udp_timeout: Option<Spanned<u64>>,
+    pub(crate) half_open_percent: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

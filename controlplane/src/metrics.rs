@@ -134,6 +134,16 @@ pub fn render(p: &Plane) -> String {
         let _ = writeln!(o, "sluice_drops_total{{reason=\"{r}\"}} {n}");
     }
     let _ = writeln!(o, "sluice_conntrack_flows {}", t.active_flows);
+    let _ = writeln!(
+        o,
+        "# HELP sluice_conntrack_half_open_flows Half-open flows (only a SYN seen) tracked, all workers.\n# TYPE sluice_conntrack_half_open_flows gauge\nsluice_conntrack_half_open_flows {}",
+        t.half_open
+    );
+    let _ = writeln!(
+        o,
+        "# HELP sluice_conntrack_evictions_total Flows evicted to make room: half_open (only a SYN seen) or other.\n# TYPE sluice_conntrack_evictions_total counter\nsluice_conntrack_evictions_total{{kind=\"half_open\"}} {}\nsluice_conntrack_evictions_total{{kind=\"other\"}} {}",
+        t.conntrack.half_open_evictions, t.conntrack.evictions
+    );
     for n in p.neighbours() {
         let l = format!("address=\"{}\"", n.addr);
         let _ = writeln!(

@@ -62,6 +62,7 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
             tcp_established_timeout: c.tcp_established_timeout,
             tcp_closing_timeout: c.tcp_closing_timeout,
             udp_timeout: c.udp_timeout,
+            half_open_percent: c.half_open_percent,
         },
         services: cfg
             .services
@@ -131,8 +132,8 @@ mod tests {
             (c.capacity, c.tcp_syn_timeout, c.tcp_established_timeout)
         );
         assert_eq!(
-            (d.tcp_closing_timeout, d.udp_timeout),
-            (c.tcp_closing_timeout, c.udp_timeout)
+            (d.tcp_closing_timeout, d.udp_timeout, d.half_open_percent),
+            (c.tcp_closing_timeout, c.udp_timeout, c.half_open_percent)
         );
     }
 

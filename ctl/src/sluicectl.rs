@@ -1187,14 +1187,17 @@ fn stats_text(v: &Stats) -> String {
     );
     let c = &v.conntrack;
     t += &format!(
-        "\nconntrack: {} of {} flows ({:.1}%), hits {}, misses {}, evictions {}, expiries {}\n",
+        "\nconntrack: {} of {} flows ({:.1}%), hits {}, misses {}, evictions {}, expiries {}; half-open {} of {} at most, {} evicted\n",
         c.active,
         c.capacity,
         c.occupancy * 100.0,
         c.hits,
         c.misses,
         c.evictions,
-        c.expiries
+        c.expiries,
+        c.half_open,
+        c.half_open_capacity,
+        c.half_open_evictions
     );
     if !v.neighbours.is_empty() {
         t += "\nnext hops resolved by sluice:\n";

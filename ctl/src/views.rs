@@ -351,6 +351,15 @@ pub struct ConntrackView {
     /// New flows not tracked because their index probe was full.
     #[serde(default)]
     pub refused: u64,
+    /// Half-open flows (TCP, only a SYN seen) tracked now, all workers, and the most they
+    /// may hold (`half_open_percent` of the capacity).
+    #[serde(default)]
+    pub half_open: usize,
+    #[serde(default)]
+    pub half_open_capacity: usize,
+    /// Half-open flows evicted to make room (`evictions` counts the others).
+    #[serde(default)]
+    pub half_open_evictions: u64,
 }
 
 /// `flows`.

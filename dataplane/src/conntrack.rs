@@ -16,6 +16,13 @@
 //! or else the least recently seen of them, so a full table costs a bounded amount of work and
 //! never stalls forwarding.
 //!
+//! Half-open flows — TCP flows seen only as a SYN, which is all a flood of spoofed SYNs makes
+//! — live on a ring of their own, bounded to a share of the table (`half_open_percent`) and
+//! expiring on the short `tcp_syn_timeout`: a new half-open flow past that share evicts the
+//! oldest half-open one, and a full table evicts half-open flows before any other, so a
+//! flood cannot push established flows out while half-open ones remain. A half-open flow
+//! whose handshake completes moves to the main ring when its ring is next walked.
+//!
 //! A flow keeps the backend it was given for as long as it is tracked, whatever happens to the
 //! Maglev table: that is what keeps established connections in place when backends change.
 
@@ -237,6 +244,9 @@ pub struct ConnTrackCounters {
     /// New flows not tracked because every bucket their probe may use was full (see
     /// [`crate::flowindex::MAX_PROBE`]); their packets are still forwarded.
     pub refused: u64,
+    /// Half-open flows evicted to make room (for another half-open flow past the share, or
+    /// in a full table); `evictions` counts the others.
+    pub half_open_evictions: u64,
 }
 
 /// What [`ConnTrack::insert`] did.
@@ -257,6 +267,7 @@ impl ConnTrackCounters {
         self.expiries += o.expiries;
         self.restarts += o.restarts;
         self.refused += o.refused;
+        self.half_open_evictions += o.half_open_evictions;
     }
 }
 
@@ -273,8 +284,12 @@ pub struct ConnTrack {
     cold: Vec<FlowCold>,
     /// Free slot ids.
     free: Vec<u32>,
-    /// Every live slot id once, in CLOCK order.
+    /// Every live slot id once, in CLOCK order: on this ring, or, for flows inserted as
+    /// half-open, on `half_open` (until the walk of that ring finds them established).
     ring: VecDeque<u32>,
+    half_open: VecDeque<u32>,
+    /// The most entries `half_open` holds.
+    half_open_capacity: usize,
     capacity: usize,
     timeouts_ns: [u64; 4],
     /// Keys [`PackedKey::hash`] for both indexes.
@@ -306,6 +321,10 @@ impl ConnTrack {
             cold: Vec::with_capacity(cap),
             free: Vec::with_capacity(cap),
             ring: VecDeque::with_capacity(cap),
+            half_open: VecDeque::with_capacity(cap),
+            half_open_capacity: (cap * t.half_open_percent as usize)
+                .div_ceil(100)
+                .clamp(1, cap),
             capacity: cap,
             timeouts_ns: [
                 t.tcp_syn_timeout * s,
@@ -333,6 +352,12 @@ impl ConnTrack {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Entries on the half-open ring (flows inserted as a SYN, less those whose handshake
+    /// completed and have moved off it), and the most it holds.
+    pub fn half_open(&self) -> (usize, usize) {
+        (self.half_open.len(), self.half_open_capacity)
     }
 
     #[inline(always)]
@@ -528,6 +553,8 @@ impl ConnTrack {
                 self.index.remove(hash, id);
                 if let Some(pos) = self.ring.iter().position(|&r| r == id) {
                     self.ring.remove(pos);
+                } else if let Some(pos) = self.half_open.iter().position(|&r| r == id) {
+                    self.half_open.remove(pos);
                 }
                 self.free.push(id);
                 self.counters.refused += 1;
@@ -537,8 +564,12 @@ impl ConnTrack {
                 };
             }
         } else {
+            let half_open = flow.state == FlowState::TcpSyn;
+            if half_open && self.half_open.len() >= self.half_open_capacity {
+                gone = self.evict_half_open(now);
+            }
             if self.index.len() >= self.capacity {
-                gone = self.evict_one(now);
+                gone = self.evict_half_open(now).or_else(|| self.evict_one(now));
             }
             let slot = Slot { key: packed, hot };
             let id = match self.free.pop() {
@@ -570,7 +601,11 @@ impl ConnTrack {
                     tracked: false,
                 };
             }
-            self.ring.push_back(id);
+            if half_open {
+                self.half_open.push_back(id);
+            } else {
+                self.ring.push_back(id);
+            }
         }
         self.counters.inserts += 1;
         Inserted {
@@ -587,6 +622,29 @@ impl ConnTrack {
         self.slots[id as usize].key = PackedKey::FREE;
         self.free.push(id);
         (packed.unpack(), self.flow(id))
+    }
+
+    /// Evicts the oldest half-open flow (an expired one counts as an expiry), moving the
+    /// established flows it passes at the front of the half-open ring to the main ring. None
+    /// if a bounded walk found no half-open flow.
+    fn evict_half_open(&mut self, now: u64) -> Option<(FlowKey, Flow)> {
+        for _ in 0..4 * EVICT_SCAN {
+            let id = self.half_open.pop_front()?;
+            let f = &self.slots[id as usize].hot;
+            if f.state != FlowState::TcpSyn {
+                self.ring.push_back(id);
+                continue;
+            }
+            let expired = self.expired(f.last_seen_ns, f.state, now);
+            let gone = self.remove(id);
+            if expired {
+                self.counters.expiries += 1;
+            } else {
+                self.counters.half_open_evictions += 1;
+            }
+            return Some(gone);
+        }
+        None
     }
 
     fn evict_one(&mut self, now: u64) -> Option<(FlowKey, Flow)> {
@@ -625,6 +683,26 @@ impl ConnTrack {
     /// Examines up to `budget` ring entries: expired flows are removed, live ones rotate to
     /// the back; `gone` sees each flow removed. Called once per burst.
     pub fn sweep(&mut self, now: u64, budget: usize, mut gone: impl FnMut(&FlowKey, &Flow)) {
+        // The half-open ring in insertion order: expired flows leave, established ones move
+        // to the main ring, and the walk stops at the first live half-open flow (all behind
+        // it are younger).
+        for _ in 0..budget.min(self.half_open.len()) {
+            let Some(&id) = self.half_open.front() else {
+                break;
+            };
+            let f = &self.slots[id as usize].hot;
+            if f.state != FlowState::TcpSyn {
+                self.half_open.pop_front();
+                self.ring.push_back(id);
+            } else if self.expired(f.last_seen_ns, f.state, now) {
+                self.half_open.pop_front();
+                let (key, flow) = self.remove(id);
+                self.counters.expiries += 1;
+                gone(&key, &flow);
+            } else {
+                break;
+            }
+        }
         for _ in 0..budget.min(self.ring.len()) {
             let Some(id) = self.ring.pop_front() else {
                 return;
@@ -669,7 +747,7 @@ impl ConnTrack {
         self.slots.capacity() * std::mem::size_of::<Slot>()
             + self.cold.capacity() * std::mem::size_of::<FlowCold>()
             + self.free.capacity() * std::mem::size_of::<u32>()
-            + self.ring.capacity() * std::mem::size_of::<u32>()
+            + (self.ring.capacity() + self.half_open.capacity()) * std::mem::size_of::<u32>()
             + self.index.reserved_bytes()
             + self.replies.reserved_bytes()
     }
@@ -683,6 +761,7 @@ impl ConnTrack {
     pub fn iter(&self) -> impl Iterator<Item = (FlowKey, Flow)> + '_ {
         self.ring
             .iter()
+            .chain(self.half_open.iter())
             .map(|&id| (self.slots[id as usize].key.unpack(), self.flow(id)))
     }
 }
@@ -759,7 +838,62 @@ mod tests {
             tcp_established_timeout: 100,
             tcp_closing_timeout: 10,
             udp_timeout: 30,
+            half_open_percent: 25,
         })
+    }
+
+    /// A SYN flood fills only the half-open share: established flows stay, however many SYNs
+    /// come, and the oldest half-open flows make room; a half-open flow whose handshake
+    /// completes leaves the share (and is then kept like any established flow); with no
+    /// half-open flow left, a full table evicts as before.
+    #[test]
+    fn half_open_flows_never_push_out_established_ones() {
+        let mut t = ct(100);
+        assert_eq!(t.half_open(), (0, 25));
+        for p in 0..60 {
+            t.insert(key(p), flow(0, FlowState::TcpEstablished), 0);
+        }
+        // 10,000 SYNs from as many sources.
+        for p in 1000..11_000 {
+            t.insert(key(p), flow(S, FlowState::TcpSyn), S);
+        }
+        assert_eq!(t.half_open(), (25, 25));
+        assert_eq!(t.len(), 85);
+        for p in 0..60 {
+            assert!(t.peek(&key(p)).is_some(), "established flow {p} kept");
+        }
+        assert_eq!(t.counters.evictions, 0);
+        assert_eq!(t.counters.half_open_evictions, 10_000 - 25);
+        // The newest 25 SYNs are the ones tracked.
+        assert!(t.peek(&key(10_999)).is_some() && t.peek(&key(10_974)).is_none());
+        // One completes its handshake: established, it moves to the main ring when the
+        // half-open ring's walk reaches it, and no SYN evicts it.
+        assert!(t
+            .lookup(&key(10_990), Some(packet::tcp::ACK), 2 * S)
+            .is_some());
+        t.sweep(2 * S, 64, |_, _| {});
+        for p in 20_000..20_100 {
+            t.insert(key(p), flow(3 * S, FlowState::TcpSyn), 3 * S);
+        }
+        assert!(t.peek(&key(10_990)).is_some());
+        assert_eq!(
+            t.half_open(),
+            (25, 25),
+            "SYNs only: the established one moved off"
+        );
+        assert_eq!(t.len(), 86);
+        // Established flows fill the rest of the table: the half-open ones go first.
+        for p in 100..130 {
+            t.insert(key(p), flow(3 * S, FlowState::TcpEstablished), 3 * S);
+        }
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.counters.evictions, 0, "no established flow evicted");
+        assert_eq!(t.half_open().0, 25 - 16, "16 half-open flows made room");
+        // Half-open flows expire on the SYN timeout (5 s here).
+        t.sweep(9 * S, 100, |_, _| {});
+        assert_eq!(t.half_open().0, 0);
+        assert!(t.counters.expiries > 0);
+        assert!(t.reserved_bytes() > 0);
     }
 
     #[test]

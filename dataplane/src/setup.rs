@@ -154,16 +154,19 @@ pub struct ConntrackSetup {
     pub tcp_established_timeout: u64,
     pub tcp_closing_timeout: u64,
     pub udp_timeout: u64,
+    /// The percentage of `capacity` half-open flows (TCP, only a SYN seen) may hold.
+    pub half_open_percent: u32,
 }
 
 impl Default for ConntrackSetup {
     fn default() -> Self {
         ConntrackSetup {
             capacity: 262_144,
-            tcp_syn_timeout: 30,
+            tcp_syn_timeout: 10,
             tcp_established_timeout: 900,
             tcp_closing_timeout: 15,
             udp_timeout: 60,
+            half_open_percent: 25,
         }
     }
 }

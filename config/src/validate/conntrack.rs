@@ -29,6 +29,12 @@ pub(crate) fn parse_conntrack(c: &RawConntrack, spans: &mut Spans) -> Conntrack 
             d.tcp_closing_timeout,
         ),
         udp_timeout: take(&c.udp_timeout, "udp_timeout", d.udp_timeout),
+        half_open_percent: take(
+            &c.half_open_percent,
+            "half_open_percent",
+            d.half_open_percent as u64,
+        )
+        .min(u32::MAX as u64) as u32,
     }
 }
 
@@ -39,6 +45,13 @@ pub(crate) fn check_conntrack(c: &Conntrack) -> Result<(), Invalid> {
             "conntrack.capacity",
             format!("{} flows per worker is out of range", c.capacity),
             "give between 1 and 100000000 flows per worker (each costs about 190 bytes)",
+        );
+    }
+    if c.half_open_percent == 0 || c.half_open_percent > 100 {
+        return invalid(
+            "conntrack.half_open_percent",
+            format!("{}% of the table is out of range", c.half_open_percent),
+            "give a whole percentage from 1 to 100 (25 by default: a SYN flood can then hold a quarter of the table at most)",
         );
     }
     for (key, v) in [

@@ -21,6 +21,7 @@ pub struct Totals {
     pub drops: Vec<(&'static str, u64)>,
     pub conntrack: ConnTrackCounters,
     pub active_flows: usize,
+    pub half_open: usize,
     pub backends: HashMap<BackendId, BackendCounters>,
     pub services: HashMap<String, (u64, u64, u64)>,
     /// Per worker: (packets in, packets out, bytes in, drops).
@@ -58,6 +59,7 @@ impl Plane {
             t.counters.add_counters(s);
             t.conntrack.merge(&p.conntrack);
             t.active_flows += p.active_flows;
+            t.half_open += p.half_open;
             t.workers.push((
                 p.worker,
                 s.packets_in,

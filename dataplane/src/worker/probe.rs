@@ -33,6 +33,8 @@ pub struct Probe {
     pub stats: WorkerStats,
     pub conntrack: crate::conntrack::ConnTrackCounters,
     pub active_flows: usize,
+    /// Entries on the half-open ring now.
+    pub half_open: usize,
     pub generation: u64,
     pub now_ns: u64,
     pub flow_query: Option<FlowQuery>,
@@ -57,6 +59,7 @@ impl Probe {
             stats: WorkerStats::new(&snap.backend_counts()),
             conntrack: Default::default(),
             active_flows: 0,
+            half_open: 0,
             generation: 0,
             now_ns: 0,
             flow_query: None,
@@ -77,6 +80,7 @@ impl Worker {
         self.stats.copy_into(&mut p.stats);
         p.conntrack = self.ct.counters;
         p.active_flows = self.ct.len();
+        p.half_open = self.ct.half_open().0;
         p.generation = self.snap.generation;
         p.now_ns = self.last_now;
         p.flows.clear();
