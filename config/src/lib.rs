@@ -672,6 +672,26 @@ mac = "02:00:00:00:01:01"
         assert!(e.message.contains("hold_time"), "{e}");
     }
 
+    /// `max_flows` on an L4 backend reads, round-trips, and is refused out of range with its
+    /// key and line.
+    #[test]
+    fn backend_max_flows_reads_and_is_range_checked() {
+        let with =
+            |v: &str| GOOD.replacen("weight = 3\n", &format!("weight = 3\nmax_flows = {v}\n"), 1);
+        let c = Config::from_toml(&with("5000"), None).unwrap();
+        assert_eq!(c.services[0].backends[1].max_flows, Some(5000));
+        assert_eq!(c.services[0].backends[0].max_flows, None);
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        let e = err(&with("0"));
+        assert!(e.key.ends_with("backend[1].max_flows"), "{e}");
+        let line = with("0")
+            .lines()
+            .position(|l| l.starts_with("max_flows"))
+            .unwrap()
+            + 1;
+        assert_eq!(e.line, Some(line), "{e}");
+    }
+
     /// `node.tunnel_fragment` needs `node.tunnel_mtu` (the size to cut to), and round-trips.
     #[test]
     fn tunnel_fragment_needs_the_tunnel_mtu() {

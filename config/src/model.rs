@@ -121,6 +121,10 @@ pub struct Backend {
     #[serde(serialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
     pub weight: u32,
+    /// The most flows tracked to this backend at once (split evenly between the workers);
+    /// at it, new flows go to Maglev's next choice. L4 services only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

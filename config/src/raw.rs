@@ -261,4 +261,5 @@ pub(crate) struct RawBackend {
     pub(crate) address: Spanned<String>,
     pub(crate) mac: Option<Spanned<String>>,
     pub(crate) weight: Option<Spanned<u64>>,
+    pub(crate) max_flows: Option<Spanned<u64>>,
 }

@@ -84,6 +84,7 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
                             address: b.address,
                             mac: b.mac,
                             weight: b.weight,
+                            max_flows: b.max_flows.unwrap_or(0),
                             admin,
                             health,
                         }

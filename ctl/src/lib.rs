@@ -27,6 +27,9 @@ pub struct BackendSpec {
     pub mac: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// The most flows tracked to it at once (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
 }
 
 /// A service as `service add` describes it (the same keys as a `[[service]]` table).

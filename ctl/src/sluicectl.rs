@@ -146,6 +146,10 @@ enum BackendCmd {
         mac: Option<String>,
         #[arg(long)]
         weight: Option<u32>,
+        /// The most flows tracked to it at once (an L4 service's backend; split between the
+        /// workers); at it, new flows go to the next backend Maglev would pick.
+        #[arg(long, value_name = "N")]
+        max_flows: Option<u32>,
         /// The pool of an L7 service the backend joins.
         #[arg(long)]
         pool: Option<String>,
@@ -362,6 +366,7 @@ fn parse_backend(s: &str) -> Result<BackendSpec, String> {
         address: addr.into(),
         mac,
         weight,
+        max_flows: None,
     })
 }
 
@@ -474,6 +479,7 @@ fn main() -> ExitCode {
                     address,
                     mac: None,
                     weight,
+                    max_flows: None,
                 });
             }
             Op::PoolAdd {
@@ -545,6 +551,7 @@ impl BackendCmd {
                 address,
                 mac,
                 weight,
+                max_flows,
                 pool,
             } => Op::BackendAdd {
                 service: service.clone(),
@@ -552,6 +559,7 @@ impl BackendCmd {
                     address: address.clone(),
                     mac: mac.clone(),
                     weight: *weight,
+                    max_flows: *max_flows,
                 },
                 pool: pool.clone(),
             },

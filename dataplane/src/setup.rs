@@ -177,6 +177,8 @@ pub struct BackendSetup {
     /// The next hop's MAC; `None` has the data path resolve the (on-link) address itself.
     pub mac: Option<MacAddr>,
     pub weight: u32,
+    /// The most flows tracked to it at once, all workers (0: no limit).
+    pub max_flows: u32,
     pub admin: Admin,
     pub health: Health,
 }
@@ -217,6 +219,7 @@ impl ServiceSetup {
             address,
             mac,
             weight: 1,
+            max_flows: 0,
             admin: Admin::Ready,
             health: Health::Unknown,
         });

@@ -50,6 +50,8 @@ pub struct BackendEntry {
     pub addr: SocketAddr,
     pub next_hop: NextHop,
     pub weight: u32,
+    /// The most flows tracked to it at once, all workers (0: no limit).
+    pub max_flows: u32,
     pub admin: Admin,
     pub health: Health,
     /// In the Maglev table: new flows may go here.
@@ -202,6 +204,7 @@ impl Snapshot {
                     addr: b.address,
                     next_hop: next_hop(b.mac, Some(b.address.ip())),
                     weight: b.weight,
+                    max_flows: b.max_flows,
                     admin: b.admin,
                     health: b.health,
                     takes_new_flows: false,

@@ -62,9 +62,11 @@ pub enum DropReason {
     TunnelTooBig,
     /// For a VIP while this instance is a standby (VRRP): the active one forwards it.
     Standby,
+    /// A new flow when every backend that takes new flows is at its `max_flows`.
+    BackendFull,
 }
 
-const OTHER: [DropReason; 24] = [
+const OTHER: [DropReason; 25] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -89,6 +91,7 @@ const OTHER: [DropReason; 24] = [
     DropReason::TxNoBuffer,
     DropReason::TunnelTooBig,
     DropReason::Standby,
+    DropReason::BackendFull,
 ];
 
 impl DropReason {
@@ -131,6 +134,7 @@ impl DropReason {
             DropReason::TxNoBuffer => 21,
             DropReason::TunnelTooBig => 22,
             DropReason::Standby => 23,
+            DropReason::BackendFull => 24,
         };
         Malformed::ALL.len() + other
     }
@@ -163,6 +167,7 @@ impl DropReason {
             DropReason::TxNoBuffer => "tx_no_buffer",
             DropReason::TunnelTooBig => "tunnel_too_big",
             DropReason::Standby => "standby",
+            DropReason::BackendFull => "backend_full",
         }
     }
 }

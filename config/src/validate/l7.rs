@@ -509,6 +509,15 @@ pub(crate) fn check_l7_service(
             "add a [[service.pool]] with name = \"…\" and at least one [[service.pool.backend]]",
         );
     }
+    for (j, p) in l7.pools.iter().enumerate() {
+        if let Some(k) = p.backends.iter().position(|b| b.max_flows.is_some()) {
+            return invalid(
+                format!("{key}.pool[{j}].backend[{k}].max_flows"),
+                "max_flows limits an L4 service's backend; an L7 pool's backends take requests over pooled connections",
+                "leave max_flows out here (limit clients with [service.limits] connections)",
+            );
+        }
+    }
     let lim = l7.limits;
     if !(256..=1_048_576).contains(&lim.header_bytes) {
         return invalid(

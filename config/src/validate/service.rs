@@ -156,10 +156,28 @@ pub(crate) fn parse_backends(
             }
             None => 1,
         };
+        let max_flows = match &b.max_flows {
+            Some(m) => {
+                spans.put(format!("{bkey}.max_flows"), m.span());
+                match u32::try_from(*m.get_ref()) {
+                    Ok(v) if (1..=100_000_000).contains(&v) => Some(v),
+                    _ => {
+                        return ctx.err(
+                            m.span(),
+                            format!("{bkey}.max_flows"),
+                            format!("{} flows is out of range", m.get_ref()),
+                            "give the most flows this backend takes at once, 1 to 100000000, or leave max_flows out for no limit",
+                        )
+                    }
+                }
+            }
+            None => None,
+        };
         backends.push(Backend {
             address,
             mac,
             weight,
+            max_flows,
         });
     }
     Ok(backends)

@@ -27,6 +27,7 @@ fn backend_from_spec(b: &BackendSpec) -> Result<Backend, ErrorBody> {
         address,
         mac,
         weight: b.weight.unwrap_or(1),
+        max_flows: b.max_flows,
     })
 }
 

@@ -207,6 +207,7 @@ fn a_batch_applies_all_of_its_changes_or_none() {
             address: "10.1.0.3".into(),
             mac: None,
             weight: None,
+            max_flows: None,
         },
         pool: None,
     };
@@ -233,6 +234,7 @@ fn a_batch_applies_all_of_its_changes_or_none() {
             address: "10.1.0.3:8080".into(),
             mac: Some("02:00:00:00:01:03".into()),
             weight: Some(2),
+            max_flows: None,
         },
         pool: None,
     };
@@ -577,6 +579,7 @@ fn l7_routes_and_pools_change_live_and_refusals_change_nothing() {
                         address: "10.1.0.3:8080".into(),
                         mac: Some("02:00:00:00:01:03".into()),
                         weight: Some(2),
+                        max_flows: None,
                     }],
                 },
             },
@@ -639,6 +642,7 @@ fn l7_routes_and_pools_change_live_and_refusals_change_nothing() {
             address: "10.1.0.4:8080".into(),
             mac: None,
             weight: None,
+            max_flows: None,
         },
         pool: Some("api".into()),
     })
@@ -659,6 +663,7 @@ fn l7_routes_and_pools_change_live_and_refusals_change_nothing() {
                 address: "10.1.0.5:8080".into(),
                 mac: None,
                 weight: None,
+                max_flows: None,
             },
             pool: None,
         })

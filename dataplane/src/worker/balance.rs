@@ -15,6 +15,10 @@ use packet::parse::{Network, Parsed};
 use packet::FlowKey;
 use std::net::{IpAddr, SocketAddr};
 
+/// Table entries a new flow looks through for a backend under its `max_flows` before it
+/// considers every backend.
+const FULL_PROBES: usize = 32;
+
 /// SNAT ports tried for a new flow before giving up.
 const SNAT_TRIES: usize = 64;
 
@@ -185,7 +189,7 @@ impl Worker {
     ) -> Result<Flow, DropReason> {
         let svc = &snap.services[s];
         let table = svc.table.as_ref().ok_or(DropReason::NoBackend)?;
-        let b = table.lookup(key.stable_hash());
+        let b = self.with_room(svc, s, table, key.stable_hash())?;
         let be = svc.backends.get(b as usize).ok_or(DropReason::NoBackend)?;
         let (snat_port, reply_key) = match svc.forwarding {
             Forwarding::Nat => (
@@ -246,6 +250,47 @@ impl Worker {
             }
         }
         Ok(flow)
+    }
+
+    /// Maglev's choice for a new flow, or, if that backend is at its `max_flows` (this
+    /// worker's share of it), the next entry of the table whose backend has room — the
+    /// table's neighbours are other backends in proportion to their weights, as Maglev's
+    /// fallback for an overloaded backend takes them — and past [`FULL_PROBES`] entries any
+    /// backend with room; `backend_full` when none has.
+    #[inline]
+    fn with_room(
+        &self,
+        svc: &ServiceEntry,
+        s: usize,
+        table: &maglev::MaglevTable,
+        hash: u64,
+    ) -> Result<u16, DropReason> {
+        let workers = self.steering.workers as u32;
+        let counts = self.stats.backends.get(s);
+        let has_room = |b: u16| {
+            let Some(be) = svc.backends.get(b as usize) else {
+                return false;
+            };
+            be.max_flows == 0
+                || counts
+                    .and_then(|c| c.get(b as usize))
+                    .is_none_or(|c| c.active_flows < u64::from(be.max_flows.div_ceil(workers)))
+        };
+        let entries = table.entries();
+        let first = (hash % entries.len() as u64) as usize;
+        let b = entries[first];
+        if has_room(b) {
+            return Ok(b);
+        }
+        for k in 1..FULL_PROBES.min(entries.len()) {
+            let b = entries[(first + k) % entries.len()];
+            if has_room(b) {
+                return Ok(b);
+            }
+        }
+        (0..svc.backends.len() as u16)
+            .find(|&b| svc.backends[b as usize].takes_new_flows && has_room(b))
+            .ok_or(DropReason::BackendFull)
     }
 
     fn alloc_snat_port(

@@ -490,3 +490,47 @@ fn a_standby_node_serves_no_vip_and_announces_them_on_becoming_active() {
     let mut f = syn(2, packet::tcp::SYN);
     assert_eq!(w.process(&mut f, 1), Verdict::Transmit);
 }
+
+/// `max_flows`: a backend at its limit takes no new flow — Maglev's next choice does — and
+/// when every backend is at its limit new flows are dropped as `backend_full`, while tracked
+/// flows keep flowing.
+#[test]
+fn backends_at_max_flows_take_no_new_flows() {
+    let mut setup = cfg(&[1, 2]);
+    for b in &mut setup.services[0].backends {
+        b.max_flows = 5;
+    }
+    let snap = Arc::new(Snapshot::build(&setup).unwrap());
+    let mut w = Worker::new(0, Steering::new(1, (1024, 32767)), snap, false);
+    let mut per_backend = std::collections::HashMap::<[u8; 4], usize>::new();
+    let mut verdicts = Vec::new();
+    for i in 0..20 {
+        let mut f = syn(i, packet::tcp::SYN);
+        let v = w.process(&mut f, 1);
+        if v == Verdict::Transmit {
+            *per_backend.entry(dst_of(&f)).or_default() += 1;
+        }
+        verdicts.push(v);
+    }
+    assert_eq!(per_backend.len(), 2, "{per_backend:?}");
+    assert!(per_backend.values().all(|&n| n == 5), "{per_backend:?}");
+    let full = verdicts
+        .iter()
+        .filter(|v| **v == Verdict::Drop(DropReason::BackendFull))
+        .count();
+    assert_eq!(full, 10);
+    // A tracked flow is not new: it keeps going.
+    let first = verdicts
+        .iter()
+        .position(|v| *v == Verdict::Transmit)
+        .unwrap();
+    let mut f = syn(first as u16, packet::tcp::ACK);
+    assert_eq!(w.process(&mut f, 2), Verdict::Transmit);
+    // Without a limit, the same flows all go through.
+    let open = Arc::new(Snapshot::build(&cfg(&[1, 2])).unwrap());
+    let mut w = Worker::new(0, Steering::new(1, (1024, 32767)), open, false);
+    for i in 0..20 {
+        let mut f = syn(i, packet::tcp::SYN);
+        assert_eq!(w.process(&mut f, 1), Verdict::Transmit);
+    }
+}
