@@ -8,21 +8,30 @@
 # packets/s per mode next to testpmd) to the output directory.
 #
 # The capture: 64-byte TCP frames over FLOWS flows to one VIP, made by the committed
-# generator (make-fixtures --bench); with W workers each queue's file holds FLOWS/W flows.
+# generator (make-fixtures --bench): a SYN, then a data segment, per flow, so that from the
+# second pass over the file on every packet is one of an established, tracked flow (a file
+# of SYNs alone would be a SYN flood, which the conntrack keeps to its half-open share); with
+# W workers each queue's file holds FLOWS/W flows.
 #
-# Usage: scripts/bench-pps.sh [-s SECONDS] [-f FLOWS] [-m "nat snat dsr ipip gue"]
+# This machine is shared and its speed drifts, so one run is an anecdote: every figure is
+# the median of RUNS pairs (default 3), each pair a testpmd run and then a sluice run back to
+# back, and is printed with its spread [min-max]; the ratio is the median of the pairs'
+# ratios. Every run is in runs.csv, the medians and spreads in results.csv.
+#
+# Usage: scripts/bench-pps.sh [-s SECONDS] [-f FLOWS] [-r RUNS] [-m "nat snat dsr ipip gue"]
 #                             [-w "1 2"] [-o OUTDIR]
 # Needs root, hugepages and dpdk-dev (installed here if missing). Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-secs=10; flows=100000; modes="nat snat dsr ipip gue"; workers="1 2"; out=target/bench-pps
-while getopts "s:f:m:w:o:" o; do
+secs=10; flows=100000; runs=3; modes="nat snat dsr ipip gue"; workers="1 2"; out=target/bench-pps
+while getopts "s:f:r:m:w:o:" o; do
   case $o in
-    s) secs=$OPTARG ;; f) flows=$OPTARG ;; m) modes=$OPTARG ;; w) workers=$OPTARG ;; o) out=$OPTARG ;;
-    *) sed -n '2,18p' "$0"; exit 2 ;;
+    s) secs=$OPTARG ;; f) flows=$OPTARG ;; r) runs=$OPTARG ;; m) modes=$OPTARG ;; w) workers=$OPTARG ;; o) out=$OPTARG ;;
+    *) sed -n '2,23p' "$0"; exit 2 ;;
   esac
 done
+case $runs in ''|*[!0-9]*|0) echo "bench-pps: -r takes a whole number of runs, at least 1 (got '$runs')" >&2; exit 2 ;; esac
 ensure_packages dpdk-dev libdpdk-dev libclang-dev libxdp-dev libbpf-dev clang
 ensure_hugepages 1024
 mkdir -p "$out"; work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -33,14 +42,22 @@ perf_ok=0
 if command -v perf >/dev/null && perf stat -e cycles true >/dev/null 2>&1 && ! perf stat -e cycles true 2>&1 | grep -q "not supported"; then
   perf_ok=1
 fi
-echo "mode,workers,flows,sluice_pps,testpmd_pps,ratio,conntrack_active,cycles_per_packet,cache_misses_per_packet" > "$out/results.csv"
-printf '%-6s %7s %14s %14s %7s %10s\n' MODE WORKERS SLUICE_PPS TESTPMD_PPS RATIO FLOWS
+echo "mode,workers,flows,sluice_pps,testpmd_pps,ratio,conntrack_active,cycles_per_packet,cache_misses_per_packet,runs,sluice_min,sluice_max,testpmd_min,testpmd_max,ratio_min,ratio_max" > "$out/results.csv"
+echo "mode,workers,flows,run,sluice_pps,testpmd_pps,ratio,conntrack_active,cycles_per_packet,cache_misses_per_packet" > "$out/runs.csv"
+echo "bench-pps: ${secs} s per run, $runs testpmd/sluice pairs per figure"
+# One dpdk-testpmd macswap run on the devices of the current worker count: its Rx packets/s.
+testpmd_pps() {
+  timeout -s INT "$secs" dpdk-testpmd --in-memory --no-pci --lcores "$lcores" --log-level=lib.eal:error \
+    --vdev "$rx" --vdev "$tx" -- --no-mlockall --forward-mode=macswap --nb-cores="$w" \
+    --rxq="$w" --txq="$w" --total-num-mbufs="$mbufs" --stats-period 1 -a < /dev/null > "$work/testpmd.log" 2>&1 || true
+  awk '/Port statistics/ {port = 1; next} /Rx-pps:/ { if (port == 1) { v = $2 } port++ } END { print v + 0 }' "$work/testpmd.log"
+}
 for w in $workers; do
   if [ "$w" -gt "$ncpu" ]; then echo "skipping $w workers: this machine has $ncpu cores"; continue; fi
   per=$(( flows / w ))
   rx="net_pcap0"
   for q in $(seq 0 $((w - 1))); do
-    cargo run -q --release -p fixtures --bin make-fixtures -- --bench "$per" 1 "$work/q$q.pcap" $((q * per)) >/dev/null
+    cargo run -q --release -p fixtures --bin make-fixtures -- --bench "$per" 2 "$work/q$q.pcap" $((q * per)) >/dev/null
     rx="$rx,rx_pcap=$work/q$q.pcap"
   done
   rx="$rx,infinite_rx=1"
@@ -48,10 +65,6 @@ for w in $workers; do
   mbufs=$(( (flows / 1024 + 8 * w) * 1024 * 2 - 1 ))
   # Worker cores: the highest ones; the EAL main / control thread gets core 0.
   if [ "$w" -eq 1 ]; then cores="1"; lcores="0,1"; else cores="0, 1"; lcores="0@0,1@0,2@1"; fi
-  timeout -s INT "$secs" dpdk-testpmd --in-memory --no-pci --lcores "$lcores" --log-level=lib.eal:error \
-    --vdev "$rx" --vdev "$tx" -- --no-mlockall --forward-mode=macswap --nb-cores="$w" \
-    --rxq="$w" --txq="$w" --total-num-mbufs="$mbufs" --stats-period 1 -a < /dev/null > "$work/testpmd.log" 2>&1 || true
-  ref=$(awk '/Port statistics/ {port = 1; next} /Rx-pps:/ { if (port == 1) { v = $2 } port++ } END { print v + 0 }' "$work/testpmd.log")
   for mode in $modes; do
     bport=$([ "$mode" = nat ] || [ "$mode" = snat ] && echo 8080 || echo 80)
     cat > "$work/sluice.toml" <<TOML
@@ -88,14 +101,17 @@ tx_port = "net_null0"
 mbufs = $mbufs
 TOML
     cmd=(./target/release/sluice run --config "$work/sluice.toml" --duration "$secs" --stats "$work/s.json" -q)
-    if [ "$perf_ok" = 1 ]; then
-      perf stat -x, -e cycles,cache-misses -o "$work/perf.csv" "${cmd[@]}"
-    else
-      "${cmd[@]}"; : > "$work/perf.csv"
-    fi
-    python3 - "$work/s.json" "$ref" "$mode" "$w" "$flows" "$work/perf.csv" >> "$out/results.csv" <<'PY'
+    for r in $(seq "$runs"); do
+      # A pair: the I/O limit, then sluice, back to back on the same devices and cores.
+      ref=$(testpmd_pps)
+      if [ "$perf_ok" = 1 ]; then
+        perf stat -x, -e cycles,cache-misses -o "$work/perf.csv" "${cmd[@]}"
+      else
+        "${cmd[@]}"; : > "$work/perf.csv"
+      fi
+      python3 - "$work/s.json" "$ref" "$mode" "$w" "$flows" "$work/perf.csv" "$r" >> "$out/runs.csv" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1])); ref = float(sys.argv[2]); mode, w, flows = sys.argv[3], sys.argv[4], sys.argv[5]
+s = json.load(open(sys.argv[1])); ref = float(sys.argv[2]); mode, w, flows, r = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[7]
 pps = s["packets_in"] / s["elapsed_seconds"]
 cyc = miss = ""
 for line in open(sys.argv[6]):
@@ -103,9 +119,24 @@ for line in open(sys.argv[6]):
     if len(f) > 2 and f[0].replace(".", "").isdigit():
         if f[2].startswith("cycles"): cyc = f"{float(f[0]) / max(s['packets_in'], 1):.1f}"
         if f[2].startswith("cache-misses"): miss = f"{float(f[0]) / max(s['packets_in'], 1):.2f}"
-print(f"{mode},{w},{flows},{pps:.0f},{ref:.0f},{pps / ref if ref else 0:.4f},{s['conntrack']['active']},{cyc},{miss}")
+print(f"{mode},{w},{flows},{r},{pps:.0f},{ref:.0f},{pps / ref if ref else 0:.4f},{s['conntrack']['active']},{cyc},{miss}")
 PY
-    tail -1 "$out/results.csv" | awk -F, '{ printf "%-6s %7s %14d %14d %7.3f %10d\n", $1, $2, $4, $5, $6, $7 }'
+      tail -1 "$out/runs.csv" | awk -F, '{ printf "%-6s %2s workers  run %s: sluice %12d  testpmd %12d  ratio %.3f\n", $1, $2, $4, $5, $6, $7 }'
+    done
+    # The figure: medians over the pairs, with their spread.
+    python3 - "$out/runs.csv" "$mode" "$w" >> "$out/results.csv" <<'PY'
+import csv, statistics, sys
+mode, w = sys.argv[2], sys.argv[3]
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["mode"] == mode and r["workers"] == w]
+col = lambda k: [float(r[k]) for r in rows]
+med = lambda k: statistics.median(col(k))
+def opt(k):
+    v = [float(r[k]) for r in rows if r[k]]
+    return f"{statistics.median(v):.2f}" if v else ""
+s, t, q = col("sluice_pps"), col("testpmd_pps"), col("ratio")
+print(f"{mode},{w},{rows[0]['flows']},{med('sluice_pps'):.0f},{med('testpmd_pps'):.0f},{med('ratio'):.4f},{rows[-1]['conntrack_active']},{opt('cycles_per_packet')},{opt('cache_misses_per_packet')},{len(rows)},{min(s):.0f},{max(s):.0f},{min(t):.0f},{max(t):.0f},{min(q):.4f},{max(q):.4f}")
+PY
+    tail -1 "$out/results.csv" | awk -F, '{ printf "%-6s %2s workers  median of %s: sluice %.2f M [%.2f-%.2f]  testpmd %.2f M [%.2f-%.2f]  ratio %.3f [%.3f-%.3f]\n", $1, $2, $10, $4/1e6, $11/1e6, $12/1e6, $5/1e6, $13/1e6, $14/1e6, $6, $15, $16 }'
   done
 done
 [ "$perf_ok" = 1 ] || echo "perf stat: no hardware counters on this machine, so no cycles or cache misses per packet"

@@ -26,7 +26,7 @@ ensure_hugepages 1024
 work=$(mktemp -d); trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=
 cargo build -q --release -p sluice -p ctl --bin sluice --bin sluicectl
-cargo run -q --release -p fixtures --bin make-fixtures -- --bench "$flows" 1 "$work/in.pcap" >/dev/null
+cargo run -q --release -p fixtures --bin make-fixtures -- --bench "$flows" 2 "$work/in.pcap" >/dev/null
 sock="$work/control.sock"
 python3 - "$backends" "$table" "$flows" "$work" > "$work/sluice.toml" <<'PY'
 import sys

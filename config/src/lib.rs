@@ -672,6 +672,18 @@ mac = "02:00:00:00:01:01"
         assert!(e.message.contains("hold_time"), "{e}");
     }
 
+    /// Without an L7 service, SNAT may take every port (the pool reserves none): a range up to
+    /// 65535 is accepted, as the pps harness uses it.
+    #[test]
+    fn snat_may_use_every_port_without_an_l7_service() {
+        let c = Config::from_toml(
+            &GOOD.replacen("[node]\n", "[node]\nsnat_ports = [1024, 65535]\n", 1),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.node.snat_ports, (1024, 65535));
+    }
+
     /// `max_flows` on an L4 backend reads, round-trips, and is refused out of range with its
     /// key and line.
     #[test]

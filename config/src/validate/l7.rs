@@ -1088,15 +1088,17 @@ pub(crate) fn check_l7_workers(
             "the default is [61000, 65535]",
         );
     }
+    let uses_l7 = services.iter().any(|s| s.l7.is_some());
+    // The pool's source ports are the node's only while an L7 service runs; without one,
+    // SNAT may use every port.
     let (slo, shi) = node.snat_ports;
-    if lo <= shi && slo <= hi {
+    if uses_l7 && lo <= shi && slo <= hi {
         return invalid(
             "l7.upstream_ports",
             format!("[{lo}, {hi}] overlaps node.snat_ports [{slo}, {shi}]"),
-            "give the two ranges distinct ports (the defaults are [32768, 60999] and [61000, 65535])",
+            "give the two ranges distinct ports (the defaults are [1024, 32767] and [61000, 65535])",
         );
     }
-    let uses_l7 = services.iter().any(|s| s.l7.is_some());
     let need = services
         .iter()
         .filter_map(|s| s.l7.as_ref())
