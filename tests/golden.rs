@@ -802,6 +802,14 @@ fn instances_listing_backends_in_any_order_choose_alike() {
     }
 }
 
+/// Clears DF in an untagged IPv4 frame's header and fixes its checksum.
+fn clear_df(frame: &mut [u8]) {
+    frame[14 + 6] &= !0x40;
+    frame[14 + 10..14 + 12].fill(0);
+    let c = !ones_sum(&[&frame[14..34]]);
+    frame[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
 /// `node.tunnel_fragment`: a tunnel packet without DF that is too big once encapsulated leaves
 /// as outer IPv4 fragments, each within the MTU, that put back together are exactly the
 /// encapsulated packet; one with DF is still answered with "fragmentation needed".
@@ -818,10 +826,7 @@ fn tunnels_fragment_packets_without_df_when_configured() {
         let b = builder(false, 7, None);
         let big = vec![b'c'; 2000];
         let mut no_df = b.frame(&tcp(40000, VIP_PORT, 0x18, &big));
-        no_df[14 + 6] &= !0x40;
-        no_df[14 + 10..14 + 12].fill(0);
-        let c = !ones_sum(&[&no_df[14..34]]);
-        no_df[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        clear_df(&mut no_df);
         let frames = vec![
             (T0, b.frame(&tcp(40000, VIP_PORT, 0x02, b""))),
             (T0 + 1_000, no_df.clone()),
@@ -885,10 +890,7 @@ fn tunnels_answer_packets_too_big_for_the_path_with_icmp() {
         let big = vec![b'b'; fits + 1];
         let mut no_df = b.frame(&tcp(40000, VIP_PORT, 0x18, &big));
         if !v6 {
-            no_df[14 + 6] &= !0x40;
-            no_df[14 + 10..14 + 12].fill(0);
-            let c = !ones_sum(&[&no_df[14..34]]);
-            no_df[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+            clear_df(&mut no_df);
         }
         let frames = vec![
             (T0, b.frame(&tcp(40000, VIP_PORT, 0x02, b""))),

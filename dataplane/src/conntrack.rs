@@ -322,9 +322,7 @@ impl ConnTrack {
             free: Vec::with_capacity(cap),
             ring: VecDeque::with_capacity(cap),
             half_open: VecDeque::with_capacity(cap),
-            half_open_capacity: (cap * t.half_open_percent as usize)
-                .div_ceil(100)
-                .clamp(1, cap),
+            half_open_capacity: half_open_capacity(cap, t.half_open_percent),
             capacity: cap,
             timeouts_ns: [
                 t.tcp_syn_timeout * s,
@@ -764,6 +762,13 @@ impl ConnTrack {
             .chain(self.half_open.iter())
             .map(|&id| (self.slots[id as usize].key.unpack(), self.flow(id)))
     }
+}
+
+/// The most half-open flows a table of `capacity` flows holds at `percent`.
+pub fn half_open_capacity(capacity: usize, percent: u32) -> usize {
+    (capacity * percent as usize)
+        .div_ceil(100)
+        .clamp(1, capacity.max(1))
 }
 
 /// The idle timeout for a state, from the [syn, established, closing, udp] table.

@@ -424,49 +424,53 @@ pub const NA_LEN: usize = NS_LEN;
 /// Writes an unsolicited neighbour advertisement for `ip` at `me` to all nodes (ff02::1),
 /// with the override flag (RFC 4861 7.2.6), into `frame` ([`NA_LEN`] bytes).
 pub fn write_unsolicited_na(frame: &mut [u8], me: MacAddr, ip: Ipv6Addr) -> bool {
-    if frame.len() != NA_LEN {
-        return false;
-    }
     let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    frame.fill(0);
-    frame[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
-    frame[6..12].copy_from_slice(&me.0);
-    frame[12..14].copy_from_slice(&packet::ethernet::ETHERTYPE_IPV6.to_be_bytes());
-    let len = ND_LEN + 8;
-    let h = &mut frame[14..54];
-    h[0] = 0x60;
-    h[4..6].copy_from_slice(&(len as u16).to_be_bytes());
-    h[6] = PROTO_ICMPV6;
-    h[7] = 255;
-    h[8..24].copy_from_slice(&ip.octets());
-    h[24..40].copy_from_slice(&all_nodes.octets());
-    let m = &mut frame[54..54 + len];
-    m[0] = packet::icmp::V6_NEIGHBOR_ADVERT;
-    m[4] = 0x20; // override; neither router nor solicited
-    m[8..24].copy_from_slice(&ip.octets());
-    m[24] = 2; // target link-layer address option, 8 bytes
-    m[25] = 1;
-    m[26..32].copy_from_slice(&me.0);
-    let c = checksum::finish(
-        checksum::pseudo_v6(ip, all_nodes, PROTO_ICMPV6, len as u32),
-        m,
-    );
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    true
+    // Override; neither router nor solicited. Option 2: the target's link-layer address.
+    write_nd(
+        frame,
+        [0x33, 0x33, 0, 0, 0, 1],
+        me,
+        (ip, all_nodes),
+        (packet::icmp::V6_NEIGHBOR_ADVERT, 0x20, 2),
+        ip,
+    )
 }
 
 /// Writes a neighbour solicitation from `me` (`my_ip`) for `target`, to the target's
 /// solicited-node multicast address, into `frame`, which must be [`NS_LEN`] bytes.
 pub fn write_ns(frame: &mut [u8], me: MacAddr, my_ip: Ipv6Addr, target: Ipv6Addr) -> bool {
-    if frame.len() != NS_LEN {
-        return false;
-    }
     let t = target.octets();
     let group = Ipv6Addr::from([
         0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
     ]);
+    // Option 1: the sender's link-layer address.
+    write_nd(
+        frame,
+        [0x33, 0x33, 0xff, t[13], t[14], t[15]],
+        me,
+        (my_ip, group),
+        (packet::icmp::V6_NEIGHBOR_SOLICIT, 0, 1),
+        target,
+    )
+}
+
+/// One neighbour discovery message of [`NS_LEN`] bytes: Ethernet to `dst_mac` from `me`,
+/// IPv6 (`src`, `dst`) with hop limit 255, ICMPv6 `(type, flags, option)` about `target`
+/// with one link-layer address option carrying `me`, checksummed. False if the frame is not
+/// that long.
+fn write_nd(
+    frame: &mut [u8],
+    dst_mac: [u8; 6],
+    me: MacAddr,
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    (kind, flags, option): (u8, u8, u8),
+    target: Ipv6Addr,
+) -> bool {
+    if frame.len() != NS_LEN {
+        return false;
+    }
     frame.fill(0);
-    frame[..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+    frame[..6].copy_from_slice(&dst_mac);
     frame[6..12].copy_from_slice(&me.0);
     frame[12..14].copy_from_slice(&packet::ethernet::ETHERTYPE_IPV6.to_be_bytes());
     let len = ND_LEN + 8;
@@ -475,18 +479,16 @@ pub fn write_ns(frame: &mut [u8], me: MacAddr, my_ip: Ipv6Addr, target: Ipv6Addr
     h[4..6].copy_from_slice(&(len as u16).to_be_bytes());
     h[6] = PROTO_ICMPV6;
     h[7] = 255;
-    h[8..24].copy_from_slice(&my_ip.octets());
-    h[24..40].copy_from_slice(&group.octets());
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
     let m = &mut frame[54..54 + len];
-    m[0] = packet::icmp::V6_NEIGHBOR_SOLICIT;
-    m[8..24].copy_from_slice(&t);
-    m[24] = 1; // source link-layer address option, 8 bytes
+    m[0] = kind;
+    m[4] = flags;
+    m[8..24].copy_from_slice(&target.octets());
+    m[24] = option; // 8 bytes long
     m[25] = 1;
     m[26..32].copy_from_slice(&me.0);
-    let c = checksum::finish(
-        checksum::pseudo_v6(my_ip, group, PROTO_ICMPV6, len as u32),
-        m,
-    );
+    let c = checksum::finish(checksum::pseudo_v6(src, dst, PROTO_ICMPV6, len as u32), m);
     m[2..4].copy_from_slice(&c.to_be_bytes());
     true
 }

@@ -89,14 +89,14 @@ impl Plane {
             .map(|ip| {
                 let services: Vec<&Service> =
                     self.cfg.services.iter().filter(|s| s.vip.ip() == ip).collect();
+                let usable: Vec<(usize, usize)> =
+                    services.iter().map(|s| self.usable_backends(s)).collect();
                 let counts: Vec<String> = services
                     .iter()
-                    .map(|s| {
-                        let (u, n) = self.usable_backends(s);
-                        format!("{} {u} of {n} backends usable", s.name)
-                    })
+                    .zip(&usable)
+                    .map(|(s, (u, n))| format!("{} {u} of {n} backends usable", s.name))
                     .collect();
-                let serving = services.iter().any(|s| self.usable_backends(s).0 > 0);
+                let serving = usable.iter().any(|&(u, _)| u > 0);
                 let (announce, reason) = match (&self.cfg.bgp, self.node) {
                     (None, _) => (false, "not announced: the configuration has no [bgp] section".to_string()),
                     (_, NodeState::Drained) => (false, "withdrawn: the node is drained (`sluicectl node activate` announces again)".into()),

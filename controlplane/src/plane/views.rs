@@ -455,11 +455,10 @@ impl Plane {
                 expiries: c.expiries,
                 refused: c.refused,
                 half_open: t.half_open,
-                half_open_capacity: (self.cfg.conntrack.capacity
-                    * self.cfg.conntrack.half_open_percent as usize)
-                    .div_ceil(100)
-                    .max(1)
-                    * self.workers,
+                half_open_capacity: dataplane::conntrack::half_open_capacity(
+                    self.cfg.conntrack.capacity,
+                    self.cfg.conntrack.half_open_percent,
+                ) * self.workers,
                 half_open_evictions: c.half_open_evictions,
             },
             l7: self.l7_totals().map(|t| crate::l7::view(&self.cfg, &t)),
