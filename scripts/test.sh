@@ -5,14 +5,16 @@
 # the DPDK virtual-device tests, the control-plane tests against a running daemon, the
 # end-to-end tests (real curl and iperf3 clients and HTTP backends in network namespaces,
 # through sluice on DPDK and AF_XDP; two instances behind a BIRD router that learns the VIP
-# from ExaBGP, and a keepalived VRRP pair), and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
+# from ExaBGP, and a keepalived VRRP pair), the Debian package (built, installed, run as its
+# systemd unit runs it, reloaded, stopped and purged), and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
 # Run as root on Debian 12 from anywhere in the checkout:  scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages build-essential pkg-config libdpdk-dev libclang-dev \
   iproute2 ethtool curl iperf3 python3 procps iputils-ping \
-  libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client openssl exabgp bird2 keepalived
+  libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client openssl exabgp bird2 keepalived \
+  dpkg-dev man-db strace
 ensure_rust
 # DPDK tests run on virtual devices with real hugepage memory (not --no-huge), as production does.
 ensure_hugepages 512
@@ -25,6 +27,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== scripts/build-deb.sh (tests/package.rs installs and runs the package)"
+scripts/build-deb.sh
 echo "== cargo test"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"

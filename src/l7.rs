@@ -106,9 +106,7 @@ impl L7Pool {
                 .spawn_scoped(scope, move || {
                     if let Some(c) = core {
                         if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-                            eprintln!(
-                                "sluice: cannot pin L7 worker {i} to core {c}; it runs unpinned"
-                            );
+                            log::warn!("cannot pin L7 worker {i} to core {c}; it runs unpinned");
                         }
                     }
                     self.shard(i, rings).run(stop);

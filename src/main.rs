@@ -2,6 +2,8 @@
 //! through the data path; `sluice check` validates a configuration.
 
 mod l7;
+mod logging;
+mod notify;
 mod replay;
 mod report;
 mod run;
@@ -20,6 +22,11 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines look on stderr: `text` (`sluice: warning: …`), `journal` (a syslog
+    /// priority prefix journald reads), `json` (one object per line), or `auto`: `journal`
+    /// when stderr is the journal's stream, `text` otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Auto)]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -89,9 +96,32 @@ enum Command {
         quiet: bool,
     },
     /// Validate a configuration file and print the services it defines.
+    ///
+    /// The same validation `sluice run`, SIGHUP and `sluicectl reload` apply; errors name the
+    /// file, line and key, and say how to fix it. Exit status 0 when valid.
+    ///
+    /// Example:
+    ///   sluice check --config /etc/sluice/sluice.toml
+    #[command(verbatim_doc_comment)]
     Check {
+        /// Configuration file (TOML; `man sluice.toml` has every key).
         #[arg(long, value_name = "FILE.toml")]
         config: PathBuf,
+    },
+    /// Print the completion script for a shell (the Debian package installs them).
+    ///
+    /// Example:
+    ///   sluice completions bash > ~/.local/share/bash-completion/completions/sluice
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (sluice.1 and one per verb) into a directory.
+    #[command(hide = true)]
+    Manual {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -113,7 +143,13 @@ fn finish(
 }
 
 fn main() -> ExitCode {
+    notify::init();
     let cli = Cli::parse();
+    let quiet = match &cli.command {
+        Command::Replay { quiet, .. } | Command::Run { quiet, .. } => *quiet,
+        _ => false,
+    };
+    logging::init(cli.log_format, quiet);
     let result = match cli.command {
         Command::Replay {
             config,
@@ -163,6 +199,14 @@ fn main() -> ExitCode {
                 finish(&report, stats.as_deref(), quiet)
             })()
         }
+        Command::Completions { shell } => {
+            ctl::manual::print_completions(shell, <Cli as clap::CommandFactory>::command());
+            Ok(())
+        }
+        Command::Manual { out } => {
+            ctl::manual::write_man_pages(<Cli as clap::CommandFactory>::command(), &out)
+                .map(|files| println!("{} manual page(s) in {}", files.len(), out.display()))
+        }
         Command::Check { config } => config::Config::load(&config)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
@@ -189,7 +233,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sluice: {e}");
+            log::error!("{e}");
             ExitCode::FAILURE
         }
     }

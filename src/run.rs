@@ -96,8 +96,8 @@ fn run_pcap(opts: &RunOptions, cfg: Config, dp: Dataplane) -> Result<Report, Str
         control::start(&cfg, &opts.config, "pcap", snap.clone(), 1, opts.quiet)?;
     let mut link = links.pop().ok_or("no worker link")?;
     if !opts.quiet {
-        eprintln!(
-            "sluice: driver pcap, {} frames from {} at {}x real time, 1 worker on core {}",
+        log::info!(
+            "driver pcap, {} frames from {} at {}x real time, 1 worker on core {}",
             frames.len(),
             pc.input.display(),
             pc.speed,

@@ -115,8 +115,8 @@ pub fn run(
     };
     let (link_up, speed) = port.link();
     if !opts.quiet {
-        eprintln!(
-            "sluice: driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, link {}{}",
+        log::info!(
+            "driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, link {}{}",
             dpdk.port,
             port.driver(),
             port.mac(),

@@ -77,10 +77,10 @@ pub fn run(
     }
     if !opts.quiet {
         if let Some(w) = &why {
-            eprintln!("sluice: {w}");
+            log::info!("{w}");
         }
-        eprintln!(
-            "sluice: driver xdp on {} ({} mode, {}), {n} worker(s) on queues 0..{} (cores {:?})",
+        log::info!(
+            "driver xdp on {} ({} mode, {}), {n} worker(s) on queues 0..{} (cores {:?})",
             x.interface,
             if native { "native" } else { "generic" },
             if zerocopy { "zero-copy" } else { "copy" },

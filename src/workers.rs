@@ -315,15 +315,21 @@ pub fn main_loop(
     let mut last_change = Instant::now();
     let mut last_progress = Instant::now();
     let mut graceful: Option<GracefulStop> = None;
+    let notify = crate::notify::get();
+    let status = format!("forwarding with {} worker(s)", received.len());
+    notify.ready(&status);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if reload_requested() {
             // The outcome is in the log and `sluicectl status` either way.
+            notify.reloading();
             let _ = ctl.reload();
+            notify.ready(&status);
         }
         if stop_requested() {
             match (&graceful, ctl.shutdown_grace()) {
                 (None, Some(grace)) if ctl.feed_alive(FEED_ALIVE_S) => {
+                    notify.stopping();
                     ctl.begin_stop();
                     graceful = Some(GracefulStop {
                         since: Instant::now(),
@@ -369,14 +375,17 @@ pub fn main_loop(
         if let Some(p) = opts.progress {
             if last_progress.elapsed() >= p {
                 last_progress = Instant::now();
-                eprintln!(
-                    "sluice: {:.0} s, {} packets received ({:.0} packets/s)",
+                log::info!(
+                    "{:.0} s, {} packets received ({:.0} packets/s)",
                     start.elapsed().as_secs_f64(),
                     total,
                     total as f64 / start.elapsed().as_secs_f64()
                 );
             }
         }
+    }
+    if graceful.is_none() {
+        notify.stopping();
     }
     stop.store(true, Ordering::Relaxed);
 }

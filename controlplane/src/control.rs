@@ -70,7 +70,7 @@ pub fn start(
     let mut health = HealthChecks::default();
     health.reconcile(cfg, &plane);
     if !quiet {
-        eprintln!("sluice: control socket {}", socket.display());
+        log::info!("control socket {}", socket.display());
     }
     let seen_generation = plane.lock().map(|p| p.generation).unwrap_or(0);
     Ok((
@@ -148,7 +148,7 @@ impl ControlPlane {
             Ok(_) => Ok(()),
             Err(e) => {
                 let why = format!("reload on SIGHUP refused: {}", e.message);
-                p.log(why.clone());
+                p.warn(why.clone());
                 Err(why)
             }
         }

@@ -85,6 +85,19 @@ enum Command {
     /// VIP routes announced through ExaBGP ([bgp]): routes, feed (the program ExaBGP runs).
     #[command(subcommand)]
     Bgp(BgpCmd),
+    /// Print the completion script for a shell (the Debian package installs them).
+    ///
+    /// Example: sluicectl completions bash > ~/.local/share/bash-completion/completions/sluicectl
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (sluicectl.1 and one per verb) into a directory.
+    #[command(hide = true)]
+    Manual {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// A refreshing view of stats (Ctrl-C to stop).
     Watch {
         /// Seconds between refreshes.
@@ -377,6 +390,23 @@ fn main() -> ExitCode {
         conn: None,
     };
     let op = match &cli.command {
+        Command::Completions { shell } => {
+            ctl::manual::print_completions(*shell, <Cli as clap::CommandFactory>::command());
+            return ExitCode::SUCCESS;
+        }
+        Command::Manual { out } => {
+            return match ctl::manual::write_man_pages(<Cli as clap::CommandFactory>::command(), out)
+            {
+                Ok(files) => {
+                    println!("{} manual page(s) in {}", files.len(), out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluicectl: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Status => Op::Status,
         Command::Service(c) => match c {
             ServiceCmd::List => Op::ServiceList,

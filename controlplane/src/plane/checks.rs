@@ -45,7 +45,7 @@ impl Plane {
             msg
         ));
         if let Err(e) = self.republish() {
-            self.log(format!("could not apply the health change: {e}"));
+            self.warn(format!("could not apply the health change: {e}"));
         }
         true
     }

@@ -74,10 +74,10 @@ impl Plane {
                             self.log(n);
                         }
                     }
-                    Err(e) => self.log(format!("could not publish drain changes: {e}")),
+                    Err(e) => self.warn(format!("could not publish drain changes: {e}")),
                 }
             }
-            Err(e) => self.log(format!("could not apply drain changes: {}", e.message)),
+            Err(e) => self.warn(format!("could not apply drain changes: {}", e.message)),
         }
     }
 }

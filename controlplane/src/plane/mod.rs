@@ -342,10 +342,21 @@ impl Plane {
         self.cell.load_full()
     }
 
+    /// An event: written to the log (at info) and kept for `sluicectl status`.
     pub fn log(&mut self, text: String) {
         if !self.quiet {
-            eprintln!("sluice: {text}");
+            log::info!("{text}");
         }
+        self.remember(text);
+    }
+
+    /// An event that says something did not work (logged at warning).
+    pub fn warn(&mut self, text: String) {
+        log::warn!("{text}");
+        self.remember(text);
+    }
+
+    fn remember(&mut self, text: String) {
         self.events.push_back(Event {
             at: now_wall(),
             text,
