@@ -238,3 +238,27 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_verb_has_an_example_in_its_help() {
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
+            let help = sub
+                .get_long_about()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains(&format!("sluice {}", sub.get_name())),
+                "`sluice {} --help` has no example:\n{help}",
+                sub.get_name()
+            );
+        }
+    }
+}

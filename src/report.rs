@@ -142,32 +142,47 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "\n{:<12} {:<8} {:<28} {:>6} {:>10} {:>7} {:>10}",
-            "SERVICE", "MODE", "BACKEND", "WEIGHT", "PACKETS", "SHARE", "NEW FLOWS"
+            "\n{:<12} {:<8} {:<28} {:>6} {:>10} {:>10} {:>18} {:>12}",
+            "SERVICE",
+            "MODE",
+            "BACKEND",
+            "WEIGHT",
+            "PACKETS",
+            "NEW FLOWS",
+            "SHARE OF NEW FLOWS",
+            "WEIGHT SHARE"
         );
         for (si, svc) in self.snapshot.services.iter().enumerate() {
             let rows = s.backends.get(si).cloned().unwrap_or_default();
             let total: u64 = rows.iter().map(|c| c.new_flows).sum();
+            let weights: u64 = svc.backends.iter().map(|b| u64::from(b.weight)).sum();
             for (bi, b) in svc.backends.iter().enumerate() {
                 let c = rows.get(bi).copied().unwrap_or_default();
-                let share = if total == 0 {
-                    0.0
-                } else {
-                    100.0 * c.new_flows as f64 / total as f64
+                let pct = |part: u64, whole: u64| {
+                    if whole == 0 {
+                        0.0
+                    } else {
+                        100.0 * part as f64 / whole as f64
+                    }
                 };
                 let _ = writeln!(
                     o,
-                    "{:<12} {:<8} {:<28} {:>6} {:>10} {:>6.1}% {:>10}",
+                    "{:<12} {:<8} {:<28} {:>6} {:>10} {:>10} {:>17.1}% {:>11.1}%",
                     svc.name,
                     svc.forwarding.name(),
                     b.addr.to_string(),
                     b.weight,
                     c.packets,
-                    share,
-                    c.new_flows
+                    c.new_flows,
+                    pct(c.new_flows, total),
+                    pct(u64::from(b.weight), weights)
                 );
             }
         }
+        let _ = writeln!(
+            o,
+            "(SHARE OF NEW FLOWS: of the new flows of the backend's service; WEIGHT SHARE: what its weight asks for)"
+        );
         if s.replies > 0 || s.icmp_steered > 0 {
             let _ = writeln!(
                 o,

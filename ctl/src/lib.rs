@@ -5,6 +5,7 @@
 //! applies all its changes or none.
 
 pub mod feed;
+pub mod human;
 pub mod manual;
 pub mod views;
 

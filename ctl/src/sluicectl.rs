@@ -3,6 +3,7 @@
 //! (including when the daemon cannot be reached), 2 usage.
 
 use clap::{Parser, Subcommand};
+use ctl::human::{self, count};
 use ctl::views::{
     BackendList, BackendView, Changed, FlowList, FlowView, HealthList, HealthView, NeighbourView,
     ServiceList, ServiceStatsView, ServiceView, Stats, Status, WorkerStatsView,
@@ -43,6 +44,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Version, uptime, driver, workers, and whether the running configuration differs from its file.
+    ///
+    /// Example: sluicectl status     # "running vs file: same" after a reload that applied
     Status,
     /// Services: list, show, add, remove.
     #[command(subcommand)]
@@ -63,8 +66,15 @@ enum Command {
     #[command(subcommand, visible_alias = "cert")]
     Certificate(CertificateCmd),
     /// Packets/s and bits/s per worker and service, drops by reason, conntrack occupancy.
+    ///
+    /// Rates and sizes are shown in units (5.54 Mpps, 1.09 Gbit/s, 3.2 GiB); --json gives the
+    /// exact numbers.
+    ///
+    /// Example: sluicectl stats      # or: sluicectl --json stats | jq .drops
     Stats,
     /// A sample of tracked flows with their backend and age.
+    ///
+    /// Example: sluicectl flows --backend 10.1.0.2:8080 --limit 5   # who is still on it
     Flows {
         /// Only flows to this service.
         #[arg(long)]
@@ -77,6 +87,11 @@ enum Command {
         limit: u32,
     },
     /// Re-read the configuration file and apply the difference (or refuse and keep the running one).
+    ///
+    /// The same as SIGHUP (`systemctl reload sluice`); the changes it made are printed, and a
+    /// file that does not validate is refused with the line and key at fault.
+    ///
+    /// Example: sluice check --config /etc/sluice/sluice.toml && sluicectl reload
     Reload,
     /// This instance as a whole: drain (withdraw its VIP routes, keep forwarding), standby
     /// (VRRP backup), activate.
@@ -98,7 +113,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// A refreshing view of stats (Ctrl-C to stop).
+    /// A refreshing view of stats, redrawn in place, each count with its change since the
+    /// last refresh (Ctrl-C to stop).
+    ///
+    /// Example: sluicectl watch --interval 2
     Watch {
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 1.0)]
@@ -112,10 +130,16 @@ enum Command {
 #[derive(Subcommand)]
 enum ServiceCmd {
     /// Every service with its VIP, mode and backends taking new flows.
+    ///
+    /// Example: sluicectl service list
     List,
     /// One service and its backends.
+    ///
+    /// Example: sluicectl service show web
     Show { service: String },
     /// Add a service (validated like a [[service]] table in the file).
+    ///
+    /// Example: sluicectl service add dns --vip 198.51.100.53:53 --protocol udp --forwarding nat --backend 10.1.0.7:53 --backend 10.1.0.8:53*2
     Add {
         /// Service name.
         name: String,
@@ -140,12 +164,16 @@ enum ServiceCmd {
         all_down: Option<String>,
     },
     /// Remove a service (its tracked flows are dropped).
+    ///
+    /// Example: sluicectl service remove dns
     Remove { service: String },
 }
 
 #[derive(Subcommand)]
 enum BackendCmd {
     /// Backends with admin state, health, weight, active flows and last check.
+    ///
+    /// Example: sluicectl backend list web
     List { service: Option<String> },
     /// Add a backend to a service (to an L7 service's pool with --pool).
     ///
@@ -169,6 +197,8 @@ enum BackendCmd {
     },
     /// Drain, then remove once its flows end (or the drain timeout passes); from an L7
     /// service's pool with --pool (at once: its requests in flight finish).
+    ///
+    /// Example: sluicectl backend remove web 10.1.0.2:8080
     Remove {
         service: String,
         address: String,
@@ -179,6 +209,8 @@ enum BackendCmd {
         pool: Option<String>,
     },
     /// Change a backend's weight (1 to 65535); in an L7 service's pool with --pool.
+    ///
+    /// Example: sluicectl backend set-weight web 10.1.0.3:8080 3
     SetWeight {
         service: String,
         address: String,
@@ -187,10 +219,16 @@ enum BackendCmd {
         pool: Option<String>,
     },
     /// Take no new flows; tracked flows continue until they end or the drain timeout.
+    ///
+    /// Example: sluicectl backend drain web 10.1.0.2:8080
     Drain { service: String, address: String },
     /// Return a drained or disabled backend to service.
+    ///
+    /// Example: sluicectl backend enable web 10.1.0.2:8080
     Enable { service: String, address: String },
     /// Take no new flows and move tracked flows now.
+    ///
+    /// Example: sluicectl backend disable web 10.1.0.2:8080   # it stopped answering
     Disable { service: String, address: String },
 }
 
@@ -234,6 +272,8 @@ enum RouteCmd {
         position: Option<usize>,
     },
     /// Remove route INDEX (as `route list` numbers them).
+    ///
+    /// Example: sluicectl route remove site 0
     Remove { service: String, index: usize },
 }
 
@@ -258,12 +298,16 @@ enum PoolCmd {
         sticky_cookie: Option<String>,
     },
     /// Remove a pool that no route (and not default_pool) names.
+    ///
+    /// Example: sluicectl pool remove site canary
     Remove { service: String, name: String },
 }
 
 #[derive(Subcommand)]
 enum HealthCmd {
     /// Each backend's health, consecutive results and last check.
+    ///
+    /// Example: sluicectl health show web
     Show { service: Option<String> },
 }
 
@@ -315,6 +359,9 @@ enum BgpCmd {
     /// In exabgp.conf:
     ///   process sluice { run /usr/bin/sluicectl --socket /run/sluice/control.sock bgp feed; encoder text; }
     ///   neighbor 10.99.0.254 { ...; api { processes [ sluice ]; } }
+    ///
+    /// Example, by hand, to see what it would tell ExaBGP (Ctrl-C to stop):
+    ///   sluicectl bgp feed --interval-ms 1000
     Feed {
         /// Milliseconds between asks (a withdrawal reaches ExaBGP within this).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60000))]
@@ -709,8 +756,23 @@ fn feed(client: &mut Client, interval: Duration) -> ExitCode {
     }
 }
 
+/// A page drawn over the previous one: cursor home, each line cleared to its end as it is
+/// written, and what is left of a longer previous page cleared below (no blank flash between
+/// refreshes, as clearing the whole screen gives). The first page clears the screen once.
+fn redraw(page: &str, first: bool) -> String {
+    let mut out = String::with_capacity(page.len() + 64);
+    out += if first { "\x1b[2J\x1b[H" } else { "\x1b[H" };
+    for line in page.lines() {
+        out += line;
+        out += "\x1b[K\n";
+    }
+    out += "\x1b[J";
+    out
+}
+
 fn watch(client: &mut Client, interval: f64, count: Option<u64>, json: bool) -> ExitCode {
     let mut n = 0u64;
+    let mut previous: Option<Stats> = None;
     loop {
         match client.call(&Op::Stats) {
             Err(e) => {
@@ -724,10 +786,22 @@ fn watch(client: &mut Client, interval: f64, count: Option<u64>, json: bool) -> 
                 if json {
                     println!("{}", r.to_line());
                 } else {
-                    // Clear the screen and home the cursor, like watch(1).
-                    print!("\x1b[2J\x1b[H");
                     match serde_json::from_value::<Stats>(r.result.clone().unwrap_or(Value::Null)) {
-                        Ok(st) => print!("{}", stats_text(&st)),
+                        Ok(st) => {
+                            let page = format!(
+                                "sluicectl watch: every {}, refresh {}{}\n\n{}",
+                                human::duration(interval),
+                                n + 1,
+                                if previous.is_some() {
+                                    "; (+N) is the change since the last refresh"
+                                } else {
+                                    ""
+                                },
+                                stats_view(&st, previous.as_ref())
+                            );
+                            print!("{}", redraw(&page, n == 0));
+                            previous = Some(st);
+                        }
                         Err(e) => {
                             eprintln!("sluicectl: the daemon's stats are not what this sluicectl expects ({e})");
                             return ExitCode::FAILURE;
@@ -787,13 +861,16 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                 &l.services,
                 &[
                     ("NAME", &|s: &ServiceView| s.name.clone()),
-                    ("PROTO", &|s| s.protocol.clone()),
+                    ("PROTOCOL", &|s| s.protocol.clone()),
                     ("VIP", &|s| s.vip.clone()),
                     ("MODE", &|s| s.forwarding.clone()),
                     ("BACKENDS", &|s| s.backends.to_string()),
-                    ("TAKING_NEW", &|s| s.taking_new_flows.to_string()),
-                    ("ALL_DOWN", &|s| s.all_down.clone()),
-                    ("PACKETS", &|s| s.packets.to_string()),
+                    ("TAKING NEW FLOWS", &|s| {
+                        format!("{} of {}", s.taking_new_flows, s.backends)
+                    }),
+                    ("WHEN ALL DOWN", &|s| s.all_down.clone()),
+                    ("PACKETS", &|s| count(s.packets)),
+                    ("BYTES", &|s| human::bytes(s.bytes)),
                 ],
             )
         }
@@ -805,15 +882,21 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                 ("protocol", s.protocol.clone()),
                 ("vip", s.vip.clone()),
                 ("forwarding", s.forwarding.clone()),
-                ("table_size", s.table_size.to_string()),
-                ("all_down", s.all_down.clone()),
-                ("all_down_active", s.all_down_active.to_string()),
-                ("all_down_flows", s.all_down_flows.to_string()),
-                ("health_check", opt(&s.health_check)),
-                ("packets", s.packets.to_string()),
-                ("bytes", s.bytes.to_string()),
+                (
+                    "Maglev table",
+                    format!("{} entries", count(s.table_size.into())),
+                ),
+                ("when all down", s.all_down.clone()),
+                ("failing open now", human::yes(s.all_down_active)),
+                ("flows failed open", count(s.all_down_flows)),
+                ("health check", opt(&s.health_check)),
+                ("packets", count(s.packets)),
+                (
+                    "bytes",
+                    format!("{} ({})", human::bytes(s.bytes), count(s.bytes)),
+                ),
             ] {
-                t += &format!("{k:<16} {val}\n");
+                t += &format!("{k:<18} {val}\n");
             }
             t + "\n" + &backend_table(s.backend_list.as_deref().unwrap_or_default())
         }
@@ -829,13 +912,15 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                     ("SERVICE", &|h: &HealthView| h.service.clone()),
                     ("BACKEND", &|h| h.address.clone()),
                     ("HEALTH", &|h| h.health.clone()),
-                    ("OK_RUN", &|h| h.successes.to_string()),
-                    ("FAIL_RUN", &|h| h.failures.to_string()),
-                    ("LAST", &|h| {
+                    ("PASSED IN A ROW", &|h| h.successes.to_string()),
+                    ("FAILED IN A ROW", &|h| h.failures.to_string()),
+                    ("LAST CHECK", &|h| {
                         opt(&h.last.as_ref().map(|c| c.message.clone()))
                     }),
-                    ("LATENCY_MS", &|h| {
-                        opt_f(h.last.as_ref().map(|c| c.latency_ms))
+                    ("TOOK", &|h| {
+                        h.last
+                            .as_ref()
+                            .map_or("-".into(), |c| human::millis(c.latency_ms))
                     }),
                     ("CHECK", &|h| opt(&h.check)),
                 ],
@@ -861,8 +946,12 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                     ("DEFAULT", &|c| if c.default { "yes" } else { "no" }.into()),
                     ("ISSUER", &|c| c.issuer.clone()),
                     ("EXPIRES", &|c| c.expires.clone()),
-                    ("DAYS_LEFT", &|c| {
-                        c.seconds_left.div_euclid(86_400).to_string()
+                    ("EXPIRES IN", &|c| {
+                        if c.seconds_left < 0 {
+                            format!("expired {} ago", human::duration(-c.seconds_left as f64))
+                        } else {
+                            human::duration(c.seconds_left as f64)
+                        }
                     }),
                     ("FILE", &|c| c.file.clone()),
                 ],
@@ -880,10 +969,8 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                     &r.routes,
                     &[
                         ("PREFIX", &|x: &ctl::views::BgpRoute| x.prefix.clone()),
-                        ("NEXT_HOP", &|x| x.next_hop.clone()),
-                        ("ANNOUNCE", &|x| {
-                            if x.announce { "yes" } else { "no" }.into()
-                        }),
+                        ("NEXT HOP", &|x| x.next_hop.clone()),
+                        ("ANNOUNCED", &|x| human::yes(x.announce)),
                         ("SERVICES", &|x| x.services.join(",")),
                         ("REASON", &|x| x.reason.clone()),
                     ],
@@ -906,7 +993,7 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                     ("SNI", &|r| opt(&r.sni)),
                     ("ALPN", &|r| opt(&r.alpn)),
                     pool,
-                    ("CONNECTIONS", &|r| r.requests.to_string()),
+                    ("CONNECTIONS", &|r| count(r.requests)),
                 ]
             } else {
                 vec![
@@ -919,7 +1006,7 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                     ("2XX", &c2),
                     ("4XX", &c4),
                     ("5XX", &c5),
-                    ("REQUESTS", &|r| r.requests.to_string()),
+                    ("REQUESTS", &|r| count(r.requests)),
                 ]
             };
             table(&l.routes, &cols)
@@ -943,15 +1030,15 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                         ("WORKER", &|f: &FlowView| f.worker.to_string()),
                         ("CLIENT", &|f| f.client.clone()),
                         ("VIP", &|f| f.vip.clone()),
-                        ("PROTO", &|f| f.protocol.clone()),
+                        ("PROTOCOL", &|f| f.protocol.clone()),
                         ("SERVICE", &|f| opt(&f.service)),
                         ("BACKEND", &|f| f.backend.clone()),
                         ("STATE", &|f| f.state.clone()),
-                        ("AGE_S", &|f| f2(f.age_s)),
-                        ("IDLE_S", &|f| f2(f.idle_s)),
+                        ("AGE", &|f| human::duration(f.age_s)),
+                        ("IDLE FOR", &|f| human::duration(f.idle_s)),
                     ]
                 ),
-                l.tracked,
+                count(l.tracked as u64),
                 l.flows.len()
             )
         }
@@ -979,10 +1066,6 @@ fn f2(x: f64) -> String {
 
 fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "-".into())
-}
-
-fn opt_f(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), f2)
 }
 
 /// A column: its heading and how a row gives its cell.
@@ -1032,16 +1115,21 @@ fn backend_table(rows: &[BackendView]) -> String {
             ("WEIGHT", &|b| b.weight.to_string()),
             ("ADMIN", &|b| b.admin.clone()),
             ("HEALTH", &|b| b.health.clone()),
-            ("NEW_FLOWS?", &|b| b.takes_new_flows.to_string()),
-            ("ACTIVE_FLOWS", &|b| b.active_flows.to_string()),
-            ("PACKETS", &|b| b.packets.to_string()),
-            ("LAST_CHECK", &|b| {
+            ("TAKES NEW FLOWS", &|b| human::yes(b.takes_new_flows)),
+            ("ACTIVE FLOWS", &|b| count(b.active_flows)),
+            ("PACKETS", &|b| count(b.packets)),
+            ("BYTES", &|b| human::bytes(b.bytes)),
+            ("LAST CHECK", &|b| {
                 opt(&b.last_check.as_ref().map(|c| c.message.clone()))
             }),
-            ("CHECK_MS", &|b| {
-                opt_f(b.last_check.as_ref().map(|c| c.latency_ms))
+            ("CHECK TOOK", &|b| {
+                b.last_check
+                    .as_ref()
+                    .map_or("-".into(), |c| human::millis(c.latency_ms))
             }),
-            ("DRAIN_LEFT_S", &|b| opt_f(b.drain_left_s)),
+            ("DRAIN ENDS IN", &|b| {
+                b.drain_left_s.map_or("-".into(), human::duration)
+            }),
         ],
     )
 }
@@ -1051,7 +1139,7 @@ fn status_text(s: &Status) -> String {
     for (label, val) in [
         ("version", s.version.clone()),
         ("protocol", s.protocol.to_string()),
-        ("uptime (s)", f2(s.uptime_s)),
+        ("uptime", human::duration(s.uptime_s)),
         ("driver", s.driver.clone()),
         ("workers", s.workers.to_string()),
         ("config file", s.config_file.clone()),
@@ -1059,7 +1147,10 @@ fn status_text(s: &Status) -> String {
         ("generation", s.generation.to_string()),
         ("services", s.services.to_string()),
         ("backends", s.backends.to_string()),
-        ("last build (ms)", opt_f(s.last_build_ms)),
+        (
+            "last build took",
+            s.last_build_ms.map_or("-".into(), human::millis),
+        ),
         ("node", s.node.clone()),
     ] {
         t += &format!("{label:<16} {val}\n");
@@ -1077,7 +1168,7 @@ fn status_text(s: &Status) -> String {
             "bgp feed",
             b.feed_last_poll_s.map_or(
                 "never asked (is ExaBGP running `sluicectl bgp feed`?)".into(),
-                |s| format!("asked {} s ago", f2(s))
+                |s| format!("asked {} ago", human::duration(s))
             ),
             "announced",
             list(&b.announced),
@@ -1112,11 +1203,11 @@ fn l7_text(l: &ctl::views::L7StatsView) -> String {
         .collect();
     let mut t = format!(
         "\nL7 pool: {} requests (2xx {}, 3xx {}, 4xx {}, 5xx {}); latency p50 {}, p90 {}, p99 {}\n",
-        l.requests,
-        class("2xx"),
-        class("3xx"),
-        class("4xx"),
-        class("5xx"),
+        count(l.requests),
+        count(class("2xx")),
+        count(class("3xx")),
+        count(class("4xx")),
+        count(class("5xx")),
         ms("p50"),
         ms("p90"),
         ms("p99")
@@ -1173,10 +1264,10 @@ fn l7_text(l: &ctl::views::L7StatsView) -> String {
             }),
             ("POOL", &|b| b.pool.clone()),
             ("BACKEND", &|b| b.backend.clone()),
-            ("REQUESTS", &|b| b.requests.to_string()),
-            ("IN_FLIGHT", &|b| b.in_flight.to_string()),
-            ("FAILED", &|b| b.failures.to_string()),
-            ("EJECTED", &|b| b.ejections.to_string()),
+            ("REQUESTS", &|b| count(b.requests)),
+            ("IN FLIGHT", &|b| count(b.in_flight)),
+            ("FAILED", &|b| count(b.failures)),
+            ("TIMES EJECTED", &|b| count(b.ejections)),
             ("2XX", &|b| {
                 b.status.get("2xx").copied().unwrap_or(0).to_string()
             }),
@@ -1191,51 +1282,82 @@ fn l7_text(l: &ctl::views::L7StatsView) -> String {
 }
 
 fn stats_text(v: &Stats) -> String {
+    stats_view(v, None)
+}
+
+/// `stats` as a page; under `watch`, `before` is the previous refresh and each count shows its
+/// change since then.
+fn stats_view(v: &Stats, before: Option<&Stats>) -> String {
+    // "1,234 (+56)" under watch, "1,234" otherwise.
+    let with_delta = |now: u64, then: Option<u64>| match then {
+        Some(t) => format!("{} ({})", count(now), human::delta(now, t)),
+        None => count(now),
+    };
     let mut t = format!(
-        "total: {} packets in, {} out; {} packets/s, {} bits/s (over {} s)\n\n",
-        v.packets_in,
-        v.packets_out,
-        f2(v.packets_per_s),
-        f2(v.bits_per_s),
-        f2(v.interval_s)
+        "total: {} packets in, {} out; {}, {} (over the last {})\n\n",
+        with_delta(v.packets_in, before.map(|b| b.packets_in)),
+        with_delta(v.packets_out, before.map(|b| b.packets_out)),
+        human::pps(v.packets_per_s),
+        human::bits(v.bits_per_s),
+        human::duration(v.interval_s)
     );
+    let worker_before =
+        |w: &WorkerStatsView| before.and_then(|b| b.workers.iter().find(|x| x.worker == w.worker));
     t += &table(
         &v.workers,
         &[
             ("WORKER", &|w: &WorkerStatsView| w.worker.to_string()),
-            ("PACKETS_IN", &|w| w.packets_in.to_string()),
-            ("PACKETS_OUT", &|w| w.packets_out.to_string()),
-            ("DROPS", &|w| w.drops.to_string()),
-            ("PACKETS/S", &|w| f2(w.packets_per_s)),
-            ("BITS/S", &|w| f2(w.bits_per_s)),
-            ("SWAPS", &|w| w.snapshot_swaps.to_string()),
-            ("SWAP_MAX_US", &|w| f2(w.swap_max_us)),
+            ("PACKETS IN", &|w| {
+                with_delta(w.packets_in, worker_before(w).map(|b| b.packets_in))
+            }),
+            ("PACKETS OUT", &|w| {
+                with_delta(w.packets_out, worker_before(w).map(|b| b.packets_out))
+            }),
+            ("DROPPED", &|w| {
+                with_delta(w.drops, worker_before(w).map(|b| b.drops))
+            }),
+            ("RATE", &|w| human::pps(w.packets_per_s)),
+            ("THROUGHPUT", &|w| human::bits(w.bits_per_s)),
+            ("CONFIG SWAPS", &|w| count(w.snapshot_swaps)),
+            ("LONGEST SWAP", &|w| {
+                if w.snapshot_swaps == 0 {
+                    "-".into()
+                } else {
+                    human::millis(w.swap_max_us / 1000.0)
+                }
+            }),
         ],
     );
     t += "\n";
+    let service_before = |s: &ServiceStatsView| {
+        before.and_then(|b| b.services.iter().find(|x| x.service == s.service))
+    };
     t += &table(
         &v.services,
         &[
             ("SERVICE", &|s: &ServiceStatsView| s.service.clone()),
-            ("PACKETS", &|s| s.packets.to_string()),
-            ("PACKETS/S", &|s| f2(s.packets_per_s)),
-            ("BITS/S", &|s| f2(s.bits_per_s)),
-            ("ALL_DOWN_FLOWS", &|s| s.all_down_flows.to_string()),
+            ("PACKETS", &|s| {
+                with_delta(s.packets, service_before(s).map(|b| b.packets))
+            }),
+            ("BYTES", &|s| human::bytes(s.bytes)),
+            ("RATE", &|s| human::pps(s.packets_per_s)),
+            ("THROUGHPUT", &|s| human::bits(s.bits_per_s)),
+            ("FLOWS FAILED OPEN", &|s| count(s.all_down_flows)),
         ],
     );
     let c = &v.conntrack;
     t += &format!(
         "\nconntrack: {} of {} flows ({:.1}%), hits {}, misses {}, evictions {}, expiries {}; half-open {} of {} at most, {} evicted\n",
-        c.active,
-        c.capacity,
+        count(c.active as u64),
+        count(c.capacity as u64),
         c.occupancy * 100.0,
-        c.hits,
-        c.misses,
-        c.evictions,
-        c.expiries,
-        c.half_open,
-        c.half_open_capacity,
-        c.half_open_evictions
+        count(c.hits),
+        count(c.misses),
+        count(c.evictions),
+        count(c.expiries),
+        count(c.half_open as u64),
+        count(c.half_open_capacity as u64),
+        count(c.half_open_evictions)
     );
     if !v.neighbours.is_empty() {
         t += "\nnext hops resolved by sluice:\n";
@@ -1246,22 +1368,67 @@ fn stats_text(v: &Stats) -> String {
                 ("MAC", &|n| opt(&n.mac)),
                 ("STATE", &|n| n.state.clone()),
                 ("UNANSWERED", &|n| n.unanswered.to_string()),
-                ("REQUESTS", &|n| n.requests.to_string()),
-                ("EXPIRIES", &|n| n.expiries.to_string()),
-                ("DROPPED", &|n| n.unresolved_drops.to_string()),
+                ("REQUESTS SENT", &|n| count(n.requests)),
+                ("EXPIRED", &|n| count(n.expiries)),
+                ("DROPPED UNRESOLVED", &|n| count(n.unresolved_drops)),
             ],
         );
     }
     if v.drops.is_empty() {
         t += "drops: none\n";
     } else {
-        t += "drops:\n";
+        t += "drops by reason:\n";
         for (k, n) in &v.drops {
-            t += &format!("  {k:<24} {n}\n");
+            let then = before.map(|b| b.drops.get(k).copied().unwrap_or(0));
+            t += &format!("  {k:<24} {}\n", with_delta(*n, then));
         }
     }
     if let Some(l) = &v.l7 {
         t += &l7_text(l);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every verb a user can run, as its path (`backend drain`).
+    fn verbs(c: &clap::Command, path: String, out: &mut Vec<(String, String)>) {
+        for sub in c.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let p = format!("{path} {}", sub.get_name()).trim().to_string();
+            if sub.has_subcommands() {
+                verbs(sub, p, out);
+            } else {
+                let help = sub
+                    .get_long_about()
+                    .or(sub.get_about())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                out.push((p, help));
+            }
+        }
+    }
+
+    #[test]
+    fn every_verb_has_an_example_in_its_help() {
+        let mut all = Vec::new();
+        verbs(&Cli::command(), String::new(), &mut all);
+        assert!(all.len() > 25, "{all:?}");
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|(p, help)| !help.contains(&format!("sluicectl {p}")))
+            .map(|(p, _)| p)
+            .collect();
+        assert!(missing.is_empty(), "no example in --help of: {missing:?}");
+    }
+
+    #[test]
+    fn watch_redraws_over_the_last_page() {
+        let first = redraw("a\nb\n", true);
+        assert!(first.starts_with("\x1b[2J\x1b[H") && first.ends_with("\x1b[J"));
+        let next = redraw("a\n", false);
+        assert_eq!(next, "\x1b[Ha\x1b[K\n\x1b[J");
+    }
 }
