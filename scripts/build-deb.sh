@@ -2,7 +2,7 @@
 # Builds the Debian package target/debian/sluice_VERSION_ARCH.deb from this checkout:
 # release builds of sluice and sluicectl, the systemd unit (packaging/sluice.service), the
 # configuration the unit runs (packaging/sluice.toml, a conffile), the example configurations
-# and sample capture, the XDP object, manual pages (sluice(1), sluicectl(1) and one per verb,
+# and sample capture, the Grafana dashboard, the XDP object, manual pages (sluice(1), sluicectl(1) and one per verb,
 # from the clap definitions; sluice.toml(5) from README.md's configuration reference) and
 # bash, zsh and fish completions. Dependencies are worked out by dpkg-shlibdeps from the
 # libraries the binaries link (DPDK, libxdp, libbpf).
@@ -35,6 +35,7 @@ install -m 0755 -s target/release/sluice target/release/sluicectl "$root/usr/bin
 install -m 0644 packaging/sluice.service "$root/lib/systemd/system/sluice.service"
 install -m 0644 packaging/sluice.toml "$root/etc/sluice/sluice.toml"
 install -m 0644 examples/sample.pcap "$root/usr/share/sluice/sample.pcap"
+install -D -m 0644 packaging/grafana/sluice-dashboard.json "$root/usr/share/sluice/grafana/sluice-dashboard.json"
 install -m 0644 examples/*.toml "$root/usr/share/doc/sluice/examples/"
 install -m 0644 README.md "$root/usr/share/doc/sluice/README.md"
 install -m 0644 docs/*.md "$root/usr/share/doc/sluice/"

@@ -175,6 +175,33 @@ impl Drop for Daemon {
     }
 }
 
+/// The metrics document a daemon serves on `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    let mut m = String::new();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    s.read_to_string(&mut m).unwrap();
+    m
+}
+
+/// The committed dashboard is what its generator writes.
+#[test]
+fn the_grafana_dashboard_is_its_generators_output() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let o = Command::new("python3")
+        .arg(format!("{root}/packaging/grafana/make-dashboard.py"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let committed =
+        std::fs::read_to_string(format!("{root}/packaging/grafana/sluice-dashboard.json")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout) == committed,
+        "packaging/grafana/sluice-dashboard.json is stale: run python3 packaging/grafana/make-dashboard.py > packaging/grafana/sluice-dashboard.json"
+    );
+    assert!(common::dashboard_queries().len() >= 30);
+}
+
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -451,6 +478,8 @@ fn health_checks_follow_real_servers_with_rise_and_fall() {
     let health = "[service.health]\ntype = \"http\"\npath = \"/healthz\"\nstatus = [\"200-299\"]\nbody = \"ok\"\ninterval = 0.1\ntimeout = 0.08\nrise = 2\nfall = 3";
     let mut svc = web_service(&[(&a.addr(), 1, 1), (&b.addr(), 2, 1)], health);
     // A second service checked by TCP connect, with the fail-open policy.
+    // A backend without a MAC: sluice resolves it (the neighbour metrics).
+    svc += "\n[[service]]\nname = \"arp\"\nvip = \"198.51.100.10:9999\"\nprotocol = \"tcp\"\nforwarding = \"nat\"\n[[service.backend]]\naddress = \"192.0.2.77:9999\"\n";
     svc += &format!("\n[[service]]\nname = \"db\"\nvip = \"198.51.100.10:5432\"\nprotocol = \"tcp\"\nforwarding = \"nat\"\nall_down = \"all\"\n[service.health]\ntype = \"tcp\"\ninterval = 0.1\ntimeout = 0.08\nrise = 1\nfall = 2\n[[service.backend]]\naddress = \"{}\"\nmac = \"02:00:00:00:01:01\"\n", a.addr());
     let metrics = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -557,10 +586,13 @@ fn health_checks_follow_real_servers_with_rise_and_fall() {
         "{db}"
     );
     // Metrics show health, admin state and check latency.
-    let mut m = String::new();
-    let mut s = std::net::TcpStream::connect(metrics).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    s.read_to_string(&mut m).unwrap();
+    let m = scrape(metrics);
+    // The Grafana dashboard asks only for what is exported (L7 in e2e_l7.rs, BGP in the feed
+    // test).
+    let checked = common::check_dashboard_against(&m, |n| {
+        !n.starts_with("sluice_l7_") && !n.starts_with("sluice_bgp_")
+    });
+    assert!(checked >= 20, "only {checked} dashboard metrics checked");
     assert!(
         m.contains(&format!(
             "sluice_backend_health_state{{service=\"web\",backend=\"{aa}\",state=\"down\"}} 1"
@@ -967,7 +999,12 @@ fn unsafe_is_root() -> bool {
 #[test]
 fn the_bgp_feed_follows_the_daemon_and_a_sigterm_waits_out_the_grace() {
     use std::sync::mpsc;
-    let bgp = "\n[bgp]\nshutdown_grace_ms = 1500\n";
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let bgp = format!("\n[bgp]\nshutdown_grace_ms = 1500\n\n[metrics]\nlisten = \"{metrics}\"\n");
+    let bgp = bgp.as_str();
     let frames = vec![(T0, seg(1, SYN))];
     let service = web_service(&[("10.1.0.1:8080", 1, 1)], "");
     let mut first = Daemon::start("bgp", &service, &frames, bgp);
@@ -996,6 +1033,9 @@ fn the_bgp_feed_follows_the_daemon_and_a_sigterm_waits_out_the_grace() {
     let announce = "announce route 198.51.100.10/32 next-hop self";
     let withdraw = "withdraw route 198.51.100.10/32 next-hop self";
     next(announce);
+    let checked =
+        common::check_dashboard_against(&scrape(metrics), |n| n.starts_with("sluice_bgp_"));
+    assert!(checked >= 1);
     let s = first.ok(&["status"]);
     assert_eq!(s["bgp"]["announced"][0], "198.51.100.10/32", "{s}");
     assert!(s["bgp"]["feed_last_poll_s"].as_f64().unwrap() < 5.0, "{s}");

@@ -1233,6 +1233,9 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
     ] {
         assert!(m.contains(name), "{name} missing from the metrics");
     }
+    // The Grafana dashboard's L7 panels ask only for what is exported, by labels it has.
+    let checked = common::check_dashboard_against(&m, |n| n.starts_with("sluice_l7_"));
+    assert!(checked >= 12, "only {checked} L7 dashboard metrics checked");
     // The test certificates run until 2126: about a hundred years left.
     let left: f64 = m
         .lines()

@@ -298,6 +298,7 @@ fn the_package_installs_a_unit_that_starts_reloads_and_stops_sluice() {
         "./etc/sluice/sluice.toml",
         "./usr/lib/sluice/sluice_xdp.o",
         "./usr/share/sluice/sample.pcap",
+        "./usr/share/sluice/grafana/sluice-dashboard.json",
         "./usr/share/doc/sluice/examples/dpdk-vdev.toml",
         "./usr/share/man/man1/sluice.1.gz",
         "./usr/share/man/man1/sluice-run.1.gz",

@@ -136,6 +136,62 @@ pub fn render(p: &Plane) -> String {
     let _ = writeln!(o, "sluice_conntrack_flows {}", t.active_flows);
     let _ = writeln!(
         o,
+        "# HELP sluice_conntrack_capacity Flows the connection tables hold at most, all workers.\n# TYPE sluice_conntrack_capacity gauge\nsluice_conntrack_capacity {}",
+        p.cfg.conntrack.capacity * p.workers
+    );
+    // Per worker: where a hot queue or an unbalanced RSS shows.
+    let _ = writeln!(o, "# HELP sluice_worker_packets_received_total Frames received, by worker.\n# TYPE sluice_worker_packets_received_total counter");
+    for (w, pin, _, _, _) in &t.workers {
+        let _ = writeln!(
+            o,
+            "sluice_worker_packets_received_total{{worker=\"{w}\"}} {pin}"
+        );
+    }
+    let _ = writeln!(o, "# HELP sluice_worker_packets_sent_total Frames transmitted, by worker.\n# TYPE sluice_worker_packets_sent_total counter");
+    for (w, _, pout, _, _) in &t.workers {
+        let _ = writeln!(
+            o,
+            "sluice_worker_packets_sent_total{{worker=\"{w}\"}} {pout}"
+        );
+    }
+    let _ = writeln!(o, "# HELP sluice_worker_bytes_received_total Bytes received, by worker.\n# TYPE sluice_worker_bytes_received_total counter");
+    for (w, _, _, bytes, _) in &t.workers {
+        let _ = writeln!(
+            o,
+            "sluice_worker_bytes_received_total{{worker=\"{w}\"}} {bytes}"
+        );
+    }
+    let _ = writeln!(o, "# HELP sluice_worker_drops_total Frames dropped, by worker and reason.\n# TYPE sluice_worker_drops_total counter");
+    for (w, drops) in &t.worker_drops {
+        for (r, n) in dataplane::DropReason::all().zip(drops) {
+            let _ = writeln!(
+                o,
+                "sluice_worker_drops_total{{worker=\"{w}\",reason=\"{}\"}} {n}",
+                r.name()
+            );
+        }
+    }
+    // Per service (its backends' traffic added up).
+    let mut services: Vec<_> = t.services.iter().collect();
+    services.sort();
+    let _ = writeln!(o, "# HELP sluice_service_packets_total Packets forwarded to a service's backends.\n# TYPE sluice_service_packets_total counter");
+    for (name, (packets, _, _)) in &services {
+        let _ = writeln!(
+            o,
+            "sluice_service_packets_total{{service=\"{}\"}} {packets}",
+            esc(name)
+        );
+    }
+    let _ = writeln!(o, "# HELP sluice_service_bytes_total Bytes forwarded to a service's backends.\n# TYPE sluice_service_bytes_total counter");
+    for (name, (_, bytes, _)) in &services {
+        let _ = writeln!(
+            o,
+            "sluice_service_bytes_total{{service=\"{}\"}} {bytes}",
+            esc(name)
+        );
+    }
+    let _ = writeln!(
+        o,
         "# HELP sluice_conntrack_half_open_flows Half-open flows (only a SYN seen) tracked, all workers.\n# TYPE sluice_conntrack_half_open_flows gauge\nsluice_conntrack_half_open_flows {}",
         t.half_open
     );

@@ -421,3 +421,111 @@ pub fn ports(d: &[u8]) -> (u16, u16) {
 pub fn l4(d: &[u8]) -> &[u8] {
     &d[ip_fields(d).header_len..]
 }
+
+/// The Grafana dashboard's queries (packaging/grafana/sluice-dashboard.json), as (panel
+/// title, PromQL expression).
+pub fn dashboard_queries() -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana/sluice-dashboard.json"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push((
+                p["title"].as_str().unwrap_or("").to_string(),
+                t["expr"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    out
+}
+
+/// Checks the dashboard's queries against a metrics document a running sluice served: every
+/// metric a query names (of those `family` selects) is in it, and every label the query
+/// groups or filters by is one that metric carries. Returns how many metric names it checked.
+pub fn check_dashboard_against(metrics: &str, family: impl Fn(&str) -> bool) -> usize {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut exported: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        let labels = exported.entry(line[..end].to_string()).or_default();
+        if let Some(inner) = line[end..]
+            .strip_prefix('{')
+            .and_then(|r| r.split_once('}'))
+        {
+            for pair in inner.0.split("\",") {
+                if let Some((k, _)) = pair.split_once('=') {
+                    labels.insert(k.trim().to_string());
+                }
+            }
+        }
+    }
+    let ident = |s: &str, at: usize| -> String {
+        s[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (title, expr) in dashboard_queries() {
+        let names: BTreeSet<String> = expr
+            .match_indices("sluice_")
+            .map(|(i, _)| ident(&expr, i))
+            .filter(|n| family(n))
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        // Labels used: `by (a, b)` and `{a="…"}` matchers (the instance variable aside).
+        let mut labels = BTreeSet::new();
+        for (i, _) in expr.match_indices("by (") {
+            let inner = &expr[i + 4..];
+            let inner = &inner[..inner.find(')').unwrap_or(0)];
+            labels.extend(inner.split(',').map(|l| l.trim().to_string()));
+        }
+        for (i, _) in expr.match_indices('{') {
+            let inner = &expr[i + 1..];
+            let inner = &inner[..inner.find('}').unwrap_or(0)];
+            for m in inner.split(',') {
+                let k: String = m
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !k.is_empty() && !m.trim_start().starts_with('{') {
+                    labels.insert(k);
+                }
+            }
+        }
+        labels.retain(|l| !l.is_empty() && l != "instance");
+        for n in &names {
+            checked += 1;
+            if !exported.contains_key(n) {
+                problems.push(format!("panel {title:?}: {n} is not exported"));
+            }
+        }
+        for l in &labels {
+            if !names
+                .iter()
+                .any(|n| exported.get(n).is_some_and(|ls| ls.contains(l)))
+            {
+                problems.push(format!(
+                    "panel {title:?}: no metric of {names:?} has the label {l:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n\nexported:\n{metrics}",
+        problems.join("\n")
+    );
+    checked
+}

@@ -28,6 +28,8 @@ pub struct Totals {
     pub workers: Vec<(usize, u64, u64, u64, u64)>,
     /// Per worker: (snapshots swapped in, longest swap in ns, swaps that allocated).
     pub swaps: Vec<(usize, u64, u64, u64)>,
+    /// Per worker: its drops by reason, in `DropReason::all()` order.
+    pub worker_drops: Vec<(usize, Vec<u64>)>,
 }
 
 impl Plane {
@@ -69,6 +71,8 @@ impl Plane {
             ));
             t.swaps
                 .push((p.worker, p.swaps, p.swap_max_ns, p.swaps_allocating));
+            t.worker_drops
+                .push((p.worker, DropReason::all().map(|r| s.dropped(r)).collect()));
             let Some(snap) = self.snapshot_of(p.generation) else {
                 continue;
             };
@@ -96,6 +100,7 @@ impl Plane {
             .map(|r| (r.name(), t.counters.dropped(r)))
             .collect();
         t.workers.sort();
+        t.worker_drops.sort();
         self.previous = std::mem::replace(&mut self.totals, t);
     }
 }
