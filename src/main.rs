@@ -46,9 +46,12 @@ enum Command {
         /// Configuration file (TOML; see README.md for the keys).
         #[arg(long, value_name = "FILE.toml")]
         config: PathBuf,
-        /// Capture to replay: libpcap format, Ethernet link type.
+        /// Capture to replay: pcap (micro- or nanosecond) or pcapng, Ethernet link type.
         #[arg(long, value_name = "IN.pcap")]
         input: PathBuf,
+        /// The format --output and --host-output are written in.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Pcap)]
+        output_format: OutputFormat,
         /// Where to write the frames sluice transmits.
         #[arg(long, value_name = "OUT.pcap")]
         output: PathBuf,
@@ -125,6 +128,15 @@ enum Command {
     },
 }
 
+/// `--output-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// Classic libpcap: what tcpdump writes.
+    Pcap,
+    /// pcapng: what Wireshark writes.
+    Pcapng,
+}
+
 /// Writes the stats file (if asked) and prints the summary (unless quiet).
 fn finish(
     report: &report::Report,
@@ -159,11 +171,16 @@ fn main() -> ExitCode {
             workers,
             host_output,
             quiet,
+            output_format,
         } => {
             let opts = replay::ReplayOptions {
                 config,
                 input,
                 output,
+                output_format: match output_format {
+                    OutputFormat::Pcap => pcap::CaptureFormat::Pcap,
+                    OutputFormat::Pcapng => pcap::CaptureFormat::Pcapng,
+                },
                 host_output,
                 workers: workers as usize,
             };

@@ -27,6 +27,7 @@ pub struct ReplayOptions {
     pub config: PathBuf,
     pub input: PathBuf,
     pub output: PathBuf,
+    pub output_format: pcap::CaptureFormat,
     pub host_output: Option<PathBuf>,
     pub workers: usize,
 }
@@ -34,11 +35,12 @@ pub struct ReplayOptions {
 fn open_writer(
     path: &PathBuf,
     what: &str,
+    format: pcap::CaptureFormat,
     nanos: bool,
 ) -> Result<PcapWriter<BufWriter<File>>, String> {
     let f = File::create(path)
         .map_err(|e| format!("cannot create the {what} capture {}: {e}", path.display()))?;
-    PcapWriter::new(BufWriter::with_capacity(1 << 20, f), nanos)
+    PcapWriter::with_format(BufWriter::with_capacity(1 << 20, f), format, nanos)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
@@ -75,9 +77,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<Report, String> {
     let mut reader = PcapReader::new(BufReader::with_capacity(1 << 20, file))
         .map_err(|e| format!("{}: {e}", opts.input.display()))?;
     let nanos = reader.is_nanosecond();
-    let mut out = open_writer(&opts.output, "output", nanos)?;
+    let mut out = open_writer(&opts.output, "output", opts.output_format, nanos)?;
     let mut host_out = match &opts.host_output {
-        Some(p) => Some(open_writer(p, "host output", nanos)?),
+        Some(p) => Some(open_writer(p, "host output", opts.output_format, nanos)?),
         None => None,
     };
     let n = opts.workers.max(1);

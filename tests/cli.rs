@@ -88,7 +88,7 @@ fn unreadable_and_unsupported_captures_are_refused_clearly() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             b"this is not a capture file at all".to_vec(),
-            "not a pcap file",
+            "not a pcap or pcapng file",
         ),
         (
             [0x0a, 0x0d, 0x0d, 0x0a]
