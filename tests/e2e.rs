@@ -32,7 +32,23 @@ fn services(mode: &str, weights: &[u32]) -> String {
         );
     }
     s += &format!("[[service]]\nname = \"iperf\"\nvip = \"10.99.0.100:5201\"\nprotocol = \"tcp\"\nforwarding = \"{mode}\"\n[[service.backend]]\naddress = \"10.99.0.11:5201\"\n");
+    if dual_stack(mode) {
+        // The same site over IPv6, backends found by neighbour discovery.
+        s += &format!("[[service]]\nname = \"web6\"\nvip = \"[fd99::100]:80\"\nprotocol = \"tcp\"\nforwarding = \"{mode}\"\n");
+        for (i, w) in weights.iter().enumerate() {
+            s += &format!(
+                "[[service.backend]]\naddress = \"[fd99::1{}]:{port}\"\nweight = {w}\n",
+                i + 1
+            );
+        }
+        s += &format!("[[service]]\nname = \"iperf6\"\nvip = \"[fd99::100]:5201\"\nprotocol = \"tcp\"\nforwarding = \"{mode}\"\n[[service.backend]]\naddress = \"[fd99::11]:5201\"\n");
+    }
     s
+}
+
+/// The modes whose scenario also runs over IPv6 (ipip and gue have IPv4 backends here).
+fn dual_stack(mode: &str) -> bool {
+    matches!(mode, "nat" | "snat" | "dsr")
 }
 
 /// The configuration text without the `[[service.backend]]` table of `address`.
@@ -131,13 +147,22 @@ fn scenario(pfx: &str, mode: &str, driver: &str, measure: bool) {
     assert!(answered > 0, "{mode}: sluice answered ARP ({answered})");
     // And sluice found every backend's MAC (and the gateway's) itself, by ARP.
     let hops = stats["neighbours"].as_array().cloned().unwrap_or_default();
-    let want: HashMap<&str, &str> = [
+    let mut want: HashMap<&str, &str> = [
         ("10.99.0.11", "02:00:00:00:01:01"),
         ("10.99.0.12", "02:00:00:00:01:02"),
         ("10.99.0.13", "02:00:00:00:01:03"),
         ("10.98.0.2", "02:00:00:00:00:fe"),
     ]
     .into();
+    let v6 = dual_stack(mode.split(' ').next().unwrap_or(""));
+    if v6 {
+        // Resolved by neighbour solicitations sluice sends from fd99::1.
+        want.extend([
+            ("fd99::11", "02:00:00:00:01:01"),
+            ("fd99::12", "02:00:00:00:01:02"),
+            ("fd99::13", "02:00:00:00:01:03"),
+        ]);
+    }
     assert_eq!(hops.len(), want.len(), "{mode}: {hops:?}");
     for h in &hops {
         let a = h["address"].as_str().unwrap_or("");
@@ -145,6 +170,34 @@ fn scenario(pfx: &str, mode: &str, driver: &str, measure: bool) {
             h["mac"].as_str(),
             want.get(a).copied(),
             "{mode}: sluice resolved {a}: {h}"
+        );
+    }
+    if v6 {
+        // The same over IPv6: every request answered, split by weight; the client found the
+        // VIP's MAC by a neighbour solicitation sluice answered; a bulk transfer completes.
+        let (by, failed, rps6) = curls(&t, VIP6, 200);
+        assert_eq!(
+            failed, 0,
+            "{mode} over IPv6: every request succeeds: {by:?}"
+        );
+        let share = |k: &str| *by.get(k).unwrap_or(&0) as f64 / 200.0;
+        for (k, want) in [("b1", 0.25), ("b2", 0.25), ("b3", 0.5)] {
+            assert!(
+                (share(k) - want).abs() < 0.12,
+                "{mode} over IPv6: {k} took {:.2} of requests, weight share {want}: {by:?}",
+                share(k)
+            );
+        }
+        let neigh = t.exec("cli", &["ip", "-6", "neigh", "show", "fd99::100"]);
+        assert!(
+            String::from_utf8_lossy(&neigh.stdout).contains("02:00:00:00:00:01"),
+            "{mode}: the client learned the IPv6 VIP's MAC from sluice: {}",
+            String::from_utf8_lossy(&neigh.stdout)
+        );
+        let via6 = iperf(&t, "fd99::100", 2);
+        eprintln!(
+            "{mode} over IPv6: curl requests/s through sluice {rps6:.0}; iperf3 {:.2} Gbit/s",
+            via6 / 1e9
         );
     }
     // A bulk TCP transfer completes.

@@ -165,7 +165,9 @@ pub fn worker_core() -> usize {
 /// No MACs anywhere: sluice resolves the backends and the gateway (here the client itself,
 /// which is on the same link) by ARP.
 pub const NODE: &str =
-    "[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"10.99.0.1\"\ngateway = \"10.98.0.2\"\n";
+    "[node]\nmac = \"02:00:00:00:00:01\"\nipv4 = \"10.99.0.1\"\nipv6 = \"fd99::1\"\ngateway = \"10.98.0.2\"\n";
+/// The IPv6 VIP, as a URL host.
+pub const VIP6: &str = "[fd99::100]";
 
 /// sluice's configuration for `driver`: "dpdk" (net_af_packet on the veth), "xdp" (AF_XDP
 /// on the veth), or "auto" given a DPDK device that does not exist, so it falls back.

@@ -2,11 +2,18 @@
 # Builds (or tears down) the end-to-end test topology: network namespaces joined by veth
 # links to a bridge, one shared L2 segment:
 #
-#   PFX-cli  (client)    eth0 10.98.0.2/24, MAC 02:00:00:00:00:fe; VIP 10.99.0.100 on-link
-#   PFX-lb   (sluice)    eth0 MAC 02:00:00:00:00:01, no kernel address: sluice owns it
-#   PFX-bN   (backend N) eth0 10.99.0.1N/24, MAC 02:00:00:00:01:0N; HTTP servers on :8080
-#                        and :80 answering "bN" (and /big, 3 MB), an iperf3 server on :5201
+#   PFX-cli  (client)    eth0 10.98.0.2/24 and fd98::2/64, MAC 02:00:00:00:00:fe; the VIPs
+#                        10.99.0.100 and fd99::100 on-link
+#   PFX-lb   (sluice)    eth0 MAC 02:00:00:00:00:01, no kernel address: sluice owns it (its
+#                        node addresses are 10.99.0.1 and fd99::1)
+#   PFX-bN   (backend N) eth0 10.99.0.1N/24 and fd99::1N/64, MAC 02:00:00:00:01:0N; HTTP
+#                        servers (both families) on :8080 and :80 answering "bN" (and /big,
+#                        3 MB), an iperf3 server on :5201
 #   PFX-lan              the bridge joining them
+#
+# Every host is dual-stack (IPv6 without duplicate address detection, so addresses work at
+# once): the client finds the IPv6 VIP, and the backends the IPv6 node address, by neighbour
+# discovery, which sluice answers itself.
 #
 # A second subnet, 10.97.0.0/24 (client .2, backend N .1N), joins the client and the backends
 # directly over the same links, without sluice: the reference path for measurements.
@@ -55,16 +62,26 @@ port cli 02:00:00:00:00:fe
 ns cli ip addr add 10.98.0.2/24 dev eth0
 ns cli ip addr add 10.97.0.2/24 dev eth0
 ns cli ip route add 10.99.0.100/32 dev eth0
+ns cli ip -6 addr add fd98::2/64 dev eth0 nodad
+ns cli ip -6 route add fd99::100/128 dev eth0
 port lb 02:00:00:00:00:01 "$queues"
 case $mode in ipip|gue) ns lb ip link set eth0 mtu 1600; ns lan ip link set "${pfx}lb" mtu 1600 ;; esac
 for i in $(seq 1 "$n"); do
   port "b$i" "02:00:00:00:01:0$i"
   ns "b$i" ip addr add "10.99.0.1$i/24" dev eth0
   ns "b$i" ip addr add "10.97.0.1$i/24" dev eth0
+  ns "b$i" ip -6 addr add "fd99::1$i/64" dev eth0 nodad
   case $mode in
-    nat) ns "b$i" ip route add 10.98.0.0/24 via 10.99.0.1 dev eth0 onlink ;;
+    nat)
+      ns "b$i" ip route add 10.98.0.0/24 via 10.99.0.1 dev eth0 onlink
+      ns "b$i" ip -6 route add fd98::/64 via fd99::1 dev eth0 onlink
+      ;;
     snat) ;;
     dsr|ipip|gue)
+      # (IPv6 answers neighbour solicitations only for addresses of the interface asked,
+      # so the VIP on lo needs no arp_ignore counterpart.)
+      ns "b$i" ip -6 addr add fd99::100/128 dev lo nodad
+      ns "b$i" ip -6 route add fd98::/64 dev eth0
       ns "b$i" ip addr add 10.99.0.100/32 dev lo
       ns "b$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
         net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
@@ -97,7 +114,8 @@ for i in $(seq 1 "$n"); do
   printf 'b%s\n' "$i" > "$work/b$i/index.html"
   head -c 3000000 /dev/zero > "$work/b$i/big"
   for p in 8080 80; do
-    ns "b$i" python3 -m http.server $p --bind 0.0.0.0 --directory "$work/b$i" >/dev/null 2>&1 &
+    # `::` binds both families (http.server's dual-stack socket).
+    ns "b$i" python3 -m http.server $p --bind :: --directory "$work/b$i" >/dev/null 2>&1 &
   done
   ns "b$i" iperf3 -s -D -p 5201 >/dev/null 2>&1
 done
