@@ -27,14 +27,12 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// The notifier for `NOTIFY_SOCKET`. The variable is removed, so processes sluice starts
-    /// (health-check commands, none today) cannot speak for it.
+    /// The notifier for `NOTIFY_SOCKET` (the unit's `NotifyAccess=main` keeps any child
+    /// from speaking for sluice; it starts none).
     pub fn from_env() -> Notifier {
         let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
             return Notifier { socket: None };
         };
-        // SAFETY: called on the main thread before any other thread starts (see main).
-        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
         let addr = {
             use std::os::linux::net::SocketAddrExt;
             use std::os::unix::ffi::OsStrExt;
@@ -74,26 +72,12 @@ impl Notifier {
     }
 
     pub fn reloading(&self) {
-        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        self.send("RELOADING=1\nSTATUS=reloading the configuration file");
     }
 
     pub fn stopping(&self) {
         self.send("STOPPING=1\nSTATUS=stopping");
     }
-}
-
-/// CLOCK_MONOTONIC in microseconds, which `RELOADING=1` carries since systemd 253
-/// (`Type=notify-reload`); older managers ignore it.
-fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid struct it is given.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 #[cfg(test)]
@@ -125,12 +109,5 @@ mod tests {
         let k = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..k], b"STOPPING=1\nSTATUS=stopping");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn monotonic_clock_advances() {
-        let a = monotonic_usec();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(monotonic_usec() >= a + 1000);
     }
 }

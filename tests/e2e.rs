@@ -5,9 +5,11 @@
 //! while a long transfer to it completes. The topology is torn down even when a test fails.
 //!
 //! Drivers: DPDK on the veth through `net_af_packet`, and AF_XDP on the veth itself (one and
-//! two queues), for every forwarding mode; the ipip and gue backends decapsulate with the
-//! kernel's devices where this kernel has them, else with `tests/e2e/decap.py`. Needs root
-//! (namespaces, hugepages).
+//! two queues), for every forwarding mode; nat, snat and dsr over IPv6 as well (neighbour
+//! discovery answered and resolved by sluice); nat with sluice's link an 802.1Q trunk
+//! (`tests/e2e/vlan_trunk.py` is the switch's trunk port). The ipip and gue backends
+//! decapsulate with the kernel's devices where this kernel has them, else with
+//! `tests/e2e/decap.py`. Needs root (namespaces, hugepages).
 
 mod common;
 #[path = "e2e/harness.rs"]
@@ -110,17 +112,29 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// removed by reload during a long transfer. With `measure`, the same requests and transfer
 /// also go to one backend directly, and both figures are printed.
 fn scenario(pfx: &str, mode: &str, driver: &str, measure: bool) {
+    scenario_on(pfx, mode, driver, measure, None)
+}
+
+/// [`scenario`], with every host (and sluice's traffic) on 802.1Q VLAN `vlan` if given.
+fn scenario_on(pfx: &str, mode: &str, driver: &str, measure: bool, vlan: Option<u16>) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         root(),
         "the end-to-end tests need root (network namespaces, hugepages)"
     );
-    let t = Topology::up(pfx, 3, mode);
+    let t = Topology::up_with(pfx, 3, mode, 1, vlan);
     if let Ok(how) = std::fs::read_to_string(t.dir.join("decapsulator")) {
         eprintln!("{mode} on {driver}: backends decapsulate in {}", how.trim());
     }
-    let b = Balancer::start(&t, &driver_config(driver, &services(mode, &[1, 1, 2])));
-    let mode = &format!("{mode} on {driver}");
+    let mut config = driver_config(driver, &services(mode, &[1, 1, 2]));
+    if let Some(v) = vlan {
+        config = config.replacen("[node]\n", &format!("[node]\nvlan = {v}\n"), 1);
+    }
+    let b = Balancer::start(&t, &config);
+    let mode = &match vlan {
+        Some(v) => format!("{mode} on {driver}, VLAN {v}"),
+        None => format!("{mode} on {driver}"),
+    };
 
     // Hundreds of requests, all answered by a backend, split by the weights 1:1:2.
     let n = 400;
@@ -321,6 +335,14 @@ fn ipip_on_dpdk_af_packet_serves_real_clients() {
 #[test]
 fn gue_on_dpdk_af_packet_serves_real_clients() {
     scenario("sg", "gue", "dpdk", false);
+}
+
+/// sluice's link is an 802.1Q trunk: clients and backends are on VLAN 100, so sluice finds
+/// them only if its own ARP requests and neighbour solicitations carry the tag, and they
+/// reach it only through the tagged frames it answers and forwards with their tag kept.
+#[test]
+fn nat_on_af_xdp_over_a_tagged_vlan_serves_real_clients() {
+    scenario_on("sv", "nat", "xdp", false, Some(100));
 }
 
 #[test]

@@ -722,6 +722,21 @@ mac = "02:00:00:00:01:01"
         assert!(!Config::from_toml(GOOD, None).unwrap().node.tunnel_fragment);
     }
 
+    /// `node.vlan` is a VLAN id (1-4094), named by line when it is not, and round-trips.
+    #[test]
+    fn node_vlan_is_a_vlan_id() {
+        let with = |keys: &str| GOOD.replacen("[node]\n", &format!("[node]\n{keys}"), 1);
+        for bad in ["vlan = 0\n", "vlan = 4095\n"] {
+            let e = err(&with(bad));
+            assert_eq!((e.key.as_str(), e.line), ("node.vlan", Some(3)), "{e}");
+            assert!(e.message.contains("not a VLAN id"), "{e}");
+        }
+        let c = Config::from_toml(&with("vlan = 100\n"), None).unwrap();
+        assert_eq!(c.node.vlan, Some(100));
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        assert_eq!(Config::from_toml(GOOD, None).unwrap().node.vlan, None);
+    }
+
     /// `[node] start_as` reads "active" (the default) or "standby", names its line when it is
     /// neither, and is written back as it was read.
     #[test]

@@ -108,6 +108,10 @@ pub struct Node {
         serialize_with = "standby_text"
     )]
     pub start_standby: bool,
+    /// The 802.1Q VLAN sluice's link carries its traffic on: only frames tagged with it are
+    /// the balancer's, and the frames sluice makes itself carry the tag. `None`: untagged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
 }
 
 fn standby_text<S: Serializer>(_: &bool, s: S) -> Result<S::Ok, S::Error> {

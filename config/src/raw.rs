@@ -112,6 +112,7 @@ pub(crate) struct RawNode {
     pub(crate) tunnel_mtu: Option<Spanned<u16>>,
     pub(crate) start_as: Option<Spanned<String>>,
     pub(crate) tunnel_fragment: Option<Spanned<bool>>,
+    pub(crate) vlan: Option<Spanned<u16>>,
 }
 
 #[derive(Deserialize)]

@@ -50,6 +50,7 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
             tunnel_fragment: n.tunnel_fragment,
             standby: n.start_standby,
             announce_epoch: 0,
+            vlan: n.vlan,
             offload_ports: cfg
                 .services
                 .iter()

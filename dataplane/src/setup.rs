@@ -123,6 +123,10 @@ pub struct NodeSetup {
     /// Raised each time the node becomes active from standby: worker 0 then sends a
     /// gratuitous ARP / unsolicited neighbour advertisement for every VIP, once per value.
     pub announce_epoch: u64,
+    /// The 802.1Q VLAN id of sluice's traffic on a tagged link: frames tagged otherwise (or
+    /// untagged) are not the balancer's, and frames it makes itself (ARP requests, neighbour
+    /// solicitations, announcements, the offload pool's) carry the tag.
+    pub vlan: Option<u16>,
 }
 
 impl NodeSetup {
@@ -139,6 +143,7 @@ impl NodeSetup {
             offload_ports: None,
             tunnel_mtu: None,
             tunnel_fragment: false,
+            vlan: None,
             standby: false,
             announce_epoch: 0,
         }

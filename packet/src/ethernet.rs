@@ -139,9 +139,36 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
     }
 }
 
+/// Tags the untagged Ethernet frame in `frame[..len]` with VLAN `vlan` (priority 0), in
+/// place: the addresses stay, the 802.1Q header goes after them, and the rest moves four
+/// bytes on. `frame` must be exactly `len + 4` bytes and `len` at least a header; false
+/// (frame untouched) otherwise.
+pub fn insert_vlan_tag(frame: &mut [u8], len: usize, vlan: u16) -> bool {
+    if len < EthernetFrame::<&[u8]>::HEADER_LEN || frame.len() != len + VlanTag::<&[u8]>::LEN {
+        return false;
+    }
+    frame.copy_within(12..len, 16);
+    put16(frame, 12, ETHERTYPE_VLAN);
+    put16(frame, 14, vlan & 0x0fff);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vlan_tag_goes_after_the_addresses() {
+        let mut f = [0u8; 18];
+        f[..14].copy_from_slice(&[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x08, 0x06]);
+        assert!(insert_vlan_tag(&mut f, 14, 100));
+        assert_eq!(
+            f,
+            [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x81, 0x00, 0, 100, 0x08, 0x06]
+        );
+        assert!(!insert_vlan_tag(&mut f, 13, 100));
+        assert!(!insert_vlan_tag(&mut [0u8; 20], 14, 100));
+    }
 
     #[test]
     fn mac_parse_and_display_round_trip() {

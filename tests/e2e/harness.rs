@@ -25,6 +25,17 @@ impl Topology {
 
     /// With `queues` queues each way on sluice's interface.
     pub fn up_with_queues(pfx: &str, backends: usize, mode: &str, queues: usize) -> Topology {
+        Topology::up_with(pfx, backends, mode, queues, None)
+    }
+
+    /// With `queues` queues, and (with `vlan`) every host on that 802.1Q VLAN of the segment.
+    pub fn up_with(
+        pfx: &str,
+        backends: usize,
+        mode: &str,
+        queues: usize,
+        vlan: Option<u16>,
+    ) -> Topology {
         let dir = std::env::temp_dir().join(format!("sluice-e2e-{pfx}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -32,7 +43,11 @@ impl Topology {
             pfx: pfx.into(),
             dir,
         };
-        let o = Command::new("bash")
+        let mut c = Command::new("bash");
+        if let Some(v) = vlan {
+            c.env("VLAN", v.to_string());
+        }
+        let o = c
             .args([
                 TOPOLOGY,
                 "up",

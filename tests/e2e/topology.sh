@@ -35,6 +35,13 @@
 # QUEUES (default 1) gives sluice's veth that many queues each way (the kernel spreads flows
 # over them by hash), for more than one AF_XDP worker.
 #
+# With VLAN set in the environment (an 802.1Q id), sluice's link is a trunk, as a switch
+# gives a balancer: the hosts stay untagged on their access ports, and everything between
+# the segment and sluice's eth0 is tagged with VLAN. This kernel has neither VLAN devices nor
+# a VLAN-filtering bridge, so tests/e2e/vlan_trunk.py is that switch port: it sits between
+# the bridge (through the veth pair PFXacc0/PFXacc1) and sluice's link (PFXlb), tags what goes
+# to sluice, and untags (or, untagged or on another VLAN, drops and counts) what comes back.
+#
 # Usage: topology.sh up PFX BACKENDS WORKDIR MODE [QUEUES] | down PFX
 set -euo pipefail
 cmd=$1; pfx=$2
@@ -52,40 +59,57 @@ port() { # name mac [queues] -> a namespace with eth0 bridged into the lan
   ns "$1" ip link set lo up
   ip link add "${pfx}$1" netns "$pfx-lan" numtxqueues "$q" numrxqueues "$q" type veth \
     peer name eth0 netns "$pfx-$1" numtxqueues "$q" numrxqueues "$q"
-  ns lan ip link set "${pfx}$1" master br0 up
+  if [ -n "${VLAN:-}" ] && [ "$1" = lb ]; then
+    ns lan ip link set "${pfx}$1" up  # the trunk, not a bridge port (below)
+  else
+    ns lan ip link set "${pfx}$1" master br0 up
+  fi
   ns "$1" ip link set eth0 address "$2"
   ns "$1" ip link set eth0 up
-  ns "$1" ethtool -K eth0 tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
-  ns lan ethtool -K "${pfx}$1" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+  ns "$1" ethtool -K eth0 tx off rx off tso off gso off gro off txvlan off rxvlan off >/dev/null 2>&1 || true
+  ns lan ethtool -K "${pfx}$1" tx off rx off tso off gso off gro off txvlan off rxvlan off >/dev/null 2>&1 || true
 }
+dev=eth0
 port cli 02:00:00:00:00:fe
-ns cli ip addr add 10.98.0.2/24 dev eth0
-ns cli ip addr add 10.97.0.2/24 dev eth0
-ns cli ip route add 10.99.0.100/32 dev eth0
-ns cli ip -6 addr add fd98::2/64 dev eth0 nodad
-ns cli ip -6 route add fd99::100/128 dev eth0
+ns cli ip addr add 10.98.0.2/24 dev "$dev"
+ns cli ip addr add 10.97.0.2/24 dev "$dev"
+ns cli ip route add 10.99.0.100/32 dev "$dev"
+ns cli ip -6 addr add fd98::2/64 dev "$dev" nodad
+ns cli ip -6 route add fd99::100/128 dev "$dev"
 port lb 02:00:00:00:00:01 "$queues"
+if [ -n "${VLAN:-}" ]; then
+  ns lan ip link add "${pfx}acc0" type veth peer name "${pfx}acc1"
+  ns lan ip link set "${pfx}acc0" master br0 up
+  ns lan ip link set "${pfx}acc1" up
+  for i in "${pfx}acc0" "${pfx}acc1" "${pfx}lb"; do
+    ns lan ethtool -K "$i" tx off rx off tso off gso off gro off txvlan off rxvlan off >/dev/null 2>&1 || true
+  done
+  ns lan sysctl -qw "net.ipv6.conf.${pfx}acc1.disable_ipv6=1" "net.ipv6.conf.${pfx}lb.disable_ipv6=1"
+  ns lan python3 "$(dirname "$0")/vlan_trunk.py" "${pfx}acc1" "${pfx}lb" "$VLAN" > "$work/vlan-trunk.log" 2>&1 &
+  for _ in $(seq 50); do grep -q ready "$work/vlan-trunk.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$work/vlan-trunk.log"
+fi
 case $mode in ipip|gue) ns lb ip link set eth0 mtu 1600; ns lan ip link set "${pfx}lb" mtu 1600 ;; esac
 for i in $(seq 1 "$n"); do
   port "b$i" "02:00:00:00:01:0$i"
-  ns "b$i" ip addr add "10.99.0.1$i/24" dev eth0
-  ns "b$i" ip addr add "10.97.0.1$i/24" dev eth0
-  ns "b$i" ip -6 addr add "fd99::1$i/64" dev eth0 nodad
+  ns "b$i" ip addr add "10.99.0.1$i/24" dev "$dev"
+  ns "b$i" ip addr add "10.97.0.1$i/24" dev "$dev"
+  ns "b$i" ip -6 addr add "fd99::1$i/64" dev "$dev" nodad
   case $mode in
     nat)
-      ns "b$i" ip route add 10.98.0.0/24 via 10.99.0.1 dev eth0 onlink
-      ns "b$i" ip -6 route add fd98::/64 via fd99::1 dev eth0 onlink
+      ns "b$i" ip route add 10.98.0.0/24 via 10.99.0.1 dev "$dev" onlink
+      ns "b$i" ip -6 route add fd98::/64 via fd99::1 dev "$dev" onlink
       ;;
     snat) ;;
     dsr|ipip|gue)
       # (IPv6 answers neighbour solicitations only for addresses of the interface asked,
       # so the VIP on lo needs no arp_ignore counterpart.)
       ns "b$i" ip -6 addr add fd99::100/128 dev lo nodad
-      ns "b$i" ip -6 route add fd98::/64 dev eth0
+      ns "b$i" ip -6 route add fd98::/64 dev "$dev"
       ns "b$i" ip addr add 10.99.0.100/32 dev lo
       ns "b$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
         net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
-      ns "b$i" ip route add 10.98.0.0/24 dev eth0
+      ns "b$i" ip route add 10.98.0.0/24 dev "$dev"
       if [ "$mode" != dsr ]; then
         # The tunnel adds 20 (ipip) or 32 (gue) bytes to the client's full-size segments: as
         # operators do, the balancer-to-backend links carry a larger MTU than the clients'.

@@ -67,6 +67,9 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
     if let Some(v) = &n.tunnel_fragment {
         spans.put("node.tunnel_fragment", v.span());
     }
+    if let Some(v) = &n.vlan {
+        spans.put("node.vlan", v.span());
+    }
     let start_standby = match &n.start_as {
         None => false,
         Some(v) => match v.get_ref().as_str() {
@@ -92,6 +95,7 @@ pub(crate) fn parse_node(ctx: &Ctx, n: &RawNode, spans: &mut Spans) -> Result<No
         tunnel_mtu: n.tunnel_mtu.as_ref().map(|m| *m.get_ref()),
         start_standby,
         tunnel_fragment: n.tunnel_fragment.as_ref().is_some_and(|v| *v.get_ref()),
+        vlan: n.vlan.as_ref().map(|v| *v.get_ref()),
     })
 }
 
@@ -103,6 +107,15 @@ pub(crate) fn check_node(n: &Node) -> Result<(), Invalid> {
             "fragmenting tunnel packets needs the MTU to fragment to",
             "set node.tunnel_mtu (the MTU of the path to the backends), or leave tunnel_fragment out",
         );
+    }
+    if let Some(v) = n.vlan {
+        if !(1..=4094).contains(&v) {
+            return invalid(
+                "node.vlan",
+                format!("{v} is not a VLAN id (1 to 4094; 0 and 4095 are reserved)"),
+                "give the 802.1Q VLAN id the link carries sluice's traffic on, or leave vlan out for an untagged link",
+            );
+        }
     }
     let (lo, hi) = n.snat_ports;
     if lo == 0 || lo >= hi || (hi - lo) < 63 {

@@ -43,6 +43,13 @@ impl Worker {
     /// costs one lookup.
     #[inline(always)]
     pub fn classify(&self, snap: &Snapshot, p: &Parsed) -> Class {
+        // On a tagged link, only sluice's VLAN is the balancer's (other VLANs, and untagged
+        // frames, belong to the host).
+        if let Some(v) = snap.node.vlan {
+            if p.vlan_tci.map(|t| t & 0x0fff) != Some(v) {
+                return Class::NotOurs;
+            }
+        }
         if !p.is_ip() {
             return if p.network == Network::Arp {
                 Class::Arp

@@ -406,13 +406,17 @@ impl Worker {
                     };
                     self.stats.offload_returned += 1;
                     match self.address_returned(&snap, &mut of) {
-                        Ok(()) => match port.alloc(of.data().len()) {
-                            Some(mut f) => {
-                                f.data_mut().copy_from_slice(of.data());
-                                b.tx.push(f);
+                        Ok(()) => {
+                            let len = of.data().len();
+                            match own_frame(port, snap.node.vlan, len, |d| {
+                                d.copy_from_slice(of.data());
+                                true
+                            }) {
+                                Made::Frame(f) => b.tx.push(f),
+                                Made::NoBuffer => self.stats.drop(DropReason::TxNoBuffer),
+                                Made::NotWritten => {}
                             }
-                            None => self.stats.drop(DropReason::TxNoBuffer),
-                        },
+                        }
                         Err(r) => self.stats.drop(r),
                     }
                     o.recycle(of);
@@ -491,21 +495,24 @@ impl Worker {
             } else {
                 NS_LEN
             };
-            let Some(mut f) = port.alloc(len) else {
-                self.stats.neighbour_no_buffer += 1;
-                break;
-            };
             let me = snap.node.mac;
-            let written = match (addr, snap.node.ipv4, snap.node.ipv6) {
-                (IpAddr::V4(t), Some(src), _) => write_arp_request(f.data_mut(), me, src, t),
-                (IpAddr::V6(t), _, Some(src)) => write_ns(f.data_mut(), me, src, t),
-                _ => false,
-            };
-            if written {
-                self.stats.neighbour_requests += 1;
-                tx.push(f);
-            } else {
-                port.free(f);
+            let made = own_frame(port, snap.node.vlan, len, |d| {
+                match (addr, snap.node.ipv4, snap.node.ipv6) {
+                    (IpAddr::V4(t), Some(src), _) => write_arp_request(d, me, src, t),
+                    (IpAddr::V6(t), _, Some(src)) => write_ns(d, me, src, t),
+                    _ => false,
+                }
+            });
+            match made {
+                Made::Frame(f) => {
+                    self.stats.neighbour_requests += 1;
+                    tx.push(f);
+                }
+                Made::NoBuffer => {
+                    self.stats.neighbour_no_buffer += 1;
+                    break;
+                }
+                Made::NotWritten => {}
             }
         }
     }
@@ -530,20 +537,21 @@ impl Worker {
             } else {
                 NA_LEN
             };
-            let Some(mut f) = port.alloc(len) else {
-                self.stats.neighbour_no_buffer += 1;
-                return;
-            };
             let me = snap.node.mac;
-            let written = match vip {
-                IpAddr::V4(a) => write_gratuitous_arp(f.data_mut(), me, a),
-                IpAddr::V6(a) => write_unsolicited_na(f.data_mut(), me, a),
-            };
-            if written {
-                self.stats.vip_announcements += 1;
-                tx.push(f);
-            } else {
-                port.free(f);
+            let made = own_frame(port, snap.node.vlan, len, |d| match vip {
+                IpAddr::V4(a) => write_gratuitous_arp(d, me, a),
+                IpAddr::V6(a) => write_unsolicited_na(d, me, a),
+            });
+            match made {
+                Made::Frame(f) => {
+                    self.stats.vip_announcements += 1;
+                    tx.push(f);
+                }
+                Made::NoBuffer => {
+                    self.stats.neighbour_no_buffer += 1;
+                    return;
+                }
+                Made::NotWritten => {}
             }
             self.announced_vips += 1;
         }
@@ -653,5 +661,38 @@ impl Worker {
                 Verdict::Drop(r)
             }
         }
+    }
+}
+
+/// What [`own_frame`] made.
+enum Made<F> {
+    Frame(F),
+    NoBuffer,
+    NotWritten,
+}
+
+/// A frame sluice makes itself (not a rewrite of one it received): `write` fills its first
+/// `len` bytes untagged, and on a tagged link (`vlan`) the 802.1Q tag goes in after the
+/// addresses, so requests and announcements reach the neighbours on sluice's VLAN.
+#[inline]
+fn own_frame<P: Port>(
+    port: &mut P,
+    vlan: Option<u16>,
+    len: usize,
+    write: impl FnOnce(&mut [u8]) -> bool,
+) -> Made<P::Frame> {
+    let tag = if vlan.is_some() { 4 } else { 0 };
+    let Some(mut f) = port.alloc(len + tag) else {
+        return Made::NoBuffer;
+    };
+    let d = f.data_mut();
+    let ok = d.len() == len + tag
+        && write(&mut d[..len])
+        && vlan.is_none_or(|v| packet::ethernet::insert_vlan_tag(d, len, v));
+    if ok {
+        Made::Frame(f)
+    } else {
+        port.free(f);
+        Made::NotWritten
     }
 }

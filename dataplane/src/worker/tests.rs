@@ -534,3 +534,79 @@ fn backends_at_max_flows_take_no_new_flows() {
         assert_eq!(w.process(&mut f, 1), Verdict::Transmit);
     }
 }
+
+/// `frame` with an 802.1Q tag for `vlan` after its addresses.
+fn tagged(frame: &PacketBuf, vlan: u16) -> PacketBuf {
+    let d = frame.data();
+    let mut t = vec![0u8; d.len() + 4];
+    t[..d.len()].copy_from_slice(d);
+    assert!(packet::ethernet::insert_vlan_tag(&mut t, d.len(), vlan));
+    let mut b = PacketBuf::new();
+    assert!(b.load(&t, 0, 0));
+    b
+}
+
+/// On a tagged link (`node.vlan`), frames on sluice's VLAN are served and keep their tag,
+/// untagged frames and other VLANs' belong to the host, and the frames sluice makes itself
+/// (here the ARP request for its gateway) carry the tag.
+#[test]
+fn a_tagged_link_keeps_sluices_vlan_on_everything_it_sends() {
+    let mut setup = cfg(&[1]);
+    setup.node.vlan = Some(100);
+    setup.node.gateway_mac = None;
+    setup.node.gateway = Some("192.0.2.254".parse().unwrap());
+    let mut w = Worker::new(
+        0,
+        Steering::new(1, (1024, 32767)),
+        Arc::new(Snapshot::build(&setup).unwrap()),
+        false,
+    );
+    let mut f = tagged(&syn(1, packet::tcp::SYN), 100);
+    assert_eq!(w.process(&mut f, 1), Verdict::Transmit);
+    let d = f.data();
+    assert_eq!(&d[12..16], &[0x81, 0x00, 0, 100], "the tag stays");
+    assert_eq!(&d[..6], &[2, 0, 0, 0, 1, 1], "to the backend");
+    assert_eq!(
+        &d[34..38],
+        &[10, 1, 0, 1],
+        "destination rewritten past the tag"
+    );
+    for mut other in [
+        syn(2, packet::tcp::SYN),
+        tagged(&syn(3, packet::tcp::SYN), 200),
+    ] {
+        assert_eq!(
+            w.process(&mut other, 1),
+            Verdict::Drop(DropReason::NotOurs),
+            "untagged and other VLANs are not sluice's"
+        );
+    }
+    let mut a = tagged(&arp_for([192, 0, 2, 1]), 100);
+    assert_eq!(w.process(&mut a, 1), Verdict::Transmit, "ARP on the VLAN");
+    assert_eq!(&a.data()[12..16], &[0x81, 0x00, 0, 100]);
+    assert_eq!(&a.data()[16..18], &[0x08, 0x06]);
+
+    let rings = Rings::new(1, 64);
+    let mut port = MemPort::new(false);
+    port.clock = Some(1_000_000_000);
+    let mut b = Bursts::new();
+    w.poll(&mut port, &mut b, &rings);
+    let req = port
+        .tx
+        .iter()
+        .map(|f| f.data().to_vec())
+        .find(|d| d.get(16..18) == Some(&[0x08, 0x06][..]))
+        .expect("an ARP request for the gateway");
+    assert_eq!(req.len(), 64);
+    assert_eq!(&req[..6], &[0xff; 6]);
+    assert_eq!(
+        &req[12..16],
+        &[0x81, 0x00, 0, 100],
+        "tagged with sluice's VLAN"
+    );
+    assert_eq!(&req[18 + 24..18 + 28], &[192, 0, 2, 254], "for the gateway");
+    assert_eq!(
+        packet::parse::parse_frame(&req).map(|p| p.vlan_tci),
+        Ok(Some(100))
+    );
+}
