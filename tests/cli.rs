@@ -244,3 +244,49 @@ fn every_help_runs_and_its_examples_name_files_that_exist() {
         }
     }
 }
+
+/// `--log-format json` writes each event as one JSON object on its own line (here the error
+/// a bad path gives), `text` as `sluice: LEVEL: message`.
+#[test]
+fn log_lines_come_in_the_format_asked_for() {
+    let o = sluice(&[
+        "check",
+        "--config",
+        "/nonexistent/x.toml",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line per event: {err}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON object");
+    assert_eq!(v["level"], "error", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the configuration file"),
+        "{v}"
+    );
+    assert!(v["time"].as_str().unwrap().ends_with('Z'), "{v}");
+    let o = sluice(&[
+        "check",
+        "--config",
+        "/nonexistent/x.toml",
+        "--log-format",
+        "text",
+    ]);
+    assert!(
+        stderr(&o).starts_with("sluice: error: /nonexistent/x.toml: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sluice(&["check", "--config", "/x.toml", "--log-format", "xml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("possible values: auto, text, journal, json"),
+        "{}",
+        stderr(&o)
+    );
+}
