@@ -1074,3 +1074,76 @@ fn the_bgp_feed_follows_the_daemon_and_a_sigterm_waits_out_the_grace() {
         matches!(feed.try_wait(), Ok(Some(_)))
     });
 }
+
+/// A SYN from `src` port `port` to the VIP.
+fn syn_from(src: IpAddr, port: u16) -> Vec<u8> {
+    FrameBuilder::new(
+        packet::MacAddr(GW_MAC),
+        packet::MacAddr(NODE),
+        src,
+        IpAddr::V4(VIP_V4),
+    )
+    .frame(&Transport::Tcp {
+        src_port: port,
+        dst_port: 80,
+        flags: SYN,
+        seq: 1,
+        ack: 0,
+        payload: b"",
+    })
+}
+
+/// `[service.rate_limit] new_flows_per_source` against a running daemon: a client opening
+/// flows far faster than its rate is cut to it while a slow client is not, the refusals are
+/// counted as `source_rate_limited`, and `sluicectl limits` shows the fast source (and only
+/// it) as limited now.
+#[test]
+fn a_source_over_its_rate_is_shown_limited_and_others_are_not() {
+    let fast: IpAddr = "203.0.113.200".parse().unwrap();
+    let slow: IpAddr = "203.0.113.201".parse().unwrap();
+    let mut frames = Vec::new();
+    // 0.5 s: the fast client opens 500 flows (1,000/s), the slow one 5 (10/s).
+    for i in 0..500u64 {
+        frames.push((T0 + i * 1_000_000, syn_from(fast, 10_000 + i as u16)));
+        if i % 100 == 0 {
+            frames.push((T0 + i * 1_000_000 + 1, syn_from(slow, 20_000 + i as u16)));
+        }
+    }
+    let svc = web_service(&[("10.1.0.1:8080", 1, 1)], "")
+        + "[service.rate_limit]\nnew_flows_per_source = 20\nsource_burst = 10\n";
+    let d = Daemon::start("limits", &svc, &frames, "");
+    wait_for("the capture", Duration::from_secs(10), || {
+        d.ok(&["stats"])["packets_in"].as_u64() >= Some(505)
+    });
+    let stats = d.ok(&["stats"]);
+    let refused = stats["drops"]["source_rate_limited"].as_u64().unwrap_or(0);
+    // Burst 10 and 20/s over 0.5 s: about 20 admitted of 500.
+    assert!((475..=492).contains(&refused), "{stats}");
+    let l = d.ok(&["limits"]);
+    let rows = l["sources"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only the fast client is limited: {l}");
+    assert_eq!(rows[0]["source"], "203.0.113.200");
+    assert_eq!(rows[0]["service"], "web");
+    assert_eq!(rows[0]["refused"].as_u64(), Some(refused), "{l}");
+    assert_eq!(
+        d.ok(&["limits", "web"])["sources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let text = String::from_utf8(d.ctl(&["limits"]).stdout).unwrap();
+    assert!(
+        text.contains("203.0.113.200") && text.contains("FLOWS REFUSED"),
+        "{text}"
+    );
+    // The slow client's flows are all tracked.
+    let flows = d.ok(&["flows", "--limit", "1000"]);
+    let from_slow = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["client"].as_str().unwrap().starts_with("203.0.113.201:"))
+        .count();
+    assert_eq!(from_slow, 5, "{flows}");
+}

@@ -722,6 +722,51 @@ mac = "02:00:00:00:01:01"
         assert!(!Config::from_toml(GOOD, None).unwrap().node.tunnel_fragment);
     }
 
+    /// `[service.rate_limit]`: at least one limit, rates and bursts in range, a burst only
+    /// with its rate; each refusal names its key and line; a good one round-trips.
+    #[test]
+    fn rate_limits_are_checked_key_by_key() {
+        let with = |keys: &str| {
+            GOOD.replacen(
+                "table_size = 65537\n",
+                &format!("table_size = 65537\n[service.rate_limit]\n{keys}"),
+                1,
+            )
+        };
+        for (keys, key, says) in [
+            ("", "service[0] (\"web\").rate_limit", "sets no limit"),
+            (
+                "packets = 0\n",
+                "service[0] (\"web\").rate_limit.packets",
+                "out of range",
+            ),
+            (
+                "new_flows_per_source = 10\nsource_burst = 0\n",
+                "service[0] (\"web\").rate_limit.source_burst",
+                "out of range",
+            ),
+            (
+                "packets_burst = 5\nnew_flows_per_source = 1\n",
+                "service[0] (\"web\").rate_limit.packets_burst",
+                "without its rate",
+            ),
+        ] {
+            let e = err(&with(keys));
+            assert_eq!(e.key, key, "{keys:?}: {e}");
+            assert!(e.message.contains(says), "{keys:?}: {e}");
+            assert!(e.line.is_some(), "{e}");
+        }
+        let c =
+            Config::from_toml(&with("new_flows_per_source = 50\npackets = 10000\n"), None).unwrap();
+        let rl = c.services[0].rate_limit.clone().unwrap();
+        assert_eq!(
+            (rl.new_flows_per_source, rl.packets),
+            (Some(50), Some(10_000))
+        );
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        assert_eq!(c.conntrack.rate_limit_sources, 65_536);
+    }
+
     /// `node.vlan` is a VLAN id (1-4094), named by line when it is not, and round-trips.
     #[test]
     fn node_vlan_is_a_vlan_id() {

@@ -149,6 +149,27 @@ pub struct Service {
     /// What the L7 pool does with a `forwarding = "l7"` service; `None` for the others.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub l7: Option<L7Service>,
+    /// Token-bucket limits on new flows per client source and packets to the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `[service.rate_limit]`: token buckets, each worker holding its share of every rate (the
+/// NIC's hash spreads a source's flows, and the service's packets, over the workers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// New flows per second one client source may open (an IPv4 /32, an IPv6 /64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_flows_per_source: Option<u32>,
+    /// New flows a source may open at once before the rate applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_burst: Option<u32>,
+    /// Packets per second to the service in all (new and established flows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    /// Packets the service may take at once before the rate applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_burst: Option<u64>,
 }
 
 impl Service {
@@ -635,6 +656,10 @@ pub struct Conntrack {
     /// The percentage of `capacity` that half-open flows (TCP, only a SYN seen) may hold;
     /// past it a new one evicts the oldest half-open flow, never an established one.
     pub half_open_percent: u32,
+    /// Entries per worker in the table of client sources that per-source rate limits
+    /// (`[service.rate_limit] new_flows_per_source`) keep buckets in; reserved up front, so
+    /// a flood of spoofed sources recycles the idlest entries instead of growing it.
+    pub rate_limit_sources: usize,
 }
 
 impl Default for Conntrack {
@@ -646,6 +671,7 @@ impl Default for Conntrack {
             tcp_closing_timeout: 15,
             udp_timeout: 60,
             half_open_percent: 25,
+            rate_limit_sources: 65_536,
         }
     }
 }

@@ -124,6 +124,7 @@ pub(crate) struct RawConntrack {
     pub(crate) tcp_closing_timeout: Option<Spanned<u64>>,
     pub(crate) udp_timeout: Option<Spanned<u64>>,
     pub(crate) half_open_percent: Option<Spanned<u64>>,
+    pub(crate) rate_limit_sources: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +151,16 @@ pub(crate) struct RawService {
     pub(crate) tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pub(crate) certificate: Vec<Spanned<RawCertificate>>,
+    pub(crate) rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub(crate) new_flows_per_source: Option<Spanned<u64>>,
+    pub(crate) source_burst: Option<Spanned<u64>>,
+    pub(crate) packets: Option<Spanned<u64>>,
+    pub(crate) packets_burst: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -64,6 +64,7 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
             tcp_closing_timeout: c.tcp_closing_timeout,
             udp_timeout: c.udp_timeout,
             half_open_percent: c.half_open_percent,
+            rate_limit_sources: c.rate_limit_sources,
         },
         services: cfg
             .services
@@ -91,8 +92,23 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
                         }
                     })
                     .collect(),
+                rate_limit: s.rate_limit.as_ref().map(rate_limit),
             })
             .collect(),
+    }
+}
+
+/// `[service.rate_limit]` with its default bursts: a source may open one second's worth of
+/// flows at once, and a service take a tenth of a second's worth of packets (at least 64).
+fn rate_limit(r: &config::RateLimit) -> dataplane::setup::RateLimitSetup {
+    dataplane::setup::RateLimitSetup {
+        new_flows_per_source: r.new_flows_per_source.map(|rate| {
+            let rate = u64::from(rate);
+            (rate, r.source_burst.map_or(rate, u64::from))
+        }),
+        packets: r
+            .packets
+            .map(|rate| (rate, r.packets_burst.unwrap_or((rate / 10).max(64)))),
     }
 }
 

@@ -193,6 +193,12 @@ pub enum Op {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// The client sources a per-source rate limit (`[service.rate_limit]`) is refusing new
+    /// flows from now (a refusal in the last 10 s), with how many it refused.
+    Limits {
+        #[serde(default)]
+        service: Option<String>,
+    },
     /// Re-reads the configuration file and applies the difference, or refuses and keeps the
     /// running configuration.
     Reload,
@@ -233,6 +239,7 @@ impl Op {
             | Op::CertificateList { .. }
             | Op::Stats
             | Op::BgpRoutes { .. }
+            | Op::Limits { .. }
             | Op::Flows { .. } => false,
             Op::Batch { ops } => ops.iter().any(Op::is_change),
             _ => true,

@@ -86,6 +86,17 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
         limit: u32,
     },
+    /// The client sources a per-source rate limit ([service.rate_limit]) is refusing now.
+    ///
+    /// A source shows while it had a new flow refused in the last 10 s, with the flows
+    /// refused since it was given its slot (all workers). The source table has a fixed size;
+    /// "slots recycled" counts the sources that took another's slot (a flood of sources).
+    ///
+    /// Example: sluicectl limits web
+    Limits {
+        /// Only this service's sources.
+        service: Option<String>,
+    },
     /// Re-read the configuration file and apply the difference (or refuse and keep the running one).
     ///
     /// The same as SIGHUP (`systemctl reload sluice`); the changes it made are printed, and a
@@ -592,6 +603,9 @@ fn main() -> ExitCode {
             limit: Some(*limit),
         },
         Command::Reload => Op::Reload,
+        Command::Limits { service } => Op::Limits {
+            service: service.clone(),
+        },
         Command::Node(NodeCmd::Drain) => Op::NodeDrain,
         Command::Node(NodeCmd::Activate) => Op::NodeActivate,
         Command::Node(NodeCmd::Standby) => Op::NodeStandby,
@@ -958,6 +972,33 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
             )
         }
         Command::Stats => stats_text(&serde_json::from_value(v)?),
+        Command::Limits { .. } => {
+            let l: ctl::views::LimitList = serde_json::from_value(v)?;
+            let mut t = if l.sources.is_empty() {
+                "no source is being rate-limited now\n".to_string()
+            } else {
+                table(
+                    &l.sources,
+                    &[
+                        ("SERVICE", &|s: &ctl::views::LimitedSourceView| {
+                            s.service.clone()
+                        }),
+                        ("SOURCE", &|s| s.source.clone()),
+                        ("FLOWS REFUSED", &|s| count(s.refused)),
+                        ("LAST REFUSED", &|s| {
+                            format!("{} ago", human::duration(s.last_refused_s))
+                        }),
+                    ],
+                )
+            };
+            t += &format!(
+                "source table: {} slots per worker, {} recycled for new sources ({} worker(s) answered)\n",
+                count(l.table_capacity as u64),
+                count(l.sources_recycled),
+                l.workers_answered
+            );
+            t
+        }
         Command::Node(_) => {
             let c: Changed = serde_json::from_value(v)?;
             c.changed.iter().map(|l| format!("{l}\n")).collect()

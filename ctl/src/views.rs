@@ -362,6 +362,29 @@ pub struct ConntrackView {
     pub half_open_evictions: u64,
 }
 
+/// `limits`: the sources being limited now, busiest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitList {
+    pub sources: Vec<LimitedSourceView>,
+    /// Source-table slots given to a new source in place of another, all workers (a flood of
+    /// sources shows here; the table never grows).
+    pub sources_recycled: u64,
+    /// Source-table slots per worker.
+    pub table_capacity: usize,
+    pub workers_answered: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitedSourceView {
+    pub service: String,
+    /// The client address (an IPv6 source is its /64, written as its first address).
+    pub source: String,
+    /// New flows refused since the source was last given its slot, all workers.
+    pub refused: u64,
+    /// Seconds since the last refusal.
+    pub last_refused_s: f64,
+}
+
 /// `flows`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowList {

@@ -844,6 +844,7 @@ mod tests {
             tcp_closing_timeout: 10,
             udp_timeout: 30,
             half_open_percent: 25,
+            rate_limit_sources: 64,
         })
     }
 

@@ -16,6 +16,7 @@ pub mod forward;
 pub mod neighbour;
 pub mod offload;
 pub mod port;
+pub mod ratelimit;
 pub mod setup;
 pub mod snapshot;
 pub mod stats;

@@ -161,6 +161,8 @@ pub struct ConntrackSetup {
     pub udp_timeout: u64,
     /// The percentage of `capacity` half-open flows (TCP, only a SYN seen) may hold.
     pub half_open_percent: u32,
+    /// Slots per worker in the table of per-source rate-limit buckets.
+    pub rate_limit_sources: usize,
 }
 
 impl Default for ConntrackSetup {
@@ -172,6 +174,7 @@ impl Default for ConntrackSetup {
             tcp_closing_timeout: 15,
             udp_timeout: 60,
             half_open_percent: 25,
+            rate_limit_sources: 65_536,
         }
     }
 }
@@ -200,6 +203,16 @@ pub struct ServiceSetup {
     pub gue_port: u16,
     pub all_down: AllDown,
     pub backends: Vec<BackendSetup>,
+    /// Token-bucket limits (`[service.rate_limit]`), rates for all workers together.
+    pub rate_limit: Option<RateLimitSetup>,
+}
+
+/// `[service.rate_limit]` as the data path applies it: (rate per second, burst) pairs for
+/// all workers together; each worker takes its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimitSetup {
+    pub new_flows_per_source: Option<(u64, u64)>,
+    pub packets: Option<(u64, u64)>,
 }
 
 impl ServiceSetup {
@@ -215,6 +228,7 @@ impl ServiceSetup {
             gue_port: DEFAULT_GUE_PORT,
             all_down: AllDown::Drop,
             backends: Vec::new(),
+            rate_limit: None,
         }
     }
 

@@ -75,6 +75,25 @@ pub struct ServiceEntry {
     /// Every eligible backend is down and `all_down = "all"` put them all in the table.
     pub all_down_fallback: bool,
     pub table_size: u32,
+    /// `[service.rate_limit]`, rates for all workers together.
+    pub rate_limit: Option<crate::setup::RateLimitSetup>,
+    /// The service's key in the per-source rate-limit table: a nonzero hash of its VIP, so a
+    /// source's bucket stays with the service across configuration changes.
+    pub limit_key: u32,
+}
+
+/// A nonzero 32-bit key for the service at `vip` (`proto`).
+pub fn limit_key(vip: SocketAddr, proto: u8) -> u32 {
+    let a = match vip.ip() {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    };
+    let h = packet::flow::mix64(
+        (a as u64)
+            ^ ((a >> 64) as u64).rotate_left(17)
+            ^ (u64::from(vip.port()) << 8 | u64::from(proto)),
+    );
+    (h as u32).max(1)
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +267,8 @@ impl Snapshot {
                 table,
                 all_down_fallback,
                 table_size: s.table_size,
+                rate_limit: s.rate_limit,
+                limit_key: limit_key(s.vip, proto),
             });
         }
         Ok(Snapshot {

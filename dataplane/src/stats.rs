@@ -64,9 +64,13 @@ pub enum DropReason {
     Standby,
     /// A new flow when every backend that takes new flows is at its `max_flows`.
     BackendFull,
+    /// A new flow from a client source over its `new_flows_per_source` rate.
+    SourceRateLimited,
+    /// A packet to a service over its `packets` rate.
+    ServiceRateLimited,
 }
 
-const OTHER: [DropReason; 25] = [
+const OTHER: [DropReason; 27] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -92,6 +96,8 @@ const OTHER: [DropReason; 25] = [
     DropReason::TunnelTooBig,
     DropReason::Standby,
     DropReason::BackendFull,
+    DropReason::SourceRateLimited,
+    DropReason::ServiceRateLimited,
 ];
 
 impl DropReason {
@@ -135,6 +141,8 @@ impl DropReason {
             DropReason::TunnelTooBig => 22,
             DropReason::Standby => 23,
             DropReason::BackendFull => 24,
+            DropReason::SourceRateLimited => 25,
+            DropReason::ServiceRateLimited => 26,
         };
         Malformed::ALL.len() + other
     }
@@ -168,6 +176,8 @@ impl DropReason {
             DropReason::TunnelTooBig => "tunnel_too_big",
             DropReason::Standby => "standby",
             DropReason::BackendFull => "backend_full",
+            DropReason::SourceRateLimited => "source_rate_limited",
+            DropReason::ServiceRateLimited => "service_rate_limited",
         }
     }
 }

@@ -35,6 +35,11 @@ pub(crate) fn parse_conntrack(c: &RawConntrack, spans: &mut Spans) -> Conntrack 
             d.half_open_percent as u64,
         )
         .min(u32::MAX as u64) as u32,
+        rate_limit_sources: take(
+            &c.rate_limit_sources,
+            "rate_limit_sources",
+            d.rate_limit_sources as u64,
+        ) as usize,
     }
 }
 
@@ -45,6 +50,16 @@ pub(crate) fn check_conntrack(c: &Conntrack) -> Result<(), Invalid> {
             "conntrack.capacity",
             format!("{} flows per worker is out of range", c.capacity),
             "give between 1 and 100000000 flows per worker (each costs about 190 bytes)",
+        );
+    }
+    if c.rate_limit_sources < 64 || c.rate_limit_sources > 16_777_216 {
+        return invalid(
+            "conntrack.rate_limit_sources",
+            format!(
+                "{} sources per worker is out of range",
+                c.rate_limit_sources
+            ),
+            "give between 64 and 16777216 (each costs 48 bytes per worker; 65536 by default)",
         );
     }
     if c.half_open_percent == 0 || c.half_open_percent > 100 {

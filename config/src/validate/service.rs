@@ -99,6 +99,23 @@ pub(crate) fn parse_service(
         Some(h) => Some(parse_health(ctx, &key, h.get_ref(), spans)?),
         None => None,
     };
+    let rate_limit = r.rate_limit.as_ref().map(|rl| {
+        spans.put(format!("{key}.rate_limit"), rl.span());
+        let rl = rl.get_ref();
+        let mut take = |v: &Option<toml::Spanned<u64>>, k: &str| {
+            v.as_ref().map(|x| {
+                spans.put(format!("{key}.rate_limit.{k}"), x.span());
+                *x.get_ref()
+            })
+        };
+        let clamp = |v: Option<u64>| v.map(|x| x.min(u64::from(u32::MAX)) as u32);
+        RateLimit {
+            new_flows_per_source: clamp(take(&rl.new_flows_per_source, "new_flows_per_source")),
+            source_burst: clamp(take(&rl.source_burst, "source_burst")),
+            packets: take(&rl.packets, "packets"),
+            packets_burst: take(&rl.packets_burst, "packets_burst"),
+        }
+    });
     Ok(Service {
         name,
         vip,
@@ -110,6 +127,7 @@ pub(crate) fn parse_service(
         health,
         all_down: r.all_down.as_ref().map_or(AllDown::Drop, |a| *a.get_ref()),
         l7,
+        rate_limit,
     })
 }
 
@@ -262,6 +280,9 @@ fn check_service(i: usize, s: &Service, node: &Node) -> Result<(), Invalid> {
     if let Some((message, fix)) = table_size_problem(s.table_size as u64) {
         return invalid(format!("{key}.table_size"), message, fix);
     }
+    if let Some(rl) = &s.rate_limit {
+        check_rate_limit(&key, s, rl)?;
+    }
     if s.gue_port == 0 {
         return invalid(
             format!("{key}.gue_port"),
@@ -367,6 +388,60 @@ fn check_service(i: usize, s: &Service, node: &Node) -> Result<(), Invalid> {
     }
     if let Some(h) = &s.health {
         check_health(&key, h)?;
+    }
+    Ok(())
+}
+
+/// `[service.rate_limit]`: rates and bursts in range, at least one limit, an L4 service.
+fn check_rate_limit(key: &str, s: &Service, rl: &RateLimit) -> Result<(), Invalid> {
+    let k = |x: &str| format!("{key}.rate_limit.{x}");
+    if s.l7.is_some() {
+        return invalid(
+            format!("{key}.rate_limit"),
+            "rate limits apply to L4 services; an L7 service's clients are limited by [service.limits]",
+            "remove [service.rate_limit] from this service, or put the limit on an L4 service",
+        );
+    }
+    if rl.new_flows_per_source.is_none() && rl.packets.is_none() {
+        return invalid(
+            format!("{key}.rate_limit"),
+            "[service.rate_limit] sets no limit",
+            "set new_flows_per_source (new flows per second per client), packets (per second to the service), or both",
+        );
+    }
+    if rl.new_flows_per_source.is_none() && rl.source_burst.is_some() {
+        return invalid(
+            k("source_burst"),
+            "a burst without its rate",
+            "set new_flows_per_source too, or leave source_burst out",
+        );
+    }
+    if rl.packets.is_none() && rl.packets_burst.is_some() {
+        return invalid(
+            k("packets_burst"),
+            "a burst without its rate",
+            "set packets too, or leave packets_burst out",
+        );
+    }
+    for (name, v, most) in [
+        (
+            "new_flows_per_source",
+            rl.new_flows_per_source.map(u64::from),
+            10_000_000,
+        ),
+        ("source_burst", rl.source_burst.map(u64::from), 10_000_000),
+        ("packets", rl.packets, 1_000_000_000),
+        ("packets_burst", rl.packets_burst, 1_000_000_000),
+    ] {
+        if let Some(v) = v {
+            if v == 0 || v > most {
+                return invalid(
+                    k(name),
+                    format!("{v} is out of range"),
+                    format!("give a whole number from 1 to {most} (per second for a rate, at once for a burst)"),
+                );
+            }
+        }
     }
     Ok(())
 }

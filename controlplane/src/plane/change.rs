@@ -73,6 +73,7 @@ fn service_from_spec(i: usize, s: &ServiceSpec) -> Result<Service, ErrorBody> {
         health: None,
         all_down,
         l7: None,
+        rate_limit: None,
     })
 }
 

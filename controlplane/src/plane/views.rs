@@ -6,8 +6,8 @@ use crate::probe_each;
 use config::{Backend, Config, Service};
 use ctl::views::{
     BackendList, BackendView, CheckView, ConntrackView, EventView, FlowList, FlowView, HealthList,
-    HealthView, NeighbourView, ServiceList, ServiceStatsView, ServiceView, Stats, Status,
-    WorkerStatsView,
+    HealthView, LimitList, LimitedSourceView, NeighbourView, ServiceList, ServiceStatsView,
+    ServiceView, Stats, Status, WorkerStatsView,
 };
 use ctl::{ErrorBody, Op};
 use dataplane::conntrack::Flow;
@@ -223,6 +223,7 @@ impl Plane {
                 backend,
                 limit,
             } => self.flows(service.as_deref(), backend.as_deref(), limit.unwrap_or(20)),
+            Op::Limits { service } => self.limits(service.as_deref()),
             _ => Err(ErrorBody::new("bad_request", "not a query")),
         }
     }
@@ -572,6 +573,96 @@ impl Plane {
             flows: rows,
             tracked: total,
             workers_answered: probes.len(),
+        }))
+    }
+}
+
+impl Plane {
+    /// `limits`: every worker scans its source table a bounded slice per probe (between two
+    /// bursts) until it has seen it all, and the limited sources are added up by service and
+    /// source over the workers.
+    fn limits(&mut self, service: Option<&str>) -> Result<Value, ErrorBody> {
+        let wanted = match service {
+            Some(n) => Some(self.find_service(n)?.name.clone()),
+            None => None,
+        };
+        let shape = self.cell.load_full();
+        let most = 1000;
+        let deadline = std::time::Instant::now() + Duration::from_millis(1000);
+        let workers = self.links.len();
+        let mut cursor = vec![0usize; workers];
+        let mut done = vec![false; workers];
+        let mut found: Vec<(u64, dataplane::ratelimit::SourceSlot)> = Vec::new();
+        let mut last: Vec<Option<Probe>> = (0..workers).map(|_| None).collect();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || done.iter().all(|d| *d) || found.len() >= most * workers {
+                break;
+            }
+            let replies = probe_each(
+                &self.links,
+                |i| {
+                    (!done[i]).then(|| {
+                        let mut p = Probe::new(&shape, 0);
+                        p.limited = Vec::with_capacity(most);
+                        p.limited_query =
+                            Some((cursor[i], dataplane::worker::SOURCE_SCAN_PER_PROBE));
+                        p
+                    })
+                },
+                left,
+            );
+            let answered: Vec<usize> = replies.iter().map(|(i, _)| *i).collect();
+            for (i, d) in done.iter_mut().enumerate() {
+                if !*d && !answered.contains(&i) {
+                    *d = true;
+                }
+            }
+            for (i, mut p) in replies {
+                cursor[i] = p.limited_cursor;
+                done[i] = p.limited_done;
+                found.extend(p.limited.drain(..).map(|s| (p.now_ns, s)));
+                last[i] = Some(p);
+            }
+        }
+        // Service keys back to names, by the snapshot the workers run.
+        let names: std::collections::HashMap<u32, &str> = shape
+            .services
+            .iter()
+            .map(|s| (s.limit_key, s.name.as_str()))
+            .collect();
+        let mut rows: std::collections::HashMap<(String, u128), (u64, f64)> = Default::default();
+        for (now, s) in &found {
+            let Some(name) = names.get(&s.service) else {
+                continue;
+            };
+            if wanted.as_deref().is_some_and(|w| w != *name) {
+                continue;
+            }
+            let ago = now.saturating_sub(s.last_refused_ns) as f64 / 1e9;
+            let e = rows
+                .entry((name.to_string(), s.source))
+                .or_insert((0, f64::MAX));
+            e.0 += u64::from(s.refused);
+            e.1 = e.1.min(ago);
+        }
+        let mut sources: Vec<LimitedSourceView> = rows
+            .into_iter()
+            .map(|((service, source), (refused, ago))| LimitedSourceView {
+                service,
+                source: dataplane::ratelimit::source_of(source).to_string(),
+                refused,
+                last_refused_s: ago,
+            })
+            .collect();
+        sources.sort_by(|a, b| b.refused.cmp(&a.refused).then(a.source.cmp(&b.source)));
+        sources.truncate(most);
+        let answered: Vec<&Probe> = last.iter().flatten().collect();
+        Ok(to_json(&LimitList {
+            sources,
+            sources_recycled: answered.iter().map(|p| p.sources_recycled).sum(),
+            table_capacity: self.cfg.conntrack.rate_limit_sources.next_power_of_two(),
+            workers_answered: answered.len(),
         }))
     }
 }

@@ -18,7 +18,7 @@ mod too_big;
 use balance::flow_gone;
 pub use balance::resolve;
 pub use classify::Class;
-pub use probe::{FlowQuery, Probe, FLOW_SCAN_PER_PROBE};
+pub use probe::{FlowQuery, Probe, FLOW_SCAN_PER_PROBE, SOURCE_SCAN_PER_PROBE};
 
 use crate::conntrack::ConnTrack;
 use crate::offload::{HandError, OffloadFrame, OffloadPlan, OffloadRings};
@@ -159,11 +159,31 @@ pub struct Worker {
     steer_forward: bool,
     /// Where frames of offloaded services go; `None` drops them as `offload_unavailable`.
     offload: Option<OffloadPlan>,
+    /// Per-source buckets of `[service.rate_limit] new_flows_per_source`.
+    pub sources: crate::ratelimit::SourceTable,
+    /// Per service of the current snapshot (same index): its limits as this worker's share,
+    /// and its packet bucket. `limits_spare` is the next shape, so a swap allocates nothing.
+    limits: Vec<ServiceLimit>,
+    limits_spare: Vec<ServiceLimit>,
 }
+
+/// One service's rate limits on one worker.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServiceLimit {
+    key: u32,
+    per_source: Option<crate::ratelimit::Rate>,
+    packets: Option<crate::ratelimit::Rate>,
+    bucket: crate::ratelimit::Bucket,
+}
+
+/// Services a worker's limit table holds without allocating on a swap.
+const LIMITS_RESERVED: usize = 1024;
 
 impl Worker {
     pub fn new(id: usize, steering: Steering, snap: Arc<Snapshot>, host_path: bool) -> Self {
         let snat_range = steering.snat_range(id);
+        let sources = crate::ratelimit::SourceTable::new(snap_sources(&snap));
+        let reserved = LIMITS_RESERVED.max(snap.services.len());
         Worker {
             id,
             steering,
@@ -183,7 +203,51 @@ impl Worker {
             fragment_id: (id as u16).wrapping_mul(0x2000),
             steer_forward: false,
             offload: None,
+            sources,
+            limits: Vec::with_capacity(reserved),
+            limits_spare: Vec::with_capacity(reserved),
         }
+        .with_limits_shaped()
+    }
+
+    /// Shapes the limit table for the current snapshot, carrying each service's packet bucket
+    /// over from `old` (matched by VIP key).
+    fn shape_limits(&mut self) {
+        let workers = self.steering.workers;
+        let spare = &mut self.limits_spare;
+        spare.clear();
+        for svc in &self.snap.services {
+            let (per_source, packets) = svc.rate_limit.map_or((None, None), |rl| {
+                (
+                    rl.new_flows_per_source
+                        .map(|(r, b)| crate::ratelimit::Rate::new(r, b, workers)),
+                    rl.packets
+                        .map(|(r, b)| crate::ratelimit::Rate::new(r, b, workers)),
+                )
+            });
+            // Only a limited service has a bucket worth carrying over.
+            let bucket = if packets.is_some() {
+                self.limits
+                    .iter()
+                    .find(|l| l.key == svc.limit_key)
+                    .map(|l| l.bucket)
+                    .unwrap_or_default()
+            } else {
+                Default::default()
+            };
+            spare.push(ServiceLimit {
+                key: svc.limit_key,
+                per_source,
+                packets,
+                bucket,
+            });
+        }
+        std::mem::swap(&mut self.limits, &mut self.limits_spare);
+    }
+
+    fn with_limits_shaped(mut self) -> Self {
+        self.shape_limits();
+        self
     }
 
     /// Hands frames of services with [`Forwarding::Offload`], and replies to the shards'
@@ -253,6 +317,7 @@ impl Worker {
         }
         std::mem::swap(&mut self.stats.backends, &mut stats.backends);
         std::mem::swap(&mut self.stats.services, &mut stats.services);
+        self.shape_limits();
     }
 
     /// One iteration of the poll loop: frames handed over by other workers, then a burst
@@ -695,4 +760,9 @@ fn own_frame<P: Port>(
         port.free(f);
         Made::NotWritten
     }
+}
+
+/// The size of the per-source table `snap` asks for.
+fn snap_sources(snap: &Snapshot) -> usize {
+    snap.conntrack.rate_limit_sources
 }

@@ -48,7 +48,17 @@ pub struct Probe {
     pub swap_max_ns: u64,
     /// Swaps for which no counters shaped beforehand had arrived, so the worker allocated.
     pub swaps_allocating: u64,
+    /// For `sluicectl limits`: the source-table slot to scan from (and at most how many);
+    /// the sources limited now go in `limited` (its capacity is the most to return).
+    pub limited_query: Option<(usize, usize)>,
+    pub limited: Vec<crate::ratelimit::SourceSlot>,
+    pub limited_cursor: usize,
+    pub limited_done: bool,
+    pub sources_recycled: u64,
 }
+
+/// Source-table slots a `limits` probe examines per burst (~20 µs of a worker's time).
+pub const SOURCE_SCAN_PER_PROBE: usize = 16_384;
 
 impl Probe {
     /// A probe shaped for `snap` (so filling it copies without allocating), sampling up to
@@ -69,6 +79,11 @@ impl Probe {
             swaps: 0,
             swap_max_ns: 0,
             swaps_allocating: 0,
+            limited_query: None,
+            limited: Vec::new(),
+            limited_cursor: 0,
+            limited_done: false,
+            sources_recycled: 0,
         }
     }
 }
@@ -87,6 +102,14 @@ impl Worker {
         if let Some(q) = p.flow_query {
             p.cursor = self.sample_flows(&q, self.last_now, &mut p.flows);
             p.scan_done = p.cursor >= self.ct.slab_len();
+        }
+        p.sources_recycled = self.sources.counters.recycled;
+        p.limited.clear();
+        if let Some((from, count)) = p.limited_query {
+            p.limited_cursor =
+                self.sources
+                    .scan_limited(from, count, self.last_now, &mut p.limited);
+            p.limited_done = p.limited_cursor >= self.sources.capacity();
         }
     }
 

@@ -610,3 +610,82 @@ fn a_tagged_link_keeps_sluices_vlan_on_everything_it_sends() {
         Ok(Some(100))
     );
 }
+
+/// A SYN from 203.0.113.`src` port `port` to the web VIP.
+fn syn_from(src: u8, port: u16) -> PacketBuf {
+    let mut b = syn(0, packet::tcp::SYN);
+    let mut d = b.data().to_vec();
+    d[29] = src;
+    d[34..36].copy_from_slice(&port.to_be_bytes());
+    // Fix the IPv4 checksum for the new source.
+    d[24..26].copy_from_slice(&[0, 0]);
+    let c = packet::checksum::finish(0, &d[14..34]);
+    d[24..26].copy_from_slice(&c.to_be_bytes());
+    assert!(b.load(&d, 0, 0));
+    b
+}
+
+/// `[service.rate_limit]`: a source opening flows faster than `new_flows_per_source` is cut
+/// to its burst and rate while a slower source is not; past `packets` the service's packets
+/// are dropped, established or not; both counted by reason.
+#[test]
+fn rate_limits_cut_a_fast_source_and_a_busy_service_to_their_rates() {
+    let mut setup = cfg(&[1, 2]);
+    setup.services[0].rate_limit = Some(crate::setup::RateLimitSetup {
+        new_flows_per_source: Some((20, 10)),
+        packets: None,
+    });
+    let mut w = Worker::new(
+        0,
+        Steering::new(1, (1024, 32767)),
+        Arc::new(Snapshot::build(&setup).unwrap()),
+        false,
+    );
+    const S: u64 = 1_000_000_000;
+    let (mut fast, mut slow, mut limited) = (0, 0, 0);
+    // Over 2 s: source .1 opens 2,000 flows (1,000/s), source .2 opens 20 (10/s).
+    for i in 0..2000u64 {
+        let now = 5 * S + i * 1_000_000;
+        let mut f = syn_from(1, 1024 + i as u16);
+        match w.process(&mut f, now) {
+            Verdict::Transmit => fast += 1,
+            Verdict::Drop(DropReason::SourceRateLimited) => limited += 1,
+            v => panic!("{v:?}"),
+        }
+        if i % 100 == 0 {
+            let mut f = syn_from(2, 1024 + i as u16);
+            slow += usize::from(w.process(&mut f, now) == Verdict::Transmit);
+        }
+    }
+    assert!((48..=52).contains(&fast), "burst 10 + 2 s at 20/s: {fast}");
+    assert_eq!(slow, 20, "the slow source is never limited");
+    assert_eq!(
+        limited,
+        2000 - fast,
+        "every other flow dropped as source_rate_limited"
+    );
+    // Tracked flows are not new flows: the fast source's admitted flows keep flowing.
+    let mut f = syn_from(1, 1024);
+    assert_eq!(w.process(&mut f, 8 * S), Verdict::Transmit);
+
+    // A packet rate on the service: 100/s with a burst of 64, over established flows too.
+    setup.services[0].rate_limit = Some(crate::setup::RateLimitSetup {
+        new_flows_per_source: None,
+        packets: Some((100, 64)),
+    });
+    w.set_snapshot(Arc::new(Snapshot::build(&setup).unwrap()));
+    let (mut passed, mut limited) = (0, 0);
+    for i in 0..1000u64 {
+        let mut f = syn_from(2, 1024 + (i % 20) as u16 * 100);
+        match w.process(&mut f, 10 * S + i * 1_000_000) {
+            Verdict::Transmit => passed += 1,
+            Verdict::Drop(DropReason::ServiceRateLimited) => limited += 1,
+            v => panic!("{v:?}"),
+        }
+    }
+    assert!(
+        (162..=166).contains(&passed),
+        "64 at once + 1 s at 100/s: {passed}"
+    );
+    assert_eq!(limited, 1000 - passed);
+}
