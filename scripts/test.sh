@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ensure_packages build-essential pkg-config libdpdk-dev libclang-dev \
   iproute2 ethtool curl iperf3 python3 procps iputils-ping \
   libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client openssl exabgp bird2 keepalived \
-  dpkg-dev man-db strace wireshark-common
+  dpkg-dev man-db strace wireshark-common hping3
 ensure_rust
 # DPDK tests run on virtual devices with real hugepage memory (not --no-huge), as production does.
 ensure_hugepages 512

@@ -621,3 +621,67 @@ fn exception_path_keeps_the_hosts_own_traffic_on_dpdk() {
     let o = b.stop();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `[service.rate_limit] new_flows_per_source` with a real flood: hping3 sends SYNs from the
+/// client's first address as fast as it can for 3 s while curl keeps requesting from its
+/// second address. The flooding source is cut to its rate (its refusals counted as
+/// `source_rate_limited`, and `sluicectl limits` names it and only it); every request from
+/// the other source is answered.
+#[test]
+fn a_flooding_source_is_cut_to_its_rate_while_another_is_served() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(root(), "the end-to-end tests need root");
+    let t = Topology::up("sr", 2, "nat");
+    let o = t.exec("cli", &["ip", "addr", "add", "10.98.0.3/24", "dev", "eth0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let services = "[[service]]\nname = \"web\"\nvip = \"10.99.0.100:80\"\nprotocol = \"tcp\"\nforwarding = \"nat\"\n[[service.backend]]\naddress = \"10.99.0.11:8080\"\n[[service.backend]]\naddress = \"10.99.0.12:8080\"\n[service.rate_limit]\nnew_flows_per_source = 50\n";
+    let b = Balancer::start(&t, &driver_config("xdp", services));
+    // The client's kernel would answer sluice's SYN-ACKs to hping3's SYNs with RSTs; fine.
+    let flood = t.spawn(
+        "cli",
+        &[
+            "timeout",
+            "3",
+            "hping3",
+            "--flood",
+            "-S",
+            "-p",
+            "80",
+            "-a",
+            "10.98.0.2",
+            VIP,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let script = format!(
+        "for i in $(seq 40); do curl -s -m 5 --interface 10.98.0.3 http://{VIP}/ || printf FAIL; echo; sleep 0.05; done"
+    );
+    let o = t.exec("cli", &["bash", "-c", &script]);
+    let answers = String::from_utf8_lossy(&o.stdout);
+    let ok = answers.lines().filter(|l| l.starts_with('b')).count();
+    let limits = b.ctl(&["limits"]);
+    let _ = flood.wait_with_output();
+    assert_eq!(
+        ok, 40,
+        "every request from the other source is answered: {answers}"
+    );
+    let stats = b.ctl(&["stats"]);
+    let refused = stats["drops"]["source_rate_limited"].as_u64().unwrap_or(0);
+    let sent = stats["packets_in"].as_u64().unwrap_or(0);
+    assert!(
+        refused > 1000,
+        "the flood was cut (refused {refused} of {sent} packets in)"
+    );
+    let rows = limits["sources"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        rows.len(),
+        1,
+        "only the flooding source is limited: {limits}"
+    );
+    assert_eq!(rows[0]["source"], "10.98.0.2");
+    eprintln!(
+        "rate limit: {refused} new flows from the flooding source refused ({sent} packets in); 40 of 40 requests from the other source answered"
+    );
+    let o = b.stop();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
