@@ -6,7 +6,8 @@
 # end-to-end tests (real curl and iperf3 clients and HTTP backends in network namespaces,
 # through sluice on DPDK and AF_XDP; two instances behind a BIRD router that learns the VIP
 # from ExaBGP, and a keepalived VRRP pair), the Debian package (built, installed, run as its
-# systemd unit runs it, reloaded, stopped and purged), and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
+# systemd unit runs it, reloaded, stopped and purged), coverage-guided fuzzing of four targets
+# for 20 s each (scripts/fuzz.sh), and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
 # Run as root on Debian 12 from anywhere in the checkout:  scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,13 @@ scripts/build-deb.sh
 echo "== cargo test"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+echo "== scripts/fuzz.sh 20 (coverage-guided fuzzing, 20 s per target)"
+fuzzlog=$(mktemp)
+if scripts/fuzz.sh 20 2>&1 | tee "$fuzzlog"; then fuzz_ok=1; else fuzz_ok=0; fi
 echo "== cargo bench --no-run"
 cargo bench --workspace --no-run -q
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d ignored\n", p, f, i }' "$log"
+grep '^fuzz ' "$fuzzlog" || true
+rm -f "$fuzzlog"
+[ "$fuzz_ok" = 1 ] || { echo "sluice: fuzzing found a crash (above)" >&2; exit 1; }

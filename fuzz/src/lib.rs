@@ -1,0 +1,208 @@
+//! The bodies of sluice's fuzz targets, shared by the cargo-fuzz binaries
+//! (`fuzz/fuzz_targets/*.rs`, run by `scripts/fuzz.sh` for a bounded time) and by
+//! `tests/fuzz_regressions.rs`, which replays every committed seed and every crash found
+//! (`fuzz/regressions/TARGET/`) as an ordinary test. Each target states the property it
+//! checks; a panic anywhere is a finding.
+//!
+//! - `frame`: any bytes through the frame parser, the quoted-datagram parser and the ARP /
+//!   neighbour answerers never panic, and a parse's offsets stay inside the frame.
+//! - `burst`: a burst of frames (each `[len_hi, len_lo, bytes…]`) through a worker's whole
+//!   poll loop, against a live snapshot with every forwarding mode, both families, SNAT,
+//!   tunnels, next hops to resolve, `max_flows` and rate limits, never panics, and what it
+//!   transmits is no larger than a frame may be.
+//! - `control`: control-protocol lines against a control plane: a request that is refused
+//!   leaves the running configuration and its generation exactly as they were.
+//! - `config`: any text as a configuration file never panics, and one that loads writes
+//!   back (`to_toml`) to a file that loads to the same configuration.
+
+use std::sync::{Arc, OnceLock};
+
+pub fn frame(data: &[u8]) {
+    let Ok(p) = packet::parse::parse_frame(data) else {
+        return;
+    };
+    assert!(p.l2_len <= data.len(), "l2 past the frame");
+    assert!(p.l3_end <= data.len(), "l3 end past the frame: {p:?}");
+    if p.is_ip() {
+        assert!(p.l4_off <= p.l3_end, "l4 past the datagram: {p:?}");
+        let _ = packet::parse::parse_quoted(data, &p);
+    }
+}
+
+/// A configuration with a service of every forwarding mode, both families, a backend whose
+/// MAC the data path must resolve, a `max_flows` backend and rate limits.
+pub const BURST_CONFIG: &str = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "192.0.2.1"
+ipv6 = "2001:db8::1"
+gateway = "192.0.2.254"
+tunnel_mtu = 1500
+tunnel_fragment = true
+
+[conntrack]
+capacity = 512
+half_open_percent = 25
+rate_limit_sources = 64
+
+[[service]]
+name = "web"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+forwarding = "nat"
+table_size = 251
+[service.rate_limit]
+new_flows_per_source = 50
+packets = 100000
+[[service.backend]]
+address = "10.1.0.1:8080"
+mac = "02:00:00:00:01:01"
+max_flows = 4
+[[service.backend]]
+address = "10.1.0.2:8080"
+
+[[service]]
+name = "snat"
+vip = "198.51.100.10:443"
+protocol = "tcp"
+forwarding = "snat"
+table_size = 251
+[[service.backend]]
+address = "10.1.0.3:8443"
+mac = "02:00:00:00:01:03"
+
+[[service]]
+name = "web6"
+vip = "[2001:db8:100::10]:80"
+protocol = "tcp"
+forwarding = "dsr"
+table_size = 251
+[[service.backend]]
+address = "[2001:db8:1::1]:80"
+mac = "02:00:00:00:01:01"
+
+[[service]]
+name = "dns"
+vip = "198.51.100.53:53"
+protocol = "udp"
+forwarding = "ipip"
+table_size = 251
+[[service.backend]]
+address = "10.2.0.1:53"
+mac = "02:00:00:00:01:04"
+
+[[service]]
+name = "dns6"
+vip = "[2001:db8:100::53]:53"
+protocol = "udp"
+forwarding = "gue"
+table_size = 251
+[[service.backend]]
+address = "[2001:db8:2::1]:53"
+mac = "02:00:00:00:01:05"
+"#;
+
+fn burst_snapshot() -> Arc<dataplane::Snapshot> {
+    static SNAP: OnceLock<Arc<dataplane::Snapshot>> = OnceLock::new();
+    Arc::clone(SNAP.get_or_init(|| {
+        let cfg = config::Config::from_toml(BURST_CONFIG, None).expect("the fuzz configuration");
+        Arc::new(controlplane::snapshot::build(&cfg).expect("its snapshot"))
+    }))
+}
+
+pub fn burst(data: &[u8]) {
+    use dataplane::{Bursts, Frame, MemPort, PacketBuf, Rings, Steering, Worker};
+    let snap = burst_snapshot();
+    let mut w = Worker::new(0, Steering::new(2, snap.node.snat_ports), snap, true);
+    let mut port = MemPort::new(true);
+    let mut bursts: Bursts<PacketBuf> = Bursts::new();
+    let rings: Rings<PacketBuf> = Rings::new(2, 64);
+    let mut rest = data;
+    let mut seq = 0u64;
+    let mut now = 1_700_000_000_000_000_000u64;
+    // Up to 64 frames; a poll after every 16, so bursts, sweeps and timers all run.
+    while rest.len() >= 2 && seq < 64 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]) & 0x0fff);
+        let take = len.min(rest.len() - 2);
+        let frame = &rest[2..2 + take];
+        rest = &rest[2 + take..];
+        now += u64::from(frame.first().copied().unwrap_or(0)) * 1_000_000;
+        port.inject(frame, now, seq);
+        seq += 1;
+        if seq.is_multiple_of(16) {
+            port.clock = Some(now);
+            w.poll(&mut port, &mut bursts, &rings);
+        }
+    }
+    port.clock = Some(now + 1_000_000_000);
+    w.poll(&mut port, &mut bursts, &rings);
+    for f in port.tx.iter().chain(port.host.iter()) {
+        assert!(
+            f.data().len() <= 9216 + 64,
+            "a frame of {} bytes",
+            f.data().len()
+        );
+    }
+    assert!(w.ct.len() <= 512, "the conntrack past its capacity");
+}
+
+const CONTROL_CONFIG: &str = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "192.0.2.1"
+gateway_mac = "02:00:00:00:00:fe"
+
+[[service]]
+name = "web"
+vip = "198.51.100.10:80"
+protocol = "tcp"
+forwarding = "nat"
+table_size = 251
+[[service.backend]]
+address = "10.1.0.1:8080"
+mac = "02:00:00:00:01:01"
+[[service.backend]]
+address = "10.1.0.2:8080"
+mac = "02:00:00:00:01:02"
+weight = 2
+"#;
+
+pub fn control(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let cfg = config::Config::from_toml(CONTROL_CONFIG, None).expect("the control configuration");
+    let snap = controlplane::snapshot::build(&cfg).expect("its snapshot");
+    let (cell, links, _workers) = controlplane::links(Arc::new(snap), 0);
+    let mut p = controlplane::plane::Plane::new(
+        cfg,
+        "/nonexistent/sluice.toml".into(),
+        "fuzz",
+        cell,
+        links,
+        true,
+    );
+    for line in text.lines().take(8) {
+        let Ok(op) = ctl::decode_request(line) else {
+            continue;
+        };
+        let before = (p.cfg.to_toml(), p.generation, p.current().generation);
+        if p.handle(&op).is_err() {
+            let after = (p.cfg.to_toml(), p.generation, p.current().generation);
+            assert_eq!(before, after, "a refused request changed the state: {line}");
+        }
+    }
+}
+
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(c) = config::Config::from_toml(text, None) else {
+        return;
+    };
+    let again = c.to_toml().expect("a loaded configuration writes back");
+    let c2 = config::Config::from_toml(&again, None)
+        .unwrap_or_else(|e| panic!("what to_toml wrote does not load: {e}\n{again}"));
+    assert_eq!(c, c2, "the configuration changed on the way back");
+}
