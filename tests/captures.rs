@@ -202,14 +202,28 @@ fn a_live_two_interface_dumpcap_capture_replays_every_packet() {
     // dumpcap on both interfaces while the far ends send: UDP to the sample's VIP through
     // one, pings (ARP first) through the other.
     let mut cap = Command::new("ip")
-        .args([
-            "netns", "exec", ns.0, "dumpcap", "-q", "-i", "cap0", "-i", "cap1",
-        ])
-        .args(["-a", "duration:3", "-w", ng.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
+        .args(["netns", "exec", ns.0, "dumpcap", "-i", "cap0", "-i", "cap1"])
+        .args(["-a", "duration:4", "-w", ng.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Traffic only once dumpcap says it is capturing on both (it can take a while to start
+    // on a loaded machine).
+    let mut err = std::io::BufReader::new(cap.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        use std::io::BufRead;
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("dumpcap ended before capturing: {said}");
+        }
+        said += &line;
+        if line.contains("Capturing on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    std::thread::sleep(std::time::Duration::from_millis(200));
     sh(&format!(
         "ip netns exec {n} sh -c 'ip neigh replace 198.51.100.10 lladdr 02:00:00:00:00:01 dev far0 nud permanent; \
          for i in $(seq 1 20); do echo x > /dev/udp/198.51.100.10/53 2>/dev/null || true; done; \
@@ -219,7 +233,10 @@ fn a_live_two_interface_dumpcap_capture_replays_every_packet() {
     assert!(cap.wait().unwrap().success(), "dumpcap failed");
     let (count, kind) = capinfos(&ng);
     assert_eq!(kind, "pcapng");
-    assert!(count >= 20, "dumpcap captured only {count} packets");
+    assert!(
+        count >= 20,
+        "dumpcap captured only {count} packets ({said})"
+    );
     let config = examples().join("sluice.toml");
     let st = replay(&config, &ng, &dir.join("out.pcap"), "pcap");
     assert_eq!(
