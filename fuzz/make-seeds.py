@@ -6,6 +6,7 @@
   burst    runs of 8 consecutive frames of it, each frame as [len_hi, len_lo, bytes...]
   control  one control-protocol request per line, one of every verb, valid and not
   config   examples/*.toml, packaging/sluice.toml and the fuzz configuration
+  cookie   a flow, an ISN, a cookie and a time, then a SYN's options (Linux's, none, cut)
 
     python3 fuzz/make-seeds.py      (from the checkout; replaces the corpus directories)
 """
@@ -83,6 +84,11 @@ def main():
         src = f.read()
     burst_config = src.split('pub const BURST_CONFIG: &str = r#"', 1)[1].split('"#;', 1)[0]
     write("config", burst_config.encode())
+    # cookie: src, dst, ports, ISN, cookie, time / 16, then a SYN's options (Linux's, none,
+    # and a malformed run).
+    head = struct.pack(">IIIIII", 0xCB007109, 0xC633640A, (80 << 16) | 40000, 12345, 0, 112500000)
+    for opts in (bytes([2, 4, 5, 0xB4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]), b"", bytes([2, 4, 5])):
+        write("cookie", head + opts)
     for t in sorted(os.listdir(OUT)):
         print(t, len(os.listdir(os.path.join(OUT, t))))
 

@@ -5,7 +5,8 @@
 # so what a sanitizer would add is little, and what the targets hunt are panics and broken
 # properties, which libFuzzer reports either way. Targets (fuzz/src/lib.rs says what each
 # checks): frame, burst (a worker's whole poll loop on a live snapshot), control (a refused
-# request changes nothing), config (parse, write back, parse again).
+# request changes nothing), config (parse, write back, parse again), cookie (the SYN proxy's
+# cookies: any ACK checked safely, any SYN's cookie accepted with its options).
 #
 # Each target starts from its committed seeds (fuzz/corpus/TARGET, made by
 # fuzz/make-seeds.py) plus what earlier runs here found (target/fuzz-corpus/TARGET, never
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_rust
 secs=${1:-20}; shift || true
-targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(frame burst control config)
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(frame burst control config cookie)
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "== installing cargo-fuzz"
   cargo install cargo-fuzz --locked -q

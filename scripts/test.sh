@@ -6,7 +6,7 @@
 # end-to-end tests (real curl and iperf3 clients and HTTP backends in network namespaces,
 # through sluice on DPDK and AF_XDP; two instances behind a BIRD router that learns the VIP
 # from ExaBGP, and a keepalived VRRP pair), the Debian package (built, installed, run as its
-# systemd unit runs it, reloaded, stopped and purged), coverage-guided fuzzing of four targets
+# systemd unit runs it, reloaded, stopped and purged), coverage-guided fuzzing of five targets
 # for 20 s each (scripts/fuzz.sh), and a build of the benchmarks (so they do not rot; they run on demand, see docs/performance.md).
 # Run as root on Debian 12 from anywhere in the checkout:  scripts/test.sh
 set -euo pipefail

@@ -49,6 +49,11 @@ fn every_control_seed_and_regression_passes() {
 }
 
 #[test]
+fn every_cookie_seed_and_regression_passes() {
+    assert!(replay("cookie", targets::cookie) >= 3);
+}
+
+#[test]
 fn every_config_seed_and_regression_passes() {
     assert!(replay("config", targets::config) >= 3);
 }

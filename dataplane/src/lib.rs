@@ -21,6 +21,7 @@ pub mod setup;
 pub mod snapshot;
 pub mod stats;
 pub mod steering;
+pub mod synproxy;
 pub mod worker;
 #[cfg(feature = "xdp")]
 pub mod xdp;
