@@ -124,6 +124,46 @@ impl NgInterface {
     }
 }
 
+/// A 32-bit field of a pcapng section in its byte order (`b` must hold `off + 4` bytes;
+/// callers check lengths first).
+fn ng_u32(big_endian: bool, b: &[u8], off: usize) -> u32 {
+    let raw = [b[off], b[off + 1], b[off + 2], b[off + 3]];
+    if big_endian {
+        u32::from_be_bytes(raw)
+    } else {
+        u32::from_le_bytes(raw)
+    }
+}
+
+fn ng_u16(big_endian: bool, b: &[u8], off: usize) -> u16 {
+    let raw = [b[off], b[off + 1]];
+    if big_endian {
+        u16::from_be_bytes(raw)
+    } else {
+        u16::from_le_bytes(raw)
+    }
+}
+
+/// The interface a packet block names, if the section described it and it is Ethernet.
+fn ng_interface(interfaces: &[NgInterface], id: u32, block: u64) -> Result<NgInterface, PcapError> {
+    let Some(iface) = interfaces.get(id as usize).copied() else {
+        return Err(PcapError::BadBlock {
+            block,
+            what: format!(
+                "a packet on interface {id}, but the section describes {} interface(s)",
+                interfaces.len()
+            ),
+        });
+    };
+    if iface.link_type != LINKTYPE_ETHERNET {
+        return Err(PcapError::UnsupportedInterface {
+            interface: id,
+            link_type: iface.link_type,
+        });
+    }
+    Ok(iface)
+}
+
 enum Format {
     Classic {
         swapped: bool,
@@ -371,14 +411,7 @@ impl<R: BufRead> PcapReader<R> {
         };
         let mut f = [0u8; 20];
         self.r.read_exact(&mut f).map_err(truncated(self.index))?;
-        let word = |b: &[u8], off: usize| {
-            let raw = [b[off], b[off + 1], b[off + 2], b[off + 3]];
-            if be {
-                u32::from_be_bytes(raw)
-            } else {
-                u32::from_le_bytes(raw)
-            }
-        };
+        let word = |b: &[u8], off: usize| ng_u32(be, b, off);
         let bad = |what: String| PcapError::BadBlock {
             block: this_block,
             what,
@@ -433,18 +466,7 @@ impl<R: BufRead> PcapReader<R> {
                 "its trailing length {trailer} differs from its leading one {len}"
             )));
         }
-        let Some(iface) = interfaces.get(iface_id as usize).copied() else {
-            return Err(bad(format!(
-                "a packet on interface {iface_id}, but the section describes {} interface(s)",
-                interfaces.len()
-            )));
-        };
-        if iface.link_type != LINKTYPE_ETHERNET {
-            return Err(PcapError::UnsupportedInterface {
-                interface: iface_id,
-                link_type: iface.link_type,
-            });
-        }
+        let iface = ng_interface(interfaces, iface_id, this_block)?;
         let ts_ns = iface.ns(ts);
         *last_ns = ts_ns;
         self.index += 1;
@@ -527,14 +549,7 @@ impl<R: BufRead> PcapReader<R> {
         if avail.len() < 32 {
             return Ok(None);
         }
-        let word = |off: usize| {
-            let raw = [avail[off], avail[off + 1], avail[off + 2], avail[off + 3]];
-            if be {
-                u32::from_be_bytes(raw)
-            } else {
-                u32::from_le_bytes(raw)
-            }
-        };
+        let word = |off: usize| ng_u32(be, avail, off);
         let (kind, len) = (word(0), word(4) as usize);
         if kind != NG_ENHANCED_PACKET || len < 32 || len % 4 != 0 || len > avail.len() {
             return Ok(None);
@@ -586,14 +601,7 @@ impl<R: BufRead> PcapReader<R> {
                 return Ok(None);
             };
             let (be, this_block) = (*big_endian, *block);
-            let word = |b: &[u8], off: usize| {
-                let raw = [b[off], b[off + 1], b[off + 2], b[off + 3]];
-                if be {
-                    u32::from_be_bytes(raw)
-                } else {
-                    u32::from_le_bytes(raw)
-                }
-            };
+            let word = |b: &[u8], off: usize| ng_u32(be, b, off);
             let kind = word(&head, 0);
             if kind == NG_SECTION_HEADER {
                 let mut h = [0u8; 24];
@@ -647,13 +655,7 @@ impl<R: BufRead> PcapReader<R> {
                     word(scratch, scratch.len() - 4)
                 )));
             }
-            let half = |b: &[u8], off: usize| {
-                if be {
-                    u16::from_be_bytes([b[off], b[off + 1]])
-                } else {
-                    u16::from_le_bytes([b[off], b[off + 1]])
-                }
-            };
+            let half = |b: &[u8], off: usize| ng_u16(be, b, off);
             // (interface, timestamp in its units or None, captured length, original length,
             // data offset in the body)
             let packet = match kind {
@@ -729,18 +731,7 @@ impl<R: BufRead> PcapReader<R> {
             let Some((iface_id, ts, cap, orig_len, data_at)) = packet else {
                 continue;
             };
-            let Some(iface) = interfaces.get(iface_id as usize).copied() else {
-                return Err(bad(format!(
-                    "a packet on interface {iface_id}, but the section describes {} interface(s)",
-                    interfaces.len()
-                )));
-            };
-            if iface.link_type != LINKTYPE_ETHERNET {
-                return Err(PcapError::UnsupportedInterface {
-                    interface: iface_id,
-                    link_type: iface.link_type,
-                });
-            }
+            let iface = ng_interface(interfaces, iface_id, this_block)?;
             if cap > MAX_RECORD_LEN {
                 return Err(PcapError::RecordTooLarge {
                     index: self.index,
