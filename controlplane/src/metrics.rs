@@ -139,6 +139,11 @@ pub fn render(p: &Plane) -> String {
         "# HELP sluice_conntrack_capacity Flows the connection tables hold at most, all workers.\n# TYPE sluice_conntrack_capacity gauge\nsluice_conntrack_capacity {}",
         p.cfg.conntrack.capacity * p.workers
     );
+    let _ = writeln!(
+        o,
+        "# HELP sluice_rate_limit_sources_recycled_total Per-source rate-limit slots given to a new source in place of another (a flood of sources).\n# TYPE sluice_rate_limit_sources_recycled_total counter\nsluice_rate_limit_sources_recycled_total {}",
+        t.sources_recycled
+    );
     // Per worker: where a hot queue or an unbalanced RSS shows.
     let _ = writeln!(o, "# HELP sluice_worker_packets_received_total Frames received, by worker.\n# TYPE sluice_worker_packets_received_total counter");
     for (w, pin, _, _, _) in &t.workers {

@@ -114,6 +114,11 @@ place(
     ], "pps", {}),
 )
 place(
+    ("Rate limits and source-table churn", [
+        (f"sum by (reason) (rate(sluice_drops_total{{{SEL},reason=~\"source_rate_limited|service_rate_limited|backend_full\"}}[{RATE}]))", "{{reason}}"),
+        (f"sum(rate(sluice_rate_limit_sources_recycled_total{{{SEL}}}[{RATE}]))", "source slots recycled"),
+    ], "pps", {"description": "New flows cut by per-source limits, packets by service limits, "
+               "flows refused at max_flows; recycled slots rise with a flood of sources."}),
     ("Flows failed open (all backends down)", [
         (f"sum by (service) (rate(sluice_service_all_down_flows_total{{{SEL}}}[{RATE}]))", "{{service}}"),
     ], "ops", {}),

@@ -30,6 +30,8 @@ pub struct Totals {
     pub swaps: Vec<(usize, u64, u64, u64)>,
     /// Per worker: its drops by reason, in `DropReason::all()` order.
     pub worker_drops: Vec<(usize, Vec<u64>)>,
+    /// Source-table slots given to a new source in place of another, all workers.
+    pub sources_recycled: u64,
 }
 
 impl Plane {
@@ -73,6 +75,7 @@ impl Plane {
                 .push((p.worker, p.swaps, p.swap_max_ns, p.swaps_allocating));
             t.worker_drops
                 .push((p.worker, DropReason::all().map(|r| s.dropped(r)).collect()));
+            t.sources_recycled += p.sources_recycled;
             let Some(snap) = self.snapshot_of(p.generation) else {
                 continue;
             };
