@@ -79,10 +79,13 @@ impl Worker {
         now: u64,
     ) -> Verdict {
         let svc = &snap.services[s];
-        if let Some(l) = self.limits.get_mut(s) {
-            if let Some(r) = l.packets {
-                if !l.bucket.take(now, r) {
-                    return Verdict::Drop(DropReason::ServiceRateLimited);
+        // The service entry is in cache already: an unlimited service pays one branch.
+        if svc.rate_limit.is_some() {
+            if let Some(l) = self.limits.get_mut(s) {
+                if let Some(r) = l.packets {
+                    if !l.bucket.take(now, r) {
+                        return Verdict::Drop(DropReason::ServiceRateLimited);
+                    }
                 }
             }
         }
@@ -195,10 +198,12 @@ impl Worker {
         now: u64,
     ) -> Result<Flow, DropReason> {
         let svc = &snap.services[s];
-        if let Some(r) = self.limits.get(s).and_then(|l| l.per_source) {
-            let source = crate::ratelimit::source_key(p.src);
-            if !self.sources.admit(source, svc.limit_key, r, now) {
-                return Err(DropReason::SourceRateLimited);
+        if svc.rate_limit.is_some() {
+            if let Some(r) = self.limits.get(s).and_then(|l| l.per_source) {
+                let source = crate::ratelimit::source_key(p.src);
+                if !self.sources.admit(source, svc.limit_key, r, now) {
+                    return Err(DropReason::SourceRateLimited);
+                }
             }
         }
         let table = svc.table.as_ref().ok_or(DropReason::NoBackend)?;
