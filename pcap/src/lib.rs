@@ -394,85 +394,6 @@ impl<R: BufRead> PcapReader<R> {
         Ok(Some(RecordInfo { ts_ns, orig_len }))
     }
 
-    /// An enhanced packet block of `len` bytes whose 8-byte head has been read: its fixed
-    /// fields, then the frame into `buf`, then the padding, options and trailing length.
-    fn enhanced_packet(
-        &mut self,
-        buf: &mut Vec<u8>,
-        len: u32,
-        be: bool,
-        this_block: u64,
-    ) -> Result<RecordInfo, PcapError> {
-        let truncated = |index: u64| {
-            move |e: io::Error| match e.kind() {
-                io::ErrorKind::UnexpectedEof => PcapError::TruncatedRecord { index },
-                _ => PcapError::Io(e),
-            }
-        };
-        let mut f = [0u8; 20];
-        self.r.read_exact(&mut f).map_err(truncated(self.index))?;
-        let word = |b: &[u8], off: usize| ng_u32(be, b, off);
-        let bad = |what: String| PcapError::BadBlock {
-            block: this_block,
-            what,
-        };
-        let (iface_id, cap, orig_len) = (word(&f, 0), word(&f, 12), word(&f, 16));
-        let ts = (u64::from(word(&f, 4)) << 32) | u64::from(word(&f, 8));
-        if cap > MAX_RECORD_LEN {
-            return Err(PcapError::RecordTooLarge {
-                index: self.index,
-                len: cap,
-            });
-        }
-        // Head 8, fixed fields 20, the frame padded to 4, trailing length 4.
-        let padded = cap.div_ceil(4) * 4;
-        if 32 + padded > len {
-            return Err(bad(format!(
-                "a packet of {cap} captured bytes in a block with room for {}",
-                len - 32
-            )));
-        }
-        buf.clear();
-        buf.resize(cap as usize, 0);
-        self.r.read_exact(buf).map_err(truncated(self.index))?;
-        let Format::Ng {
-            interfaces,
-            last_ns,
-            block,
-            scratch,
-            ..
-        } = &mut self.format
-        else {
-            return Err(bad("not a pcapng section".into()));
-        };
-        // Padding, options (usually none) and the trailing length.
-        let rest = (len - 28 - cap) as usize;
-        let mut small = [0u8; 16];
-        let tail: &[u8] = if rest <= small.len() {
-            self.r
-                .read_exact(&mut small[..rest])
-                .map_err(truncated(self.index))?;
-            &small[..rest]
-        } else {
-            scratch.clear();
-            scratch.resize(rest, 0);
-            self.r.read_exact(scratch).map_err(truncated(self.index))?;
-            scratch
-        };
-        *block += 1;
-        let trailer = word(tail, rest - 4);
-        if trailer != len {
-            return Err(bad(format!(
-                "its trailing length {trailer} differs from its leading one {len}"
-            )));
-        }
-        let iface = ng_interface(interfaces, iface_id, this_block)?;
-        let ts_ns = iface.ns(ts);
-        *last_ns = ts_ns;
-        self.index += 1;
-        Ok(RecordInfo { ts_ns, orig_len })
-    }
-
     /// A section header block whose first 24 bytes are `h` (type, length, byte-order magic,
     /// version, section length): sets the section's byte order, forgets the previous
     /// section's interfaces, and skips the header's options.
@@ -621,10 +542,6 @@ impl<R: BufRead> PcapReader<R> {
                     block: this_block,
                     what: format!("block of type {kind:#x} with a length of {len} bytes (at least 12, a multiple of 4)"),
                 });
-            }
-            if kind == NG_ENHANCED_PACKET && len >= 32 {
-                // The common case, read straight into the caller's buffer.
-                return self.enhanced_packet(buf, len, be, this_block).map(Some);
             }
             let Format::Ng {
                 interfaces,
