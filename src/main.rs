@@ -221,8 +221,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Manual { out } => {
-            ctl::manual::write_man_pages(<Cli as clap::CommandFactory>::command(), &out)
-                .map(|files| println!("{} manual page(s) in {}", files.len(), out.display()))
+            ctl::manual::write_man_pages_and_say(<Cli as clap::CommandFactory>::command(), &out)
         }
         Command::Check { config } => config::Config::load(&config)
             .map_err(|e| e.to_string())

@@ -43,6 +43,14 @@ fn write_page(
     Ok(())
 }
 
+/// [`write_man_pages`], saying on standard output how many it wrote where (the programs'
+/// hidden `manual` verb).
+pub fn write_man_pages_and_say(cmd: Command, dir: &Path) -> Result<(), String> {
+    let files = write_man_pages(cmd, dir)?;
+    println!("{} manual page(s) in {}", files.len(), dir.display());
+    Ok(())
+}
+
 /// The completion script for `shell`, on standard output.
 pub fn print_completions(shell: clap_complete::Shell, mut cmd: Command) {
     let name = cmd.get_name().to_string();

@@ -453,12 +453,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Manual { out } => {
-            return match ctl::manual::write_man_pages(<Cli as clap::CommandFactory>::command(), out)
-            {
-                Ok(files) => {
-                    println!("{} manual page(s) in {}", files.len(), out.display());
-                    ExitCode::SUCCESS
-                }
+            return match ctl::manual::write_man_pages_and_say(
+                <Cli as clap::CommandFactory>::command(),
+                out,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sluicectl: {e}");
                     ExitCode::FAILURE

@@ -661,7 +661,11 @@ impl Plane {
         Ok(to_json(&LimitList {
             sources,
             sources_recycled: answered.iter().map(|p| p.sources_recycled).sum(),
-            table_capacity: self.cfg.conntrack.rate_limit_sources.next_power_of_two(),
+            table_capacity: answered
+                .iter()
+                .map(|p| p.sources_capacity)
+                .max()
+                .unwrap_or(0),
             workers_answered: answered.len(),
         }))
     }

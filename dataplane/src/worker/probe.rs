@@ -55,6 +55,8 @@ pub struct Probe {
     pub limited_cursor: usize,
     pub limited_done: bool,
     pub sources_recycled: u64,
+    /// Slots of this worker's source table.
+    pub sources_capacity: usize,
 }
 
 /// Source-table slots a `limits` probe examines per burst (~20 µs of a worker's time).
@@ -84,6 +86,7 @@ impl Probe {
             limited_cursor: 0,
             limited_done: false,
             sources_recycled: 0,
+            sources_capacity: 0,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Worker {
             p.scan_done = p.cursor >= self.ct.slab_len();
         }
         p.sources_recycled = self.sources.counters.recycled;
+        p.sources_capacity = self.sources.capacity();
         p.limited.clear();
         if let Some((from, count)) = p.limited_query {
             p.limited_cursor =
