@@ -85,6 +85,9 @@ fn conntrack(c: &mut Criterion) {
         created_ns: 0,
         last_seen_ns: 0,
         reply_key: None,
+        seq_delta: 0,
+        proxy_shift: Default::default(),
+        proxy: Default::default(),
     };
     for n in [1_000u32, 1_000_000] {
         let mut ct = ConnTrack::new(&dataplane::setup::ConntrackSetup {

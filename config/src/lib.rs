@@ -767,6 +767,99 @@ mac = "02:00:00:00:01:01"
         assert_eq!(c.conntrack.rate_limit_sources, 65_536);
     }
 
+    /// `syn_proxy` and its keys: a `nat` or `snat` TCP service, the auto thresholds only with
+    /// `auto` and in order, an MSS in range; each refusal names its key and line, with a fix;
+    /// a good one round-trips.
+    #[test]
+    fn syn_proxy_keys_are_checked_and_round_trip() {
+        let web = |keys: &str| {
+            GOOD.replacen(
+                "table_size = 65537\n",
+                &format!("table_size = 65537\n{keys}"),
+                1,
+            )
+        };
+        let key = |k: &str| format!("service[0] (\"web\").{k}");
+        for (conf, k, says) in [
+            (
+                web("syn_proxy = \"maybe\"\n"),
+                "service[0].syn_proxy".to_string(),
+                "",
+            ),
+            (
+                web("syn_proxy = \"on\"\nsyn_proxy_auto_on = 500\n"),
+                key("syn_proxy_auto_on"),
+                "applies to syn_proxy = \"auto\"",
+            ),
+            (
+                web("syn_proxy = \"auto\"\nsyn_proxy_auto_on = 500\nsyn_proxy_auto_off = 500\n"),
+                key("syn_proxy_auto_off"),
+                "must be below",
+            ),
+            (
+                web("syn_proxy = \"auto\"\nsyn_proxy_auto_off = 20000\n"),
+                key("syn_proxy_auto_off"),
+                "must be below syn_proxy_auto_on (10000)",
+            ),
+            (
+                web("syn_proxy = \"auto\"\nsyn_proxy_auto_on = 0\n"),
+                key("syn_proxy_auto_on"),
+                "out of range",
+            ),
+            (
+                web("syn_proxy = \"on\"\nsyn_proxy_mss = 100\n"),
+                key("syn_proxy_mss"),
+                "out of range",
+            ),
+            (
+                web("syn_proxy_mss = 1400\n"),
+                key("syn_proxy_mss"),
+                "applies to a service with a SYN proxy",
+            ),
+            (
+                GOOD.replacen(
+                    "forwarding = \"dsr\"\n",
+                    "forwarding = \"dsr\"\nsyn_proxy = \"on\"\n",
+                    1,
+                ),
+                "service[1] (\"web6\").syn_proxy".to_string(),
+                "do not pass through sluice",
+            ),
+        ] {
+            let e = err(&conf);
+            if says.is_empty() {
+                // An unknown mode: the parser names the key's choices.
+                assert!(e.to_string().contains("auto"), "{e}");
+                assert!(e.line.is_some(), "{e}");
+                continue;
+            }
+            assert_eq!(e.key, k, "{e}");
+            assert!(e.message.contains(says), "{e}");
+            assert!(e.line.is_some(), "{e}");
+            assert!(!e.fix.is_empty(), "{e}");
+        }
+        let c = Config::from_toml(
+            &web("syn_proxy = \"auto\"\nsyn_proxy_auto_on = 2000\nsyn_proxy_mss = 1400\n"),
+            None,
+        )
+        .unwrap();
+        let s = &c.services[0];
+        assert_eq!(
+            (
+                s.syn_proxy,
+                s.syn_proxy_auto_on,
+                s.syn_proxy_auto_off,
+                s.syn_proxy_mss
+            ),
+            (SynProxyMode::Auto, Some(2000), None, Some(1400))
+        );
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap(), None).unwrap(), c);
+        assert_eq!(
+            Config::from_toml(GOOD, None).unwrap().services[0].syn_proxy,
+            SynProxyMode::Off
+        );
+    }
+
     /// `node.vlan` is a VLAN id (1-4094), named by line when it is not, and round-trips.
     #[test]
     fn node_vlan_is_a_vlan_id() {

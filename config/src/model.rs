@@ -139,6 +139,22 @@ pub struct Service {
     pub forwarding: Forwarding,
     pub table_size: u32,
     pub gue_port: u16,
+    /// Whether sluice answers the service's SYNs itself with SYN cookies and opens the
+    /// connection to the backend only once the client's ACK proves its address (`nat` and
+    /// `snat` TCP services).
+    #[serde(skip_serializing_if = "SynProxyMode::is_off")]
+    pub syn_proxy: SynProxyMode,
+    /// `syn_proxy = "auto"`: SYNs per second to the service (all workers) at which the
+    /// proxy turns on; `None` is [`DEFAULT_SYN_PROXY_AUTO_ON`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_proxy_auto_on: Option<u32>,
+    /// `syn_proxy = "auto"`: SYNs per second under which, for 10 s, it turns off again;
+    /// `None` is half of `syn_proxy_auto_on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_proxy_auto_off: Option<u32>,
+    /// The MSS the proxy's SYN-ACK offers clients; `None` is 1460 (IPv4) or 1440 (IPv6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_proxy_mss: Option<u16>,
     #[serde(rename = "backend", skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
     /// Health checking of the backends; `None` treats every backend as up.
@@ -511,6 +527,33 @@ impl Default for L7Workers {
         }
     }
 }
+
+/// `syn_proxy`: off (the default), on, or on only while SYNs arrive faster than
+/// `syn_proxy_auto_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SynProxyMode {
+    #[default]
+    Off,
+    On,
+    Auto,
+}
+
+impl SynProxyMode {
+    pub fn is_off(&self) -> bool {
+        *self == SynProxyMode::Off
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SynProxyMode::Off => "off",
+            SynProxyMode::On => "on",
+            SynProxyMode::Auto => "auto",
+        }
+    }
+}
+
+/// SYNs per second (all workers) at which `syn_proxy = "auto"` turns the proxy on.
+pub const DEFAULT_SYN_PROXY_AUTO_ON: u32 = 10_000;
 
 /// The policy when every eligible backend of a service is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -1,7 +1,7 @@
 //! The file as written: every value with its span (`toml::Spanned`), so an error can name
 //! its line. Nothing here is checked yet; `validate` turns these into the model.
 
-use crate::model::{AllDown, Driver, Forwarding, L7Algorithm, L7Protocol, Protocol};
+use crate::model::{AllDown, Driver, Forwarding, L7Algorithm, L7Protocol, Protocol, SynProxyMode};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -152,6 +152,10 @@ pub(crate) struct RawService {
     #[serde(default)]
     pub(crate) certificate: Vec<Spanned<RawCertificate>>,
     pub(crate) rate_limit: Option<Spanned<RawRateLimit>>,
+    pub(crate) syn_proxy: Option<Spanned<SynProxyMode>>,
+    pub(crate) syn_proxy_auto_on: Option<Spanned<u64>>,
+    pub(crate) syn_proxy_auto_off: Option<Spanned<u64>>,
+    pub(crate) syn_proxy_mss: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -144,6 +144,32 @@ pub fn render(p: &Plane) -> String {
         "# HELP sluice_rate_limit_sources_recycled_total Per-source rate-limit slots given to a new source in place of another (a flood of sources).\n# TYPE sluice_rate_limit_sources_recycled_total counter\nsluice_rate_limit_sources_recycled_total {}",
         t.sources_recycled
     );
+    let c = &t.counters;
+    let _ = writeln!(o, "# HELP sluice_syn_proxy_events_total SYN proxy: cookies sent (SYN-ACKs), valid cookies returned (accepted), backend handshakes opened and refused, first data held, sent after the handshake, and not held (pool full).\n# TYPE sluice_syn_proxy_events_total counter");
+    for (event, n) in [
+        ("cookie", c.syn_proxy_cookies),
+        ("accepted", c.syn_proxy_accepted),
+        ("opened", c.syn_proxy_opened),
+        ("refused", c.syn_proxy_refused),
+        ("held", c.syn_proxy_held),
+        ("held_sent", c.syn_proxy_held_sent),
+        ("hold_full", c.syn_proxy_hold_full),
+    ] {
+        let _ = writeln!(o, "sluice_syn_proxy_events_total{{event=\"{event}\"}} {n}");
+    }
+    let _ = writeln!(o, "# HELP sluice_syn_proxy_active_workers Workers whose SYN proxy answers a service's SYNs now (syn_proxy = \"on\": every worker).\n# TYPE sluice_syn_proxy_active_workers gauge");
+    for s in &p.cfg.services {
+        let n = match s.syn_proxy {
+            config::SynProxyMode::Off => continue,
+            config::SynProxyMode::On => p.workers as u64,
+            config::SynProxyMode::Auto => t.syn_proxy.get(&s.name).map_or(0, |x| x.0),
+        };
+        let _ = writeln!(
+            o,
+            "sluice_syn_proxy_active_workers{{service=\"{}\"}} {n}",
+            esc(&s.name)
+        );
+    }
     // Per worker: where a hot queue or an unbalanced RSS shows.
     let _ = writeln!(o, "# HELP sluice_worker_packets_received_total Frames received, by worker.\n# TYPE sluice_worker_packets_received_total counter");
     for (w, pin, _, _, _) in &t.workers {

@@ -93,8 +93,29 @@ pub fn setup(cfg: &Config, state: impl Fn(&Service, &Backend) -> (Admin, Health)
                     })
                     .collect(),
                 rate_limit: s.rate_limit.as_ref().map(rate_limit),
+                syn_proxy: syn_proxy(s),
             })
             .collect(),
+    }
+}
+
+/// `syn_proxy` with its defaults: auto turns on at `DEFAULT_SYN_PROXY_AUTO_ON` SYNs per second
+/// and off under half the on rate.
+fn syn_proxy(s: &config::Service) -> dataplane::setup::SynProxySetup {
+    use dataplane::setup::SynProxyMode as M;
+    let on_rate = s
+        .syn_proxy_auto_on
+        .unwrap_or(config::DEFAULT_SYN_PROXY_AUTO_ON);
+    dataplane::setup::SynProxySetup {
+        mode: match s.syn_proxy {
+            config::SynProxyMode::Off => M::Off,
+            config::SynProxyMode::On => M::On,
+            config::SynProxyMode::Auto => M::Auto {
+                on_rate,
+                off_rate: s.syn_proxy_auto_off.unwrap_or(on_rate / 2),
+            },
+        },
+        mss: s.syn_proxy_mss.unwrap_or(0),
     }
 }
 

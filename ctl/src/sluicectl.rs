@@ -1383,8 +1383,28 @@ fn stats_view(v: &Stats, before: Option<&Stats>) -> String {
             ("RATE", &|s| human::pps(s.packets_per_s)),
             ("THROUGHPUT", &|s| human::bits(s.bits_per_s)),
             ("FLOWS FAILED OPEN", &|s| count(s.all_down_flows)),
+            ("SYN PROXY", &|s| {
+                if s.syn_proxy.is_empty() {
+                    "off".into()
+                } else {
+                    s.syn_proxy.clone()
+                }
+            }),
         ],
     );
+    let sp = &v.syn_proxy;
+    if sp.cookies > 0 || sp.accepted > 0 {
+        t += &format!(
+            "\nSYN proxy: {} SYNs answered with a cookie, {} returned (connections opened to backends: {}, refused by them: {}); first data held {} times, sent {}, not held for want of room {}\n",
+            with_delta(sp.cookies, before.map(|b| b.syn_proxy.cookies)),
+            with_delta(sp.accepted, before.map(|b| b.syn_proxy.accepted)),
+            count(sp.opened),
+            count(sp.refused),
+            count(sp.held),
+            count(sp.held_sent),
+            count(sp.hold_full)
+        );
+    }
     let c = &v.conntrack;
     t += &format!(
         "\nconntrack: {} of {} flows ({:.1}%), hits {}, misses {}, evictions {}, expiries {}; half-open {} of {} at most, {} evicted\n",

@@ -233,6 +233,8 @@ pub struct Stats {
     pub services: Vec<ServiceStatsView>,
     pub drops: BTreeMap<String, u64>,
     pub conntrack: ConntrackView,
+    #[serde(default)]
+    pub syn_proxy: SynProxyView,
     /// The L7 pool, when the daemon runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7: Option<L7StatsView>,
@@ -336,6 +338,30 @@ pub struct ServiceStatsView {
     pub packets_per_s: f64,
     pub bits_per_s: f64,
     pub all_down_flows: u64,
+    /// `off`, `on`, or for `auto` whether it is on now: `auto (on)` on every worker,
+    /// `auto (on: 1 of 2 workers)`, `auto (off)`.
+    #[serde(default)]
+    pub syn_proxy: String,
+    /// `auto`: the times a worker's proxy switched on.
+    #[serde(default)]
+    pub syn_proxy_activations: u64,
+}
+
+/// The SYN proxy's counters, all services and workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SynProxyView {
+    /// SYN-ACKs sent with a cookie.
+    pub cookies: u64,
+    /// ACKs that returned a valid cookie: connections opened toward a backend.
+    pub accepted: u64,
+    /// Backends that completed the handshake (SYN-ACK), and that refused it (RST).
+    pub opened: u64,
+    pub refused: u64,
+    /// Clients' first data held while the backend answered, sent after, and not held
+    /// because every slot was taken.
+    pub held: u64,
+    pub held_sent: u64,
+    pub hold_full: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

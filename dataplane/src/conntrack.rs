@@ -28,6 +28,7 @@
 
 use crate::flowindex::{prefetch_read, FlowIndex};
 use crate::setup::ConntrackSetup as Timeouts;
+use crate::synproxy::{ProxyHandshake, ProxyShift};
 use packet::flow::mix64;
 use packet::FlowKey;
 use std::collections::VecDeque;
@@ -42,6 +43,9 @@ pub const EVICT_SCAN: usize = 8;
 pub enum FlowState {
     /// TCP: only a SYN seen so far.
     TcpSyn,
+    /// TCP, SYN proxy: the client completed its handshake with sluice, and sluice's SYN to
+    /// the backend awaits its SYN-ACK. Half-open, like `TcpSyn`.
+    TcpProxyOpening,
     TcpEstablished,
     /// TCP: a FIN or RST seen.
     TcpClosing,
@@ -65,6 +69,19 @@ pub struct Flow {
     pub last_seen_ns: u64,
     /// The reverse-index key, for NAT and SNAT flows.
     pub reply_key: Option<FlowKey>,
+    /// SYN proxy: what the backend's sequence numbers add to reach the client's view, how
+    /// windows rescale, and the handshake (all zero / default for a flow not proxied).
+    pub seq_delta: u32,
+    pub proxy_shift: ProxyShift,
+    pub proxy: ProxyHandshake,
+}
+
+impl FlowState {
+    /// Half-open: on the half-open ring, with the SYN timeout.
+    #[inline(always)]
+    pub fn is_half_open(self) -> bool {
+        matches!(self, FlowState::TcpSyn | FlowState::TcpProxyOpening)
+    }
 }
 
 /// The part of a flow every one of its packets reads: 24 bytes, beside its 40-byte key in one
@@ -73,10 +90,14 @@ pub struct Flow {
 pub struct FlowHot {
     pub last_seen_ns: u64,
     pub generation: u32,
+    /// SYN proxy: added to the backend's sequence numbers toward the client (and taken from
+    /// the client's acknowledgements toward the backend).
+    pub seq_delta: u32,
     pub service: u16,
     pub backend: u16,
     pub snat_port: u16,
     pub state: FlowState,
+    pub proxy: ProxyShift,
 }
 
 /// The part of a flow read only when it is created, re-resolved after a configuration
@@ -86,6 +107,7 @@ pub struct FlowCold {
     pub backend_addr: SocketAddr,
     pub created_ns: u64,
     pub reply_key: Option<FlowKey>,
+    pub proxy: ProxyHandshake,
 }
 
 impl Flow {
@@ -98,11 +120,14 @@ impl Flow {
                 backend: self.backend,
                 snat_port: self.snat_port,
                 state: self.state,
+                seq_delta: self.seq_delta,
+                proxy: self.proxy_shift,
             },
             FlowCold {
                 backend_addr: self.backend_addr,
                 created_ns: self.created_ns,
                 reply_key: self.reply_key,
+                proxy: self.proxy,
             },
         )
     }
@@ -118,6 +143,9 @@ impl Flow {
             created_ns: c.created_ns,
             last_seen_ns: h.last_seen_ns,
             reply_key: c.reply_key,
+            seq_delta: h.seq_delta,
+            proxy_shift: h.proxy,
+            proxy: c.proxy,
         }
     }
 }
@@ -215,7 +243,9 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 /// and its cold part on demand.
 pub struct Tracked<'a> {
     pub hot: &'a mut FlowHot,
-    cold: &'a FlowCold,
+    /// Read only on the rare paths (a configuration change, the SYN proxy's handshake), so a
+    /// packet of an established flow does not load its line.
+    pub cold: &'a mut FlowCold,
 }
 
 impl Tracked<'_> {
@@ -456,7 +486,7 @@ impl ConnTrack {
         let timeouts = self.timeouts_ns;
         let (slot, cold) = (
             self.slots.get_mut(id as usize)?,
-            self.cold.get(id as usize)?,
+            self.cold.get_mut(id as usize)?,
         );
         let f = &mut slot.hot;
         let reopened = f.state == FlowState::TcpClosing
@@ -480,16 +510,20 @@ impl ConnTrack {
         Flow::join(&self.slots[id as usize].hot, &self.cold[id as usize])
     }
 
-    /// Looks up the flow a reply belongs to, refreshing it.
+    /// Looks up the flow a reply belongs to, refreshing it: its forward key, and the flow in
+    /// place.
     pub fn lookup_reply(
         &mut self,
         reply: &FlowKey,
         tcp_flags: Option<u8>,
         now: u64,
-    ) -> Option<(FlowKey, Flow)> {
+    ) -> Option<(FlowKey, Tracked<'_>)> {
         let id = self.find_reply(reply)?;
         let timeouts = self.timeouts_ns;
-        let slot = &mut self.slots[id as usize];
+        let (slot, cold) = (
+            self.slots.get_mut(id as usize)?,
+            self.cold.get_mut(id as usize)?,
+        );
         let f = &mut slot.hot;
         if now.saturating_sub(f.last_seen_ns) > timeout_of(&timeouts, f.state) {
             return None;
@@ -501,7 +535,13 @@ impl ConnTrack {
             }
         }
         let key = slot.key.unpack();
-        Some((key, self.flow(id)))
+        Some((key, Tracked { hot: f, cold }))
+    }
+
+    /// The SYN proxy's handshake record of flow `key`, to change in place.
+    pub fn proxy_handshake_mut(&mut self, key: &FlowKey) -> Option<&mut ProxyHandshake> {
+        let id = self.find(&PackedKey::of(key), self.hash_key(key))?;
+        self.cold.get_mut(id as usize).map(|c| &mut c.proxy)
     }
 
     /// Read-only lookup (ICMP steering), which neither refreshes nor counts.
@@ -562,7 +602,7 @@ impl ConnTrack {
                 };
             }
         } else {
-            let half_open = flow.state == FlowState::TcpSyn;
+            let half_open = flow.state.is_half_open();
             if half_open && self.half_open.len() >= self.half_open_capacity {
                 gone = self.evict_half_open(now);
             }
@@ -629,7 +669,7 @@ impl ConnTrack {
         for _ in 0..4 * EVICT_SCAN {
             let id = self.half_open.pop_front()?;
             let f = &self.slots[id as usize].hot;
-            if f.state != FlowState::TcpSyn {
+            if !f.state.is_half_open() {
                 self.ring.push_back(id);
                 continue;
             }
@@ -689,7 +729,7 @@ impl ConnTrack {
                 break;
             };
             let f = &self.slots[id as usize].hot;
-            if f.state != FlowState::TcpSyn {
+            if !f.state.is_half_open() {
                 self.half_open.pop_front();
                 self.ring.push_back(id);
             } else if self.expired(f.last_seen_ns, f.state, now) {
@@ -774,7 +814,7 @@ pub fn half_open_capacity(capacity: usize, percent: u32) -> usize {
 /// The idle timeout for a state, from the [syn, established, closing, udp] table.
 fn timeout_of(t: &[u64; 4], s: FlowState) -> u64 {
     t[match s {
-        FlowState::TcpSyn => 0,
+        FlowState::TcpSyn | FlowState::TcpProxyOpening => 0,
         FlowState::TcpEstablished => 1,
         FlowState::TcpClosing => 2,
         FlowState::Udp => 3,
@@ -790,6 +830,7 @@ pub fn next_state(s: FlowState, flags: u8) -> FlowState {
     if flags & (FIN | RST) != 0 {
         FlowState::TcpClosing
     } else if s == FlowState::TcpSyn && flags & ACK != 0 && flags & SYN == 0 {
+        // (A proxied flow opening leaves its state when the backend's SYN-ACK arrives.)
         FlowState::TcpEstablished
     } else {
         s
@@ -833,6 +874,9 @@ mod tests {
             created_ns: now,
             last_seen_ns: now,
             reply_key: None,
+            seq_delta: 0,
+            proxy_shift: Default::default(),
+            proxy: Default::default(),
         }
     }
 

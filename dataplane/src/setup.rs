@@ -205,6 +205,32 @@ pub struct ServiceSetup {
     pub backends: Vec<BackendSetup>,
     /// Token-bucket limits (`[service.rate_limit]`), rates for all workers together.
     pub rate_limit: Option<RateLimitSetup>,
+    /// The SYN proxy (`syn_proxy`): `nat` and `snat` TCP services only.
+    pub syn_proxy: SynProxySetup,
+}
+
+/// When the SYN proxy answers a service's SYNs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynProxyMode {
+    #[default]
+    Off,
+    On,
+    /// On while SYNs arrive at `on_rate` or faster; off again after [`AUTO_OFF_HOLD_S`]
+    /// seconds below `off_rate`.
+    ///
+    /// [`AUTO_OFF_HOLD_S`]: crate::synproxy::AUTO_OFF_HOLD_S
+    Auto {
+        on_rate: u32,
+        off_rate: u32,
+    },
+}
+
+/// `syn_proxy` and its keys, as the data path applies them (rates for all workers together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SynProxySetup {
+    pub mode: SynProxyMode,
+    /// The MSS the proxy's SYN-ACKs offer; 0 takes 1460 (IPv4) or 1440 (IPv6).
+    pub mss: u16,
 }
 
 /// `[service.rate_limit]` as the data path applies it: (rate per second, burst) pairs for
@@ -229,6 +255,7 @@ impl ServiceSetup {
             all_down: AllDown::Drop,
             backends: Vec::new(),
             rate_limit: None,
+            syn_proxy: SynProxySetup::default(),
         }
     }
 

@@ -77,6 +77,8 @@ pub struct ServiceEntry {
     pub table_size: u32,
     /// `[service.rate_limit]`, rates for all workers together.
     pub rate_limit: Option<crate::setup::RateLimitSetup>,
+    /// `syn_proxy`, its MSS resolved for the VIP's family.
+    pub syn_proxy: crate::setup::SynProxySetup,
     /// The service's key in the per-source rate-limit table: a nonzero hash of its VIP, so a
     /// source's bucket stays with the service across configuration changes.
     pub limit_key: u32,
@@ -268,6 +270,14 @@ impl Snapshot {
                 all_down_fallback,
                 table_size: s.table_size,
                 rate_limit: s.rate_limit,
+                syn_proxy: crate::setup::SynProxySetup {
+                    mss: match s.syn_proxy.mss {
+                        0 if s.vip.is_ipv6() => 1440,
+                        0 => 1460,
+                        m => m,
+                    },
+                    ..s.syn_proxy
+                },
                 limit_key: limit_key(s.vip, proto),
             });
         }

@@ -68,9 +68,18 @@ pub enum DropReason {
     SourceRateLimited,
     /// A packet to a service over its `packets` rate.
     ServiceRateLimited,
+    /// SYN proxy: an ACK for no tracked flow whose acknowledgement is no valid cookie
+    /// (forged, or older than two cookie periods).
+    SynProxyBadCookie,
+    /// SYN proxy: a packet for no tracked flow that is neither a SYN nor an ACK (a RST, a
+    /// SYN-ACK to the VIP), or a flow the conntrack could not take.
+    SynProxyNoFlow,
+    /// SYN proxy: a segment of a flow whose backend has not answered sluice's SYN yet,
+    /// other than the client's (which resend the SYN), or held data whose flow went.
+    SynProxyOpening,
 }
 
-const OTHER: [DropReason; 27] = [
+const OTHER: [DropReason; 30] = [
     DropReason::Fragment,
     DropReason::NoService,
     DropReason::NotOurs,
@@ -98,6 +107,9 @@ const OTHER: [DropReason; 27] = [
     DropReason::BackendFull,
     DropReason::SourceRateLimited,
     DropReason::ServiceRateLimited,
+    DropReason::SynProxyBadCookie,
+    DropReason::SynProxyNoFlow,
+    DropReason::SynProxyOpening,
 ];
 
 impl DropReason {
@@ -143,6 +155,9 @@ impl DropReason {
             DropReason::BackendFull => 24,
             DropReason::SourceRateLimited => 25,
             DropReason::ServiceRateLimited => 26,
+            DropReason::SynProxyBadCookie => 27,
+            DropReason::SynProxyNoFlow => 28,
+            DropReason::SynProxyOpening => 29,
         };
         Malformed::ALL.len() + other
     }
@@ -178,6 +193,9 @@ impl DropReason {
             DropReason::BackendFull => "backend_full",
             DropReason::SourceRateLimited => "source_rate_limited",
             DropReason::ServiceRateLimited => "service_rate_limited",
+            DropReason::SynProxyBadCookie => "syn_proxy_bad_cookie",
+            DropReason::SynProxyNoFlow => "syn_proxy_no_flow",
+            DropReason::SynProxyOpening => "syn_proxy_opening",
         }
     }
 }
@@ -198,6 +216,10 @@ pub struct ServiceCounters {
     /// New flows balanced over every eligible backend because all were down
     /// (`all_down = "all"`).
     pub all_down_flows: u64,
+    /// `syn_proxy = "auto"`: 1 while this worker's proxy is on for the service (a gauge,
+    /// summed over workers), and the times it switched on.
+    pub syn_proxy_on: u64,
+    pub syn_proxy_activations: u64,
 }
 
 /// Declares [`WorkerStats`] from one list of its scalar counters, so that creating, copying,
@@ -284,6 +306,17 @@ worker_stats! {
     /// transmitted.
     offloaded,
     offload_returned,
+    /// SYN proxy: SYN-ACKs sent with a cookie; ACKs that returned a valid one (a flow
+    /// opened toward its backend); backends that answered with a SYN-ACK, and with a RST.
+    syn_proxy_cookies,
+    syn_proxy_accepted,
+    syn_proxy_opened,
+    syn_proxy_refused,
+    /// SYN proxy: clients' first data held while their backend answered, sent after its
+    /// handshake, and not held because every slot was taken (the client retransmits it).
+    syn_proxy_held,
+    syn_proxy_held_sent,
+    syn_proxy_hold_full,
 }
 
 impl Default for WorkerStats {
@@ -329,6 +362,8 @@ impl WorkerStats {
         }
         for (a, b) in self.services.iter_mut().zip(&o.services) {
             a.all_down_flows += b.all_down_flows;
+            a.syn_proxy_on += b.syn_proxy_on;
+            a.syn_proxy_activations += b.syn_proxy_activations;
         }
     }
 }

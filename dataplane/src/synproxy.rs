@@ -17,12 +17,28 @@
 //! client has 64–128 s to answer). A forged ACK is accepted with probability 2⁻²¹ per try, and
 //! only for a 4-tuple and ISN the attacker chose; each guess costs a packet.
 //!
-//! The codec is pure: [`CookieKey`] and the functions here allocate nothing and never panic;
-//! the proxy's data path (handshake to the backend, sequence translation) builds on them.
+//! The codec is pure: [`CookieKey`] and the functions here allocate nothing and never panic.
+//!
+//! Beside it, what the worker's proxy ([`crate::worker`]) keeps and writes:
+//!
+//! - a flow the proxy opened records, in its hot half, the difference between the
+//!   backend's sequence numbers and the client's view of them (the cookie) and how to rescale
+//!   the backend's windows ([`ProxyShift`]); in its cold half, the handshake it is completing
+//!   ([`ProxyHandshake`]);
+//! - [`HeldSegments`]: a fixed pool, per worker, holding the first data a client sends before
+//!   the backend has answered the proxy's SYN;
+//! - [`ProxyGate`]: whether `syn_proxy = "auto"` answers SYNs now;
+//! - [`write_segment`]: IP and TCP headers written afresh for the SYN-ACKs, SYNs, ACKs and
+//!   RSTs the proxy sends.
 
-use packet::tcp::SynOptions;
-use packet::FlowKey;
+use crate::stats::DropReason;
+use packet::ipv4::{Ipv4Repr, PROTO_TCP};
+use packet::ipv6::Ipv6Repr;
+use packet::tcp::{SynOptions, TcpRepr};
+use packet::{checksum, FlowKey};
 use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::OnceLock;
 
 /// The MSS values a cookie can carry (RFC 4987: a few common ones; a client's MSS is rounded
 /// down to the largest that fits, so segments never exceed what it asked for).
@@ -51,6 +67,13 @@ pub struct CookieOptions {
 impl CookieKey {
     pub fn new() -> CookieKey {
         CookieKey::default()
+    }
+
+    /// The key every worker of this process uses, drawn once: any worker checks a cookie
+    /// any other made, and a configuration reload keeps the cookies in flight valid.
+    pub fn process() -> &'static CookieKey {
+        static KEY: OnceLock<CookieKey> = OnceLock::new();
+        KEY.get_or_init(CookieKey::new)
     }
 
     fn mac(&self, key: &FlowKey, client_isn: u32, period: u64, fields: u32) -> u32 {
@@ -119,6 +142,347 @@ impl CookieKey {
 }
 
 const HASH_MASK: u32 = (1 << 21) - 1;
+
+/// The window scale the proxy's SYN-ACK offers a client that offered one (Linux's choice for
+/// its default buffers); the backend's windows are rescaled to it.
+pub const WINDOW_SCALE: u8 = 7;
+
+/// Seconds `syn_proxy = "auto"` stays on once SYNs fall under its off rate.
+pub const AUTO_OFF_HOLD_S: u64 = 10;
+
+/// How a flow the proxy opened is translated, in one byte of its hot half (0: not proxied).
+/// Bit 7: proxied. Bit 6: its handshake with the backend is complete. Bits 0–4: the shift of the backend's windows toward the client (the
+/// backend's scale less sluice's, −16 to 15, stored plus 16). Bit 5: the client's windows
+/// need a shift toward the backend too (the backend refused window scaling that the client
+/// offered; the shift is the client's scale, [`ProxyHandshake::to_backend_shift`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyShift(u8);
+
+impl ProxyShift {
+    pub const NONE: ProxyShift = ProxyShift(0);
+    const PROXIED: u8 = 0x80;
+    const TO_BACKEND: u8 = 0x20;
+    const OPEN: u8 = 0x40;
+
+    /// A proxied flow whose handshake to the backend is not complete yet.
+    pub const OPENING: ProxyShift = ProxyShift(Self::PROXIED | 16);
+
+    pub fn new(to_client: i8, to_backend: bool) -> ProxyShift {
+        let c = (to_client.clamp(-16, 15) + 16) as u8;
+        ProxyShift(Self::PROXIED | Self::OPEN | c | if to_backend { Self::TO_BACKEND } else { 0 })
+    }
+    #[inline(always)]
+    pub fn is_proxied(self) -> bool {
+        self.0 & Self::PROXIED != 0
+    }
+    /// Proxied and its handshake with the backend complete.
+    #[inline(always)]
+    pub fn is_open(self) -> bool {
+        self.0 & Self::OPEN != 0
+    }
+    /// Bits the backend's window field moves left (negative: right) toward the client.
+    #[inline(always)]
+    pub fn to_client(self) -> i8 {
+        (self.0 & 0x1f) as i8 - 16
+    }
+    #[inline(always)]
+    pub fn shifts_to_backend(self) -> bool {
+        self.0 & Self::TO_BACKEND != 0
+    }
+}
+
+/// A window field rescaled by `shift` bits (left when positive), saturating at 65535 and
+/// never rounded to zero from a nonzero window (which would stall the sender).
+#[inline]
+pub fn rescale_window(w: u16, shift: i8) -> u16 {
+    let w = u32::from(w);
+    let v = if shift >= 0 {
+        (w << shift.min(16)).min(0xffff)
+    } else {
+        let v = w >> (-shift).min(16);
+        if v == 0 && w != 0 {
+            1
+        } else {
+            v
+        }
+    };
+    v as u16
+}
+
+/// The handshake of a flow the proxy opened, in its cold half (16 bytes): what the SYN to
+/// the backend was made from, and what the SYN-ACK and ACK need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyHandshake {
+    pub client_isn: u32,
+    /// The ISN sluice gave the client (the cookie).
+    pub cookie: u32,
+    /// The window field of the client's ACK (scaled by the client's scale).
+    pub client_window: u16,
+    /// The client's MSS, as the cookie kept it.
+    pub mss: u16,
+    /// A [`HeldSegments`] slot holding the client's first data until the backend answers
+    /// (`NOTHING_HELD`: none).
+    held: u16,
+    /// The client's window scale (`NO_SCALE`: it offered none).
+    client_scale: u8,
+    pub sack_permitted: bool,
+}
+
+const NOTHING_HELD: u16 = u16::MAX;
+const NO_SCALE: u8 = u8::MAX;
+
+impl Default for ProxyHandshake {
+    fn default() -> Self {
+        ProxyHandshake {
+            client_isn: 0,
+            cookie: 0,
+            client_window: 0,
+            mss: 536,
+            held: NOTHING_HELD,
+            client_scale: NO_SCALE,
+            sack_permitted: false,
+        }
+    }
+}
+
+impl ProxyHandshake {
+    pub fn new(
+        client_isn: u32,
+        cookie: u32,
+        client_window: u16,
+        opts: &CookieOptions,
+        held: Option<u16>,
+    ) -> ProxyHandshake {
+        ProxyHandshake {
+            client_isn,
+            cookie,
+            client_window,
+            mss: opts.mss,
+            held: held.unwrap_or(NOTHING_HELD),
+            client_scale: opts.window_scale.unwrap_or(NO_SCALE),
+            sack_permitted: opts.sack_permitted,
+        }
+    }
+
+    pub fn client_scale(&self) -> Option<u8> {
+        (self.client_scale != NO_SCALE).then_some(self.client_scale)
+    }
+
+    pub fn held(&self) -> Option<u16> {
+        (self.held != NOTHING_HELD).then_some(self.held)
+    }
+
+    pub fn set_held(&mut self, h: Option<u16>) {
+        self.held = h.unwrap_or(NOTHING_HELD);
+    }
+
+    pub fn take_held(&mut self) -> Option<u16> {
+        let h = self.held();
+        self.held = NOTHING_HELD;
+        h
+    }
+
+    /// Bits the client's windows move left toward the backend: its whole scale, for a
+    /// backend that refused window scaling (flagged in [`ProxyShift::shifts_to_backend`]).
+    pub fn to_backend_shift(&self) -> u8 {
+        self.client_scale().unwrap_or(0)
+    }
+
+    /// The options of the SYN the proxy sends the backend: the client's, as its cookie kept
+    /// them (no timestamps: the cookie cannot carry them, so neither side uses them).
+    pub fn backend_syn_options(&self) -> SynOptions {
+        SynOptions {
+            mss: Some(self.mss),
+            window_scale: self.client_scale(),
+            sack_permitted: self.sack_permitted,
+            timestamps: None,
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<ProxyHandshake>() == 16);
+
+/// Bytes each [`HeldSegments`] slot holds: a full Ethernet frame at 1500 MTU with a VLAN tag
+/// and room to spare; a larger first segment is not held (its sender retransmits it).
+pub const HELD_FRAME: usize = 2048;
+
+/// The first data segments of flows waiting for their backend's SYN-ACK, in a fixed pool of
+/// slots reserved once per worker (nothing is allocated per segment). A client's ACK that
+/// completes the proxy's handshake often carries its request; holding it saves the client
+/// a retransmission timeout.
+pub struct HeldSegments {
+    frames: Box<[u8]>,
+    lens: Vec<u16>,
+    free: Vec<u16>,
+}
+
+impl HeldSegments {
+    pub fn new(slots: usize) -> HeldSegments {
+        let slots = slots.min(u16::MAX as usize);
+        HeldSegments {
+            frames: vec![0u8; slots * HELD_FRAME].into_boxed_slice(),
+            lens: vec![0; slots],
+            free: (0..slots as u16).rev().collect(),
+        }
+    }
+
+    /// Copies `frame` into a free slot; `None` when every slot is taken or it is too large.
+    pub fn hold(&mut self, frame: &[u8]) -> Option<u16> {
+        if frame.len() > HELD_FRAME {
+            return None;
+        }
+        let slot = self.free.pop()?;
+        let at = slot as usize * HELD_FRAME;
+        self.frames
+            .get_mut(at..at + frame.len())?
+            .copy_from_slice(frame);
+        self.lens[slot as usize] = frame.len() as u16;
+        Some(slot)
+    }
+
+    /// The frame in `slot`.
+    pub fn get(&self, slot: u16) -> &[u8] {
+        let at = slot as usize * HELD_FRAME;
+        let len = self.lens.get(slot as usize).copied().unwrap_or(0) as usize;
+        self.frames.get(at..at + len).unwrap_or(&[])
+    }
+
+    /// Frees `slot` (a slot not held is ignored).
+    pub fn release(&mut self, slot: u16) {
+        if let Some(l) = self.lens.get_mut(slot as usize) {
+            if *l != 0 {
+                *l = 0;
+                self.free.push(slot);
+            }
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.lens.len() - self.free.len()
+    }
+}
+
+/// One worker's view of whether the proxy answers a service's SYNs: always with `on`; with
+/// `auto`, from the rate of SYNs this worker sees (its share of the service's), switching on
+/// at `on_rate` and off after [`AUTO_OFF_HOLD_S`] seconds under `off_rate`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyGate {
+    active: bool,
+    window_start_ns: u64,
+    syns: u64,
+    /// Seconds under the off rate so far.
+    quiet_s: u64,
+    /// When it was last on (an ACK may return a cookie for two periods after).
+    last_active_ns: u64,
+    /// Times it switched on.
+    pub activations: u64,
+}
+
+const NS: u64 = 1_000_000_000;
+
+impl ProxyGate {
+    /// Counts one SYN at `now` and says whether the proxy answers it. `on_rate` and
+    /// `off_rate` are this worker's shares.
+    pub fn syn(&mut self, now: u64, on_rate: u64, off_rate: u64) -> bool {
+        let elapsed = now.saturating_sub(self.window_start_ns);
+        if elapsed >= NS {
+            let secs = elapsed / NS;
+            let rate = self.syns / secs.max(1);
+            if self.active {
+                if rate < off_rate {
+                    self.quiet_s += secs;
+                    if self.quiet_s >= AUTO_OFF_HOLD_S {
+                        self.active = false;
+                    }
+                } else {
+                    self.quiet_s = 0;
+                }
+            }
+            self.window_start_ns = now;
+            self.syns = 0;
+        }
+        self.syns += 1;
+        if !self.active && self.syns >= on_rate.max(1) {
+            self.active = true;
+            self.quiet_s = 0;
+            self.activations += 1;
+        }
+        if self.active {
+            self.last_active_ns = now;
+        }
+        self.active
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Whether an ACK may be returning a cookie: the gate is on, or was within the two
+    /// periods a cookie stays good for.
+    pub fn cookies_out(&self, now: u64) -> bool {
+        self.active
+            || (self.activations > 0 && now.saturating_sub(self.last_active_ns) < 2 * PERIOD_S * NS)
+    }
+}
+
+/// The addresses and ports of a segment the proxy writes.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentEnds {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub ttl: u8,
+}
+
+/// Bytes of IP and TCP header [`write_segment`] writes for `tcp` over addresses of `v6`.
+pub fn segment_len(v6: bool, tcp: &TcpRepr<'_>) -> usize {
+    (if v6 { Ipv6Repr::LEN } else { Ipv4Repr::LEN }) + tcp.header_len()
+}
+
+/// Writes a fresh IP header (no options or extension headers) and `tcp` at the front of
+/// `datagram`, which is exactly [`segment_len`] bytes (the proxy's segments carry no data).
+pub fn write_segment(
+    datagram: &mut [u8],
+    ends: &SegmentEnds,
+    tcp: &TcpRepr<'_>,
+) -> Result<(), DropReason> {
+    let tl = tcp.header_len();
+    let bad = DropReason::Malformed(packet::Malformed::TcpTruncated);
+    match (ends.src, ends.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            Ipv4Repr {
+                src,
+                dst,
+                protocol: PROTO_TCP,
+                payload_len: tl as u16,
+                ttl: ends.ttl,
+                dscp_ecn: 0,
+                dont_fragment: true,
+            }
+            .emit(datagram)
+            .map_err(|_| bad)?;
+            let pseudo = checksum::pseudo_v4(src, dst, PROTO_TCP, tl as u16);
+            let seg = datagram.get_mut(Ipv4Repr::LEN..).ok_or(bad)?;
+            tcp.emit(seg, pseudo).map_err(|_| bad)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            Ipv6Repr {
+                src,
+                dst,
+                next_header: PROTO_TCP,
+                payload_len: tl as u16,
+                hop_limit: ends.ttl,
+                traffic_class: 0,
+                flow_label: 0,
+            }
+            .emit(datagram)
+            .map_err(|_| bad)?;
+            let pseudo = checksum::pseudo_v6(src, dst, PROTO_TCP, tl as u32);
+            let seg = datagram.get_mut(Ipv6Repr::LEN..).ok_or(bad)?;
+            tcp.emit(seg, pseudo).map_err(|_| bad)
+        }
+        _ => Err(DropReason::FamilyMismatch),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -227,6 +591,137 @@ mod tests {
                 "bit {bit}"
             );
         }
+    }
+
+    #[test]
+    fn windows_rescale_without_overflow_or_reaching_zero() {
+        assert_eq!(rescale_window(1000, 0), 1000);
+        assert_eq!(rescale_window(1000, 2), 4000);
+        assert_eq!(rescale_window(1000, 7), 65535, "saturates");
+        assert_eq!(rescale_window(1024, -7), 8);
+        assert_eq!(rescale_window(5, -7), 1, "a nonzero window stays open");
+        assert_eq!(rescale_window(0, -7), 0);
+        assert_eq!(rescale_window(65535, 15), 65535);
+        assert_eq!(rescale_window(65535, -16), 1);
+        for to_client in -16..=15 {
+            for tb in [false, true] {
+                let s = ProxyShift::new(to_client, tb);
+                assert!(s.is_proxied() && s.is_open());
+                assert_eq!((s.to_client(), s.shifts_to_backend()), (to_client, tb));
+            }
+        }
+        assert!(!ProxyShift::NONE.is_proxied());
+        assert_eq!(ProxyShift::OPENING.to_client(), 0);
+        assert!(ProxyShift::OPENING.is_proxied() && !ProxyShift::OPENING.is_open());
+    }
+
+    #[test]
+    fn held_segments_are_bounded_and_reused() {
+        let mut h = HeldSegments::new(2);
+        let a = h.hold(b"first").unwrap();
+        let b = h.hold(b"second").unwrap();
+        assert_eq!(h.hold(b"third"), None, "every slot taken");
+        assert_eq!((h.get(a), h.get(b)), (&b"first"[..], &b"second"[..]));
+        assert_eq!(h.hold(&[0u8; HELD_FRAME + 1]), None);
+        h.release(a);
+        h.release(a);
+        assert_eq!(h.in_use(), 1, "a double release frees once");
+        let c = h.hold(b"again").unwrap();
+        assert_eq!(h.get(c), b"again");
+        h.release(999);
+        assert_eq!(h.get(999), b"");
+    }
+
+    #[test]
+    fn the_auto_gate_turns_on_at_the_rate_and_off_after_the_hold() {
+        let mut g = ProxyGate::default();
+        let s = NS;
+        // 50 SYNs a second against an on rate of 100: stays off.
+        for i in 0..500 {
+            assert!(!g.syn(i * s / 50, 100, 50));
+        }
+        assert!(!g.cookies_out(10 * s));
+        // 100 within one second: on at the hundredth.
+        let t0 = 20 * s;
+        let on: Vec<bool> = (0..100).map(|i| g.syn(t0 + i * 1000, 100, 50)).collect();
+        assert!(!on[98] && on[99]);
+        // 60 a second (above the off rate) keeps it on for a minute.
+        for i in 0..3600 {
+            assert!(g.syn(t0 + s + i * s / 60, 100, 50));
+        }
+        // 10 a second: on for the hold, then off.
+        let t1 = t0 + 61 * s;
+        let mut off_at = None;
+        for i in 0..200 {
+            let t = t1 + i * s / 10;
+            if !g.syn(t, 100, 50) && off_at.is_none() {
+                off_at = Some(t);
+            }
+        }
+        let off = off_at.expect("off after the hold") - t1;
+        assert!(
+            (AUTO_OFF_HOLD_S * s..=(AUTO_OFF_HOLD_S + 2) * s).contains(&off),
+            "{off}"
+        );
+        assert!(g.cookies_out(t1 + 20 * s), "cookies still out");
+        assert!(!g.cookies_out(t1 + off + 2 * PERIOD_S * s));
+        assert_eq!(g.activations, 1);
+    }
+
+    #[test]
+    fn segments_are_written_with_valid_checksums() {
+        let mut o = [0u8; SynOptions::MAX_EMIT];
+        let n = linux_syn().emit(&mut o);
+        let tcp = TcpRepr {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 1,
+            ack: 2,
+            flags: packet::tcp::SYN | packet::tcp::ACK,
+            window: 1460,
+            options: &o[..n],
+        };
+        for (src, dst) in [
+            ("198.51.100.10", "203.0.113.9"),
+            ("2001:db8::10", "2001:db8::9"),
+        ] {
+            let ends = SegmentEnds {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                ttl: 64,
+            };
+            let len = segment_len(ends.src.is_ipv6(), &tcp);
+            let mut frame = vec![0u8; 14 + len];
+            frame[12..14].copy_from_slice(if ends.src.is_ipv6() {
+                &[0x86, 0xdd]
+            } else {
+                &[0x08, 0x00]
+            });
+            write_segment(&mut frame[14..], &ends, &tcp).unwrap();
+            let p = packet::parse_frame(&frame).unwrap();
+            assert_eq!(
+                (p.src, p.dst, p.src_port, p.dst_port),
+                (ends.src, ends.dst, 80, 40000)
+            );
+            assert_eq!(p.tcp_flags, packet::tcp::SYN | packet::tcp::ACK);
+            let seg = &frame[p.l4_off..p.l3_end];
+            let pseudo = match (ends.src, ends.dst) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => checksum::pseudo_v4(a, b, 6, seg.len() as u16),
+                (IpAddr::V6(a), IpAddr::V6(b)) => checksum::pseudo_v6(a, b, 6, seg.len() as u32),
+                _ => unreachable!(),
+            };
+            assert_eq!(checksum::fold(checksum::sum(pseudo, seg)), 0xffff);
+            assert!(write_segment(&mut frame[14..14 + len - 1], &ends, &tcp).is_err());
+        }
+        let mixed = SegmentEnds {
+            src: "198.51.100.10".parse().unwrap(),
+            dst: "2001:db8::9".parse().unwrap(),
+            ttl: 64,
+        };
+        assert_eq!(
+            write_segment(&mut [0u8; 80], &mixed, &tcp),
+            Err(DropReason::FamilyMismatch)
+        );
     }
 
     #[test]

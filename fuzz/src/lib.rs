@@ -34,7 +34,8 @@ pub fn frame(data: &[u8]) {
 }
 
 /// A configuration with a service of every forwarding mode, both families, a backend whose
-/// MAC the data path must resolve, a `max_flows` backend and rate limits.
+/// MAC the data path must resolve, a `max_flows` backend, rate limits and SYN proxies (`auto`
+/// on web, switching on at 3 SYNs a second on a worker; `on` on snat).
 pub const BURST_CONFIG: &str = r#"
 [node]
 mac = "02:00:00:00:00:01"
@@ -55,6 +56,9 @@ vip = "198.51.100.10:80"
 protocol = "tcp"
 forwarding = "nat"
 table_size = 251
+syn_proxy = "auto"
+syn_proxy_auto_on = 6
+syn_proxy_auto_off = 2
 [service.rate_limit]
 new_flows_per_source = 50
 packets = 100000
@@ -71,6 +75,7 @@ vip = "198.51.100.10:443"
 protocol = "tcp"
 forwarding = "snat"
 table_size = 251
+syn_proxy = "on"
 [[service.backend]]
 address = "10.1.0.3:8443"
 mac = "02:00:00:00:01:03"
@@ -136,6 +141,20 @@ pub fn burst(data: &[u8]) {
         if seq.is_multiple_of(16) {
             port.clock = Some(now);
             w.poll(&mut port, &mut bursts, &rings);
+            // Answer what the SYN proxy sent, so its handshakes go past the cookie (which the
+            // fuzzer cannot forge): the client's ACK to a SYN-ACK from a VIP, the backend's
+            // SYN-ACK to a SYN from sluice, with flags, options and data from the input.
+            let sent: Vec<Vec<u8>> = port.tx.iter().map(|f| f.data().to_vec()).collect();
+            for out in sent {
+                let (pick, tail) = match rest.split_first() {
+                    Some((b, t)) => (*b, t),
+                    None => (0, &[][..]),
+                };
+                if let Some(back) = answer(&out, pick, tail) {
+                    port.inject(&back, now, seq);
+                    seq += 1;
+                }
+            }
         }
     }
     port.clock = Some(now + 1_000_000_000);
@@ -148,6 +167,89 @@ pub fn burst(data: &[u8]) {
         );
     }
     assert!(w.ct.len() <= 512, "the conntrack past its capacity");
+}
+
+/// The peer's answer to a TCP segment sluice sent: to a SYN-ACK, the ACK (with data when
+/// `pick` says so); to a SYN, the SYN-ACK (options from `tail`, or a RST when `pick` says
+/// so). `None` for anything else.
+fn answer(frame: &[u8], pick: u8, tail: &[u8]) -> Option<Vec<u8>> {
+    use packet::tcp::{TcpPacket, TcpRepr, ACK, RST, SYN};
+    let p = packet::parse_frame(frame).ok()?;
+    if p.proto != 6 || p.fragment {
+        return None;
+    }
+    let t = TcpPacket::new_checked(frame.get(p.l4_off..p.l3_end)?).ok()?;
+    let (flags, payload, options): (u8, &[u8], &[u8]) = match t.flags() & (SYN | ACK) {
+        f if f == SYN | ACK => (
+            ACK,
+            if pick & 1 == 1 {
+                tail.get(..tail.len().min(64))?
+            } else {
+                &[]
+            },
+            &[],
+        ),
+        SYN if pick & 2 == 2 => (RST | ACK, &[], &[]),
+        SYN => {
+            let n = tail.len().min(12) & !3;
+            (SYN | ACK, &[], &tail[..n])
+        }
+        _ => return None,
+    };
+    let tcp = TcpRepr {
+        src_port: p.dst_port,
+        dst_port: p.src_port,
+        seq: if flags & SYN != 0 {
+            u32::from(pick) << 20
+        } else {
+            t.ack_number()
+        },
+        ack: t.seq_number().wrapping_add(1),
+        flags,
+        window: u16::from(pick) << 4,
+        options,
+    };
+    let tl = tcp.header_len() + payload.len();
+    let mut out = frame.get(..p.l2_len)?.to_vec();
+    out.copy_within(0..6, 6);
+    out[..6].copy_from_slice(&frame[6..12]);
+    let ip_len = if p.src.is_ipv6() { 40 } else { 20 };
+    out.resize(p.l2_len + ip_len + tl, 0);
+    let pseudo = match (p.dst, p.src) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+            packet::ipv4::Ipv4Repr {
+                src: a,
+                dst: b,
+                protocol: 6,
+                payload_len: tl as u16,
+                ttl: 64,
+                dscp_ecn: 0,
+                dont_fragment: true,
+            }
+            .emit(&mut out[p.l2_len..])
+            .ok()?;
+            packet::checksum::pseudo_v4(a, b, 6, tl as u16)
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
+            packet::ipv6::Ipv6Repr {
+                src: a,
+                dst: b,
+                next_header: 6,
+                payload_len: tl as u16,
+                hop_limit: 64,
+                traffic_class: 0,
+                flow_label: 0,
+            }
+            .emit(&mut out[p.l2_len..])
+            .ok()?;
+            packet::checksum::pseudo_v6(a, b, 6, tl as u32)
+        }
+        _ => return None,
+    };
+    let seg = &mut out[p.l2_len + ip_len..];
+    seg[tcp.header_len()..].copy_from_slice(payload);
+    tcp.emit(seg, pseudo).ok()?;
+    Some(out)
 }
 
 const CONTROL_CONFIG: &str = r#"

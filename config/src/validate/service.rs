@@ -116,6 +116,20 @@ pub(crate) fn parse_service(
             packets_burst: take(&rl.packets_burst, "packets_burst"),
         }
     });
+    let mut take = |v: &Option<Spanned<u64>>, k: &str| {
+        v.as_ref().map(|x| {
+            spans.put(format!("{key}.{k}"), x.span());
+            *x.get_ref()
+        })
+    };
+    let syn_proxy_auto_on = take(&r.syn_proxy_auto_on, "syn_proxy_auto_on");
+    let syn_proxy_auto_off = take(&r.syn_proxy_auto_off, "syn_proxy_auto_off");
+    let syn_proxy_mss = take(&r.syn_proxy_mss, "syn_proxy_mss");
+    if let Some(m) = &r.syn_proxy {
+        spans.put(format!("{key}.syn_proxy"), m.span());
+    }
+    // Out-of-range numbers saturate here and are refused, by name, by check_services.
+    let clamp32 = |v: Option<u64>| v.map(|x| x.min(u64::from(u32::MAX)) as u32);
     Ok(Service {
         name,
         vip,
@@ -123,6 +137,13 @@ pub(crate) fn parse_service(
         forwarding: *r.forwarding.get_ref(),
         table_size,
         gue_port,
+        syn_proxy: r
+            .syn_proxy
+            .as_ref()
+            .map_or_else(Default::default, |m| *m.get_ref()),
+        syn_proxy_auto_on: clamp32(syn_proxy_auto_on),
+        syn_proxy_auto_off: clamp32(syn_proxy_auto_off),
+        syn_proxy_mss: syn_proxy_mss.map(|x| x.min(u64::from(u16::MAX)) as u16),
         backends,
         health,
         all_down: r.all_down.as_ref().map_or(AllDown::Drop, |a| *a.get_ref()),
@@ -283,6 +304,7 @@ fn check_service(i: usize, s: &Service, node: &Node) -> Result<(), Invalid> {
     if let Some(rl) = &s.rate_limit {
         check_rate_limit(&key, s, rl)?;
     }
+    check_syn_proxy(&key, s)?;
     if s.gue_port == 0 {
         return invalid(
             format!("{key}.gue_port"),
@@ -388,6 +410,82 @@ fn check_service(i: usize, s: &Service, node: &Node) -> Result<(), Invalid> {
     }
     if let Some(h) = &s.health {
         check_health(&key, h)?;
+    }
+    Ok(())
+}
+
+/// `syn_proxy` and the keys beside it: a `nat` or `snat` TCP service, the auto thresholds
+/// only with `auto` and in order, an MSS a link can carry.
+fn check_syn_proxy(key: &str, s: &Service) -> Result<(), Invalid> {
+    let k = |x: &str| format!("{key}.{x}");
+    let mode = s.syn_proxy;
+    if mode != SynProxyMode::Off {
+        if !matches!(s.forwarding, Forwarding::Nat | Forwarding::Snat) {
+            return invalid(
+                k("syn_proxy"),
+                format!(
+                    "a SYN proxy must see both directions of every connection, and with forwarding = \"{}\" the backends' replies do not pass through sluice",
+                    s.forwarding.name()
+                ),
+                "use forwarding = \"nat\" or \"snat\", or set syn_proxy = \"off\" (the half-open share of [conntrack] and [service.rate_limit] protect the other modes)",
+            );
+        }
+        if s.protocol != Protocol::Tcp {
+            return invalid(
+                k("syn_proxy"),
+                "a SYN proxy answers TCP handshakes; this service is UDP",
+                "set syn_proxy = \"off\" (or leave it out) on UDP services",
+            );
+        }
+    }
+    for (name, v) in [
+        ("syn_proxy_auto_on", s.syn_proxy_auto_on),
+        ("syn_proxy_auto_off", s.syn_proxy_auto_off),
+    ] {
+        let Some(v) = v else { continue };
+        if mode != SynProxyMode::Auto {
+            return invalid(
+                k(name),
+                format!(
+                    "{name} applies to syn_proxy = \"auto\" and this service's syn_proxy is \"{}\"",
+                    mode.name()
+                ),
+                format!("set syn_proxy = \"auto\", or leave {name} out"),
+            );
+        }
+        if v == 0 || v > 100_000_000 {
+            return invalid(
+                k(name),
+                format!("{v} is out of range"),
+                "give SYNs per second to the service, from 1 to 100000000",
+            );
+        }
+    }
+    let on = s.syn_proxy_auto_on.unwrap_or(DEFAULT_SYN_PROXY_AUTO_ON);
+    if let Some(off) = s.syn_proxy_auto_off {
+        if off >= on {
+            return invalid(
+                k("syn_proxy_auto_off"),
+                format!("syn_proxy_auto_off ({off}) must be below syn_proxy_auto_on ({on}), or the proxy would switch on and off with every second"),
+                format!("give a rate under {on} SYNs per second, or leave it out for half of syn_proxy_auto_on"),
+            );
+        }
+    }
+    if let Some(m) = s.syn_proxy_mss {
+        if mode == SynProxyMode::Off {
+            return invalid(
+                k("syn_proxy_mss"),
+                "syn_proxy_mss applies to a service with a SYN proxy, and this service's syn_proxy is \"off\"",
+                "set syn_proxy = \"on\" or \"auto\", or leave syn_proxy_mss out",
+            );
+        }
+        if !(536..=9000).contains(&m) {
+            return invalid(
+                k("syn_proxy_mss"),
+                format!("MSS {m} is out of range"),
+                "give the largest TCP payload the path from clients to the backends carries, from 536 to 9000 (1460 for a 1500-byte MTU over IPv4, 1440 over IPv6)",
+            );
+        }
     }
     Ok(())
 }

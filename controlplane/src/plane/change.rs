@@ -65,6 +65,10 @@ fn service_from_spec(i: usize, s: &ServiceSpec) -> Result<Service, ErrorBody> {
         forwarding,
         table_size: s.table_size.unwrap_or(config::DEFAULT_TABLE_SIZE),
         gue_port: s.gue_port.unwrap_or(config::DEFAULT_GUE_PORT),
+        syn_proxy: Default::default(),
+        syn_proxy_auto_on: None,
+        syn_proxy_auto_off: None,
+        syn_proxy_mss: None,
         backends: s
             .backends
             .iter()

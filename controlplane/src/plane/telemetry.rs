@@ -24,6 +24,8 @@ pub struct Totals {
     pub half_open: usize,
     pub backends: HashMap<BackendId, BackendCounters>,
     pub services: HashMap<String, (u64, u64, u64)>,
+    /// Per service: (workers whose `auto` SYN proxy is on, times it switched on).
+    pub syn_proxy: HashMap<String, (u64, u64)>,
     /// Per worker: (packets in, packets out, bytes in, drops).
     pub workers: Vec<(usize, u64, u64, u64, u64)>,
     /// Per worker: (snapshots swapped in, longest swap in ns, swaps that allocated).
@@ -96,7 +98,11 @@ impl Plane {
                     k.new_flows += c.new_flows;
                     k.active_flows += c.active_flows;
                 }
-                e.2 += s.services.get(si).map_or(0, |x| x.all_down_flows);
+                let sc = s.services.get(si).copied().unwrap_or_default();
+                e.2 += sc.all_down_flows;
+                let e = t.syn_proxy.entry(svc.name.clone()).or_default();
+                e.0 += sc.syn_proxy_on;
+                e.1 += sc.syn_proxy_activations;
             }
         }
         t.drops = DropReason::all()

@@ -7,7 +7,7 @@ use config::{Backend, Config, Service};
 use ctl::views::{
     BackendList, BackendView, CheckView, ConntrackView, EventView, FlowList, FlowView, HealthList,
     HealthView, LimitList, LimitedSourceView, NeighbourView, ServiceList, ServiceStatsView,
-    ServiceView, Stats, Status, WorkerStatsView,
+    ServiceView, Stats, Status, SynProxyView, WorkerStatsView,
 };
 use ctl::{ErrorBody, Op};
 use dataplane::conntrack::Flow;
@@ -408,6 +408,7 @@ impl Plane {
             .map(|s| {
                 let (pk, by, ad) = t.services.get(&s.name).copied().unwrap_or_default();
                 let (pk0, by0, _) = p.services.get(&s.name).copied().unwrap_or_default();
+                let (on, activations) = t.syn_proxy.get(&s.name).copied().unwrap_or_default();
                 ServiceStatsView {
                     service: s.name.clone(),
                     packets: pk,
@@ -415,6 +416,16 @@ impl Plane {
                     packets_per_s: rate(pk, pk0),
                     bits_per_s: rate(by, by0) * 8.0,
                     all_down_flows: ad,
+                    syn_proxy: match s.syn_proxy {
+                        config::SynProxyMode::Off => "off".into(),
+                        config::SynProxyMode::On => "on".into(),
+                        config::SynProxyMode::Auto => match on {
+                            0 => "auto (off)".into(),
+                            n if n as usize >= self.workers => "auto (on)".into(),
+                            n => format!("auto (on: {n} of {} workers)", self.workers),
+                        },
+                    },
+                    syn_proxy_activations: activations,
                 }
             })
             .collect();
@@ -461,6 +472,15 @@ impl Plane {
                     self.cfg.conntrack.half_open_percent,
                 ) * self.workers,
                 half_open_evictions: c.half_open_evictions,
+            },
+            syn_proxy: SynProxyView {
+                cookies: t.counters.syn_proxy_cookies,
+                accepted: t.counters.syn_proxy_accepted,
+                opened: t.counters.syn_proxy_opened,
+                refused: t.counters.syn_proxy_refused,
+                held: t.counters.syn_proxy_held,
+                held_sent: t.counters.syn_proxy_held_sent,
+                hold_full: t.counters.syn_proxy_hold_full,
             },
             l7: self.l7_totals().map(|t| crate::l7::view(&self.cfg, &t)),
         }

@@ -2,16 +2,18 @@
 //! an SNAT port), tracked, and rewritten for its service's forwarding mode.
 
 use super::{Verdict, Worker};
-use crate::conntrack::{initial_state, Flow, Tracked};
+use crate::conntrack::{initial_state, Flow, FlowState, Tracked};
 use crate::forward::{set_macs, translate};
 use crate::port::Frame;
-use crate::setup::Forwarding;
+use crate::setup::{Forwarding, SynProxyMode};
 use crate::snapshot::{ServiceEntry, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
+use crate::synproxy::{HeldSegments, ProxyHandshake, ProxyShift};
 use packet::encap::{self, InnerInfo, Outer, Tunnel};
 use packet::ipv4::{Ipv4Packet, PROTO_TCP};
 use packet::ipv6::Ipv6Packet;
 use packet::parse::{Network, Parsed};
+use packet::tcp;
 use packet::FlowKey;
 use std::net::{IpAddr, SocketAddr};
 
@@ -55,8 +57,26 @@ fn reindex(snap: &Snapshot, key: &FlowKey, backend: SocketAddr) -> (u16, u16) {
     (s.unwrap_or(u16::MAX), b.unwrap_or(u16::MAX))
 }
 
-/// Accounts for a flow that left the table (expired, evicted or replaced).
-pub(super) fn flow_gone(stats: &mut WorkerStats, snap: &Snapshot, key: &FlowKey, f: &Flow) {
+/// What a tracked flow's packet needs from its record.
+struct Kept {
+    backend: u16,
+    snat_port: u16,
+    proxy: ProxyShift,
+    seq_delta: u32,
+}
+
+/// Accounts for a flow that left the table (expired, evicted or replaced), and frees the
+/// data the SYN proxy held for it.
+pub(super) fn flow_gone(
+    stats: &mut WorkerStats,
+    held: &mut HeldSegments,
+    snap: &Snapshot,
+    key: &FlowKey,
+    f: &Flow,
+) {
+    if let Some(h) = f.proxy.held() {
+        held.release(h);
+    }
     let mut f = *f;
     resolve(snap, key, &mut f);
     if let Some(c) = stats
@@ -97,6 +117,15 @@ impl Worker {
         }
         let hash = if hash == 0 { self.ct.hash(&key) } else { hash };
         let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
+        let proxy = svc.syn_proxy.mode != SynProxyMode::Off && p.proto == PROTO_TCP;
+        // A SYN the proxy answers is neither tracked nor looked up: that is what lets a flood
+        // of them cost one rewrite each and nothing else.
+        if proxy
+            && p.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN
+            && self.proxy_answers_syn(svc, s, now)
+        {
+            return self.answer_syn(f, p, snap, svc, now);
+        }
         // A tracked flow stays on its backend unless that backend is gone, disabled or past
         // its drain timeout, or its VIP now belongs to another service: then it is chosen
         // afresh.
@@ -110,15 +139,36 @@ impl Worker {
                         .backends
                         .get(t.backend as usize)
                         .is_some_and(|b| b.keeps_flows);
-                keep.then_some((t.backend, t.snat_port))
+                keep.then_some(Kept {
+                    backend: t.backend,
+                    snat_port: t.snat_port,
+                    proxy: t.proxy,
+                    seq_delta: t.seq_delta,
+                })
             });
-        let (backend, snat_port) = match kept {
+        let k = match kept {
             Some(k) => k,
-            None => match self.new_flow(&key, p, snap, s, tcp_flags, now) {
-                Ok(fl) => (fl.backend, fl.snat_port),
-                Err(r) => return Verdict::Drop(r),
-            },
+            None => {
+                if proxy {
+                    if let Some(v) = self.proxy_untracked(f, p, snap, s, now) {
+                        return v;
+                    }
+                }
+                match self.new_flow(&key, p, snap, s, tcp_flags, now, None) {
+                    Ok(fl) => Kept {
+                        backend: fl.backend,
+                        snat_port: fl.snat_port,
+                        proxy: ProxyShift::NONE,
+                        seq_delta: 0,
+                    },
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
         };
+        if k.proxy.is_proxied() && !k.proxy.is_open() {
+            return self.proxy_opening(f, p, snap, s, &key, k.backend, k.snat_port);
+        }
+        let (backend, snat_port) = (k.backend, k.snat_port);
         // The flow's backend index is resolved against this snapshot, whose entry carries
         // the same address the flow was given.
         let Some(be) = svc.backends.get(backend as usize) else {
@@ -171,6 +221,16 @@ impl Worker {
         if let Err(r) = result {
             return Verdict::Drop(r);
         }
+        if k.proxy.is_proxied() {
+            let shift = if k.proxy.shifts_to_backend() {
+                self.ct
+                    .peek(&key)
+                    .map_or(0, |fl| fl.proxy.to_backend_shift())
+            } else {
+                0
+            };
+            super::synproxy::toward_backend(f.data_mut(), p, k.seq_delta, shift);
+        }
         set_macs(f.data_mut(), node.mac, dst_mac);
         if let Some(c) = self
             .stats
@@ -188,7 +248,10 @@ impl Worker {
     }
 
     /// Chooses a backend by Maglev and tracks the flow (allocating an SNAT port if needed).
-    fn new_flow(
+    /// With `proxied`, the flow is one the SYN proxy opens (half-open until the backend's
+    /// SYN-ACK), and must be tracked: `syn_proxy_no_flow` if the table refuses it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_flow(
         &mut self,
         key: &FlowKey,
         p: &Parsed,
@@ -196,6 +259,7 @@ impl Worker {
         s: usize,
         tcp_flags: Option<u8>,
         now: u64,
+        proxied: Option<ProxyHandshake>,
     ) -> Result<Flow, DropReason> {
         let svc = &snap.services[s];
         if svc.rate_limit.is_some() {
@@ -244,14 +308,26 @@ impl Worker {
             generation: snap.generation as u32,
             backend_addr: be.addr,
             snat_port,
-            state: initial_state(tcp_flags),
+            state: match proxied {
+                Some(_) => FlowState::TcpProxyOpening,
+                None => initial_state(tcp_flags),
+            },
             created_ns: now,
             last_seen_ns: now,
             reply_key,
+            seq_delta: 0,
+            proxy_shift: match proxied {
+                Some(_) => ProxyShift::OPENING,
+                None => ProxyShift::NONE,
+            },
+            proxy: proxied.unwrap_or_default(),
         };
         let inserted = self.ct.insert(*key, flow, now);
         if let Some((k, f)) = inserted.gone {
-            flow_gone(&mut self.stats, snap, &k, &f);
+            flow_gone(&mut self.stats, &mut self.held, snap, &k, &f);
+        }
+        if proxied.is_some() && !inserted.tracked {
+            return Err(DropReason::SynProxyNoFlow);
         }
         if let Some(c) = self
             .stats

@@ -11,6 +11,9 @@ mod classify;
 mod fragment;
 mod probe;
 mod reply;
+mod synproxy;
+#[cfg(test)]
+mod synproxy_tests;
 #[cfg(test)]
 mod tests;
 mod too_big;
@@ -23,6 +26,7 @@ pub use probe::{FlowQuery, Probe, FLOW_SCAN_PER_PROBE, SOURCE_SCAN_PER_PROBE};
 use crate::conntrack::ConnTrack;
 use crate::offload::{HandError, OffloadFrame, OffloadPlan, OffloadRings};
 use crate::port::{Frame, Port, BURST};
+use crate::setup::SynProxyMode;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
 use crate::steering::Steering;
@@ -165,15 +169,24 @@ pub struct Worker {
     /// and its packet bucket. `limits_spare` is the next shape, so a swap allocates nothing.
     limits: Vec<ServiceLimit>,
     limits_spare: Vec<ServiceLimit>,
+    /// The SYN proxy's cookie key (the process's), the first data of flows it is opening,
+    /// and the held segments whose backend has answered, to send after the burst.
+    cookies: &'static crate::synproxy::CookieKey,
+    held: crate::synproxy::HeldSegments,
+    held_due: Vec<u16>,
 }
 
-/// One service's rate limits on one worker.
+/// Segments each worker's SYN proxy can hold while backends answer (2 KiB each).
+pub const HELD_SEGMENTS: usize = 1024;
+
+/// One service's rate limits, and its SYN proxy's `auto` gate, on one worker.
 #[derive(Debug, Clone, Copy, Default)]
 struct ServiceLimit {
     key: u32,
     per_source: Option<crate::ratelimit::Rate>,
     packets: Option<crate::ratelimit::Rate>,
     bucket: crate::ratelimit::Bucket,
+    gate: crate::synproxy::ProxyGate,
 }
 
 /// Services a worker's limit table holds without allocating on a swap.
@@ -206,6 +219,9 @@ impl Worker {
             sources,
             limits: Vec::with_capacity(reserved),
             limits_spare: Vec::with_capacity(reserved),
+            cookies: crate::synproxy::CookieKey::process(),
+            held: crate::synproxy::HeldSegments::new(HELD_SEGMENTS),
+            held_due: Vec::with_capacity(HELD_SEGMENTS),
         }
         .with_limits_shaped()
     }
@@ -225,12 +241,12 @@ impl Worker {
                         .map(|(r, b)| crate::ratelimit::Rate::new(r, b, workers)),
                 )
             });
-            // Only a limited service has a bucket worth carrying over.
-            let bucket = if packets.is_some() {
+            // Only a limited or proxied service has state worth carrying over.
+            let carried = if packets.is_some() || svc.syn_proxy.mode != SynProxyMode::Off {
                 self.limits
                     .iter()
                     .find(|l| l.key == svc.limit_key)
-                    .map(|l| l.bucket)
+                    .copied()
                     .unwrap_or_default()
             } else {
                 Default::default()
@@ -239,7 +255,8 @@ impl Worker {
                 key: svc.limit_key,
                 per_source,
                 packets,
-                bucket,
+                bucket: carried.bucket,
+                gate: carried.gate,
             });
         }
         std::mem::swap(&mut self.limits, &mut self.limits_spare);
@@ -445,6 +462,9 @@ impl Worker {
             }
         }
         self.parsed = parsed;
+        if !self.held_due.is_empty() {
+            self.send_held(port, &snap, now, &mut b.tx);
+        }
         self.stats.packets_out += b.tx.len() as u64;
         if self.id == 0
             && !snap.next_hops.is_empty()
@@ -504,11 +524,65 @@ impl Worker {
         // traffic; replay has no time between frames and sweeps only with them.
         if n > 0 || clock.is_some() {
             self.last_now = now;
-            let stats = &mut self.stats;
-            self.ct
-                .sweep(now, SWEEP_BUDGET, |k, f| flow_gone(stats, &snap, k, f));
+            let (stats, held) = (&mut self.stats, &mut self.held);
+            self.ct.sweep(now, SWEEP_BUDGET, |k, f| {
+                flow_gone(stats, held, &snap, k, f)
+            });
         }
         n
+    }
+
+    /// Sends the data the SYN proxy held for flows whose backends answered in this burst,
+    /// each after the ACK that completed its handshake (already in `tx`): copied into a
+    /// frame of the port's and processed as the client's segment it is, now that its flow is
+    /// open. Without a buffer (or room) it is dropped; the client retransmits it.
+    fn send_held<P: Port>(
+        &mut self,
+        port: &mut P,
+        snap: &Snapshot,
+        now: u64,
+        tx: &mut Vec<P::Frame>,
+    ) {
+        let mut due = std::mem::take(&mut self.held_due);
+        for &h in &due {
+            if tx.len() >= BURST {
+                self.stats.packets_out += tx.len() as u64;
+                port.tx_burst(tx);
+            }
+            let len = self.held.get(h).len();
+            match port.alloc(len) {
+                Some(mut f) if f.data().len() == len => {
+                    f.data_mut().copy_from_slice(self.held.get(h));
+                    self.held.release(h);
+                    let parsed = parse_frame(f.data());
+                    match self.process_parsed(snap, &mut f, &parsed, 0, now) {
+                        Verdict::Transmit => {
+                            self.stats.syn_proxy_held_sent += 1;
+                            tx.push(f);
+                        }
+                        Verdict::Drop(r) => {
+                            self.stats.drop(r);
+                            port.free(f);
+                        }
+                        _ => {
+                            self.stats.drop(DropReason::SynProxyOpening);
+                            port.free(f);
+                        }
+                    }
+                }
+                Some(f) => {
+                    self.held.release(h);
+                    self.stats.drop(DropReason::TxNoBuffer);
+                    port.free(f);
+                }
+                None => {
+                    self.held.release(h);
+                    self.stats.drop(DropReason::TxNoBuffer);
+                }
+            }
+        }
+        due.clear();
+        self.held_due = due;
     }
 
     /// Fills in the Ethernet addresses of a frame a shard made (shards know IP, not the

@@ -3,15 +3,16 @@
 //! backend that owns it.
 
 use super::balance::{backend_mac, encapsulate, resolve};
+use super::synproxy::{backend_answer, toward_client};
 use super::{Verdict, Worker};
 use crate::forward::{set_macs, translate, translate_icmp_error};
 use crate::port::Frame;
 use crate::setup::Forwarding;
 use crate::snapshot::{ServiceEntry, Snapshot};
 use crate::stats::DropReason;
-use packet::icmp;
 use packet::ipv4::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP};
 use packet::parse::{parse_quoted, Network, Parsed};
+use packet::{icmp, tcp};
 
 impl Worker {
     /// A reply from a `nat` backend: the source becomes the VIP again.
@@ -30,18 +31,23 @@ impl Worker {
             return Verdict::Handoff(owner);
         }
         let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
-        if self
-            .ct
-            .lookup_reply(&p.flow_key(), tcp_flags, now)
-            .is_none()
-        {
+        let Some((_, t)) = self.ct.lookup_reply(&p.flow_key(), tcp_flags, now) else {
             return Verdict::Drop(DropReason::ReplyNoFlow);
+        };
+        let (shift, delta) = (t.proxy, t.seq_delta);
+        let vip = (svc.vip.ip(), svc.vip.port());
+        if shift.is_proxied() && (!shift.is_open() || p.tcp_flags & tcp::SYN != 0) {
+            let answer = backend_answer(t, f.data(), p);
+            return self.proxy_backend_answer(f, p, snap, answer, vip, (p.dst, p.dst_port));
         }
         let Some(gateway) = snap.mac_of(snap.gateway) else {
             return Verdict::Drop(DropReason::UnresolvedNextHop);
         };
-        if let Err(r) = translate(f.data_mut(), p, Some((svc.vip.ip(), svc.vip.port())), None) {
+        if let Err(r) = translate(f.data_mut(), p, Some(vip), None) {
             return Verdict::Drop(r);
+        }
+        if shift.is_proxied() {
+            toward_client(f.data_mut(), p, delta, shift);
         }
         set_macs(f.data_mut(), snap.node.mac, gateway);
         self.stats.replies += 1;
@@ -62,9 +68,16 @@ impl Worker {
             return Verdict::Handoff(owner);
         }
         let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
-        let Some((fwd, flow)) = self.ct.lookup_reply(&p.flow_key(), tcp_flags, now) else {
+        let Some((fwd, t)) = self.ct.lookup_reply(&p.flow_key(), tcp_flags, now) else {
             return self.not_ours();
         };
+        let (shift, delta) = (t.proxy, t.seq_delta);
+        let client = (fwd.src, fwd.src_port);
+        let vip = (fwd.dst, fwd.dst_port);
+        if shift.is_proxied() && (!shift.is_open() || p.tcp_flags & tcp::SYN != 0) {
+            let answer = backend_answer(t, f.data(), p);
+            return self.proxy_backend_answer(f, p, snap, answer, vip, client);
+        }
         // The forward key's destination is the VIP; indices in `flow` may be a generation old.
         let Some(svc) = snap
             .service_for(fwd.dst, fwd.dst_port, fwd.proto)
@@ -72,7 +85,6 @@ impl Worker {
         else {
             return Verdict::Drop(DropReason::ReplyNoFlow);
         };
-        let _ = flow;
         let Some(gateway) = snap.mac_of(snap.gateway) else {
             return Verdict::Drop(DropReason::UnresolvedNextHop);
         };
@@ -80,9 +92,12 @@ impl Worker {
             f.data_mut(),
             p,
             Some((svc.vip.ip(), svc.vip.port())),
-            Some((fwd.src, fwd.src_port)),
+            Some(client),
         ) {
             return Verdict::Drop(r);
+        }
+        if shift.is_proxied() {
+            toward_client(f.data_mut(), p, delta, shift);
         }
         set_macs(f.data_mut(), snap.node.mac, gateway);
         self.stats.replies += 1;
