@@ -88,9 +88,23 @@ fn curls(t: &Topology, target: &str, n: usize) -> (HashMap<String, usize>, usize
 
 /// iperf3 for `secs` seconds; received bits/s.
 fn iperf(t: &Topology, target: &str, secs: u32) -> f64 {
+    iperf_port(t, target, 5201, secs)
+}
+
+/// [`iperf`] to `port`.
+fn iperf_port(t: &Topology, target: &str, port: u16, secs: u32) -> f64 {
     let o = t.exec(
         "cli",
-        &["iperf3", "-c", target, "-t", &secs.to_string(), "-J"],
+        &[
+            "iperf3",
+            "-c",
+            target,
+            "-p",
+            &port.to_string(),
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ],
     );
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
     assert!(v["error"].is_null(), "iperf3 to {target}: {v}");
@@ -682,6 +696,195 @@ fn a_flooding_source_is_cut_to_its_rate_while_another_is_served() {
     eprintln!(
         "rate limit: {refused} new flows from the flooding source refused ({sent} packets in); 40 of 40 requests from the other source answered"
     );
+    let o = b.stop();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Half-open connections on backend `b`'s listening sockets now (`ss` state SYN-RECV) from
+/// peers other than `real` (the clients' own handshakes, caught between the SYN-ACK and its
+/// ACK, are not the flood's).
+fn half_open_at(t: &Topology, b: &str, real: &[&str]) -> usize {
+    let o = t.exec(b, &["ss", "-Htn", "state", "syn-recv"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter(|peer| {
+            // `[::ffff:10.98.0.2]:40000` on the dual-stack HTTP servers.
+            let host = peer.rsplit_once(':').map_or(*peer, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            !real.contains(&host.trim_start_matches("::ffff:"))
+        })
+        .count()
+}
+
+/// The SYN proxy with a real flood (issue 18): one sluice on AF_XDP serves a `nat` and an
+/// `snat` service, both with `syn_proxy = "on"`, while hping3 in another namespace floods
+/// both VIPs with spoofed-source SYNs. Real clients keep being served through the proxy
+/// (curl requests, each a fresh handshake through the cookie, and iperf3 transfers), and the
+/// backends never see a half-open connection. Then the proxy is switched off by a reload and
+/// the same flood leaves half-open connections at the backends: the measurement sees them
+/// when they are there.
+#[test]
+fn the_syn_proxy_serves_real_clients_through_a_spoofed_syn_flood() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(root(), "the end-to-end tests need root");
+    // nat's backends route clients through sluice; snat's replies go to sluice's on-link
+    // node address either way, so one topology serves both.
+    let t = Topology::up("sp", 2, "nat");
+    // The attacker: its own namespace on the segment.
+    let att = format!("{}-att", t.pfx);
+    let script = format!(
+        "set -e; ip netns add {att}; ip link add {p}att netns {p}-lan type veth peer name eth0 netns {att}; \
+         ip netns exec {p}-lan ip link set {p}att master br0 up; \
+         ip netns exec {att} ip link set lo up; ip netns exec {att} ip link set eth0 address 02:00:00:00:00:aa; \
+         ip netns exec {att} ip link set eth0 up; ip netns exec {att} ip addr add 10.98.0.66/24 dev eth0; \
+         ip netns exec {att} ip route add 10.99.0.100/32 dev eth0",
+        p = t.pfx
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // As on a real network, the backends route everything through the balancer, so without
+    // the proxy they could answer (and half-open a connection for) any spoofed source.
+    for b in ["b1", "b2"] {
+        let o = t.exec(
+            b,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.99.0.1",
+                "dev",
+                "eth0",
+                "onlink",
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The real clients' addresses at the backends: the client (nat), the node (snat).
+    let real = ["10.98.0.2", "10.99.0.1"];
+    let services = |proxy: &str| {
+        let mut s = String::new();
+        for (name, port, mode, backend_port) in [
+            ("web", 80, "nat", 8080),
+            ("web-snat", 81, "snat", 8080),
+            ("iperf", 5201, "nat", 5201),
+            ("iperf-snat", 5202, "snat", 5201),
+        ] {
+            s += &format!("[[service]]\nname = \"{name}\"\nvip = \"{VIP}:{port}\"\nprotocol = \"tcp\"\nforwarding = \"{mode}\"\nsyn_proxy = \"{proxy}\"\n");
+            let backends: &[usize] = if port > 1000 { &[1] } else { &[1, 2] };
+            for b in backends {
+                s += &format!("[[service.backend]]\naddress = \"10.99.0.1{b}:{backend_port}\"\n");
+            }
+        }
+        s
+    };
+    let b = Balancer::start(&t, &driver_config("xdp", &services("on")));
+    let flood = |port: &str, secs: &str| {
+        t.spawn(
+            "att",
+            &[
+                "timeout",
+                secs,
+                "hping3",
+                "--flood",
+                "--rand-source",
+                "-S",
+                "-p",
+                port,
+                VIP,
+            ],
+        )
+    };
+    let floods = [flood("80", "14"), flood("81", "14")];
+    std::thread::sleep(Duration::from_millis(700));
+    // Sample the backends' half-open connections through the flood, beside the clients.
+    let sampling = std::sync::atomic::AtomicBool::new(true);
+    let (samples, served) = std::thread::scope(|sc| {
+        let sampler = sc.spawn(|| {
+            let mut most = 0;
+            let mut n = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(half_open_at(&t, "b1", &real) + half_open_at(&t, "b2", &real));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (most, n)
+        });
+        let mut served = Vec::new();
+        for (port, label) in [("80", "nat"), ("81", "snat")] {
+            let (by, failed, _) = curls(&t, &format!("{VIP}:{port}"), 30);
+            served.push((label, by, failed));
+        }
+        let nat = iperf_port(&t, VIP, 5201, 2);
+        let snat = iperf_port(&t, VIP, 5202, 2);
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let s = sampler.join().unwrap();
+        (s, (served, nat, snat))
+    });
+    let stats = b.ctl(&["stats"]);
+    let (served, nat_bps, snat_bps) = served;
+    for (label, by, failed) in &served {
+        assert_eq!(
+            (*failed, by.len()),
+            (0, 2),
+            "{label}: every request through the proxy during the flood is answered, by both backends: {by:?}"
+        );
+    }
+    let (most_half_open, sampled) = samples;
+    assert!(sampled >= 5, "sampled the backends {sampled} times");
+    assert_eq!(
+        most_half_open, 0,
+        "the backends saw half-open connections during the flood"
+    );
+    let sp = &stats["syn_proxy"];
+    let cookies = sp["cookies"].as_u64().unwrap_or(0);
+    let accepted = sp["accepted"].as_u64().unwrap_or(0);
+    assert!(
+        cookies > 10_000,
+        "the flood's SYNs were answered by the proxy: {sp}"
+    );
+    // 60 requests and two iperf3 runs (a control and a data connection each), plus
+    // retransmissions: nothing from the flood.
+    assert!(
+        (64..200).contains(&accepted),
+        "only the real clients' ACKs opened flows: {sp}"
+    );
+    assert_eq!(sp["opened"].as_u64(), Some(accepted), "{sp}");
+    eprintln!(
+        "SYN proxy under a spoofed flood: {cookies} SYNs answered with cookies, {accepted} connections opened; 30/30 nat and 30/30 snat requests answered, iperf3 {:.2} Gbit/s (nat), {:.2} Gbit/s (snat); backends' half-open connections at most {most_half_open} over {sampled} samples",
+        nat_bps / 1e9,
+        snat_bps / 1e9
+    );
+    for f in floods {
+        let _ = f.wait_with_output();
+    }
+
+    // The control: the proxy off (a reload), the same flood reaches the backends.
+    std::fs::write(
+        &b.config,
+        std::fs::read_to_string(&b.config)
+            .unwrap()
+            .replace("syn_proxy = \"on\"", "syn_proxy = \"off\""),
+    )
+    .unwrap();
+    b.ctl(&["reload"]);
+    let f = flood("80", "3");
+    let mut most = 0;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(200));
+        most = most.max(half_open_at(&t, "b1", &real) + half_open_at(&t, "b2", &real));
+    }
+    let _ = f.wait_with_output();
+    assert!(
+        most > 0,
+        "without the proxy the flood leaves half-open connections at the backends"
+    );
+    eprintln!("without the proxy: up to {most} half-open connections at the backends");
     let o = b.stop();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
