@@ -111,6 +111,7 @@ impl Report {
             "backends": backends,
             "services": services,
             "conntrack": {"hits": c.hits, "misses": c.misses, "inserts": c.inserts, "evictions": c.evictions, "half_open_evictions": c.half_open_evictions, "expiries": c.expiries, "restarts": c.restarts, "active": self.active_flows, "capacity_per_worker": self.conntrack_capacity},
+            "syn_proxy": {"cookies": s.syn_proxy_cookies, "accepted": s.syn_proxy_accepted, "opened": s.syn_proxy_opened, "refused": s.syn_proxy_refused, "held": s.syn_proxy_held, "held_sent": s.syn_proxy_held_sent, "hold_full": s.syn_proxy_hold_full},
             "elapsed_seconds": self.elapsed.as_secs_f64(),
             "packets_per_second": self.packets_per_second(),
         });
@@ -206,6 +207,13 @@ impl Report {
             "conntrack: {} flows active, {} hits, {} misses, {} inserts, {} evictions, {} expiries",
             self.active_flows, c.hits, c.misses, c.inserts, c.evictions, c.expiries
         );
+        if s.syn_proxy_cookies + s.syn_proxy_accepted > 0 {
+            let _ = writeln!(
+                o,
+                "SYN proxy: {} SYNs answered with a cookie, {} returned it (connections opened to backends: {}, refused: {})",
+                s.syn_proxy_cookies, s.syn_proxy_accepted, s.syn_proxy_opened, s.syn_proxy_refused
+            );
+        }
         o
     }
 }
