@@ -20,16 +20,21 @@
 # namespace's address (the flood never leaves the attacker, so sluice sees none of it): the
 # goodput that the flood's CPU alone leaves, the reference for what sluice itself costs.
 #
-# Usage: scripts/bench-flood.sh [-s SECONDS] [-r ROUNDS] [-c CONNTRACK_CAPACITY] [-p off|on|auto]
+# With -k, the kernel's delivery of what sluice transmits (the veth's receive side in the
+# bridge's namespace) is steered to core 0 by RPS: on veth, a frame sluice sends is otherwise
+# carried through the bridge and into the receiving namespace's stack in softirq on sluice's
+# own core, work that a NIC's DMA takes off the balancer's core entirely.
+#
+# Usage: scripts/bench-flood.sh [-s SECONDS] [-r ROUNDS] [-c CONNTRACK_CAPACITY] [-p off|on|auto] [-k]
 # Needs root. Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-secs=8; rounds=3; capacity=65536; proxy=off
-while getopts "s:r:c:p:" o; do
+secs=8; rounds=3; capacity=65536; proxy=off; steer=0
+while getopts "s:r:c:p:k" o; do
   case $o in
-    s) secs=$OPTARG ;; r) rounds=$OPTARG ;; c) capacity=$OPTARG ;; p) proxy=$OPTARG ;;
-    *) sed -n '2,21p' "$0"; exit 2 ;;
+    s) secs=$OPTARG ;; r) rounds=$OPTARG ;; c) capacity=$OPTARG ;; p) proxy=$OPTARG ;; k) steer=1 ;;
+    *) sed -n '2,26p' "$0"; exit 2 ;;
   esac
 done
 case $proxy in off|on|auto) ;; *) echo "bench-flood: -p takes off, on or auto (got '$proxy')" >&2; exit 2 ;; esac
@@ -54,6 +59,9 @@ ns lan ip link set "${pfx}atk" master br0 up
 ns atk ip link set eth0 up
 ns atk ip addr add 10.98.0.66/24 dev eth0
 ns atk ip route add 10.99.0.100/32 dev eth0
+if [ "$steer" = 1 ]; then
+  ns lan sh -c "echo 1 > /sys/class/net/${pfx}lb/queues/rx-0/rps_cpus"
+fi
 cat > "$work/sluice.toml" <<EOF
 [node]
 mac = "02:00:00:00:00:01"

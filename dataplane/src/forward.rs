@@ -278,6 +278,7 @@ pub fn translate_icmp_error(
     outer_dst: IpAddr,
     quoted_src: (IpAddr, u16),
     quoted_dst: Option<(IpAddr, u16)>,
+    seq_delta: u32,
 ) -> Result<(), DropReason> {
     if p.ttl <= 1 {
         return Err(DropReason::TtlExceeded);
@@ -341,8 +342,22 @@ pub fn translate_icmp_error(
     let new_ports = [quoted_src.1, quoted_dst.map_or(q.key.dst_port, |d| d.1)];
     l4[0..2].copy_from_slice(&new_ports[0].to_be_bytes());
     l4[2..4].copy_from_slice(&new_ports[1].to_be_bytes());
+    // A flow the SYN proxy opened: the quoted segment's sequence number is in the client's
+    // view (the cookie's); the backend checks it against its own.
+    let mut seq_change = None;
+    if q.key.proto == 6 && seq_delta != 0 && l4.len() >= 8 {
+        let old = [l4[4], l4[5], l4[6], l4[7]];
+        let new = u32::from_be_bytes(old)
+            .wrapping_sub(seq_delta)
+            .to_be_bytes();
+        l4[4..8].copy_from_slice(&new);
+        seq_change = Some((old, new));
+    }
     if let Some(off) = csum_off {
         let mut c = u16::from_be_bytes([l4[off], l4[off + 1]]);
+        if let Some((old, new)) = seq_change {
+            c = checksum::update(c, &old, &new);
+        }
         for (o, n) in changes.iter_mut() {
             c = checksum::update(c, o.get(), n.get());
         }

@@ -122,6 +122,16 @@ place(
     ("Flows failed open (all backends down)", [
         (f"sum by (service) (rate(sluice_service_all_down_flows_total{{{SEL}}}[{RATE}]))", "{{service}}"),
     ], "ops", {}),
+    ("SYN proxy", [
+        (f"sum by (event) (rate(sluice_syn_proxy_events_total{{{SEL}}}[{RATE}]))", "{{event}}"),
+        (f"sum by (reason) (rate(sluice_drops_total{{{SEL},reason=~\"syn_proxy_.*\"}}[{RATE}]))", "{{reason}}"),
+    ], "pps", {"description": "cookie: SYNs answered with a SYN cookie (a flood shows here); "
+               "accepted: ACKs that returned one (real clients); opened/refused: backends' "
+               "answers to sluice's SYN; held: clients' first data held meanwhile."}),
+    ("SYN proxy on (workers)", [
+        (f"sum by (service) (sluice_syn_proxy_active_workers{{{SEL}}})", "{{service}}"),
+    ], "short", {"description": "Workers answering a service's SYNs with cookies now: all of "
+                 "them with syn_proxy = \"on\", those over syn_proxy_auto_on with \"auto\"."}),
     ("Drops/s for unresolved next hops", [
         (f"sum by (address) (rate(sluice_neighbour_unresolved_drops_total{{{SEL}}}[{RATE}]))", "{{address}}"),
     ], "pps", {}),

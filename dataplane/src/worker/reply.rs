@@ -149,7 +149,9 @@ impl Worker {
                 encapsulate(f, p, svc, snap, flow.backend_addr, fwd.stable_hash())
             }
             Forwarding::Offload => Err(DropReason::OffloadUnavailable),
-            Forwarding::Nat => translate_icmp_error(f.data_mut(), p, &q, be.0, be, None),
+            Forwarding::Nat => {
+                translate_icmp_error(f.data_mut(), p, &q, be.0, be, None, flow.seq_delta)
+            }
             Forwarding::Snat => match snap.node_addr(p.dst.is_ipv6()) {
                 Some(node_ip) => translate_icmp_error(
                     f.data_mut(),
@@ -158,6 +160,7 @@ impl Worker {
                     be.0,
                     be,
                     Some((node_ip, flow.snat_port)),
+                    flow.seq_delta,
                 ),
                 None => Err(DropReason::IcmpNoFlow),
             },

@@ -75,7 +75,7 @@ fn rewrite_as_segment<F: Frame>(
 /// A client's segment of a flow the proxy opened, made ready for the backend: its
 /// acknowledgement and SACK blocks moved from the cookie's sequence space to the backend's,
 /// its window shifted for a backend that refused window scaling.
-#[inline]
+#[inline(never)]
 pub(super) fn toward_backend(data: &mut [u8], p: &Parsed, seq_delta: u32, shift: u8) {
     let Some(mut t) = segment_mut(data, p) else {
         return;
@@ -97,7 +97,7 @@ pub(super) fn toward_backend(data: &mut [u8], p: &Parsed, seq_delta: u32, shift:
 
 /// A backend's segment of a flow the proxy opened, made ready for the client: its sequence
 /// number moved to the cookie's space, its window rescaled to the scale sluice offered.
-#[inline]
+#[inline(never)]
 pub(super) fn toward_client(data: &mut [u8], p: &Parsed, seq_delta: u32, shift: ProxyShift) {
     let Some(mut t) = segment_mut(data, p) else {
         return;
@@ -136,6 +136,7 @@ pub(super) enum BackendAnswer {
 
 /// Reads the backend's answer to a flow the proxy opened (found by its reply key, as `t`)
 /// and records what it settles: the sequence difference, the window shifts, the state.
+#[inline(never)]
 pub(super) fn backend_answer(t: Tracked<'_>, data: &[u8], p: &Parsed) -> BackendAnswer {
     let Some(seg) = segment(data, p) else {
         return BackendAnswer::Ignored;
@@ -193,6 +194,7 @@ pub(super) fn to_backend_shift(shift: ProxyShift, hs: &ProxyHandshake) -> i8 {
 
 impl Worker {
     /// Whether the proxy answers a SYN to service `s` now (counting it, for `auto`).
+    #[inline(never)]
     pub(super) fn proxy_answers_syn(&mut self, svc: &ServiceEntry, s: usize, now: u64) -> bool {
         match svc.syn_proxy.mode {
             SynProxyMode::Off => false,
@@ -230,6 +232,7 @@ impl Worker {
     /// the options the client offered that the cookie can carry (MSS, window scale, SACK),
     /// none it cannot (timestamps), and a window of one segment, so the client sends one
     /// segment (which the proxy can hold) until the backend's own window reaches it.
+    #[inline(never)]
     pub(super) fn answer_syn<F: Frame>(
         &mut self,
         f: &mut F,
@@ -282,6 +285,7 @@ impl Worker {
     /// A TCP packet to proxied service `s` with no tracked flow: an ACK returning a valid
     /// cookie opens the flow; anything else is dropped while the proxy is answering SYNs
     /// (`None` lets it be balanced as any new flow, with `auto` off: a flow from before).
+    #[inline(never)]
     pub(super) fn proxy_untracked<F: Frame>(
         &mut self,
         f: &mut F,
@@ -356,6 +360,7 @@ impl Worker {
     /// none is yet, and it resends sluice's SYN (the client retransmits until it hears from
     /// the backend, so the proxy needs no timer of its own).
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     pub(super) fn proxy_opening<F: Frame>(
         &mut self,
         f: &mut F,
@@ -444,6 +449,7 @@ impl Worker {
     /// SYN-ACK's frame becomes sluice's ACK back to the backend (to the MAC it came from),
     /// and the held data is queued to follow; a RST's frame becomes a RST to the client
     /// (`client`, from the VIP `vip`).
+    #[inline(never)]
     pub(super) fn proxy_backend_answer<F: Frame>(
         &mut self,
         f: &mut F,

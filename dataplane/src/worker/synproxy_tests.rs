@@ -390,6 +390,62 @@ fn proxied_connection(forwarding: Forwarding) {
     );
     assert_eq!(to_client.payload, b"HTTP/1.1 200 OK\r\n\r\n");
 
+    // An ICMP "fragmentation needed" from a router about that reply reaches the backend with
+    // the quoted sequence number in the backend's space (or its path MTU discovery would
+    // ignore it).
+    let quoted = frame(
+        &Seg {
+            src: (VIP, 80),
+            dst: (CLIENT, 40000),
+            seq: cookie + 1,
+            ack: 0,
+            flags: ACK,
+            window: 0,
+            options: &[],
+            payload: &[],
+        },
+        NODE_MAC,
+    );
+    let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend_from_slice(&quoted[14..14 + 28]);
+    let c = checksum::finish(0, &icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut err = vec![0u8; 14 + 20];
+    err[..6].copy_from_slice(&NODE_MAC);
+    err[6..12].copy_from_slice(&GATEWAY_MAC);
+    err[12..14].copy_from_slice(&[0x08, 0x00]);
+    Ipv4Repr {
+        src: Ipv4Addr::new(192, 0, 2, 254),
+        dst: VIP.into(),
+        protocol: 1,
+        payload_len: icmp.len() as u16,
+        ttl: 64,
+        dscp_ecn: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut err[14..34])
+    .unwrap();
+    err.extend_from_slice(&icmp);
+    r.now += 1_000_000;
+    assert!(r.port.inject(&err, r.now, 0));
+    r.w.poll(&mut r.port, &mut r.b, &r.rings);
+    let sent: Vec<PacketBuf> = r.port.tx.drain(..).collect();
+    assert_eq!(sent.len(), 1);
+    let d = sent[0].data();
+    assert_eq!(&d[..6], &BACKEND_MAC);
+    let quoted_tcp = 14 + 20 + 8 + 20;
+    assert_eq!(
+        u32::from_be_bytes(d[quoted_tcp + 4..quoted_tcp + 8].try_into().unwrap()),
+        biss + 1,
+        "the quoted sequence number, in the backend's space"
+    );
+    assert_eq!(
+        checksum::fold(checksum::sum(0, &d[34..])),
+        0xffff,
+        "the ICMP checksum"
+    );
+    r.port.recycle(sent);
+
     // 6. The client's next segments reach the backend with their acknowledgements and SACK
     //    blocks in the backend's space.
     let sack = {
