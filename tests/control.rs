@@ -730,6 +730,25 @@ fn every_verb_and_every_refusal_leave_a_consistent_daemon() {
     ]);
     assert_eq!(d.ok(&["service", "show", "dns"])["protocol"], "udp");
     d.ok(&["service", "remove", "dns"]);
+    // A service with the SYN proxy on, shown as such.
+    d.ok(&[
+        "service",
+        "add",
+        "guarded",
+        "--vip",
+        "198.51.100.11:80",
+        "--forwarding",
+        "snat",
+        "--syn-proxy",
+        "auto",
+        "--backend",
+        "10.2.0.2:80=02:00:00:00:02:02",
+    ]);
+    assert_eq!(
+        d.ok(&["service", "show", "guarded"])["syn_proxy"],
+        "auto (off)"
+    );
+    d.ok(&["service", "remove", "guarded"]);
 
     // Refusals: each names the problem, exits 1, and changes nothing.
     let gen = d.ok(&["status"])["generation"].clone();
@@ -786,6 +805,38 @@ fn every_verb_and_every_refusal_leave_a_consistent_daemon() {
                 "10.1.0.1:8080=02:00:00:00:01:01",
             ],
             "already the VIP",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "direct",
+                "--vip",
+                "198.51.100.12:80",
+                "--forwarding",
+                "dsr",
+                "--syn-proxy",
+                "on",
+                "--backend",
+                "10.1.0.1:80=02:00:00:00:01:01",
+            ],
+            "do not pass through sluice",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "odd",
+                "--vip",
+                "198.51.100.13:80",
+                "--forwarding",
+                "nat",
+                "--syn-proxy",
+                "sometimes",
+                "--backend",
+                "10.1.0.1:80=02:00:00:00:01:01",
+            ],
+            "syn_proxy",
         ),
         (
             vec![

@@ -963,6 +963,18 @@ impl std::str::FromStr for AllDown {
     }
 }
 
+impl std::str::FromStr for SynProxyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        by_name(
+            "syn_proxy mode",
+            s,
+            &[SynProxyMode::Off, SynProxyMode::On, SynProxyMode::Auto],
+            SynProxyMode::name,
+        )
+    }
+}
+
 fn pairs<S: Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(v.len()))?;

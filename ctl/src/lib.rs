@@ -48,6 +48,9 @@ pub struct ServiceSpec {
     pub gue_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_down: Option<String>,
+    /// `syn_proxy`: off, on or auto (auto with its default rates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<String>,
     pub backends: Vec<BackendSpec>,
 }
 

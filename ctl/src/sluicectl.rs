@@ -173,6 +173,10 @@ enum ServiceCmd {
         /// When every backend is down: drop or all.
         #[arg(long)]
         all_down: Option<String>,
+        /// SYN proxy (nat and snat TCP services): off, on, or auto (on above 10,000 SYNs/s;
+        /// set other rates in the file).
+        #[arg(long, value_name = "off|on|auto")]
+        syn_proxy: Option<String>,
     },
     /// Remove a service (its tracked flows are dropped).
     ///
@@ -478,6 +482,7 @@ fn main() -> ExitCode {
                 backends,
                 table_size,
                 all_down,
+                syn_proxy,
             } => {
                 let mut list = Vec::new();
                 for b in backends {
@@ -498,6 +503,7 @@ fn main() -> ExitCode {
                         table_size: *table_size,
                         gue_port: None,
                         all_down: all_down.clone(),
+                        syn_proxy: syn_proxy.clone(),
                         backends: list,
                     },
                 }
@@ -882,6 +888,7 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                         format!("{} of {}", s.taking_new_flows, s.backends)
                     }),
                     ("WHEN ALL DOWN", &|s| s.all_down.clone()),
+                    ("SYN PROXY", &|s| s.syn_proxy.clone()),
                     ("PACKETS", &|s| count(s.packets)),
                     ("BYTES", &|s| human::bytes(s.bytes)),
                 ],
@@ -902,6 +909,7 @@ fn render(cmd: &Command, v: Value) -> Result<String, serde_json::Error> {
                 ("when all down", s.all_down.clone()),
                 ("failing open now", human::yes(s.all_down_active)),
                 ("flows failed open", count(s.all_down_flows)),
+                ("SYN proxy", s.syn_proxy.clone()),
                 ("health check", opt(&s.health_check)),
                 ("packets", count(s.packets)),
                 (

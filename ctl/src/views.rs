@@ -93,6 +93,9 @@ pub struct ServiceView {
     pub all_down: String,
     pub all_down_active: bool,
     pub all_down_flows: u64,
+    /// `off`, `on`, `auto (on)`, `auto (on: 1 of 2 workers)` or `auto (off)`.
+    #[serde(default)]
+    pub syn_proxy: String,
     pub health_check: Option<String>,
     pub packets: u64,
     pub bytes: u64,

@@ -65,7 +65,10 @@ fn service_from_spec(i: usize, s: &ServiceSpec) -> Result<Service, ErrorBody> {
         forwarding,
         table_size: s.table_size.unwrap_or(config::DEFAULT_TABLE_SIZE),
         gue_port: s.gue_port.unwrap_or(config::DEFAULT_GUE_PORT),
-        syn_proxy: Default::default(),
+        syn_proxy: match &s.syn_proxy {
+            Some(m) => m.parse().map_err(|e| field("syn_proxy", e))?,
+            None => Default::default(),
+        },
         syn_proxy_auto_on: None,
         syn_proxy_auto_off: None,
         syn_proxy_mss: None,

@@ -283,6 +283,21 @@ impl Plane {
         }
     }
 
+    /// A service's SYN proxy as operators read it: `off`, `on`, or for `auto` whether the
+    /// workers have it on now.
+    fn syn_proxy_state(&self, s: &Service) -> String {
+        let on = self.totals.syn_proxy.get(&s.name).map_or(0, |x| x.0);
+        match s.syn_proxy {
+            config::SynProxyMode::Off => "off".into(),
+            config::SynProxyMode::On => "on".into(),
+            config::SynProxyMode::Auto => match on {
+                0 => "auto (off)".into(),
+                n if n as usize >= self.workers => "auto (on)".into(),
+                n => format!("auto (on: {n} of {} workers)", self.workers),
+            },
+        }
+    }
+
     fn service_view(&self, s: &Service, with_backends: bool) -> ServiceView {
         let snap = self.cell.load();
         let entry = snap.services.iter().find(|e| e.name == s.name);
@@ -306,6 +321,7 @@ impl Plane {
             all_down: s.all_down.name().into(),
             all_down_active: entry.is_some_and(|e| e.all_down_fallback),
             all_down_flows,
+            syn_proxy: self.syn_proxy_state(s),
             health_check: s.health.as_ref().map(check_desc),
             packets,
             bytes,
@@ -408,7 +424,7 @@ impl Plane {
             .map(|s| {
                 let (pk, by, ad) = t.services.get(&s.name).copied().unwrap_or_default();
                 let (pk0, by0, _) = p.services.get(&s.name).copied().unwrap_or_default();
-                let (on, activations) = t.syn_proxy.get(&s.name).copied().unwrap_or_default();
+                let activations = t.syn_proxy.get(&s.name).map_or(0, |x| x.1);
                 ServiceStatsView {
                     service: s.name.clone(),
                     packets: pk,
@@ -416,15 +432,7 @@ impl Plane {
                     packets_per_s: rate(pk, pk0),
                     bits_per_s: rate(by, by0) * 8.0,
                     all_down_flows: ad,
-                    syn_proxy: match s.syn_proxy {
-                        config::SynProxyMode::Off => "off".into(),
-                        config::SynProxyMode::On => "on".into(),
-                        config::SynProxyMode::Auto => match on {
-                            0 => "auto (off)".into(),
-                            n if n as usize >= self.workers => "auto (on)".into(),
-                            n => format!("auto (on: {n} of {} workers)", self.workers),
-                        },
-                    },
+                    syn_proxy: self.syn_proxy_state(s),
                     syn_proxy_activations: activations,
                 }
             })
