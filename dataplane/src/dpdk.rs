@@ -401,7 +401,7 @@ impl Drop for Mbuf<'_> {
 }
 
 impl Frame for Mbuf<'_> {
-    #[inline]
+    #[inline(always)]
     fn data(&self) -> &[u8] {
         let m = self.m();
         // SAFETY: single-segment mbuf (checked at receive): data_len bytes at data_off are ours.
@@ -412,7 +412,7 @@ impl Frame for Mbuf<'_> {
             )
         }
     }
-    #[inline]
+    #[inline(always)]
     fn data_mut(&mut self) -> &mut [u8] {
         let m = self.m_mut();
         // SAFETY: as in data(), and we hold the only reference.

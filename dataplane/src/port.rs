@@ -95,11 +95,11 @@ impl Default for PacketBuf {
 }
 
 impl Frame for PacketBuf {
-    #[inline]
+    #[inline(always)]
     fn data(&self) -> &[u8] {
         &self.buf[self.head..self.head + self.len]
     }
-    #[inline]
+    #[inline(always)]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.head..self.head + self.len]
     }

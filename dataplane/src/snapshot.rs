@@ -337,7 +337,7 @@ impl Snapshot {
         self.backend_index.get(&(service, addr)).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn service_for(&self, dst: IpAddr, port: u16, proto: u8) -> Option<u16> {
         self.vips.get(EndpointKey::new(dst, port, proto))
     }

@@ -341,6 +341,7 @@ impl Drop for XskFrame<'_> {
 }
 
 impl Frame for XskFrame<'_> {
+    #[inline(always)]
     fn data(&self) -> &[u8] {
         // SAFETY: addr..addr+len lies in one chunk of the mapped UMEM (the kernel's
         // descriptor, or our own prepend/truncate within the chunk), mapped while 'u lasts.
@@ -348,6 +349,7 @@ impl Frame for XskFrame<'_> {
             std::slice::from_raw_parts(self.umem.area.add(self.addr as usize), self.len as usize)
         }
     }
+    #[inline(always)]
     fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in data; this frame is the chunk's only user.
         unsafe {

@@ -30,27 +30,35 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         }
         Ok(TcpPacket { buf })
     }
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), 0)
     }
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), 2)
     }
+    #[inline(always)]
     pub fn seq_number(&self) -> u32 {
         be32(self.buf.as_ref(), 4)
     }
+    #[inline(always)]
     pub fn ack_number(&self) -> u32 {
         be32(self.buf.as_ref(), 8)
     }
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         (self.buf.as_ref()[12] >> 4) as usize * 4
     }
+    #[inline(always)]
     pub fn flags(&self) -> u8 {
         self.buf.as_ref()[13]
     }
+    #[inline(always)]
     pub fn window(&self) -> u16 {
         be16(self.buf.as_ref(), 14)
     }
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), 16)
     }
@@ -239,6 +247,7 @@ pub struct TcpRepr<'a> {
 }
 
 impl TcpRepr<'_> {
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         TcpPacket::<&[u8]>::MIN_HEADER_LEN + self.options.len()
     }

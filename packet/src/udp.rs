@@ -21,18 +21,22 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         }
         Ok(UdpPacket { buf })
     }
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), 0)
     }
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), 2)
     }
+    #[inline(always)]
     pub fn len(&self) -> u16 {
         be16(self.buf.as_ref(), 4)
     }
     pub fn is_empty(&self) -> bool {
         self.len() as usize == Self::HEADER_LEN
     }
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), 6)
     }
