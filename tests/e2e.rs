@@ -521,6 +521,32 @@ fn nat_on_af_xdp_with_two_queues_hands_frames_between_workers() {
         copied > 0,
         "frames were handed between the queues: {summary}"
     );
+
+    // The same two queues with the SYN proxy on the web service: a client's SYN, its ACK and
+    // the backend's SYN-ACK may each reach a different worker (the kernel picks the queue),
+    // and every connection must still open through the cookie.
+    let proxied = cfg.replacen(
+        "forwarding = \"nat\"\n",
+        "forwarding = \"nat\"\nsyn_proxy = \"on\"\n",
+        1,
+    );
+    let b = Balancer::start(&t, &proxied);
+    let (by, failed, rps) = curls(&t, VIP, 100);
+    assert_eq!(
+        (failed, by.len()),
+        (0, 3),
+        "every request through the proxy succeeds: {by:?}"
+    );
+    let sp = b.ctl(&["stats"])["syn_proxy"].clone();
+    let accepted = sp["accepted"].as_u64().unwrap_or(0);
+    assert!(
+        accepted >= 100,
+        "each request opened through a cookie: {sp}"
+    );
+    assert_eq!(sp["opened"].as_u64(), Some(accepted), "{sp}");
+    eprintln!("nat on xdp, 2 queues, SYN proxy on: curl requests/s {rps:.0}; {sp}");
+    let o = b.stop();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// `driver = "auto"` with a DPDK device that does not exist falls back to AF_XDP, says why,
