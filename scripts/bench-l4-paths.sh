@@ -7,6 +7,11 @@
 #              tcp sport mod N map { ... }` over the backends, IPv4 forwarding
 #   haproxy    Debian's HAProxy, `mode tcp`, one thread pinned to core 1 (nbthread 1, cpu-map)
 #   direct     no balancer: the client to the backend over the reference subnet
+#   xdp-tx     (small packets only) the I/O limit of the balancer's interface: a minimal XDP
+#              program (compiled here with clang, attached with `ip link ... xdp`) that swaps
+#              each frame's MACs and returns XDP_TX, bouncing it straight back to the client.
+#              (xdp-tools' `xdp-bench tx` would be the stock tool; it needs kernel BTF for its
+#              tracepoints, which this kernel lacks.)
 #
 # Core 0 runs everything else: the client (iperf3, wrk, pinned), the backends (iperf3's server,
 # pinned, and HAProxy answering HTTP with `http-request return`, so they are not the limit)
@@ -17,16 +22,16 @@
 #   bulk16     sixteen streams at once (iperf3 -P 16)
 #   conns      new connections per second: wrk, 64 connections, `Connection: close`, to
 #              VIP:81 -> two backends (every request a new TCP connection through the path)
+#   pps64      small packets: 64-byte UDP frames over 10,000 flows to VIP:9000 -> two backends
+#              (`blast`, fixtures' sendmmsg generator, on core 0), counted as they arrive at
+#              the backends' interfaces (M packets/s); for xdp-tx, as they come back to the
+#              client. HAProxy is a TCP proxy and takes no part.
 #
 # and the share of each core in use during each run (core 1 is the balancer's: sluice's poll
 # loop keeps it busy whether there is traffic or not, unless it sleeps when idle; the
 # kernel's NAT uses no core of its own but softirq time wherever packets arrive). Prints
 # median [min-max] over ROUNDS for every figure and sluice's ratio to each other path;
 # writes runs.csv and results.csv to OUTDIR.
-#
-# Not measured here yet (issue 17, item 3): small-packet packets/s over 10,000 flows against an
-# AF_XDP I/O-only reference (xdp-bench), which needs a packet generator faster than this
-# machine's hping3.
 #
 # With -k, the kernel's delivery of the frames sluice transmits is steered to core 0 by RPS
 # (on the bridge side of the balancer's veth): on veth that delivery — through the bridge and
@@ -40,7 +45,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-secs=8; rounds=3; paths="sluice nftables haproxy direct"; out=target/bench-l4-paths; steer=0
+secs=8; rounds=3; paths="sluice nftables haproxy direct xdp-tx"; out=target/bench-l4-paths; steer=0
 while getopts "s:r:p:o:k" o; do
   case $o in
     s) secs=$OPTARG ;; r) rounds=$OPTARG ;; p) paths=$OPTARG ;; o) out=$OPTARG ;; k) steer=1 ;;
@@ -49,7 +54,7 @@ while getopts "s:r:p:o:k" o; do
 done
 case $rounds in ''|*[!0-9]*|0) echo "bench-l4-paths: -r takes a whole number of rounds, at least 1 (got '$rounds')" >&2; exit 2 ;; esac
 for p in $paths; do
-  case $p in sluice|nftables|haproxy|direct) ;; *) echo "bench-l4-paths: unknown path '$p' (sluice, nftables, haproxy, direct)" >&2; exit 2 ;; esac
+  case $p in sluice|nftables|haproxy|direct|xdp-tx) ;; *) echo "bench-l4-paths: unknown path '$p' (sluice, nftables, haproxy, direct, xdp-tx)" >&2; exit 2 ;; esac
 done
 ensure_packages nftables haproxy wrk iperf3 iproute2 ethtool curl python3 libxdp-dev libbpf-dev clang
 ulimit -n "$(ulimit -Hn)"
@@ -64,6 +69,23 @@ cleanup() {
 }
 trap cleanup EXIT
 cargo build -q --release -p sluice -p ctl --bin sluice --bin sluicectl
+cargo build -q --release -p fixtures --bin blast
+cat > "$work/xdp_tx.c" <<'EOF'
+/* The interface's I/O limit: every frame back out where it came in, MACs swapped. */
+#include <linux/bpf.h>
+#define SEC(name) __attribute__((section(name), used))
+SEC("xdp") int xdp_tx(struct xdp_md *ctx) {
+  unsigned char *d = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+  if (d + 12 > end) return XDP_PASS;
+  for (int i = 0; i < 6; i++) { unsigned char t = d[i]; d[i] = d[i + 6]; d[i + 6] = t; }
+  return XDP_TX;
+}
+/* On the bridge's side of the link: a veth takes frames its peer sends by XDP_TX only when it
+   runs an XDP program itself. */
+SEC("pass") int pass_all(struct xdp_md *ctx) { return XDP_PASS; }
+char _license[] SEC("license") = "GPL";
+EOF
+clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$work/xdp_tx.c" -o "$work/xdp_tx.o"
 bash tests/e2e/topology.sh up "$pfx" 2 "$work" nat > /dev/null
 # Every process but the balancer on core 0.
 for b in b1 b2; do
@@ -75,6 +97,15 @@ fi
 # wrk opens thousands of connections a second from one address: let it reuse TIME_WAIT ports.
 ns cli sysctl -qw net.ipv4.tcp_tw_reuse=1
 for i in 1 2; do
+  # The small-packet flood ends here, dropped before any socket (no ICMP answers).
+  ns "b$i" nft -f - <<'EOF'
+table inet sink {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    udp dport 9000 drop
+  }
+}
+EOF
   cat > "$work/b$i.cfg" <<EOF
 global
   nbthread 1
@@ -119,6 +150,15 @@ forwarding = "nat"
 address = "10.99.0.11:81"
 [[service.backend]]
 address = "10.99.0.12:81"
+[[service]]
+name = "small"
+vip = "10.99.0.100:9000"
+protocol = "udp"
+forwarding = "nat"
+[[service.backend]]
+address = "10.99.0.11:9000"
+[[service.backend]]
+address = "10.99.0.12:9000"
 EOF
 cat > "$work/nat.nft" <<'EOF'
 table ip bench {
@@ -126,6 +166,7 @@ table ip bench {
     type nat hook prerouting priority dstnat; policy accept;
     ip daddr 10.99.0.100 tcp dport 5201 dnat to jhash ip saddr . tcp sport mod 1 map { 0 : 10.99.0.11 }
     ip daddr 10.99.0.100 tcp dport 81 dnat to jhash ip saddr . tcp sport mod 2 map { 0 : 10.99.0.11, 1 : 10.99.0.12 }
+    ip daddr 10.99.0.100 udp dport 9000 dnat to jhash ip saddr . udp sport mod 2 map { 0 : 10.99.0.11, 1 : 10.99.0.12 }
   }
 }
 EOF
@@ -175,6 +216,10 @@ start_path() {
       kernel_addresses
       ns lb haproxy -D -p "$work/lb.pid" -f "$work/haproxy.cfg" 2> >(grep -v NOTICE >&2) ;;
     direct) ;;
+    xdp-tx) ns lan ip link set dev "${pfx}lb" xdpdrv obj "$work/xdp_tx.o" sec pass
+            ns lb ip link set dev eth0 xdpdrv obj "$work/xdp_tx.o" sec xdp 2>/dev/null ||
+              ns lb ip link set dev eth0 xdpgeneric obj "$work/xdp_tx.o" sec xdp
+            return ;;
   esac
   local web=$(target "$1"):81
   for _ in $(seq 50); do ns cli curl -s -m 1 -o /dev/null "http://$web/" && break; sleep 0.1; done
@@ -197,12 +242,19 @@ stop_path() {
     haproxy) kill "$(cat "$work/lb.pid")" || true; sleep 0.5
              ns lb ip addr flush dev eth0 ;;
     direct) ;;
+    xdp-tx) ns lb ip link set dev eth0 xdp off
+            ns lan ip link set dev "${pfx}lb" xdp off ;;
   esac
   # Let the client's connections to the VIP finish closing before the next path's.
   sleep 1
 }
 
 target() { [ "$1" = direct ] && echo 10.97.0.11 || echo 10.99.0.100; }
+rx_packets() { ns "$1" cat /sys/class/net/eth0/statistics/rx_packets; }
+# Frames that reached the far end of path $1: the backends, or (xdp-tx) the client.
+arrived() {
+  if [ "$1" = xdp-tx ]; then rx_packets cli; else echo $(( $(rx_packets b1) + $(rx_packets b2) )); fi
+}
 # Busy and total jiffies of core N, from /proc/stat.
 core() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
 
@@ -217,6 +269,15 @@ measure() {
       local n=1; [ "$what" = bulk16 ] && n=16
       ns cli taskset -c 0 iperf3 -c "$to" -p 5201 -P "$n" -t "$secs" -J > "$work/iperf.json" 2>&1 || true
       v=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['end']['sum_received']['bits_per_second'] / 1e9 if 'end' in d and 'sum_received' in d['end'] else 0)" "$work/iperf.json" 2>/dev/null || echo 0) ;;
+    pps64)
+      local mac=02:00:00:00:00:01
+      [ "$path" = direct ] && mac=02:00:00:00:01:01
+      local n0; n0=$(arrived "$path")
+      ns cli taskset -c 0 ./target/release/blast eth0 "$mac" 10.98.0.2 "$to" 9000 10000 "$secs" > "$work/blast.txt" 2>&1 || true
+      sleep 0.2
+      local n1; n1=$(arrived "$path")
+      v=$(python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / float(sys.argv[3]) / 1e6:.4f}')" "$n0" "$n1" "$secs")
+      [ -n "${BENCH_DEBUG:-}" ] && cat "$work/blast.txt" >&2 ;;
     conns)
       ns cli taskset -c 0 wrk -t1 -c64 -d"$secs" --timeout 5s -H "Connection: close" "http://$to:81/" > "$work/wrk.txt" 2>&1 || true
       v=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.txt"); v=${v:-0} ;;
@@ -231,7 +292,12 @@ echo "bench-l4-paths: $rounds rounds of $paths, ${secs} s per run"
 for r in $(seq "$rounds"); do
   for path in $paths; do
     start_path "$path"
-    for what in bulk1 bulk16 conns; do
+    case $path in
+      haproxy) metrics="bulk1 bulk16 conns" ;;
+      xdp-tx) metrics="pps64" ;;
+      *) metrics="bulk1 bulk16 conns pps64" ;;
+    esac
+    for what in $metrics; do
       read -r v c0 c1 < <(measure "$what" "$path")
       echo "$r,$path,$what,$v,$c0,$c1" >> "$out/runs.csv"
       printf "round %s  %-9s %-7s %10s   cores busy: 0 %s, 1 %s\n" "$r" "$path" "$what" "$v" "$c0" "$c1"
@@ -242,12 +308,12 @@ done
 python3 - "$out/runs.csv" "$out/results.csv" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-unit = {"bulk1": "Gbit/s", "bulk16": "Gbit/s", "conns": "conn/s"}
+unit = {"bulk1": "Gbit/s", "bulk16": "Gbit/s", "conns": "conn/s", "pps64": "Mpps"}
 med = {}
 with open(sys.argv[2], "w") as f:
     w = csv.writer(f)
     w.writerow(["path", "metric", "median", "min", "max", "core0_busy", "core1_busy", "rounds"])
-    for metric in ("bulk1", "bulk16", "conns"):
+    for metric in ("bulk1", "bulk16", "conns", "pps64"):
         for path in dict.fromkeys(r["path"] for r in rows):
             v = [float(r["value"]) for r in rows if r["path"] == path and r["metric"] == metric]
             if not v:
@@ -257,11 +323,11 @@ with open(sys.argv[2], "w") as f:
             m = statistics.median(v); med[(path, metric)] = m
             w.writerow([path, metric, f"{m:.4g}", f"{min(v):.4g}", f"{max(v):.4g}", c0, c1, len(v)])
             print(f"{metric:7s} {path:9s} {m:10.3f} {unit[metric]} [{min(v):.3f}-{max(v):.3f}]   cores busy: 0 {c0:.2f}, 1 {c1:.2f}")
-for metric in ("bulk1", "bulk16", "conns"):
+for metric in ("bulk1", "bulk16", "conns", "pps64"):
     s = med.get(("sluice", metric))
     if not s:
         continue
-    for other in ("nftables", "haproxy", "direct"):
+    for other in ("nftables", "haproxy", "direct", "xdp-tx"):
         o = med.get((other, metric))
         if o:
             print(f"sluice / {other} ({metric}): {s / o:.2f}")
