@@ -2,7 +2,10 @@
 # The L4 paths an operator would pick between on a machine without DPDK, in one script, on the
 # same namespaces (tests/e2e/topology.sh, nat mode), client, backends and cores:
 #
-#   sluice     AF_XDP on the balancer's veth, `nat`, one worker on core 1
+#   sluice     AF_XDP on the balancer's veth, `nat`, one worker on core 1 (its XDP program in
+#              native mode, copy: veth has no zero-copy)
+#   sluice-generic  the same with the XDP program in generic (skb) mode, as on a driver
+#              without native XDP
 #   nftables   the kernel's own NAT in the balancer's namespace: `dnat to jhash ip saddr .
 #              tcp sport mod N map { ... }` over the backends, IPv4 forwarding
 #   haproxy    Debian's HAProxy, `mode tcp`, one thread pinned to core 1 (nbthread 1, cpu-map)
@@ -39,22 +42,22 @@
 # runs in softirq on the transmitting core, sluice's, where a NIC would take it off the
 # balancer's core by DMA. The kernel paths transmit from softirq on core 0 already.
 #
-# Usage: scripts/bench-l4-paths.sh [-s SECONDS] [-r ROUNDS] [-p "sluice nftables haproxy direct"] [-k] [-o OUTDIR]
+# Usage: scripts/bench-l4-paths.sh [-s SECONDS] [-r ROUNDS] [-p "sluice sluice-generic nftables haproxy direct xdp-tx"] [-k] [-o OUTDIR]
 # (BENCH_DEBUG=1 prints sluice's drops after each of its runs.)
 # Needs root; installs nftables, haproxy, wrk and iperf3 if missing. Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-secs=8; rounds=3; paths="sluice nftables haproxy direct xdp-tx"; out=target/bench-l4-paths; steer=0
+secs=8; rounds=3; paths="sluice sluice-generic nftables haproxy direct xdp-tx"; out=target/bench-l4-paths; steer=0
 while getopts "s:r:p:o:k" o; do
   case $o in
     s) secs=$OPTARG ;; r) rounds=$OPTARG ;; p) paths=$OPTARG ;; o) out=$OPTARG ;; k) steer=1 ;;
-    *) sed -n '2,39p' "$0"; exit 2 ;;
+    *) sed -n '2,47p' "$0"; exit 2 ;;
   esac
 done
 case $rounds in ''|*[!0-9]*|0) echo "bench-l4-paths: -r takes a whole number of rounds, at least 1 (got '$rounds')" >&2; exit 2 ;; esac
 for p in $paths; do
-  case $p in sluice|nftables|haproxy|direct|xdp-tx) ;; *) echo "bench-l4-paths: unknown path '$p' (sluice, nftables, haproxy, direct, xdp-tx)" >&2; exit 2 ;; esac
+  case $p in sluice|sluice-generic|nftables|haproxy|direct|xdp-tx) ;; *) echo "bench-l4-paths: unknown path '$p' (sluice, sluice-generic, nftables, haproxy, direct, xdp-tx)" >&2; exit 2 ;; esac
 done
 ensure_packages nftables haproxy wrk iperf3 iproute2 ethtool curl python3 libxdp-dev libbpf-dev clang
 ulimit -n "$(ulimit -Hn)"
@@ -132,6 +135,7 @@ driver = "xdp"
 cores = [1]
 [dataplane.xdp]
 interface = "eth0"
+mode = "native"
 [control]
 socket = "$work/ctl.sock"
 [[service]]
@@ -205,8 +209,13 @@ kernel_addresses() {
 
 start_path() {
   case $1 in
-    sluice)
-      ns lb ./target/release/sluice run --config "$work/sluice.toml" -q > "$work/sluice.log" 2>&1 &
+    sluice|sluice-generic)
+      local cfg=$work/sluice.toml
+      if [ "$1" = sluice-generic ]; then
+        sed 's/^mode = "native"/mode = "generic"/' "$work/sluice.toml" > "$work/sluice-generic.toml"
+        cfg=$work/sluice-generic.toml
+      fi
+      ns lb ./target/release/sluice run --config "$cfg" -q > "$work/sluice.log" 2>&1 &
       for _ in $(seq 100); do [ -S "$work/ctl.sock" ] && break; sleep 0.1; done ;;
     nftables)
       kernel_addresses
@@ -230,7 +239,7 @@ start_path() {
 
 stop_path() {
   case $1 in
-    sluice) if [ -n "${BENCH_DEBUG:-}" ]; then
+    sluice|sluice-generic) if [ -n "${BENCH_DEBUG:-}" ]; then
               ./target/release/sluicectl --socket "$work/ctl.sock" stats | sed -n '/drops/,$p' >&2 || true
             fi
             pkill -INT -f "sluice run --config $work" || true
@@ -327,7 +336,7 @@ for metric in ("bulk1", "bulk16", "conns", "pps64"):
     s = med.get(("sluice", metric))
     if not s:
         continue
-    for other in ("nftables", "haproxy", "direct", "xdp-tx"):
+    for other in ("sluice-generic", "nftables", "haproxy", "direct", "xdp-tx"):
         o = med.get((other, metric))
         if o:
             print(f"sluice / {other} ({metric}): {s / o:.2f}")
