@@ -115,6 +115,26 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// The summary of nothing: what [`parse_frame_into`] starts from.
+    pub const EMPTY: Parsed = Parsed {
+        l2_len: 0,
+        vlan_tci: None,
+        ethertype: 0,
+        network: Network::Other,
+        l3_end: 0,
+        l4_off: 0,
+        proto: 0,
+        src: UNSPECIFIED,
+        dst: UNSPECIFIED,
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        ttl: 0,
+        fragment: false,
+    };
+
     pub fn is_ip(&self) -> bool {
         matches!(self.network, Network::Ipv4 | Network::Ipv6)
     }
@@ -155,8 +175,16 @@ const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// Parses one Ethernet frame. Never panics; every fault is a [`Malformed`].
 pub fn parse_frame(frame: &[u8]) -> Result<Parsed, Malformed> {
+    let mut p = Parsed::EMPTY;
+    parse_frame_into(frame, &mut p).map(|()| p)
+}
+
+/// [`parse_frame`] into a summary the caller holds (the poll loop's burst array), so the
+/// summary is written once where it is read rather than built, returned and copied. On an
+/// error `p` is left partly written: only `Ok` makes it a frame's summary.
+pub fn parse_frame_into(frame: &[u8], p: &mut Parsed) -> Result<(), Malformed> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed::EthernetTruncated)?;
-    let mut p = Parsed {
+    *p = Parsed {
         l2_len: EthernetFrame::<&[u8]>::HEADER_LEN,
         vlan_tci: None,
         ethertype: eth.ethertype(),
@@ -239,12 +267,12 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed, Malformed> {
         }
         ETHERTYPE_ARP => {
             p.network = Network::Arp;
-            return Ok(p);
+            return Ok(());
         }
-        _ => return Ok(p),
+        _ => return Ok(()),
     }
     if p.fragment {
-        return Ok(p);
+        return Ok(());
     }
     let l4 = frame.get(p.l4_off..p.l3_end).unwrap_or(&[]);
     match p.proto {
@@ -272,7 +300,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed, Malformed> {
         }
         _ => {}
     }
-    Ok(p)
+    Ok(())
 }
 
 /// The transport endpoints quoted inside an ICMP error: the invoking datagram's addresses and

@@ -32,7 +32,7 @@ use crate::stats::{DropReason, WorkerStats};
 use crate::steering::Steering;
 use crossbeam::queue::ArrayQueue;
 use packet::ipv4::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
-use packet::parse::{parse_frame, Parsed};
+use packet::parse::{parse_frame, parse_frame_into, Parsed};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -138,8 +138,9 @@ pub struct Worker {
     snat_range: (u16, u16),
     snat_next: u16,
     host_path: bool,
-    /// Per-burst scratch, reserved at BURST entries: each frame's parse result, and the
-    /// conntrack hash of its flow key (0 for frames that are not TCP/UDP flows).
+    /// Per-burst scratch: each frame's parse result (always BURST entries, parsed into in
+    /// place), and the conntrack hash of its flow key (0 for frames that are not TCP/UDP
+    /// flows; as many as the burst has frames).
     parsed: Vec<Result<Parsed, packet::Malformed>>,
     hashes: Vec<u64>,
     /// The time of the last frame processed (control-plane samples judge expiry by it).
@@ -206,7 +207,7 @@ impl Worker {
             snat_range,
             snat_next: snat_range.0,
             host_path,
-            parsed: Vec::with_capacity(BURST),
+            parsed: vec![Ok(Parsed::EMPTY); BURST],
             hashes: Vec::with_capacity(BURST),
             last_now: 0,
             neighbour_due: 0,
@@ -364,19 +365,28 @@ impl Worker {
         // its lookup will read. Stage two: probe those buckets and start loading the flows'
         // slots. By stage three, the per-frame work, both are in cache: the memory latency of
         // 32 lookups overlaps instead of adding up.
-        self.parsed.clear();
+        // Each frame's summary is parsed into its place in the burst array (always BURST
+        // long), not built and pushed: a copy of ~100 bytes per frame saved.
         self.hashes.clear();
-        for f in b.rx.iter() {
-            let r = parse_frame(f.data());
-            let h = match &r {
-                Ok(p) if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) => {
-                    let h = self.ct.hash(&p.flow_key());
-                    self.ct.prefetch_index(h);
-                    h
-                }
-                _ => 0,
+        for (f, slot) in b.rx.iter().zip(self.parsed.iter_mut()) {
+            if slot.is_err() {
+                *slot = Ok(Parsed::EMPTY);
+            }
+            let h = match slot {
+                Ok(p) => match parse_frame_into(f.data(), p) {
+                    Ok(()) if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) => {
+                        let h = self.ct.hash(&p.flow_key());
+                        self.ct.prefetch_index(h);
+                        h
+                    }
+                    Ok(()) => 0,
+                    Err(m) => {
+                        *slot = Err(m);
+                        0
+                    }
+                },
+                Err(_) => 0,
             };
-            self.parsed.push(r);
             self.hashes.push(h);
         }
         for &h in &self.hashes {
@@ -397,7 +407,7 @@ impl Worker {
                 self.stats.bytes_in += f.data().len() as u64;
             }
             let hash = self.hashes.get(i).copied().unwrap_or(0);
-            let verdict = match parsed.get(i) {
+            let verdict = match parsed.get(i).filter(|_| i < self.hashes.len()) {
                 Some(r) => self.process_parsed(&snap, &mut f, r, hash, now),
                 None => Verdict::Drop(DropReason::NotOurs),
             };
