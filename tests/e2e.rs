@@ -203,12 +203,14 @@ fn scenario_on(pfx: &str, mode: &str, driver: &str, measure: bool, vlan: Option<
     if v6 {
         // The same over IPv6: every request answered, split by weight; the client found the
         // VIP's MAC by a neighbour solicitation sluice answered; a bulk transfer completes.
-        let (by, failed, rps6) = curls(&t, VIP6, 200);
+        // 400 requests, as over IPv4: with 200 the shares' spread (the clients' ports come in
+        // sequence from a random start) let one run in a few hundred fall outside the bound.
+        let (by, failed, rps6) = curls(&t, VIP6, 400);
         assert_eq!(
             failed, 0,
             "{mode} over IPv6: every request succeeds: {by:?}"
         );
-        let share = |k: &str| *by.get(k).unwrap_or(&0) as f64 / 200.0;
+        let share = |k: &str| *by.get(k).unwrap_or(&0) as f64 / 400.0;
         for (k, want) in [("b1", 0.25), ("b2", 0.25), ("b3", 0.5)] {
             assert!(
                 (share(k) - want).abs() < 0.12,
