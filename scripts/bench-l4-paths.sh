@@ -264,15 +264,13 @@ rx_packets() { ns "$1" cat /sys/class/net/eth0/statistics/rx_packets; }
 arrived() {
   if [ "$1" = xdp-tx ]; then rx_packets cli; else echo $(( $(rx_packets b1) + $(rx_packets b2) )); fi
 }
-# Busy and total jiffies of core N, from /proc/stat.
-core() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
 
 # One measurement: prints "value core0_busy core1_busy".
 measure() {
   local what=$1 path=$2 to
   to=$(target "$path")
   # The direct path's web target is one backend (there is no balancer to spread them).
-  read -r a0 t0 < <(core 0); read -r b0 u0 < <(core 1)
+  read -r a0 t0 < <(core_jiffies 0); read -r b0 u0 < <(core_jiffies 1)
   case $what in
     bulk1|bulk16)
       local n=1; [ "$what" = bulk16 ] && n=16
@@ -291,7 +289,7 @@ measure() {
       ns cli taskset -c 0 wrk -t1 -c64 -d"$secs" --timeout 5s -H "Connection: close" "http://$to:81/" > "$work/wrk.txt" 2>&1 || true
       v=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.txt"); v=${v:-0} ;;
   esac
-  read -r a1 t1 < <(core 0); read -r b1 u1 < <(core 1)
+  read -r a1 t1 < <(core_jiffies 0); read -r b1 u1 < <(core_jiffies 1)
   python3 -c "import sys; a,t,b,u=map(int,sys.argv[1:5]); print(sys.argv[5], f'{a/max(t,1):.2f}', f'{b/max(u,1):.2f}')" \
     $((a1 - a0)) $((t1 - t0)) $((b1 - b0)) $((u1 - u0)) "$v"
 }

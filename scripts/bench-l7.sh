@@ -291,8 +291,8 @@ PY
 
 # Busy and total jiffies of core 0 (the client's and the backends') and of core 1 (the
 # proxy's), from /proc/stat.
-core0() { awk '$1 == "cpu0" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
-core1() { awk '$1 == "cpu1" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+core0() { core_jiffies 0; }
+core1() { core_jiffies 1; }
 
 # One wrk run of scenario $1 through proxy $2: prints "rps p50_ms p99_ms reuse tls_resumed
 # client_core_busy proxy_core_busy" (the shares of cores 0 and 1 in use: near 1, that side

@@ -1,4 +1,4 @@
-# Shared set-up steps for scripts/demo.sh and scripts/test.sh (sourced, not run).
+# Shared steps for scripts/demo.sh, scripts/test.sh and the benchmarks (sourced, not run).
 
 # Installs Debian packages that are not installed yet (one apt-get update, only if needed).
 ensure_packages() {
@@ -55,4 +55,10 @@ ensure_hugepages() {
     mkdir -p /dev/hugepages
     mount -t hugetlbfs nodev /dev/hugepages
   fi
+}
+
+# Busy and total jiffies of core N so far, from /proc/stat (busy: user, nice, system, irq,
+# softirq): two readings around a run give the share of that core the run used.
+core_jiffies() {
+  awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat
 }

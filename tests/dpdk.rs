@@ -400,6 +400,30 @@ fn the_documented_vdev_example_runs() {
     assert_eq!((out.len() - arp, arp), (900, 8));
 }
 
+/// Runs `frames` through the daemon on one core: `net_pcap` reading them as fast as the worker
+/// polls, writing what it transmits to a capture. The daemon's stats, and that capture's path.
+fn run_capture_on_one_core(
+    dir: &Path,
+    cfg: &str,
+    frames: &[(u64, Vec<u8>)],
+) -> (serde_json::Value, std::path::PathBuf) {
+    let input = dir.join("in.pcap");
+    write_capture(&input, frames);
+    let out = dir.join("out.pcap");
+    let eal = [
+        "--vdev".to_string(),
+        format!(
+            "net_pcap0,rx_pcap={},tx_pcap={}",
+            input.display(),
+            out.display()
+        ),
+    ];
+    let text = format!("{cfg}{}", dataplane_section(&[1], &eal, "net_pcap0", None));
+    let (o, stats) = run_daemon(dir, &text, &["--idle-exit", "1", "--duration", "60"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (stats.expect("stats written"), out)
+}
+
 /// A SYN flood on DPDK virtual devices at the rate one core takes (`net_pcap` feeds the worker
 /// as fast as it polls): 200,000 SYNs from spoofed sources, interleaved with 20 rounds of one
 /// data packet from each of 1,000 established flows, into an 8,192-flow table. None of the
@@ -447,21 +471,7 @@ fn a_syn_flood_at_full_rate_leaves_a_thousand_established_flows_on_their_backend
             frames.push((next(), b.frame(&tcp(20000, VIP_PORT, 0x18, b"data"))));
         }
     }
-    let input = dir.join("flood.pcap");
-    write_capture(&input, &frames);
-    let out = dir.join("out.pcap");
-    let eal = [
-        "--vdev".to_string(),
-        format!(
-            "net_pcap0,rx_pcap={},tx_pcap={}",
-            input.display(),
-            out.display()
-        ),
-    ];
-    let text = format!("{cfg}{}", dataplane_section(&[1], &eal, "net_pcap0", None));
-    let (o, stats) = run_daemon(&dir, &text, &["--idle-exit", "1", "--duration", "60"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s = stats.expect("stats written");
+    let (s, out) = run_capture_on_one_core(&dir, &cfg, &frames);
     let c = &s["conntrack"];
     eprintln!(
         "syn flood on DPDK: {} packets in {:.2} s ({:.0} packets/s); conntrack {c}",
@@ -530,21 +540,7 @@ fn the_syn_proxy_answers_a_full_rate_flood_on_dpdk_and_tracks_nothing() {
             )
         })
         .collect();
-    let input = dir.join("flood.pcap");
-    write_capture(&input, &frames);
-    let out = dir.join("out.pcap");
-    let eal = [
-        "--vdev".to_string(),
-        format!(
-            "net_pcap0,rx_pcap={},tx_pcap={}",
-            input.display(),
-            out.display()
-        ),
-    ];
-    let text = format!("{cfg}{}", dataplane_section(&[1], &eal, "net_pcap0", None));
-    let (o, stats) = run_daemon(&dir, &text, &["--idle-exit", "1", "--duration", "60"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s = stats.expect("stats written");
+    let (s, out) = run_capture_on_one_core(&dir, &cfg, &frames);
     eprintln!(
         "SYN proxy on DPDK: {} SYNs in {:.3} s; {}",
         s["packets_in"], s["elapsed_seconds"], s["syn_proxy"]

@@ -159,11 +159,7 @@ pub fn render(p: &Plane) -> String {
     }
     let _ = writeln!(o, "# HELP sluice_syn_proxy_active_workers Workers whose SYN proxy answers a service's SYNs now (syn_proxy = \"on\": every worker; \"off\": none).\n# TYPE sluice_syn_proxy_active_workers gauge");
     for s in &p.cfg.services {
-        let n = match s.syn_proxy {
-            config::SynProxyMode::Off => 0,
-            config::SynProxyMode::On => p.workers as u64,
-            config::SynProxyMode::Auto => t.syn_proxy.get(&s.name).map_or(0, |x| x.0),
-        };
+        let n = p.syn_proxy_workers(s);
         let _ = writeln!(
             o,
             "sluice_syn_proxy_active_workers{{service=\"{}\"}} {n}",

@@ -184,6 +184,8 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed, Malformed> {
 /// error `p` is left partly written: only `Ok` makes it a frame's summary.
 pub fn parse_frame_into(frame: &[u8], p: &mut Parsed) -> Result<(), Malformed> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed::EthernetTruncated)?;
+    // Every field written out rather than `..Parsed::EMPTY`: that form compiled to 3 more
+    // instructions a frame (callgrind).
     *p = Parsed {
         l2_len: EthernetFrame::<&[u8]>::HEADER_LEN,
         vlan_tci: None,

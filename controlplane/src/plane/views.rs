@@ -283,18 +283,27 @@ impl Plane {
         }
     }
 
+    /// Workers whose SYN proxy answers service `s`'s SYNs now: all with `on`, none with
+    /// `off`, those whose `auto` gate is on.
+    pub(crate) fn syn_proxy_workers(&self, s: &Service) -> u64 {
+        match s.syn_proxy {
+            config::SynProxyMode::Off => 0,
+            config::SynProxyMode::On => self.workers as u64,
+            config::SynProxyMode::Auto => self.totals.syn_proxy.get(&s.name).map_or(0, |x| x.0),
+        }
+    }
+
     /// A service's SYN proxy as operators read it: `off`, `on`, or for `auto` whether the
     /// workers have it on now.
     fn syn_proxy_state(&self, s: &Service) -> String {
-        let on = self.totals.syn_proxy.get(&s.name).map_or(0, |x| x.0);
-        match s.syn_proxy {
-            config::SynProxyMode::Off => "off".into(),
-            config::SynProxyMode::On => "on".into(),
-            config::SynProxyMode::Auto => match on {
-                0 => "auto (off)".into(),
-                n if n as usize >= self.workers => "auto (on)".into(),
-                n => format!("auto (on: {n} of {} workers)", self.workers),
-            },
+        match (s.syn_proxy, self.syn_proxy_workers(s)) {
+            (config::SynProxyMode::Off, _) => "off".into(),
+            (config::SynProxyMode::On, _) => "on".into(),
+            (config::SynProxyMode::Auto, 0) => "auto (off)".into(),
+            (config::SynProxyMode::Auto, n) if n as usize >= self.workers => "auto (on)".into(),
+            (config::SynProxyMode::Auto, n) => {
+                format!("auto (on: {n} of {} workers)", self.workers)
+            }
         }
     }
 

@@ -228,15 +228,7 @@ impl Worker {
             self.proxied_toward_backend(f, p, &key, &k);
         }
         set_macs(f.data_mut(), node.mac, dst_mac);
-        if let Some(c) = self
-            .stats
-            .backends
-            .get_mut(s)
-            .and_then(|v| v.get_mut(backend as usize))
-        {
-            c.packets += 1;
-            c.bytes += f.data().len() as u64;
-        }
+        self.count_backend_packet(s, backend, f.data().len());
         match fragment_to {
             Some(mtu) => Verdict::Fragment(mtu),
             None => Verdict::Transmit,

@@ -72,6 +72,23 @@ fn rewrite_as_segment<F: Frame>(
     write_segment(datagram, ends, tcp)
 }
 
+/// [`rewrite_as_segment`], then the frame's link addresses (from `src_mac` to `dst_mac`): the
+/// verdict of every segment the proxy writes.
+fn send_segment<F: Frame>(
+    f: &mut F,
+    l2_len: usize,
+    ends: &SegmentEnds,
+    tcp: &TcpRepr<'_>,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) -> Verdict {
+    if let Err(r) = rewrite_as_segment(f, l2_len, ends, tcp) {
+        return Verdict::Drop(r);
+    }
+    set_macs(f.data_mut(), src_mac, dst_mac);
+    Verdict::Transmit
+}
+
 /// A client's segment of a flow the proxy opened, made ready for the backend: its
 /// acknowledgement and SACK blocks moved from the cookie's sequence space to the backend's,
 /// its window shifted for a backend that refused window scaling.
@@ -274,12 +291,11 @@ impl Worker {
             dst: p.src,
             ttl: 64,
         };
-        if let Err(r) = rewrite_as_segment(f, p.l2_len, &ends, &tcp) {
-            return Verdict::Drop(r);
+        let v = send_segment(f, p.l2_len, &ends, &tcp, snap.node.mac, gateway);
+        if v == Verdict::Transmit {
+            self.stats.syn_proxy_cookies += 1;
         }
-        set_macs(f.data_mut(), snap.node.mac, gateway);
-        self.stats.syn_proxy_cookies += 1;
-        Verdict::Transmit
+        v
     }
 
     /// A TCP packet to proxied service `s` with no tracked flow: an ACK returning a valid
@@ -437,12 +453,11 @@ impl Worker {
             dst: be.addr.ip(),
             ttl: p.ttl - 1,
         };
-        if let Err(r) = rewrite_as_segment(f, p.l2_len, &ends, &tcp) {
-            return Verdict::Drop(r);
+        let v = send_segment(f, p.l2_len, &ends, &tcp, snap.node.mac, dst_mac);
+        if v == Verdict::Transmit {
+            self.count_backend_packet(s, backend, f.data().len());
         }
-        set_macs(f.data_mut(), snap.node.mac, dst_mac);
-        self.count_backend_packet(s, backend, f.data().len());
-        Verdict::Transmit
+        v
     }
 
     /// Acts on a backend's answer to a flow the proxy opened ([`backend_answer`]): the
@@ -505,11 +520,7 @@ impl Worker {
                     dst: client.0,
                     ttl: 64,
                 };
-                if let Err(r) = rewrite_as_segment(f, p.l2_len, &ends, &tcp) {
-                    return Verdict::Drop(r);
-                }
-                set_macs(f.data_mut(), snap.node.mac, gateway);
-                return Verdict::Transmit;
+                return send_segment(f, p.l2_len, &ends, &tcp, snap.node.mac, gateway);
             }
             BackendAnswer::Ignored => return Verdict::Drop(DropReason::SynProxyOpening),
         };
@@ -529,13 +540,12 @@ impl Worker {
             dst: p.src,
             ttl: 64,
         };
-        if let Err(r) = rewrite_as_segment(f, p.l2_len, &ends, &tcp) {
-            return Verdict::Drop(r);
-        }
-        set_macs(f.data_mut(), snap.node.mac, came_from);
-        Verdict::Transmit
+        send_segment(f, p.l2_len, &ends, &tcp, snap.node.mac, came_from)
     }
 
+    /// One packet of `len` bytes to backend `backend` of service `s`, in this worker's
+    /// counters (the forwarding path's, and the proxy's SYNs).
+    #[inline(always)]
     pub(super) fn count_backend_packet(&mut self, s: usize, backend: u16, len: usize) {
         if let Some(c) = self
             .stats
