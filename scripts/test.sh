@@ -32,7 +32,14 @@ echo "== scripts/build-deb.sh (tests/package.rs installs and runs the package)"
 scripts/build-deb.sh
 echo "== cargo test"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
-cargo test --workspace 2>&1 | tee "$log"
+# A bound on the whole run, well inside CI's 90 minutes (the tests take about 10 here): a hang
+# fails here with the tests still running named above, instead of running out CI's clock.
+test_rc=0
+timeout -k 60 3600 cargo test --workspace 2>&1 | tee "$log" || test_rc=$?
+if [ "$test_rc" = 124 ] || [ "$test_rc" = 137 ]; then
+  echo "sluice: cargo test ran past 60 minutes and was stopped; the tests 'running for over 60 seconds' above are the ones that hung" >&2
+fi
+[ "$test_rc" = 0 ] || exit "$test_rc"
 echo "== scripts/fuzz.sh 20 (coverage-guided fuzzing, 20 s per target)"
 fuzzlog=$(mktemp)
 if scripts/fuzz.sh 20 2>&1 | tee "$fuzzlog"; then fuzz_ok=1; else fuzz_ok=0; fi

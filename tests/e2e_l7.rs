@@ -855,7 +855,7 @@ fn l7_http_on_af_xdp_routes_balances_streams_and_fails_clearly() {
         &[
             "python3",
             "-c",
-            "import socket,time\ns=socket.create_connection(('10.99.0.100',443))\ns.send(bytes.fromhex('16030102000100') + b'\\x01' * 40)\nt=time.time()\ntry:\n  while s.recv(100): pass\nexcept OSError: pass\nprint('closed after', round(time.time()-t, 1))",
+            "import socket,time\ns=socket.create_connection(('10.99.0.100',443))\ns.settimeout(30)\ns.send(bytes.fromhex('16030102000100') + b'\\x01' * 40)\nt=time.time()\ntry:\n  while s.recv(100): pass\nexcept OSError: pass\nprint('closed after', round(time.time()-t, 1))",
         ],
     );
     let o = t.exec(

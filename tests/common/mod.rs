@@ -19,6 +19,46 @@ pub const VIP_PORT: u16 = 80;
 pub const SNAT_PORTS: (u16, u16) = (1024, 32767);
 pub const T0: u64 = 1_767_225_600_000_000_000;
 
+/// Runs `c` to completion, as `Command::output` does, but for at most `limit`: past it, the
+/// command's whole process group (it is made its own) is killed and the test fails naming it,
+/// with what it printed by then. A client that hangs (an iperf3 waiting on a connection that
+/// will never answer) must fail its test, not stall the suite until CI gives up on it.
+pub fn output_within(mut c: Command, limit: std::time::Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let what = format!("{c:?}");
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let group = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status();
+            let printed = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .ok()
+                .and_then(Result::ok)
+                .map(|o| {
+                    format!(
+                        "stdout: {}\nstderr: {}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_default();
+            panic!("{what} ran past {limit:?} and was killed\n{printed}");
+        }
+    }
+}
+
 /// The `sluicectl` binary. The `ctl` package builds it beside `sluice` (`cargo test
 /// --workspace` does, for ctl's own tests); when only this package's tests were built, it is
 /// built here, once per test process.

@@ -2,7 +2,7 @@
 //! running in it, and its configuration for each driver.
 #![allow(dead_code)]
 
-use super::common::sluicectl;
+use super::common::{output_within, sluicectl};
 use serde_json::Value;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/topology.sh");
 pub const VIP: &str = "10.99.0.100";
+
+/// The longest any one client command of a test may take (the longest, 400 curl requests on
+/// a loaded machine, take well under a minute).
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(180);
 
 /// The namespaces of one test; torn down on drop, whatever happened.
 pub struct Topology {
@@ -67,13 +71,17 @@ impl Topology {
         t
     }
 
-    /// Runs a command in namespace `PFX-name`.
+    /// Runs a command in namespace `PFX-name`, for at most [`COMMAND_LIMIT`].
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &format!("{}-{ns}", self.pfx)])
-            .args(args)
-            .output()
-            .unwrap()
+        self.exec_within(ns, args, COMMAND_LIMIT)
+    }
+
+    /// [`Topology::exec`], failing the test if the command runs past `limit`.
+    pub fn exec_within(&self, ns: &str, args: &[&str], limit: Duration) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-{ns}", self.pfx)])
+            .args(args);
+        output_within(c, limit)
     }
 
     pub fn spawn(&self, ns: &str, args: &[&str]) -> Child {
@@ -142,23 +150,33 @@ impl Balancer {
     }
 
     pub fn ctl(&self, args: &[&str]) -> Value {
-        let o = Command::new(sluicectl())
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
+        let mut c = Command::new(sluicectl());
+        c.arg("--socket").arg(&self.socket).arg("--json").args(args);
+        let o = output_within(c, Duration::from_secs(60));
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["ok"], true, "{args:?}: {v}");
         v["result"].clone()
     }
 
+    /// Stops sluice with SIGINT and waits for it to exit: at most its drain timeout (60 s) and
+    /// half a minute more, after which it is killed and the test fails.
     pub fn stop(mut self) -> Output {
-        let c = self.child.take().unwrap();
+        let mut c = self.child.take().unwrap();
         let _ = Command::new("kill")
             .args(["-INT", &c.id().to_string()])
             .status();
+        let start = Instant::now();
+        while c.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(90) {
+                let _ = c.kill();
+                let o = c.wait_with_output().unwrap();
+                panic!(
+                    "sluice did not exit within 90 s of SIGINT: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         c.wait_with_output().unwrap()
     }
 }

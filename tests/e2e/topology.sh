@@ -141,7 +141,7 @@ for i in $(seq 1 "$n"); do
     # `::` binds both families (http.server's dual-stack socket).
     ns "b$i" python3 -m http.server $p --bind :: --directory "$work/b$i" >/dev/null 2>&1 &
   done
-  ns "b$i" iperf3 -s -D -p 5201 >/dev/null 2>&1
+  ns "b$i" iperf3 -s -D -p 5201 --idle-timeout 30 >/dev/null 2>&1
 done
 # Wait for the servers.
 for i in $(seq 1 "$n"); do
