@@ -12,6 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+# Each step's header says how long the run has taken so far (minutes:seconds).
+began=$SECONDS
+step() { printf '== [%d:%02d] %s\n' $(((SECONDS - began) / 60)) $(((SECONDS - began) % 60)) "$*"; }
 ensure_packages build-essential pkg-config libdpdk-dev libclang-dev \
   iproute2 ethtool curl iperf3 python3 procps iputils-ping \
   libxdp-dev libbpf-dev clang haproxy wrk nghttp2-client openssl exabgp bird2 keepalived \
@@ -24,13 +27,13 @@ if [ ! -d "$corpus" ]; then
   echo "sluice: the capture corpus is missing at $(pwd)/$corpus (shared/ must sit beside the checkout)" >&2
   exit 1
 fi
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
-echo "== scripts/build-deb.sh (tests/package.rs installs and runs the package)"
+step "scripts/build-deb.sh (tests/package.rs installs and runs the package)"
 scripts/build-deb.sh
-echo "== cargo test"
+step "cargo test"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 # A bound on the whole run, well inside CI's 90 minutes (the tests take about 10 here): a hang
 # fails here with the tests still running named above, instead of running out CI's clock.
@@ -40,13 +43,14 @@ if [ "$test_rc" = 124 ] || [ "$test_rc" = 137 ]; then
   echo "sluice: cargo test ran past 60 minutes and was stopped; the tests 'running for over 60 seconds' above are the ones that hung" >&2
 fi
 [ "$test_rc" = 0 ] || exit "$test_rc"
-echo "== scripts/fuzz.sh 20 (coverage-guided fuzzing, 20 s per target)"
+step "scripts/fuzz.sh 20 (coverage-guided fuzzing, 20 s per target)"
 fuzzlog=$(mktemp)
 if scripts/fuzz.sh 20 2>&1 | tee "$fuzzlog"; then fuzz_ok=1; else fuzz_ok=0; fi
-echo "== cargo bench --no-run"
+step "cargo bench --no-run"
 cargo bench --workspace --no-run -q
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d ignored\n", p, f, i }' "$log"
 grep '^fuzz ' "$fuzzlog" || true
+step "done"
 rm -f "$fuzzlog"
 [ "$fuzz_ok" = 1 ] || { echo "sluice: fuzzing found a crash (above)" >&2; exit 1; }
