@@ -58,6 +58,9 @@ pub struct BackendEntry {
     pub takes_new_flows: bool,
     /// Flows already tracked to it stay.
     pub keeps_flows: bool,
+    /// The destination rewrite from the service's VIP to this backend, when both are IPv4
+    /// (`nat` and `snat` use it).
+    pub rewrite_v4: Option<crate::forward::BackendRewrite>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +233,7 @@ impl Snapshot {
                     health: b.health,
                     takes_new_flows: false,
                     keeps_flows: matches!(b.admin, Admin::Ready | Admin::Drain),
+                    rewrite_v4: crate::forward::BackendRewrite::v4(s.vip, b.address),
                 })
                 .collect();
             let (table, all_down_fallback) = service_table(s, &backends)?;

@@ -3,7 +3,7 @@
 
 use super::{Verdict, Worker};
 use crate::conntrack::{initial_state, Flow, FlowState, Tracked};
-use crate::forward::{set_macs, translate};
+use crate::forward::{set_macs, translate, translate_to_backend_v4};
 use crate::port::Frame;
 use crate::setup::{Forwarding, SynProxyMode};
 use crate::snapshot::{ServiceEntry, Snapshot};
@@ -183,17 +183,21 @@ impl Worker {
         };
         let mut fragment_to = None;
         let result = match svc.forwarding {
-            Forwarding::Nat => {
-                translate(f.data_mut(), p, None, Some((be.addr.ip(), be.addr.port())))
-            }
-            Forwarding::Snat => match snap.node_addr(p.dst.is_ipv6()) {
-                Some(src) => translate(
+            Forwarding::Nat => match &be.rewrite_v4 {
+                Some(r) => translate_to_backend_v4(f.data_mut(), p, None, r),
+                None => translate(f.data_mut(), p, None, Some((be.addr.ip(), be.addr.port()))),
+            },
+            Forwarding::Snat => match (snap.node_addr(p.dst.is_ipv6()), &be.rewrite_v4) {
+                (Some(IpAddr::V4(src)), Some(r)) => {
+                    translate_to_backend_v4(f.data_mut(), p, Some((src, snat_port)), r)
+                }
+                (Some(src), _) => translate(
                     f.data_mut(),
                     p,
                     Some((src, snat_port)),
                     Some((be.addr.ip(), be.addr.port())),
                 ),
-                None => Err(DropReason::NoNodeAddress),
+                (None, _) => Err(DropReason::NoNodeAddress),
             },
             Forwarding::Dsr => Ok(()),
             Forwarding::Ipip | Forwarding::Gue => {
