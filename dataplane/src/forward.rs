@@ -216,7 +216,7 @@ enum V4Destination<'a> {
 /// Rewrites an IPv4 frame to an IPv4 `nat` or `snat` service for its backend (`rewrite`),
 /// and its source to `new_src` (`snat`), as [`translate`] does but with the destination's
 /// checksum change worked out beforehand. `p.dst` must be the VIP `rewrite` was made for.
-#[inline]
+#[inline(always)]
 pub fn translate_to_backend_v4(
     frame: &mut [u8],
     p: &Parsed,
@@ -231,6 +231,33 @@ pub fn translate_to_backend_v4(
     }
     let src = new_src.map(|(a, port)| (u32::from(a), port));
     translate_v4(frame, p, src, V4Destination::Backend(rewrite))
+}
+
+/// One endpoint of an IPv4 datagram rewritten (address at `addr_off` of the IP header, port
+/// at `port_off` of the transport header), its change added to both checksum sums. A function,
+/// not a closure over the sums: the closure was left out of line, and every sum and pointer it
+/// captured went through the stack on every frame, changed or not.
+#[inline(always)]
+fn change_endpoint(
+    ip: &mut [u8; 20],
+    l4: &mut [u8],
+    ip_sum: &mut Delta,
+    l4_sum: &mut Delta,
+    addr_off: usize,
+    port_off: usize,
+    (a, port): (u32, u16),
+) {
+    let old = u32::from_be_bytes([
+        ip[addr_off],
+        ip[addr_off + 1],
+        ip[addr_off + 2],
+        ip[addr_off + 3],
+    ]);
+    ip_sum.dword(old, a);
+    l4_sum.dword(old, a);
+    ip[addr_off..addr_off + 4].copy_from_slice(&a.to_be_bytes());
+    l4_sum.word(get16(l4, port_off), port);
+    l4[port_off..port_off + 2].copy_from_slice(&port.to_be_bytes());
 }
 
 /// The IPv4 path of [`translate`]: the IP header taken once as a fixed-size array and the
@@ -264,25 +291,14 @@ fn translate_v4(
     let mut ip_sum = Delta::start(get16(ip, 10));
     let mut l4_sum = Delta::start(get16(l4, csum));
     // Source: address at 12, port at 0; destination: address at 16, port at 2.
-    let mut change = |addr_off: usize, port_off: usize, a: u32, port: u16| {
-        let old = u32::from_be_bytes([
-            ip[addr_off],
-            ip[addr_off + 1],
-            ip[addr_off + 2],
-            ip[addr_off + 3],
-        ]);
-        ip_sum.dword(old, a);
-        l4_sum.dword(old, a);
-        ip[addr_off..addr_off + 4].copy_from_slice(&a.to_be_bytes());
-        l4_sum.word(get16(l4, port_off), port);
-        l4[port_off..port_off + 2].copy_from_slice(&port.to_be_bytes());
-    };
     if let Some((a, port)) = new_src {
-        change(12, 0, a, port);
+        change_endpoint(ip, l4, &mut ip_sum, &mut l4_sum, 12, 0, (a, port));
     }
     match new_dst {
         V4Destination::Unchanged => {}
-        V4Destination::To(a, port) => change(16, 2, a, port),
+        V4Destination::To(a, port) => {
+            change_endpoint(ip, l4, &mut ip_sum, &mut l4_sum, 16, 2, (a, port))
+        }
         V4Destination::Backend(r) => {
             debug_assert_eq!(ip[16..20], r.vip, "a frame to a service is to its VIP");
             ip[16..20].copy_from_slice(&r.addr);
