@@ -115,8 +115,16 @@ pub fn run(
     };
     let (link_up, speed) = port.link();
     if !opts.quiet {
+        let (tx_cksum, rx_cksum) = port.checksum_offloads();
+        let offered = |v: Vec<&str>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join("/")
+            }
+        };
         log::info!(
-            "driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, link {}{}",
+            "driver dpdk, port {} ({}, {}), {} worker(s) on cores {:?}, RSS {}, checksum offloads offered: TX {}, RX {} (sluice computes its own), link {}{}",
             dpdk.port,
             port.driver(),
             port.mac(),
@@ -127,6 +135,8 @@ pub fn run(
             } else {
                 "off (one queue, or a device without RSS)".into()
             },
+            offered(tx_cksum),
+            offered(rx_cksum),
             if link_up { "up" } else { "down" },
             if speed > 0 {
                 format!(" at {speed} Mb/s")
@@ -195,6 +205,7 @@ pub fn run(
     let port_counters = port.counters();
     let tx_counters = tx_port.as_ref().map(|t| t.counters());
     let (driver, mac, info) = (port.driver(), port.mac(), port.info);
+    let (tx_cksum, rx_cksum) = port.checksum_offloads();
     let tx_driver = tx_port.as_ref().map(|t| t.driver());
     // Stopping takes each port by value: no queue or mbuf can still be using it.
     let stopped = (
@@ -224,6 +235,7 @@ pub fn run(
         serde_json::json!({
             "name": dpdk.port, "driver": driver, "mac": mac.to_string(), "queues": n,
             "rss": info.rss_hf != 0, "reta_size": info.reta_size,
+            "tx_checksum_offloads": tx_cksum, "rx_checksum_offloads": rx_cksum,
             "rx_packets": port_counters.rx_packets, "tx_packets": port_counters.tx_packets,
             "rx_missed": port_counters.rx_missed, "rx_errors": port_counters.rx_errors,
             "tx_errors": port_counters.tx_errors, "rx_no_mbuf": port_counters.rx_no_mbuf,

@@ -265,6 +265,20 @@ impl<'p> EthPort<'p> {
         })
     }
 
+    /// The checksum offloads the device offers on transmit and on receive, by name
+    /// ("ipv4", "tcp", "udp"; none for net_pcap and the other virtual devices). Reported so an
+    /// operator sees what a NIC could take over; sluice computes every checksum itself.
+    pub fn checksum_offloads(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        let names = |bits: u8| {
+            [(1, "ipv4"), (2, "tcp"), (4, "udp")]
+                .into_iter()
+                .filter(|(b, _)| bits & b != 0)
+                .map(|(_, n)| n)
+                .collect()
+        };
+        (names(self.info.tx_cksum), names(self.info.rx_cksum))
+    }
+
     pub fn driver(&self) -> String {
         // SAFETY: NUL-terminated by the shim (snprintf).
         unsafe { CStr::from_ptr(self.info.driver.as_ptr()) }

@@ -53,6 +53,12 @@ int sluice_port_setup(uint16_t port, uint16_t queues, uint16_t rx_desc, uint16_t
         return ret;
     }
     snprintf(info->driver, sizeof(info->driver), "%s", dev.driver_name ? dev.driver_name : "?");
+    info->tx_cksum = ((dev.tx_offload_capa & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM) ? 1 : 0) |
+                     ((dev.tx_offload_capa & RTE_ETH_TX_OFFLOAD_TCP_CKSUM) ? 2 : 0) |
+                     ((dev.tx_offload_capa & RTE_ETH_TX_OFFLOAD_UDP_CKSUM) ? 4 : 0);
+    info->rx_cksum = ((dev.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM) ? 1 : 0) |
+                     ((dev.rx_offload_capa & RTE_ETH_RX_OFFLOAD_TCP_CKSUM) ? 2 : 0) |
+                     ((dev.rx_offload_capa & RTE_ETH_RX_OFFLOAD_UDP_CKSUM) ? 4 : 0);
     if (queues > dev.max_rx_queues || queues > dev.max_tx_queues) {
         snprintf(err, errlen, "device %s has at most %u RX / %u TX queues, %u workers need one pair each",
                  info->driver, dev.max_rx_queues, dev.max_tx_queues, queues);

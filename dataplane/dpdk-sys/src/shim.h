@@ -24,6 +24,10 @@ struct sluice_port_info {
     uint16_t tx_queues;
     uint16_t reta_size;      /* 0: the device has no RSS redirection table */
     uint64_t rss_hf;         /* hash functions enabled (0: no RSS) */
+    /* Checksum offloads the device offers, of IPv4 header, TCP, UDP: bits 0, 1, 2 (0: none,
+     * as net_pcap). Reported, not used: sluice computes every checksum itself. */
+    uint8_t tx_cksum;
+    uint8_t rx_cksum;
     int socket_id;
     char driver[64];
 };
