@@ -730,9 +730,6 @@ fn a_flooding_source_is_cut_to_its_rate_while_another_is_served() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// Half-open connections on backend `b`'s listening sockets now (`ss` state SYN-RECV) from
-/// peers other than `real` (the clients' own handshakes, caught between the SYN-ACK and its
-/// ACK, are not the flood's).
 /// Frames the kernel dropped on receive at `ns`'s eth0 (at sluice's: for a full AF_XDP ring).
 fn rx_dropped(t: &Topology, ns: &str) -> u64 {
     let o = t.exec(ns, &["cat", "/sys/class/net/eth0/statistics/rx_dropped"]);
@@ -742,6 +739,9 @@ fn rx_dropped(t: &Topology, ns: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Half-open connections on backend `b`'s listening sockets now (`ss` state SYN-RECV) from
+/// peers other than `real` (the clients' own handshakes, caught between the SYN-ACK and its
+/// ACK, are not the flood's).
 fn half_open_at(t: &Topology, b: &str, real: &[&str]) -> usize {
     let o = t.exec(b, &["ss", "-Htn", "state", "syn-recv"]);
     String::from_utf8_lossy(&o.stdout)

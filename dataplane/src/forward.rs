@@ -173,15 +173,16 @@ pub struct BackendRewrite {
     vip: [u8; 4],
     addr: [u8; 4],
     port: [u8; 2],
-    /// Σ(~m + m') over the IP header's changed words: the destination address's two, and
-    /// the TTL's (its word less 0x100 whatever the TTL: 0xfeff).
+    /// Σ(~m + m') over the IP header's destination address words (the TTL's change,
+    /// [`TTL_DECREMENT`], is the same for every frame and added for all).
     ip_delta: u32,
     /// Σ(~m + m') over the transport checksum's: the address's two (the pseudo-header's)
     /// and the destination port.
     l4_delta: u32,
 }
 
-/// What a TTL decrement adds to the IP checksum (`~w + (w - 0x100)` for the TTL's word `w`).
+/// What a TTL decrement adds to the IP checksum: `~w + (w - 0x100)` for the TTL's word `w`
+/// (TTL and protocol), the same whatever the TTL (at least 2 when forwarded).
 const TTL_DECREMENT: u32 = 0xfeff;
 
 impl BackendRewrite {
@@ -198,7 +199,7 @@ impl BackendRewrite {
             vip: old.octets(),
             addr: new.octets(),
             port: backend.port().to_be_bytes(),
-            ip_delta: addr.0 + TTL_DECREMENT,
+            ip_delta: addr.0,
             l4_delta: addr.0 + port.0,
         })
     }
@@ -307,14 +308,8 @@ fn translate_v4(
             l4_sum.0 += r.l4_delta;
         }
     }
-    if let V4Destination::Backend(_) = new_dst {
-        ip[8] -= 1;
-    } else {
-        // TTL shares its 16-bit word with the protocol number.
-        let old_ttl_word = get16(ip, 8);
-        ip[8] -= 1;
-        ip_sum.word(old_ttl_word, get16(ip, 8));
-    }
+    ip[8] -= 1;
+    ip_sum.0 += TTL_DECREMENT;
     ip[10..12].copy_from_slice(&ip_sum.finish().to_be_bytes());
     if !udp_no_checksum {
         let mut c = l4_sum.finish();

@@ -73,15 +73,10 @@ impl Topology {
 
     /// Runs a command in namespace `PFX-name`, for at most [`COMMAND_LIMIT`].
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        self.exec_within(ns, args, COMMAND_LIMIT)
-    }
-
-    /// [`Topology::exec`], failing the test if the command runs past `limit`.
-    pub fn exec_within(&self, ns: &str, args: &[&str], limit: Duration) -> Output {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &format!("{}-{ns}", self.pfx)])
             .args(args);
-        output_within(c, limit)
+        output_within(c, COMMAND_LIMIT)
     }
 
     pub fn spawn(&self, ns: &str, args: &[&str]) -> Child {
