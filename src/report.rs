@@ -102,6 +102,7 @@ impl Report {
             "packets_out": s.packets_out,
             "bytes_in": s.bytes_in,
             "to_host": s.to_host,
+            "express_forwarded": s.express,
             "replies_translated": s.replies,
             "icmp_errors_steered": s.icmp_steered,
             "neighbour_answers": s.neighbour_answers,

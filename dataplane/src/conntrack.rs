@@ -182,6 +182,19 @@ impl PackedKey {
         ])
     }
 
+    /// The key of an IPv4 5-tuple, from its addresses' words: what [`PackedKey::of`] makes of
+    /// the same tuple as a [`FlowKey`].
+    #[inline(always)]
+    pub fn v4(src: u32, dst: u32, src_port: u16, dst_port: u16, proto: u8) -> PackedKey {
+        PackedKey([
+            0,
+            src as u64,
+            0,
+            dst as u64,
+            (src_port as u64) << 48 | (dst_port as u64) << 32 | (proto as u64) << 8,
+        ])
+    }
+
     pub fn unpack(&self) -> FlowKey {
         let w = &self.0;
         let addr = |hi: u64, lo: u64| {
@@ -227,6 +240,20 @@ impl PackedKey {
         let (a, b) = (&self.0, &o.0);
         ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
     }
+}
+
+/// A live flow's slot, as [`ConnTrack::find_live`] found it; good until the table next
+/// changes (the caller reads and refreshes it before doing anything else to the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveFlow(u32);
+
+/// Why [`ConnTrack::find_live`] found no live flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Absent,
+    /// Tracked, but idle past its timeout or closed and reopened by a SYN: the insert that
+    /// follows restarts the entry in place.
+    Stale,
 }
 
 /// One tracked flow in the dense slab: exactly one cache line.
@@ -404,6 +431,13 @@ impl ConnTrack {
         self.hash_key(key)
     }
 
+    /// The hash the index files the packed key `key` under (the same as [`ConnTrack::hash`]
+    /// of the key it packs).
+    #[inline(always)]
+    pub fn hash_packed(&self, key: &PackedKey) -> u64 {
+        key.hash(self.seed)
+    }
+
     /// Starts loading the index bucket a lookup of `hash` reads (burst stage one).
     #[inline]
     pub fn prefetch_index(&self, hash: u64) {
@@ -479,30 +513,60 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
         now: u64,
     ) -> Option<Tracked<'_>> {
-        let Some(id) = self.find(&PackedKey::of(key), hash) else {
-            self.counters.misses += 1;
-            return None;
-        };
-        let timeouts = self.timeouts_ns;
-        let (slot, cold) = (
-            self.slots.get_mut(id as usize)?,
-            self.cold.get_mut(id as usize)?,
-        );
-        let f = &mut slot.hot;
+        match self.find_live(&PackedKey::of(key), hash, tcp_flags, now) {
+            Ok(id) => Some(self.refresh(id, tcp_flags, now)),
+            Err(m) => {
+                self.counters.misses += 1;
+                self.counters.restarts += (m == Miss::Stale) as u64;
+                None
+            }
+        }
+    }
+
+    /// The slot of the live flow `key` (filed under `hash`), changing nothing: `None` if it
+    /// is not tracked, or [`Miss::Stale`]. Counts nothing: read the flow with
+    /// [`ConnTrack::hot`], then [`ConnTrack::refresh`] to take the packet (a hit), or leave it
+    /// for a [`ConnTrack::lookup`] to count.
+    #[inline(always)]
+    pub fn find_live(
+        &self,
+        key: &PackedKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Result<LiveFlow, Miss> {
+        let id = self.find(key, hash).ok_or(Miss::Absent)?;
+        let f = &self.slots.get(id as usize).ok_or(Miss::Absent)?.hot;
         let reopened = f.state == FlowState::TcpClosing
             && tcp_flags
                 .is_some_and(|fl| fl & (packet::tcp::SYN | packet::tcp::ACK) == packet::tcp::SYN);
-        if now.saturating_sub(f.last_seen_ns) > timeout_of(&timeouts, f.state) || reopened {
-            self.counters.misses += 1;
-            self.counters.restarts += 1;
-            return None;
+        if now.saturating_sub(f.last_seen_ns) > timeout_of(&self.timeouts_ns, f.state) || reopened {
+            return Err(Miss::Stale);
         }
+        Ok(LiveFlow(id))
+    }
+
+    /// The hot part of the flow [`ConnTrack::find_live`] found.
+    #[inline(always)]
+    pub fn hot(&self, id: LiveFlow) -> &FlowHot {
+        &self.slots[id.0 as usize].hot
+    }
+
+    /// Takes a packet (with `tcp_flags`, at `now`) on the flow [`ConnTrack::find_live`]
+    /// found: a hit, its idle time restarted, its TCP state moved on.
+    #[inline(always)]
+    pub fn refresh(&mut self, id: LiveFlow, tcp_flags: Option<u8>, now: u64) -> Tracked<'_> {
         self.counters.hits += 1;
+        let (slot, cold) = (
+            &mut self.slots[id.0 as usize],
+            &mut self.cold[id.0 as usize],
+        );
+        let f = &mut slot.hot;
         f.last_seen_ns = f.last_seen_ns.max(now);
         if let Some(fl) = tcp_flags {
             f.state = next_state(f.state, fl);
         }
-        Some(Tracked { hot: f, cold })
+        Tracked { hot: f, cold }
     }
 
     /// The whole flow in slot `id`.

@@ -9,7 +9,7 @@ use packet::ethernet::EthernetFrame;
 use packet::icmp::IcmpPacket;
 use packet::ipv4::{Ipv4Packet, PROTO_TCP, PROTO_UDP};
 use packet::ipv6::Ipv6Packet;
-use packet::parse::{Malformed, Network, Parsed, Quoted};
+use packet::parse::{Ipv4Flow, Malformed, Network, Parsed, Quoted};
 use packet::tcp::TcpPacket;
 use packet::udp::UdpPacket;
 use packet::MacAddr;
@@ -73,7 +73,7 @@ pub fn translate(
             Some((a, port)) => V4Destination::To(a, port),
             None => V4Destination::Unchanged,
         };
-        return translate_v4(frame, p, v4(new_src)?, dst);
+        return translate_v4(frame, V4Offsets::of(p), v4(new_src)?, dst);
     }
     let (old_src, old_dst) = (Octets::of(p.src), Octets::of(p.dst));
     let l3 = frame
@@ -231,7 +231,51 @@ pub fn translate_to_backend_v4(
         return Err(DropReason::FamilyMismatch);
     }
     let src = new_src.map(|(a, port)| (u32::from(a), port));
-    translate_v4(frame, p, src, V4Destination::Backend(rewrite))
+    translate_v4(
+        frame,
+        V4Offsets::of(p),
+        src,
+        V4Destination::Backend(rewrite),
+    )
+}
+
+/// [`translate_to_backend_v4`] for a frame read as an [`Ipv4Flow`] (the express lane's
+/// summary), its TTL already checked to be above 1.
+#[inline(always)]
+pub fn translate_express_to_backend(
+    frame: &mut [u8],
+    e: &Ipv4Flow,
+    new_src: Option<(u32, u16)>,
+    rewrite: &BackendRewrite,
+) -> Result<(), DropReason> {
+    let at = V4Offsets {
+        l2_len: Ipv4Flow::L2_LEN,
+        l4_off: Ipv4Flow::L4_OFF,
+        l3_end: e.l3_end as usize,
+        proto: e.proto,
+    };
+    translate_v4(frame, at, new_src, V4Destination::Backend(rewrite))
+}
+
+/// Where an IPv4 datagram's headers are in its frame, for [`translate_v4`].
+#[derive(Clone, Copy)]
+struct V4Offsets {
+    l2_len: usize,
+    l4_off: usize,
+    l3_end: usize,
+    proto: u8,
+}
+
+impl V4Offsets {
+    #[inline(always)]
+    fn of(p: &Parsed) -> V4Offsets {
+        V4Offsets {
+            l2_len: p.l2_len,
+            l4_off: p.l4_off,
+            l3_end: p.l3_end,
+            proto: p.proto,
+        }
+    }
 }
 
 /// One endpoint of an IPv4 datagram rewritten (address at `addr_off` of the IP header, port
@@ -268,7 +312,7 @@ fn change_endpoint(
 #[inline(always)]
 fn translate_v4(
     frame: &mut [u8],
-    p: &Parsed,
+    p: V4Offsets,
     new_src: Option<(u32, u16)>,
     new_dst: V4Destination<'_>,
 ) -> Result<(), DropReason> {

@@ -303,6 +303,16 @@ impl Snapshot {
         })
     }
 
+    /// [`Snapshot::mac_of`] without counting an unresolved next hop: for a caller that, on
+    /// `None`, leaves the frame to a path that asks (and counts) again.
+    #[inline(always)]
+    pub fn mac_if_resolved(&self, nh: NextHop) -> Option<MacAddr> {
+        match nh {
+            NextHop::Mac(m) => Some(m),
+            NextHop::Resolved(i) => self.neighbours.mac(i),
+        }
+    }
+
     /// The MAC frames to `nh` go to, if known. A next hop still unresolved is counted
     /// against its slot.
     #[inline]

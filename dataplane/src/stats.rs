@@ -280,6 +280,9 @@ worker_stats! {
     packets_out,
     bytes_in,
     to_host,
+    /// Frames of tracked flows forwarded by the express lane (the rest of `packets_out`
+    /// took the general path: new flows, replies, and what the lane declines).
+    express,
     /// Frames this worker passed to another worker that owns their flow.
     handed_off,
     /// Replies reverse-translated back towards clients.

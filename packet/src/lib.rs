@@ -21,7 +21,7 @@ pub mod udp;
 
 pub use ethernet::MacAddr;
 pub use flow::FlowKey;
-pub use parse::{parse_frame, Malformed, Parsed};
+pub use parse::{parse_frame, parse_ipv4_flow, Ipv4Flow, Malformed, Parsed};
 
 /// Why a view could not be built over a byte slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
