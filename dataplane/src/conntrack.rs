@@ -247,6 +247,17 @@ impl PackedKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveFlow(u32);
 
+/// The slot a key's lookup tries first, found in burst stage two: a slot holds a key if and
+/// only if the index files that key under it (freed and refused slots hold
+/// [`PackedKey::FREE`]), so a candidate holding the key is the key's slot, whatever the
+/// burst inserted or evicted since; one that does not is probed for as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate(u32);
+
+impl Candidate {
+    pub const NONE: Candidate = Candidate(u32::MAX);
+}
+
 /// Why [`ConnTrack::find_live`] found no live flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Miss {
@@ -444,20 +455,21 @@ impl ConnTrack {
         self.index.prefetch(hash);
     }
 
-    /// Starts loading the slot of the first index entry whose tag matches `hash` (burst stage
-    /// two). It compares tags only: comparing the key would read the very slot being
-    /// prefetched and stall on it. A tag collision (about 1 in 8,000 per entry) merely wastes
-    /// the prefetch; the lookup itself probes again, since an earlier packet of the same
-    /// burst may have inserted or evicted in between.
-    #[inline]
-    pub fn prefetch_flow(&self, hash: u64) {
-        let slots = &self.slots;
-        self.index.find(hash, |i| {
-            if let Some(s) = slots.get(i as usize) {
-                prefetch_read(s as *const Slot as *const u8);
+    /// Starts loading the slot of the first entry of `hash`'s home bucket whose tag matches
+    /// (burst stage two), and returns that slot as the lookup's [`Candidate`]. It compares
+    /// tags only: comparing the key would read the very slot being prefetched and stall on
+    /// it. A tag collision (about 1 in 8,000 per entry) merely wastes the prefetch.
+    #[inline(always)]
+    pub fn prefetch_flow(&self, hash: u64) -> Candidate {
+        match self.index.first_in_home(hash) {
+            Some(i) => {
+                if let Some(s) = self.slots.get(i as usize) {
+                    prefetch_read(s as *const Slot as *const u8);
+                }
+                Candidate(i)
             }
-            true
-        });
+            None => Candidate::NONE,
+        }
     }
 
     /// Starts loading the slots the next sweep of `budget` entries will examine: ring order
@@ -535,7 +547,23 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
         now: u64,
     ) -> Result<LiveFlow, Miss> {
-        let id = self.find(key, hash).ok_or(Miss::Absent)?;
+        self.find_live_from(Candidate::NONE, key, hash, tcp_flags, now)
+    }
+
+    /// [`ConnTrack::find_live`] trying the slot `candidate` first.
+    #[inline(always)]
+    pub fn find_live_from(
+        &self,
+        candidate: Candidate,
+        key: &PackedKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Result<LiveFlow, Miss> {
+        let id = match self.slots.get(candidate.0 as usize) {
+            Some(s) if s.key.same(key) => candidate.0,
+            _ => self.find(key, hash).ok_or(Miss::Absent)?,
+        };
         let f = &self.slots.get(id as usize).ok_or(Miss::Absent)?.hot;
         let reopened = f.state == FlowState::TcpClosing
             && tcp_flags
@@ -653,6 +681,7 @@ impl ConnTrack {
             if !self.index_reply(id) {
                 // Its reply could not be found: forget the flow rather than half-track it.
                 self.index.remove(hash, id);
+                self.slots[id as usize].key = PackedKey::FREE;
                 if let Some(pos) = self.ring.iter().position(|&r| r == id) {
                     self.ring.remove(pos);
                 } else if let Some(pos) = self.half_open.iter().position(|&r| r == id) {
@@ -687,6 +716,7 @@ impl ConnTrack {
                 }
             };
             if !self.index.insert(hash, id) {
+                self.slots[id as usize].key = PackedKey::FREE;
                 self.free.push(id);
                 self.counters.refused += 1;
                 return Inserted {
@@ -696,6 +726,7 @@ impl ConnTrack {
             }
             if !self.index_reply(id) {
                 self.index.remove(hash, id);
+                self.slots[id as usize].key = PackedKey::FREE;
                 self.free.push(id);
                 self.counters.refused += 1;
                 return Inserted {
@@ -915,6 +946,9 @@ mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
 
+    /// Entries one probe of the index can reach from a home bucket.
+    const MAX_PROBE_ENTRIES: usize = crate::flowindex::MAX_PROBE * 8;
+
     const S: u64 = 1_000_000_000;
 
     fn key(p: u16) -> FlowKey {
@@ -1097,6 +1131,49 @@ mod tests {
         assert!(t.reply_key_in_use(&r));
         t.sweep(100 * S, 10, |_, _| {});
         assert!(!t.reply_key_in_use(&r) && t.lookup_reply(&r, None, 100 * S).is_none());
+    }
+
+    /// A flow the table refuses leaves no trace: it is not listed, and a lookup that tries
+    /// its would-be slot first finds nothing there. (Here the reply index refuses it: 128
+    /// flows whose reply keys share one hash fill every bucket a probe from its home may
+    /// visit, which a table of 256 has room for.)
+    #[test]
+    fn a_refused_flow_leaves_its_slot_free() {
+        let mut t = ct(256);
+        let r = key(7).reversed();
+        let with_reply = |now| Flow {
+            reply_key: Some(r),
+            ..flow(now, FlowState::Udp)
+        };
+        let probed = MAX_PROBE_ENTRIES as u16;
+        for p in 0..probed {
+            assert!(t.insert(key(p), with_reply(0), 0).tracked, "flow {p}");
+        }
+        let refused = t.insert(key(probed), with_reply(0), 0);
+        assert!(!refused.tracked);
+        assert_eq!(t.counters.refused, 1);
+        let listed = t.iter().filter(|(k, _)| k.src_port == probed).count();
+        assert_eq!(listed, 0, "the refused flow is not listed");
+        let packed = PackedKey::of(&key(probed));
+        let hash = t.hash_packed(&packed);
+        for slot in 0..t.slab_len() as u32 + 1 {
+            assert_eq!(
+                t.find_live_from(Candidate(slot), &packed, hash, None, 0),
+                Err(Miss::Absent),
+                "slot {slot}"
+            );
+        }
+        // And a tracked flow is found from its candidate and from a wrong one alike.
+        let packed = PackedKey::of(&key(7));
+        let hash = t.hash_packed(&packed);
+        let c = t.prefetch_flow(hash);
+        assert_ne!(c, Candidate::NONE);
+        let found = t.find_live_from(c, &packed, hash, None, 0);
+        assert!(found.is_ok());
+        assert_eq!(
+            t.find_live_from(Candidate(1), &packed, hash, None, 0),
+            found
+        );
     }
 
     #[test]

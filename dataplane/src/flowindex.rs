@@ -97,6 +97,16 @@ impl FlowIndex {
         None
     }
 
+    /// The id of the first entry in `hash`'s home bucket with its tag: the likely answer of
+    /// [`FlowIndex::find`], without a key to compare.
+    #[inline(always)]
+    pub fn first_in_home(&self, hash: u64) -> Option<u32> {
+        let tag = tag_of(hash);
+        let bucket = &self.buckets[hash as usize & self.mask];
+        let w = bucket.tags.iter().position(|&t| t == tag)?;
+        Some(bucket.ids[w])
+    }
+
     /// Buckets one probe may visit: [`MAX_PROBE`], or the whole table if it is smaller.
     #[inline(always)]
     fn probe_len(&self) -> usize {

@@ -15,6 +15,7 @@
 //! standby node or on a port that must steer forward frames.
 
 use super::{Verdict, Worker};
+use crate::conntrack::Candidate;
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
 use crate::setup::{Forwarding, SynProxyMode};
@@ -31,7 +32,7 @@ impl Worker {
         self.express_lane && snap.node.vlan.is_none() && !snap.node.standby && !self.steer_forward
     }
 
-    /// Forwards frame `f` (read as `e`, its key hashed as `hash`) if it is a kept flow's the
+    /// Forwards frame `f` (read as `e`, its key hashed as `hash`, its slot likely `candidate`) if it is a kept flow's the
     /// lane takes; `None`, with nothing changed, if not.
     #[inline(always)]
     pub(super) fn express<F: Frame>(
@@ -40,11 +41,15 @@ impl Worker {
         f: &mut F,
         e: &Ipv4Flow,
         hash: u64,
+        candidate: Candidate,
         now: u64,
     ) -> Option<Verdict> {
         let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
         let key = crate::conntrack::PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
-        let live = self.ct.find_live(&key, hash, tcp_flags, now).ok()?;
+        let live = self
+            .ct
+            .find_live_from(candidate, &key, hash, tcp_flags, now)
+            .ok()?;
         let hot = self.ct.hot(live);
         if hot.generation != snap.generation as u32 || hot.proxy.is_proxied() {
             return None;

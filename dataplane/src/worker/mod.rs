@@ -26,7 +26,7 @@ pub use balance::resolve;
 pub use classify::Class;
 pub use probe::{FlowQuery, Probe, FLOW_SCAN_PER_PROBE, SOURCE_SCAN_PER_PROBE};
 
-use crate::conntrack::{ConnTrack, PackedKey};
+use crate::conntrack::{Candidate, ConnTrack, PackedKey};
 use crate::offload::{HandError, OffloadFrame, OffloadPlan, OffloadRings};
 use crate::port::{Frame, Port, BURST};
 use crate::setup::SynProxyMode;
@@ -149,6 +149,8 @@ pub struct Worker {
     /// Per-burst scratch: each frame read for the express lane (always BURST entries; `None`
     /// for a frame that takes the general path, whose `parsed` entry is then its summary).
     express: Vec<Option<Ipv4Flow>>,
+    /// Per-burst scratch: the slot each frame's lookup tries first (stage two).
+    candidates: Vec<Candidate>,
     /// Kept flows' frames take the express lane (on unless a test or a comparison turns it
     /// off with [`Worker::without_express_lane`]).
     express_lane: bool,
@@ -219,6 +221,7 @@ impl Worker {
             parsed: vec![Ok(Parsed::EMPTY); BURST],
             hashes: Vec::with_capacity(BURST),
             express: vec![None; BURST],
+            candidates: Vec::with_capacity(BURST),
             express_lane: true,
             last_now: 0,
             neighbour_due: 0,
@@ -425,10 +428,13 @@ impl Worker {
             };
             self.hashes.push(h);
         }
+        self.candidates.clear();
         for &h in &self.hashes {
-            if h != 0 {
-                self.ct.prefetch_flow(h);
-            }
+            self.candidates.push(if h != 0 {
+                self.ct.prefetch_flow(h)
+            } else {
+                Candidate::NONE
+            });
         }
         if n > 0 || clock.is_some() {
             self.ct.prefetch_sweep(SWEEP_BUDGET);
@@ -445,7 +451,8 @@ impl Worker {
             let hash = self.hashes.get(i).copied().unwrap_or(0);
             let verdict = 'frame: {
                 if let Some(e) = self.express.get(i).copied().flatten() {
-                    if let Some(v) = self.express(&snap, &mut f, &e, hash, now) {
+                    let c = self.candidates.get(i).copied().unwrap_or(Candidate::NONE);
+                    if let Some(v) = self.express(&snap, &mut f, &e, hash, c, now) {
                         break 'frame v;
                     }
                     // Declined, with nothing changed: the general path, from a summary.
