@@ -85,6 +85,36 @@ pub struct ServiceEntry {
     /// The service's key in the per-source rate-limit table: a nonzero hash of its VIP, so a
     /// source's bucket stays with the service across configuration changes.
     pub limit_key: u32,
+    /// What the express lane does with a kept flow's frames to this service, worked out
+    /// once here so the lane reads one field instead of the forwarding mode, the rate limit
+    /// and the VIP's family.
+    pub express: ExpressService,
+}
+
+/// A service as the express lane ([`crate::worker`]) sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpressService {
+    /// Not for the lane: IPv6, tunnelled or offloaded, or with a packet rate limit (whose
+    /// bucket every packet takes from).
+    Declined,
+    Nat,
+    /// `snat` from the node's IPv4 address (as big-endian words).
+    Snat(u32),
+    Dsr,
+}
+
+impl ExpressService {
+    fn of(s: &crate::setup::ServiceSetup, node_ipv4: Option<std::net::Ipv4Addr>) -> Self {
+        if !s.vip.is_ipv4() || s.rate_limit.is_some_and(|r| r.packets.is_some()) {
+            return ExpressService::Declined;
+        }
+        match (s.forwarding, node_ipv4) {
+            (Forwarding::Nat, _) => ExpressService::Nat,
+            (Forwarding::Snat, Some(a)) => ExpressService::Snat(u32::from(a)),
+            (Forwarding::Dsr, _) => ExpressService::Dsr,
+            _ => ExpressService::Declined,
+        }
+    }
 }
 
 /// A nonzero 32-bit key for the service at `vip` (`proto`).
@@ -283,6 +313,7 @@ impl Snapshot {
                     ..s.syn_proxy
                 },
                 limit_key: limit_key(s.vip, proto),
+                express: ExpressService::of(s, cfg.node.ipv4),
             });
         }
         Ok(Snapshot {

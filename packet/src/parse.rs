@@ -159,10 +159,13 @@ fn ipv4_malformed(e: Error) -> Malformed {
     }
 }
 
-/// RFC 1071 over a 20-byte IPv4 header: true when it sums to all ones.
+/// RFC 1071 over a 20-byte IPv4 header: true when it sums to all ones. The words are added
+/// in the machine's byte order, not the wire's: a one's-complement sum of byte-swapped words
+/// is the byte-swapped sum (RFC 1071 §2(B)), and all ones is all ones either way, so the
+/// check needs no swap.
 #[inline(always)]
 fn header20_checksum_ok(h: &[u8; 20]) -> bool {
-    let w = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
+    let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
     let mut acc = w(0) + w(4) + w(8) + w(12) + w(16);
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff) + (acc >> 16);

@@ -18,8 +18,8 @@ use super::{Verdict, Worker};
 use crate::conntrack::Candidate;
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
-use crate::setup::{Forwarding, SynProxyMode};
-use crate::snapshot::Snapshot;
+use crate::setup::SynProxyMode;
+use crate::snapshot::{ExpressService, Snapshot};
 use packet::ipv4::PROTO_TCP;
 use packet::tcp;
 use packet::Ipv4Flow;
@@ -56,9 +56,8 @@ impl Worker {
         }
         let (s, b, snat_port) = (hot.service as usize, hot.backend, hot.snat_port);
         let svc = snap.services.get(s)?;
-        if svc.rate_limit.is_some_and(|r| r.packets.is_some())
-            || (svc.syn_proxy.mode != SynProxyMode::Off
-                && e.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN)
+        if svc.syn_proxy.mode != SynProxyMode::Off
+            && e.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN
         {
             return None;
         }
@@ -67,37 +66,26 @@ impl Worker {
             return None;
         }
         let dst_mac = snap.mac_if_resolved(be.next_hop)?;
-        let new_src = match svc.forwarding {
-            Forwarding::Nat => None,
-            Forwarding::Snat => Some((u32::from(snap.node.ipv4?), snat_port)),
-            Forwarding::Dsr => {
-                self.ct.refresh(live, tcp_flags, now);
-                return Some(self.express_out(f, snap, dst_mac, s, b));
+        let d = f.data_mut();
+        match svc.express {
+            ExpressService::Nat | ExpressService::Snat(_) => {
+                let new_src = match svc.express {
+                    ExpressService::Snat(a) => Some((a, snat_port)),
+                    _ => None,
+                };
+                let rewrite = be.rewrite_v4.as_ref()?;
+                if e.ttl <= 1 {
+                    return None;
+                }
+                translate_express_to_backend(d, e, new_src, rewrite).ok()?;
             }
-            _ => return None,
-        };
-        let rewrite = be.rewrite_v4.as_ref()?;
-        if e.ttl <= 1 {
-            return None;
+            ExpressService::Dsr => {}
+            ExpressService::Declined => return None,
         }
-        translate_express_to_backend(f.data_mut(), e, new_src, rewrite).ok()?;
         self.ct.refresh(live, tcp_flags, now);
-        Some(self.express_out(f, snap, dst_mac, s, b))
-    }
-
-    /// The link addresses and counters of a frame the lane forwards.
-    #[inline(always)]
-    fn express_out<F: Frame>(
-        &mut self,
-        f: &mut F,
-        snap: &Snapshot,
-        dst_mac: packet::MacAddr,
-        s: usize,
-        b: u16,
-    ) -> Verdict {
-        set_macs(f.data_mut(), snap.node.mac, dst_mac);
-        self.count_backend_packet(s, b, f.data().len());
+        set_macs(d, snap.node.mac, dst_mac);
+        self.count_backend_packet(s, b, d.len());
         self.stats.express += 1;
-        Verdict::Transmit
+        Some(Verdict::Transmit)
     }
 }

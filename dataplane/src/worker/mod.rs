@@ -142,15 +142,10 @@ pub struct Worker {
     snat_next: u16,
     host_path: bool,
     /// Per-burst scratch: each frame's parse result (always BURST entries, parsed into in
-    /// place), and the conntrack hash of its flow key (0 for frames that are not TCP/UDP
-    /// flows; as many as the burst has frames).
+    /// place; stale for a frame the express lane reads), and what stages one and two found
+    /// for it.
     parsed: Vec<Result<Parsed, packet::Malformed>>,
-    hashes: Vec<u64>,
-    /// Per-burst scratch: each frame read for the express lane (always BURST entries; `None`
-    /// for a frame that takes the general path, whose `parsed` entry is then its summary).
-    express: Vec<Option<Ipv4Flow>>,
-    /// Per-burst scratch: the slot each frame's lookup tries first (stage two).
-    candidates: Vec<Candidate>,
+    ahead: [Lookahead; BURST],
     /// Kept flows' frames take the express lane (on unless a test or a comparison turns it
     /// off with [`Worker::without_express_lane`]).
     express_lane: bool,
@@ -188,6 +183,26 @@ pub struct Worker {
     held_due: Vec<u16>,
 }
 
+/// What the first two stages of a burst found for one of its frames.
+#[derive(Debug, Clone, Copy)]
+struct Lookahead {
+    /// The conntrack hash of its flow key (0 for a frame that is not a TCP/UDP flow's).
+    hash: u64,
+    /// The slot its lookup tries first.
+    candidate: Candidate,
+    /// The frame read for the express lane; `None` for one that takes the general path,
+    /// whose `parsed` entry is then its summary.
+    express: Option<Ipv4Flow>,
+}
+
+impl Lookahead {
+    const NONE: Lookahead = Lookahead {
+        hash: 0,
+        candidate: Candidate::NONE,
+        express: None,
+    };
+}
+
 /// Segments each worker's SYN proxy can hold while backends answer (2 KiB each).
 pub const HELD_SEGMENTS: usize = 1024;
 
@@ -219,9 +234,7 @@ impl Worker {
             snat_next: snat_range.0,
             host_path,
             parsed: vec![Ok(Parsed::EMPTY); BURST],
-            hashes: Vec::with_capacity(BURST),
-            express: vec![None; BURST],
-            candidates: Vec::with_capacity(BURST),
+            ahead: [Lookahead::NONE; BURST],
             express_lane: true,
             last_now: 0,
             neighbour_due: 0,
@@ -390,29 +403,29 @@ impl Worker {
         // long), not built and pushed: a copy of ~100 bytes per frame saved.
         // A frame the express lane can read is not parsed in full here: only if the lane
         // declines it (stage three).
-        self.hashes.clear();
         let lane = self.express_open(&snap);
-        for ((f, slot), fast) in
-            b.rx.iter()
-                .zip(self.parsed.iter_mut())
-                .zip(self.express.iter_mut())
-        {
+        let mut bytes_in = 0;
+        for (i, (f, slot)) in b.rx.iter().zip(self.parsed.iter_mut()).enumerate() {
+            let a = &mut self.ahead[i % BURST];
+            let data = f.data();
+            if i >= handed_in {
+                bytes_in += data.len() as u64;
+            }
             if lane {
-                if let Some(e) = packet::parse_ipv4_flow(f.data()) {
+                if let Some(e) = packet::parse_ipv4_flow(data) {
                     let key = PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
-                    let h = self.ct.hash_packed(&key);
-                    self.ct.prefetch_index(h);
-                    *fast = Some(e);
-                    self.hashes.push(h);
+                    a.hash = self.ct.hash_packed(&key);
+                    a.express = Some(e);
+                    self.ct.prefetch_index(a.hash);
                     continue;
                 }
             }
-            *fast = None;
+            a.express = None;
             if slot.is_err() {
                 *slot = Ok(Parsed::EMPTY);
             }
-            let h = match slot {
-                Ok(p) => match parse_frame_into(f.data(), p) {
+            a.hash = match slot {
+                Ok(p) => match parse_frame_into(data, p) {
                     Ok(()) if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) => {
                         let h = self.ct.hash(&p.flow_key());
                         self.ct.prefetch_index(h);
@@ -426,15 +439,14 @@ impl Worker {
                 },
                 Err(_) => 0,
             };
-            self.hashes.push(h);
         }
-        self.candidates.clear();
-        for &h in &self.hashes {
-            self.candidates.push(if h != 0 {
-                self.ct.prefetch_flow(h)
+        self.stats.bytes_in += bytes_in;
+        for a in self.ahead.iter_mut().take(n) {
+            a.candidate = if a.hash != 0 {
+                self.ct.prefetch_flow(a.hash)
             } else {
                 Candidate::NONE
-            });
+            };
         }
         if n > 0 || clock.is_some() {
             self.ct.prefetch_sweep(SWEEP_BUDGET);
@@ -445,14 +457,14 @@ impl Worker {
         let mut parsed = std::mem::take(&mut self.parsed);
         for (i, mut f) in b.rx.drain(..).enumerate() {
             now = clock.unwrap_or_else(|| f.timestamp_ns());
-            if i >= handed_in {
-                self.stats.bytes_in += f.data().len() as u64;
-            }
-            let hash = self.hashes.get(i).copied().unwrap_or(0);
+            let Lookahead {
+                hash,
+                candidate,
+                express,
+            } = self.ahead.get(i).copied().unwrap_or(Lookahead::NONE);
             let verdict = 'frame: {
-                if let Some(e) = self.express.get(i).copied().flatten() {
-                    let c = self.candidates.get(i).copied().unwrap_or(Candidate::NONE);
-                    if let Some(v) = self.express(&snap, &mut f, &e, hash, c, now) {
+                if let Some(e) = express {
+                    if let Some(v) = self.express(&snap, &mut f, &e, hash, candidate, now) {
                         break 'frame v;
                     }
                     // Declined, with nothing changed: the general path, from a summary.
@@ -460,7 +472,7 @@ impl Worker {
                         *slot = parse_frame(f.data());
                     }
                 }
-                match parsed.get(i).filter(|_| i < self.hashes.len()) {
+                match parsed.get(i) {
                     Some(r) => self.process_parsed(&snap, &mut f, r, hash, now),
                     None => Verdict::Drop(DropReason::NotOurs),
                 }
