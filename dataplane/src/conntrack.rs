@@ -526,7 +526,7 @@ impl ConnTrack {
         now: u64,
     ) -> Option<Tracked<'_>> {
         match self.find_live(&PackedKey::of(key), hash, tcp_flags, now) {
-            Ok(id) => Some(self.refresh(id, tcp_flags, now)),
+            Ok(id) => self.refresh(id, tcp_flags, now),
             Err(m) => {
                 self.counters.misses += 1;
                 self.counters.restarts += (m == Miss::Stale) as u64;
@@ -576,25 +576,28 @@ impl ConnTrack {
 
     /// The hot part of the flow [`ConnTrack::find_live`] found.
     #[inline(always)]
-    pub fn hot(&self, id: LiveFlow) -> &FlowHot {
-        &self.slots[id.0 as usize].hot
+    pub fn hot(&self, id: LiveFlow) -> Option<&FlowHot> {
+        self.slots.get(id.0 as usize).map(|s| &s.hot)
     }
 
     /// Takes a packet (with `tcp_flags`, at `now`) on the flow [`ConnTrack::find_live`]
     /// found: a hit, its idle time restarted, its TCP state moved on.
     #[inline(always)]
-    pub fn refresh(&mut self, id: LiveFlow, tcp_flags: Option<u8>, now: u64) -> Tracked<'_> {
+    pub fn refresh(
+        &mut self,
+        id: LiveFlow,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Option<Tracked<'_>> {
+        let slot = self.slots.get_mut(id.0 as usize)?;
+        let cold = self.cold.get_mut(id.0 as usize)?;
         self.counters.hits += 1;
-        let (slot, cold) = (
-            &mut self.slots[id.0 as usize],
-            &mut self.cold[id.0 as usize],
-        );
         let f = &mut slot.hot;
         f.last_seen_ns = f.last_seen_ns.max(now);
         if let Some(fl) = tcp_flags {
             f.state = next_state(f.state, fl);
         }
-        Tracked { hot: f, cold }
+        Some(Tracked { hot: f, cold })
     }
 
     /// The whole flow in slot `id`.

@@ -325,7 +325,7 @@ fn translate_v4(
     if p.l4_off < p.l2_len + 20 || frame.len() < p.l3_end {
         return Err(bad);
     }
-    let (head, l4) = frame.split_at_mut(p.l4_off);
+    let (head, l4) = frame.split_at_mut_checked(p.l4_off).ok_or(bad)?;
     let ip: &mut [u8; 20] = head
         .get_mut(p.l2_len..p.l2_len + 20)
         .and_then(|h| h.try_into().ok())

@@ -50,7 +50,7 @@ impl Worker {
             .ct
             .find_live_from(candidate, &key, hash, tcp_flags, now)
             .ok()?;
-        let hot = self.ct.hot(live);
+        let hot = self.ct.hot(live)?;
         if hot.generation != snap.generation as u32 || hot.proxy.is_proxied() {
             return None;
         }
@@ -82,7 +82,7 @@ impl Worker {
             ExpressService::Dsr => {}
             ExpressService::Declined => return None,
         }
-        self.ct.refresh(live, tcp_flags, now);
+        self.ct.refresh(live, tcp_flags, now)?;
         set_macs(d, snap.node.mac, dst_mac);
         self.count_backend_packet(s, b, d.len());
         self.stats.express += 1;

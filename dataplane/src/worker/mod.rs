@@ -403,51 +403,8 @@ impl Worker {
         // long), not built and pushed: a copy of ~100 bytes per frame saved.
         // A frame the express lane can read is not parsed in full here: only if the lane
         // declines it (stage three).
-        let lane = self.express_open(&snap);
-        let mut bytes_in = 0;
-        for (i, (f, slot)) in b.rx.iter().zip(self.parsed.iter_mut()).enumerate() {
-            let a = &mut self.ahead[i % BURST];
-            let data = f.data();
-            if i >= handed_in {
-                bytes_in += data.len() as u64;
-            }
-            if lane {
-                if let Some(e) = packet::parse_ipv4_flow(data) {
-                    let key = PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
-                    a.hash = self.ct.hash_packed(&key);
-                    a.express = Some(e);
-                    self.ct.prefetch_index(a.hash);
-                    continue;
-                }
-            }
-            a.express = None;
-            if slot.is_err() {
-                *slot = Ok(Parsed::EMPTY);
-            }
-            a.hash = match slot {
-                Ok(p) => match parse_frame_into(data, p) {
-                    Ok(()) if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) => {
-                        let h = self.ct.hash(&p.flow_key());
-                        self.ct.prefetch_index(h);
-                        h
-                    }
-                    Ok(()) => 0,
-                    Err(m) => {
-                        *slot = Err(m);
-                        0
-                    }
-                },
-                Err(_) => 0,
-            };
-        }
-        self.stats.bytes_in += bytes_in;
-        for a in self.ahead.iter_mut().take(n) {
-            a.candidate = if a.hash != 0 {
-                self.ct.prefetch_flow(a.hash)
-            } else {
-                Candidate::NONE
-            };
-        }
+        self.stats.bytes_in += self.look_ahead(&snap, &b.rx, handed_in);
+        self.probe_ahead(n);
         if n > 0 || clock.is_some() {
             self.ct.prefetch_sweep(SWEEP_BUDGET);
         }
@@ -606,6 +563,65 @@ impl Worker {
             });
         }
         n
+    }
+
+    /// Burst stage one: reads every frame — for the express lane where it can, in full
+    /// otherwise — hashes its flow key and starts loading the index bucket its lookup will
+    /// read. Returns the bytes of the frames from the port (the first `handed_in` came from
+    /// other workers). Once per burst, so out of line: its loop is what matters.
+    #[inline(never)]
+    fn look_ahead<F: Frame>(&mut self, snap: &Snapshot, rx: &[F], handed_in: usize) -> u64 {
+        let lane = self.express_open(snap);
+        let mut bytes_in = 0;
+        for (i, (f, slot)) in rx.iter().zip(self.parsed.iter_mut()).enumerate() {
+            let a = &mut self.ahead[i % BURST];
+            let data = f.data();
+            if i >= handed_in {
+                bytes_in += data.len() as u64;
+            }
+            if lane {
+                if let Some(e) = packet::parse_ipv4_flow(data) {
+                    let key = PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
+                    a.hash = self.ct.hash_packed(&key);
+                    a.express = Some(e);
+                    self.ct.prefetch_index(a.hash);
+                    continue;
+                }
+            }
+            a.express = None;
+            if slot.is_err() {
+                *slot = Ok(Parsed::EMPTY);
+            }
+            a.hash = match slot {
+                Ok(p) => match parse_frame_into(data, p) {
+                    Ok(()) if !p.fragment && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) => {
+                        let h = self.ct.hash(&p.flow_key());
+                        self.ct.prefetch_index(h);
+                        h
+                    }
+                    Ok(()) => 0,
+                    Err(m) => {
+                        *slot = Err(m);
+                        0
+                    }
+                },
+                Err(_) => 0,
+            };
+        }
+        bytes_in
+    }
+
+    /// Burst stage two: for the first `n` frames, finds the slot their lookup will try first
+    /// and starts loading it.
+    #[inline(never)]
+    fn probe_ahead(&mut self, n: usize) {
+        for a in self.ahead.iter_mut().take(n) {
+            a.candidate = if a.hash != 0 {
+                self.ct.prefetch_flow(a.hash)
+            } else {
+                Candidate::NONE
+            };
+        }
     }
 
     /// Sends the data the SYN proxy held for flows whose backends answered in this burst,
