@@ -525,7 +525,20 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
         now: u64,
     ) -> Option<Tracked<'_>> {
-        match self.find_live(&PackedKey::of(key), hash, tcp_flags, now) {
+        self.lookup_from(Candidate::NONE, key, hash, tcp_flags, now)
+    }
+
+    /// [`ConnTrack::lookup_hashed`] trying the slot `candidate` first.
+    #[inline]
+    pub fn lookup_from(
+        &mut self,
+        candidate: Candidate,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+        now: u64,
+    ) -> Option<Tracked<'_>> {
+        match self.find_live_from(candidate, &PackedKey::of(key), hash, tcp_flags, now) {
             Ok(id) => self.refresh(id, tcp_flags, now),
             Err(m) => {
                 self.counters.misses += 1;

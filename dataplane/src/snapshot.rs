@@ -94,13 +94,15 @@ pub struct ServiceEntry {
 /// A service as the express lane ([`crate::worker`]) sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpressService {
-    /// Not for the lane: IPv6, tunnelled or offloaded, or with a packet rate limit (whose
-    /// bucket every packet takes from).
+    /// Not for the lane: IPv6, offloaded, or with a packet rate limit (whose bucket every
+    /// packet takes from).
     Declined,
     Nat,
     /// `snat` from the node's IPv4 address (as big-endian words).
     Snat(u32),
     Dsr,
+    /// `ipip` or `gue`.
+    Tunnel,
 }
 
 impl ExpressService {
@@ -112,6 +114,7 @@ impl ExpressService {
             (Forwarding::Nat, _) => ExpressService::Nat,
             (Forwarding::Snat, Some(a)) => ExpressService::Snat(u32::from(a)),
             (Forwarding::Dsr, _) => ExpressService::Dsr,
+            (Forwarding::Ipip | Forwarding::Gue, _) => ExpressService::Tunnel,
             _ => ExpressService::Declined,
         }
     }

@@ -333,6 +333,30 @@ impl Ipv4Flow {
     pub const L2_LEN: usize = 14;
     /// Where the transport header starts: after a 20-byte IP header.
     pub const L4_OFF: usize = 34;
+
+    /// The full summary [`parse_frame`] gives the same frame, without parsing it again: for
+    /// a frame read as an `Ipv4Flow` that then takes the general path.
+    #[inline(always)]
+    pub fn parsed(&self) -> Parsed {
+        Parsed {
+            l2_len: Self::L2_LEN,
+            vlan_tci: None,
+            ethertype: ETHERTYPE_IPV4,
+            network: Network::Ipv4,
+            l3_end: self.l3_end as usize,
+            l4_off: Self::L4_OFF,
+            proto: self.proto,
+            src: IpAddr::V4(Ipv4Addr::from(self.src)),
+            dst: IpAddr::V4(Ipv4Addr::from(self.dst)),
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            tcp_flags: self.tcp_flags,
+            icmp_type: 0,
+            icmp_code: 0,
+            ttl: self.ttl,
+            fragment: false,
+        }
+    }
 }
 
 /// Reads `frame` as an [`Ipv4Flow`], or `None` when it is any other frame (tagged, IPv6,
@@ -553,6 +577,11 @@ mod tests {
                 return false;
             };
             let p = parse_frame(m).unwrap_or_else(|r| panic!("{what}: express took {r:?}"));
+            assert_eq!(
+                e.parsed(),
+                p,
+                "{what}: the summary made from the express read"
+            );
             assert_eq!(
                 (p.l2_len, p.vlan_tci, p.network, p.l4_off, p.fragment),
                 (14, None, Network::Ipv4, 34, false),

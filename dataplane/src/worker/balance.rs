@@ -98,7 +98,7 @@ impl Worker {
         p: &Parsed,
         snap: &Snapshot,
         s: usize,
-        hash: u64,
+        hint: super::FlowHint,
         now: u64,
     ) -> Verdict {
         let svc = &snap.services[s];
@@ -118,7 +118,11 @@ impl Worker {
                 .offload_shard(key.stable_hash())
                 .map_or_else(Verdict::Drop, Verdict::Offload);
         }
-        let hash = if hash == 0 { self.ct.hash(&key) } else { hash };
+        let hash = if hint.hash == 0 {
+            self.ct.hash(&key)
+        } else {
+            hint.hash
+        };
         let tcp_flags = (p.proto == PROTO_TCP).then_some(p.tcp_flags);
         let proxy = !matches!(svc.syn_proxy.mode, SynProxyMode::Off) && p.proto == PROTO_TCP;
         // A SYN the proxy answers is neither tracked nor looked up: that is what lets a flood
@@ -134,7 +138,7 @@ impl Worker {
         // afresh.
         let kept = self
             .ct
-            .lookup_hashed(&key, hash, tcp_flags, now)
+            .lookup_from(hint.candidate, &key, hash, tcp_flags, now)
             .and_then(|mut t| {
                 resolve_tracked(snap, &key, &mut t);
                 let keep = t.service as usize == s
@@ -220,7 +224,7 @@ impl Worker {
                         }
                     }
                 }
-                encapsulate(f, p, svc, snap, be.addr, key.stable_hash())
+                encapsulate(f, p, svc, snap, be.addr, &key)
             }
             // Classification hands these to the offload pool before they get here.
             Forwarding::Offload => Err(DropReason::OffloadUnavailable),
@@ -434,7 +438,7 @@ pub(super) fn backend_mac(
 
 /// Bytes IPIP or GUE adds toward a backend at `backend`: the outer IP header, and for GUE a
 /// UDP and a GUE header.
-fn tunnel_overhead(backend: IpAddr, forwarding: Forwarding) -> usize {
+pub(super) fn tunnel_overhead(backend: IpAddr, forwarding: Forwarding) -> usize {
     let ip = if backend.is_ipv6() { 40 } else { 20 };
     ip + if forwarding == Forwarding::Gue {
         8 + 4
@@ -443,15 +447,15 @@ fn tunnel_overhead(backend: IpAddr, forwarding: Forwarding) -> usize {
     }
 }
 
-/// Wraps the datagram in IPIP or GUE from the node's address to the backend, in the frame's
-/// headroom. Ethernet padding after the datagram is trimmed first.
+/// Wraps the datagram of flow `key` in IPIP or GUE from the node's address to the backend, in
+/// the frame's headroom. Ethernet padding after the datagram is trimmed first.
 pub(super) fn encapsulate<F: Frame>(
     f: &mut F,
     p: &Parsed,
     svc: &ServiceEntry,
     snap: &Snapshot,
     backend: SocketAddr,
-    flow_hash: u64,
+    key: &FlowKey,
 ) -> Result<(), DropReason> {
     let inner = {
         let l3 = f.data().get(p.l2_len..p.l3_end).unwrap_or(&[]);
@@ -477,9 +481,11 @@ pub(super) fn encapsulate<F: Frame>(
         _ => return Err(DropReason::NoNodeAddress),
     };
     let tunnel = match svc.forwarding {
-        // Source port from the flow hash: entropy for ECMP and RSS between us and the backend.
+        // Source port from the flow's stable hash: entropy for ECMP and RSS between us and
+        // the backend, the same for the flow whichever worker or instance sends it. (IPIP has
+        // no port, so only GUE computes it.)
         Forwarding::Gue => Tunnel::Gue {
-            src_port: 49152 | (flow_hash as u16 & 0x3fff),
+            src_port: 49152 | (key.stable_hash() as u16 & 0x3fff),
             dst_port: svc.gue_port,
         },
         _ => Tunnel::Ipip,

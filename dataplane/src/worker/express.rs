@@ -1,5 +1,5 @@
-//! The express lane: a frame of a flow this worker already tracks, to an IPv4 `nat`, `snat`
-//! or `dsr` service, forwarded from its raw words ([`Ipv4Flow`]) without the general path's
+//! The express lane: a frame of a flow this worker already tracks, to an IPv4 `nat`, `snat`,
+//! `dsr`, `ipip` or `gue` service, forwarded from its raw words ([`Ipv4Flow`]) without the general path's
 //! parse summary, classification or VIP lookup. That is most frames a balancer sees, and
 //! the general path is several times the work.
 //!
@@ -11,11 +11,12 @@
 //! record was resolved against this very snapshot — so the classification is the record's.
 //! Declined: new, expired or reopened flows, records of an older generation, backends that
 //! no longer keep flows, proxied flows and SYNs to proxied services, services with a packet
-//! rate limit, unresolved next hops, TTLs that expire, and every frame on a VLAN, on a
-//! standby node or on a port that must steer forward frames.
+//! rate limit, unresolved next hops, TTLs that expire, datagrams too big for the tunnel,
+//! and every frame on a VLAN, on a standby node or on a port that must steer forward frames.
 
+use super::balance::{encapsulate, tunnel_overhead};
 use super::{Verdict, Worker};
-use crate::conntrack::Candidate;
+use crate::conntrack::{Candidate, LiveFlow};
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
 use crate::setup::SynProxyMode;
@@ -23,6 +24,7 @@ use crate::snapshot::{ExpressService, Snapshot};
 use packet::ipv4::PROTO_TCP;
 use packet::tcp;
 use packet::Ipv4Flow;
+use std::net::IpAddr;
 
 impl Worker {
     /// Whether frames of this burst may take the express lane at all: settings of the node
@@ -66,26 +68,79 @@ impl Worker {
             return None;
         }
         let dst_mac = snap.mac_if_resolved(be.next_hop)?;
-        let d = f.data_mut();
-        match svc.express {
-            ExpressService::Nat | ExpressService::Snat(_) => {
-                let new_src = match svc.express {
-                    ExpressService::Snat(a) => Some((a, snat_port)),
-                    _ => None,
-                };
-                let rewrite = be.rewrite_v4.as_ref()?;
-                if e.ttl <= 1 {
-                    return None;
-                }
-                translate_express_to_backend(d, e, new_src, rewrite).ok()?;
+        let new_src = match svc.express {
+            ExpressService::Nat => None,
+            ExpressService::Snat(a) => Some((a, snat_port)),
+            ExpressService::Dsr => {
+                self.ct.refresh(live, tcp_flags, now)?;
+                return Some(self.express_out(f.data_mut(), snap, dst_mac, s, b));
             }
-            ExpressService::Dsr => {}
+            ExpressService::Tunnel => return self.express_tunnel(snap, f, e, live, dst_mac, now),
             ExpressService::Declined => return None,
+        };
+        let rewrite = be.rewrite_v4.as_ref()?;
+        if e.ttl <= 1 {
+            return None;
         }
+        let d = f.data_mut();
+        translate_express_to_backend(d, e, new_src, rewrite).ok()?;
         self.ct.refresh(live, tcp_flags, now)?;
+        Some(self.express_out(d, snap, dst_mac, s, b))
+    }
+
+    /// The lane's `ipip` and `gue` step: the flow's packet encapsulated toward its backend.
+    #[inline(always)]
+    fn express_tunnel<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        f: &mut F,
+        e: &Ipv4Flow,
+        live: LiveFlow,
+        dst_mac: packet::MacAddr,
+        now: u64,
+    ) -> Option<Verdict> {
+        let hot = self.ct.hot(live)?;
+        let (s, b) = (hot.service as usize, hot.backend);
+        let svc = snap.services.get(s)?;
+        let be = svc.backends.get(b as usize)?;
+        // A datagram that would not fit the tunnel is the general path's (ICMP too big, or
+        // outer fragments).
+        if let Some(mtu) = snap.node.tunnel_mtu {
+            let datagram = e.l3_end as usize - Ipv4Flow::L2_LEN;
+            if datagram + tunnel_overhead(be.addr.ip(), svc.forwarding) > mtu as usize {
+                return None;
+            }
+        }
+        // Past here the frame is the flow's, hit or not, as on the general path, where a
+        // failed encapsulation is a drop too.
+        let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
+        self.ct.refresh(live, tcp_flags, now)?;
+        let key = packet::FlowKey {
+            src: IpAddr::V4(e.src.into()),
+            dst: IpAddr::V4(e.dst.into()),
+            src_port: e.src_port,
+            dst_port: e.dst_port,
+            proto: e.proto,
+        };
+        if let Err(r) = encapsulate(f, &e.parsed(), svc, snap, be.addr, &key) {
+            return Some(Verdict::Drop(r));
+        }
+        Some(self.express_out(f.data_mut(), snap, dst_mac, s, b))
+    }
+
+    /// The link addresses and counters of a frame the lane forwards.
+    #[inline(always)]
+    fn express_out(
+        &mut self,
+        d: &mut [u8],
+        snap: &Snapshot,
+        dst_mac: packet::MacAddr,
+        s: usize,
+        b: u16,
+    ) -> Verdict {
         set_macs(d, snap.node.mac, dst_mac);
         self.count_backend_packet(s, b, d.len());
         self.stats.express += 1;
-        Some(Verdict::Transmit)
+        Verdict::Transmit
     }
 }

@@ -183,6 +183,21 @@ pub struct Worker {
     held_due: Vec<u16>,
 }
 
+/// Where a frame's flow is likely filed, from the burst's first two stages: its key's hash
+/// (0: not computed) and the slot its lookup tries first.
+#[derive(Debug, Clone, Copy)]
+struct FlowHint {
+    hash: u64,
+    candidate: Candidate,
+}
+
+impl FlowHint {
+    const NONE: FlowHint = FlowHint {
+        hash: 0,
+        candidate: Candidate::NONE,
+    };
+}
+
 /// What the first two stages of a burst found for one of its frames.
 #[derive(Debug, Clone, Copy)]
 struct Lookahead {
@@ -424,13 +439,16 @@ impl Worker {
                     if let Some(v) = self.express(&snap, &mut f, &e, hash, candidate, now) {
                         break 'frame v;
                     }
-                    // Declined, with nothing changed: the general path, from a summary.
+                    // Declined, with nothing changed: the general path, from the summary
+                    // the express read makes (what parsing the frame in full would give).
                     if let Some(slot) = parsed.get_mut(i) {
-                        *slot = parse_frame(f.data());
+                        *slot = Ok(e.parsed());
                     }
                 }
                 match parsed.get(i) {
-                    Some(r) => self.process_parsed(&snap, &mut f, r, hash, now),
+                    Some(r) => {
+                        self.process_parsed(&snap, &mut f, r, FlowHint { hash, candidate }, now)
+                    }
                     None => Verdict::Drop(DropReason::NotOurs),
                 }
             };
@@ -649,7 +667,7 @@ impl Worker {
                     f.data_mut().copy_from_slice(self.held.get(h));
                     self.held.release(h);
                     let parsed = parse_frame(f.data());
-                    match self.process_parsed(snap, &mut f, &parsed, 0, now) {
+                    match self.process_parsed(snap, &mut f, &parsed, FlowHint::NONE, now) {
                         Verdict::Transmit => {
                             self.stats.syn_proxy_held_sent += 1;
                             tx.push(f);
@@ -820,11 +838,11 @@ impl Worker {
     pub fn process<F: Frame>(&mut self, f: &mut F, now: u64) -> Verdict {
         let snap = Arc::clone(&self.snap);
         let parsed = parse_frame(f.data());
-        self.process_parsed(&snap, f, &parsed, 0, now)
+        self.process_parsed(&snap, f, &parsed, FlowHint::NONE, now)
     }
 
     /// [`Worker::process`] for a frame already parsed (as `parsed`, its flow key hashed by
-    /// the conntrack as `hash`, or 0 if not), against a snapshot the caller holds: the poll
+    /// the conntrack as `hint.hash`, or 0 if not, likely filed at `hint.candidate`), against a snapshot the caller holds: the poll
     /// loop takes one reference per burst, not per packet, so workers do not bounce the
     /// `Arc`'s counter between their cores. Always inlined: the poll loop's per-frame work
     /// is this function, and a call (it has a second caller, [`Worker::send_held`]) costs
@@ -835,7 +853,7 @@ impl Worker {
         snap: &Snapshot,
         f: &mut F,
         parsed: &Result<Parsed, packet::Malformed>,
-        hash: u64,
+        hint: FlowHint,
         now: u64,
     ) -> Verdict {
         let p = match parsed {
@@ -843,7 +861,7 @@ impl Worker {
             Err(m) => return Verdict::Drop(DropReason::Malformed(*m)),
         };
         let class = self.classify(snap, p);
-        self.act(class, snap, f, p, hash, now)
+        self.act(class, snap, f, p, hint, now)
     }
 
     /// Does what `class` calls for with frame `f` (parsed as `p`), rewriting it in place.
@@ -854,11 +872,11 @@ impl Worker {
         snap: &Snapshot,
         f: &mut F,
         p: &Parsed,
-        hash: u64,
+        hint: FlowHint,
         now: u64,
     ) -> Verdict {
         match class {
-            Class::ToService(s) => self.forward(f, p, snap, s as usize, hash, now),
+            Class::ToService(s) => self.forward(f, p, snap, s as usize, hint, now),
             Class::Offload(shard) => Verdict::Offload(shard),
             Class::Handoff(owner) => Verdict::Handoff(owner),
             Class::SnatReply { owner } => self.snat_reply(f, p, snap, owner, now),

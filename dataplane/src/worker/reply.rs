@@ -146,7 +146,7 @@ impl Worker {
         let result = match svc.forwarding {
             Forwarding::Dsr => Ok(()),
             Forwarding::Ipip | Forwarding::Gue => {
-                encapsulate(f, p, svc, snap, flow.backend_addr, fwd.stable_hash())
+                encapsulate(f, p, svc, snap, flow.backend_addr, &fwd)
             }
             Forwarding::Offload => Err(DropReason::OffloadUnavailable),
             Forwarding::Nat => {
