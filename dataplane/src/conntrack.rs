@@ -231,7 +231,7 @@ impl PackedKey {
 impl PackedKey {
     /// Written over a freed slot's key. No real key has it: the last word's low byte is 0
     /// or 1 (the address family).
-    const FREE: PackedKey = PackedKey([0, 0, 0, 0, u64::MAX]);
+    pub const FREE: PackedKey = PackedKey([0, 0, 0, 0, u64::MAX]);
 
     /// Equality as one branch over the xor of every word (derived `==` on the array calls
     /// `memcmp`).

@@ -16,7 +16,7 @@
 
 use super::balance::{encapsulate, tunnel_overhead};
 use super::{Verdict, Worker};
-use crate::conntrack::{Candidate, LiveFlow};
+use crate::conntrack::{Candidate, LiveFlow, PackedKey};
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
 use crate::setup::SynProxyMode;
@@ -34,7 +34,8 @@ impl Worker {
         self.express_lane && snap.node.vlan.is_none() && !snap.node.standby && !self.steer_forward
     }
 
-    /// Forwards frame `f` (read as `e`, its key hashed as `hash`, its slot likely `candidate`) if it is a kept flow's the
+    /// Forwards frame `f` (read as `e`, its key packed as `key` and hashed as `hash`, its slot
+    /// likely `candidate`) if it is a kept flow's the
     /// lane takes; `None`, with nothing changed, if not.
     #[inline(always)]
     pub(super) fn express<F: Frame>(
@@ -42,15 +43,15 @@ impl Worker {
         snap: &Snapshot,
         f: &mut F,
         e: &Ipv4Flow,
+        key: &PackedKey,
         hash: u64,
         candidate: Candidate,
         now: u64,
     ) -> Option<Verdict> {
         let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
-        let key = crate::conntrack::PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
         let live = self
             .ct
-            .find_live_from(candidate, &key, hash, tcp_flags, now)
+            .find_live_from(candidate, key, hash, tcp_flags, now)
             .ok()?;
         let hot = self.ct.hot(live)?;
         if hot.generation != snap.generation as u32 || hot.proxy.is_proxied() {

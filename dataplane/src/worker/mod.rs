@@ -145,7 +145,7 @@ pub struct Worker {
     /// place; stale for a frame the express lane reads), and what stages one and two found
     /// for it.
     parsed: Vec<Result<Parsed, packet::Malformed>>,
-    ahead: [Lookahead; BURST],
+    ahead: Box<[Lookahead]>,
     /// Kept flows' frames take the express lane (on unless a test or a comparison turns it
     /// off with [`Worker::without_express_lane`]).
     express_lane: bool,
@@ -208,6 +208,8 @@ struct Lookahead {
     /// The frame read for the express lane; `None` for one that takes the general path,
     /// whose `parsed` entry is then its summary.
     express: Option<Ipv4Flow>,
+    /// The express read's packed flow key (packed once, for the hash and the lookup).
+    key: PackedKey,
 }
 
 impl Lookahead {
@@ -215,6 +217,7 @@ impl Lookahead {
         hash: 0,
         candidate: Candidate::NONE,
         express: None,
+        key: PackedKey::FREE,
     };
 }
 
@@ -249,7 +252,7 @@ impl Worker {
             snat_next: snat_range.0,
             host_path,
             parsed: vec![Ok(Parsed::EMPTY); BURST],
-            ahead: [Lookahead::NONE; BURST],
+            ahead: vec![Lookahead::NONE; BURST].into_boxed_slice(),
             express_lane: true,
             last_now: 0,
             neighbour_due: 0,
@@ -427,16 +430,14 @@ impl Worker {
         // Borrowed by value for the burst (a move, not an allocation), so each frame's
         // summary is read in place rather than copied out past `&mut self`.
         let mut parsed = std::mem::take(&mut self.parsed);
+        let ahead = std::mem::take(&mut self.ahead);
         for (i, mut f) in b.rx.drain(..).enumerate() {
             now = clock.unwrap_or_else(|| f.timestamp_ns());
-            let Lookahead {
-                hash,
-                candidate,
-                express,
-            } = self.ahead.get(i).copied().unwrap_or(Lookahead::NONE);
+            let a = ahead.get(i).unwrap_or(&Lookahead::NONE);
+            let (hash, candidate) = (a.hash, a.candidate);
             let verdict = 'frame: {
-                if let Some(e) = express {
-                    if let Some(v) = self.express(&snap, &mut f, &e, hash, candidate, now) {
+                if let Some(e) = &a.express {
+                    if let Some(v) = self.express(&snap, &mut f, e, &a.key, hash, candidate, now) {
                         break 'frame v;
                     }
                     // Declined, with nothing changed: the general path, from the summary
@@ -513,6 +514,7 @@ impl Worker {
             }
         }
         self.parsed = parsed;
+        self.ahead = ahead;
         if !self.held_due.is_empty() {
             self.send_held(port, &snap, now, &mut b.tx);
         }
@@ -592,15 +594,17 @@ impl Worker {
         let lane = self.express_open(snap);
         let mut bytes_in = 0;
         for (i, (f, slot)) in rx.iter().zip(self.parsed.iter_mut()).enumerate() {
-            let a = &mut self.ahead[i % BURST];
+            let Some(a) = self.ahead.get_mut(i) else {
+                break;
+            };
             let data = f.data();
             if i >= handed_in {
                 bytes_in += data.len() as u64;
             }
             if lane {
                 if let Some(e) = packet::parse_ipv4_flow(data) {
-                    let key = PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
-                    a.hash = self.ct.hash_packed(&key);
+                    a.key = PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
+                    a.hash = self.ct.hash_packed(&a.key);
                     a.express = Some(e);
                     self.ct.prefetch_index(a.hash);
                     continue;
