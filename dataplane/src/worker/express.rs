@@ -15,8 +15,9 @@
 //! and every frame on a VLAN, on a standby node or on a port that must steer forward frames.
 
 use super::balance::{encapsulate, tunnel_overhead};
+use super::Lookahead;
 use super::{Verdict, Worker};
-use crate::conntrack::{Candidate, LiveFlow, PackedKey};
+use crate::conntrack::LiveFlow;
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
 use crate::setup::SynProxyMode;
@@ -34,24 +35,22 @@ impl Worker {
         self.express_lane && snap.node.vlan.is_none() && !snap.node.standby && !self.steer_forward
     }
 
-    /// Forwards frame `f` (read as `e`, its key packed as `key` and hashed as `hash`, its slot
-    /// likely `candidate`) if it is a kept flow's the
-    /// lane takes; `None`, with nothing changed, if not.
+    /// Forwards frame `f` (read as `e`, what the burst's first stages found for it in `a`:
+    /// its packed key, hash and likely slot) if it is a kept flow's the lane takes; `None`,
+    /// with nothing changed, if not.
     #[inline(always)]
     pub(super) fn express<F: Frame>(
         &mut self,
         snap: &Snapshot,
         f: &mut F,
         e: &Ipv4Flow,
-        key: &PackedKey,
-        hash: u64,
-        candidate: Candidate,
+        a: &Lookahead,
         now: u64,
     ) -> Option<Verdict> {
         let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
         let live = self
             .ct
-            .find_live_from(candidate, key, hash, tcp_flags, now)
+            .find_live_from(a.candidate, &a.key, a.hash, tcp_flags, now)
             .ok()?;
         let hot = self.ct.hot(live)?;
         if hot.generation != snap.generation as u32 || hot.proxy.is_proxied() {

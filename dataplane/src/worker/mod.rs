@@ -437,7 +437,7 @@ impl Worker {
             let (hash, candidate) = (a.hash, a.candidate);
             let verdict = 'frame: {
                 if let Some(e) = &a.express {
-                    if let Some(v) = self.express(&snap, &mut f, e, &a.key, hash, candidate, now) {
+                    if let Some(v) = self.express(&snap, &mut f, e, a, now) {
                         break 'frame v;
                     }
                     // Declined, with nothing changed: the general path, from the summary
