@@ -852,7 +852,21 @@ impl ConnTrack {
                 break;
             }
         }
-        for _ in 0..budget.min(self.ring.len()) {
+        let budget = budget.min(self.ring.len());
+        // Most sweeps find nothing expired: then the examined entries go to the back in one
+        // rotation rather than one pop and push each.
+        let slots = &self.slots;
+        let timeouts = &self.timeouts_ns;
+        let none_expired = self.ring.iter().take(budget).all(|&id| {
+            slots.get(id as usize).is_some_and(|s| {
+                now.saturating_sub(s.hot.last_seen_ns) <= timeout_of(timeouts, s.hot.state)
+            })
+        });
+        if none_expired {
+            self.ring.rotate_left(budget);
+            return;
+        }
+        for _ in 0..budget {
             let Some(id) = self.ring.pop_front() else {
                 return;
             };
@@ -1101,6 +1115,28 @@ mod tests {
             "the sweep reports each flow it removes"
         );
         assert!(t.peek(&key(4)).is_none() && t.peek(&key(5)).is_some());
+    }
+
+    /// A sweep that finds nothing expired moves what it examined to the back of the ring,
+    /// as one that pops and pushes each entry would: the next sweeps see the rest first.
+    #[test]
+    fn a_sweep_without_expiries_rotates_the_ring() {
+        let mut t = ct(16);
+        for p in 0..10 {
+            t.insert(key(p), flow(0, FlowState::Udp), 0);
+        }
+        t.sweep(S, 4, |_, _| panic!("nothing has expired at 1 s"));
+        assert_eq!(t.len(), 10);
+        let mut gone = Vec::new();
+        t.sweep(100 * S, 6, |k, _| gone.push(k.src_port));
+        assert_eq!(
+            gone,
+            [4, 5, 6, 7, 8, 9],
+            "the unexamined entries come first"
+        );
+        t.sweep(100 * S, 6, |k, _| gone.push(k.src_port));
+        assert_eq!(gone, [4, 5, 6, 7, 8, 9, 0, 1, 2, 3]);
+        assert!(t.is_empty());
     }
 
     #[test]
