@@ -148,6 +148,9 @@ pub struct Snapshot {
     vip_addrs: EndpointMap<()>,
     /// The same, each once, in the order services name them (for announcing them).
     pub vip_list: Vec<IpAddr>,
+    /// Some service has its SYN proxy on or `auto`: the express lane leaves bare SYNs to the
+    /// general path without looking them up (a flood of them would pay a lookup each).
+    pub syn_proxied: bool,
     /// (backend address, port, protocol) -> index of the `nat` service it serves, to recognise
     /// replies that need reverse translation.
     nat_backends: EndpointMap<u16>,
@@ -319,6 +322,9 @@ impl Snapshot {
                 express: ExpressService::of(s, cfg.node.ipv4),
             });
         }
+        let syn_proxied = services
+            .iter()
+            .any(|s| s.syn_proxy.mode != crate::setup::SynProxyMode::Off);
         Ok(Snapshot {
             generation,
             node: cfg.node.clone(),
@@ -327,6 +333,7 @@ impl Snapshot {
             vips,
             vip_addrs,
             vip_list,
+            syn_proxied,
             nat_backends,
             backend_index,
             gateway: next_hop(cfg.node.gateway_mac, cfg.node.gateway),

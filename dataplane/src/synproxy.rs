@@ -76,22 +76,38 @@ impl CookieKey {
         KEY.get_or_init(CookieKey::new)
     }
 
+    /// The keyed hash of a cookie's inputs. They are packed into one block — 32 bytes for
+    /// an IPv4 tuple, 56 for IPv6, the family in the last byte so the two never feed the
+    /// same block — and hashed with one `write`: fed field by field, std's SipHash buffered
+    /// each small write and cost about 500 instructions a cookie, over a quarter of
+    /// answering a SYN (callgrind).
     fn mac(&self, key: &FlowKey, client_isn: u32, period: u64, fields: u32) -> u32 {
+        let mut b = [0u8; 56];
+        b[..8].copy_from_slice(&period.to_le_bytes());
+        b[8..12].copy_from_slice(&fields.to_le_bytes());
+        b[12..16].copy_from_slice(&client_isn.to_le_bytes());
+        let tail = match (key.src, key.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                b[16..20].copy_from_slice(&s.octets());
+                b[20..24].copy_from_slice(&d.octets());
+                24
+            }
+            (s, d) => {
+                let v6 = |a: IpAddr| match a {
+                    IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                    IpAddr::V6(a) => a.octets(),
+                };
+                b[16..32].copy_from_slice(&v6(s));
+                b[32..48].copy_from_slice(&v6(d));
+                48
+            }
+        };
+        b[tail..tail + 2].copy_from_slice(&key.src_port.to_le_bytes());
+        b[tail + 2..tail + 4].copy_from_slice(&key.dst_port.to_le_bytes());
+        b[tail + 4] = key.proto;
+        b[tail + 7] = (tail == 48) as u8;
         let mut h = self.keys.build_hasher();
-        h.write_u64(period);
-        h.write_u32(fields);
-        h.write_u32(client_isn);
-        match key.src {
-            std::net::IpAddr::V4(a) => h.write_u32(u32::from(a)),
-            std::net::IpAddr::V6(a) => h.write_u128(u128::from(a)),
-        }
-        match key.dst {
-            std::net::IpAddr::V4(a) => h.write_u32(u32::from(a)),
-            std::net::IpAddr::V6(a) => h.write_u128(u128::from(a)),
-        }
-        h.write_u16(key.src_port);
-        h.write_u16(key.dst_port);
-        h.write_u8(key.proto);
+        h.write(&b[..tail + 8]);
         (h.finish() as u32) & HASH_MASK
     }
 

@@ -20,7 +20,6 @@ use super::{Verdict, Worker};
 use crate::conntrack::LiveFlow;
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
-use crate::setup::SynProxyMode;
 use crate::snapshot::{ExpressService, Snapshot};
 use packet::ipv4::PROTO_TCP;
 use packet::tcp;
@@ -47,6 +46,11 @@ impl Worker {
         a: &Lookahead,
         now: u64,
     ) -> Option<Verdict> {
+        let bare_syn =
+            e.proto == PROTO_TCP && e.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN;
+        if bare_syn && snap.syn_proxied {
+            return None;
+        }
         let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
         let live = self
             .ct
@@ -58,11 +62,6 @@ impl Worker {
         }
         let (s, b, snat_port) = (hot.service as usize, hot.backend, hot.snat_port);
         let svc = snap.services.get(s)?;
-        if svc.syn_proxy.mode != SynProxyMode::Off
-            && e.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN
-        {
-            return None;
-        }
         let be = svc.backends.get(b as usize)?;
         if !be.keeps_flows {
             return None;
