@@ -449,6 +449,17 @@ impl Frame for Mbuf<'_> {
         true
     }
     #[inline]
+    fn append(&mut self, n: usize) -> bool {
+        let m = self.m_mut();
+        let end = m.data_off as usize + m.data_len as usize;
+        if end + n > m.buf_len as usize {
+            return false;
+        }
+        m.data_len += n as u16;
+        m.pkt_len += n as u32;
+        true
+    }
+    #[inline]
     fn truncate(&mut self, len: usize) {
         let m = self.m_mut();
         if len < m.data_len as usize {

@@ -18,6 +18,10 @@ pub trait Frame {
     /// Grows the frame at the front by `n` bytes taken from the headroom. False if there is
     /// not enough headroom (the frame is unchanged).
     fn prepend(&mut self, n: usize) -> bool;
+    /// Grows the frame at the end by `n` bytes taken from the tailroom (their contents are
+    /// whatever the buffer held: the caller writes them). False if there is not enough
+    /// tailroom (the frame is unchanged).
+    fn append(&mut self, n: usize) -> bool;
     /// Shortens the frame to `len` bytes (no-op if already shorter).
     fn truncate(&mut self, len: usize);
     /// Receive time in nanoseconds: the capture timestamp in replay, the burst's time live.
@@ -109,6 +113,14 @@ impl Frame for PacketBuf {
             return false;
         }
         self.head -= n;
+        self.len += n;
+        true
+    }
+    #[inline]
+    fn append(&mut self, n: usize) -> bool {
+        if n > self.buf.len() - self.head - self.len {
+            return false;
+        }
         self.len += n;
         true
     }
@@ -223,6 +235,11 @@ mod tests {
         assert!(!b.prepend(HEADROOM));
         b.truncate(3);
         assert_eq!(b.data(), &[8, 9, 1]);
+        assert!(b.append(2));
+        assert_eq!(&b.data()[..3], &[8, 9, 1]);
+        assert_eq!(b.data().len(), 5);
+        assert!(!b.append(HEADROOM + MAX_FRAME), "no tailroom for that");
+        assert_eq!(b.data().len(), 5);
         assert!(!b.load(&vec![0; MAX_FRAME + 1], 0, 0));
     }
 

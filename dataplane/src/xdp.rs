@@ -367,6 +367,14 @@ impl Frame for XskFrame<'_> {
         self.len += n as u32;
         true
     }
+    fn append(&mut self, n: usize) -> bool {
+        let end = self.addr + u64::from(self.len) + n as u64;
+        if end > self.chunk() + FRAME_SIZE as u64 {
+            return false;
+        }
+        self.len += n as u32;
+        true
+    }
     fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len as u32);
     }

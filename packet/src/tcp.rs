@@ -271,8 +271,20 @@ impl TcpRepr<'_> {
         put16(h, 16, 0);
         put16(h, 18, 0);
         h[20..].copy_from_slice(self.options);
-        let c = checksum::finish(pseudo, segment);
-        put16(segment, 16, c);
+        // The header's sum from the fields and the options' source, not read back from the
+        // bytes just written (that stalls store forwarding; see `Ipv4Repr::emit`); any
+        // payload after the header is summed where it lies.
+        let word = |x: u32| u64::from(x >> 16) + u64::from(x & 0xffff);
+        let acc = pseudo
+            + u64::from(self.src_port)
+            + u64::from(self.dst_port)
+            + word(self.seq)
+            + word(self.ack)
+            + (((hl / 4) as u64) << 12 | u64::from(self.flags))
+            + u64::from(self.window);
+        let acc = checksum::sum(acc, self.options);
+        let acc = checksum::sum(acc, segment.get(hl..).unwrap_or(&[]));
+        put16(segment, 16, !checksum::fold(acc));
         Ok(())
     }
 }

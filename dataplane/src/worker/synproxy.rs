@@ -57,7 +57,10 @@ fn rewrite_as_segment<F: Frame>(
 ) -> Result<(), DropReason> {
     let len = l2_len + segment_len(ends.src.is_ipv6(), tcp);
     let have = f.data().len();
-    if len > have {
+    if len > have && !f.append(len - have) {
+        // No tailroom: grow at the front instead, and move the link header there. (The
+        // tail is preferred: the bytes before the frame are often a cache line the device
+        // never wrote, and writing into it costs a miss per segment.)
         let grow = len - have;
         if !f.prepend(grow) {
             return Err(DropReason::NoHeadroom);
