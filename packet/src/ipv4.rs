@@ -169,31 +169,49 @@ impl Ipv4Repr {
     pub const LEN: usize = 20;
     /// Writes a 20-byte header with a correct checksum into `b[..20]`.
     pub fn emit(&self, b: &mut [u8]) -> Result<()> {
-        let b = b.get_mut(..Self::LEN).ok_or(Error::Truncated)?;
+        // As one fixed-size array: every write below is in bounds by its type.
+        let b: &mut [u8; Self::LEN] = b.first_chunk_mut().ok_or(Error::Truncated)?;
         let total = (self.payload_len as usize + Self::LEN).min(u16::MAX as usize) as u16;
-        b[0] = 0x45;
-        b[1] = self.dscp_ecn;
-        put16(b, 2, total);
-        put16(b, 4, 0);
-        put16(b, 6, if self.dont_fragment { 0x4000 } else { 0 });
-        b[8] = self.ttl;
-        b[9] = self.protocol;
-        put16(b, 10, 0);
-        b[12..16].copy_from_slice(&self.src.octets());
-        b[16..20].copy_from_slice(&self.dst.octets());
+        let flags: u16 = if self.dont_fragment { 0x4000 } else { 0 };
+        let [t0, t1] = total.to_be_bytes();
+        let [f0, f1] = flags.to_be_bytes();
+        let [s0, s1, s2, s3] = self.src.octets();
+        let [d0, d1, d2, d3] = self.dst.octets();
+        *b = [
+            0x45,
+            self.dscp_ecn,
+            t0,
+            t1,
+            0,
+            0,
+            f0,
+            f1,
+            self.ttl,
+            self.protocol,
+            0,
+            0,
+            s0,
+            s1,
+            s2,
+            s3,
+            d0,
+            d1,
+            d2,
+            d3,
+        ];
         // The sum from the fields, not read back from the bytes just written: narrow stores
         // read back as wide words stall the CPU's store forwarding, which cost this function
         // more than its instruction count says (perf).
         let (s, d) = (u32::from(self.src), u32::from(self.dst));
         let acc = (0x4500 | u64::from(self.dscp_ecn))
             + u64::from(total)
-            + if self.dont_fragment { 0x4000 } else { 0 }
+            + u64::from(flags)
             + (u64::from(self.ttl) << 8 | u64::from(self.protocol))
             + u64::from(s >> 16)
             + u64::from(s & 0xffff)
             + u64::from(d >> 16)
             + u64::from(d & 0xffff);
-        put16(b, 10, !checksum::fold(acc));
+        b[10..12].copy_from_slice(&(!checksum::fold(acc)).to_be_bytes());
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The express lane: a frame of a flow this worker already tracks, to an IPv4 `nat`, `snat`,
-//! `dsr`, `ipip` or `gue` service, forwarded from its raw words ([`Ipv4Flow`]) without the general path's
-//! parse summary, classification or VIP lookup. That is most frames a balancer sees, and
-//! the general path is several times the work.
+//! `dsr`, `ipip` or `gue` service, forwarded from its raw words ([`Ipv4Flow`]) without the
+//! general path's parse summary, classification or VIP lookup; and a bare SYN to a service
+//! whose SYN proxy is `on`, answered the same way. That is most frames a balancer sees (and
+//! all of a SYN flood's), and the general path is several times the work.
 //!
 //! The lane is an exact shortcut, not a second policy: it takes a frame only when the general
 //! path would forward it to the same backend with the same rewrite, and it changes nothing
@@ -10,9 +11,10 @@
 //! refers to this snapshot's generation names the service its VIP classifies to — the
 //! record was resolved against this very snapshot — so the classification is the record's.
 //! Declined: new, expired or reopened flows, records of an older generation, backends that
-//! no longer keep flows, proxied flows and SYNs to proxied services, services with a packet
-//! rate limit, unresolved next hops, TTLs that expire, datagrams too big for the tunnel,
-//! and every frame on a VLAN, on a standby node or on a port that must steer forward frames.
+//! no longer keep flows, proxied flows, SYNs to `auto`-proxied services, services with a
+//! packet rate limit, unresolved next hops, TTLs that expire, datagrams too big for the
+//! tunnel, and every frame on a VLAN, on a standby node or on a port that must steer forward
+//! frames.
 
 use super::balance::{encapsulate, tunnel_overhead};
 use super::Lookahead;
@@ -20,6 +22,7 @@ use super::{Verdict, Worker};
 use crate::conntrack::LiveFlow;
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
+use crate::setup::{Forwarding, SynProxyMode};
 use crate::snapshot::{ExpressService, Snapshot};
 use packet::ipv4::PROTO_TCP;
 use packet::tcp;
@@ -49,7 +52,7 @@ impl Worker {
         let bare_syn =
             e.proto == PROTO_TCP && e.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN;
         if bare_syn && snap.syn_proxied {
-            return None;
+            return self.express_syn(snap, f, e, now);
         }
         let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
         let live = self
@@ -85,6 +88,31 @@ impl Worker {
         translate_express_to_backend(d, e, new_src, rewrite).ok()?;
         self.ct.refresh(live, tcp_flags, now)?;
         Some(self.express_out(d, snap, dst_mac, s, b))
+    }
+
+    /// A bare SYN while some service proxies: answered with a cookie straight from the
+    /// express read if its service's proxy is `on` — classification would give that service,
+    /// and the balancing step would answer it before anything else — and left to the
+    /// general path otherwise (`auto`, whose gate counts each SYN it decides on; a packet
+    /// rate limit; no service). It is not looked up: a proxied SYN is never tracked, and a
+    /// flood of them should pay for nothing it does not need.
+    #[inline(never)]
+    fn express_syn<F: Frame>(
+        &mut self,
+        snap: &Snapshot,
+        f: &mut F,
+        e: &Ipv4Flow,
+        now: u64,
+    ) -> Option<Verdict> {
+        let s = snap.service_for(IpAddr::V4(e.dst.into()), e.dst_port, e.proto)? as usize;
+        let svc = snap.services.get(s)?;
+        if svc.syn_proxy.mode != SynProxyMode::On
+            || svc.rate_limit.is_some_and(|r| r.packets.is_some())
+            || svc.forwarding == Forwarding::Offload
+        {
+            return None;
+        }
+        Some(self.answer_syn(f, &e.parsed(), snap, svc, now))
     }
 
     /// The lane's `ipip` and `gue` step: the flow's packet encapsulated toward its backend.

@@ -59,10 +59,16 @@ fn setup(variant: usize) -> Setup {
         packets: Some((2000, 50)),
     });
     let mut proxied = svc(14, PROTO_TCP, Forwarding::Nat, &[1, 2]);
-    // Off in variant 1: the flows it opens then stay unproxied when the proxy comes on.
-    if variant != 1 {
-        proxied.syn_proxy.mode = SynProxyMode::On;
-    }
+    // Off in variant 1: the flows it opens then stay unproxied when the proxy comes on;
+    // `auto` in variant 2, switching on at a handful of SYNs a second.
+    proxied.syn_proxy.mode = match variant {
+        1 => SynProxyMode::Off,
+        2 => SynProxyMode::Auto {
+            on_rate: 5,
+            off_rate: 2,
+        },
+        _ => SynProxyMode::On,
+    };
     Setup::new(node)
         .service(nat)
         .service(svc(11, PROTO_TCP, Forwarding::Snat, &[1, 2]))
