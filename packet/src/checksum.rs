@@ -58,9 +58,11 @@ pub fn finish(acc: u64, data: &[u8]) -> u16 {
 
 /// Unfolded sum of the IPv4 pseudo header.
 pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u64 {
-    let acc = sum(0, &src.octets());
-    let acc = sum(acc, &dst.octets());
-    acc + proto as u64 + len as u64
+    let word = |a: Ipv4Addr| {
+        let a = u32::from(a);
+        u64::from(a >> 16) + u64::from(a & 0xffff)
+    };
+    word(src) + word(dst) + proto as u64 + len as u64
 }
 
 /// Unfolded sum of the IPv6 pseudo header.
@@ -119,6 +121,28 @@ mod tests {
         }
         let ones = [0xffu8; 64];
         assert_eq!(fold(sum(0, &ones)), 0xffff);
+    }
+
+    /// The IPv4 pseudo header's sum, worked out from the addresses, is the sum of its 12
+    /// bytes as RFC 793 lays them out.
+    #[test]
+    fn the_ipv4_pseudo_header_sums_its_bytes() {
+        for (s, d, p, l) in [
+            ([10, 0, 0, 1], [192, 0, 2, 7], 6, 40u16),
+            ([255, 255, 255, 255], [0, 0, 0, 0], 17, 65535),
+            ([203, 0, 113, 9], [198, 51, 100, 10], 6, 0),
+        ] {
+            let mut b = [0u8; 12];
+            b[..4].copy_from_slice(&s);
+            b[4..8].copy_from_slice(&d);
+            b[9] = p;
+            b[10..12].copy_from_slice(&l.to_be_bytes());
+            assert_eq!(
+                fold(pseudo_v4(s.into(), d.into(), p, l)),
+                fold(sum(0, &b)),
+                "{s:?} {d:?}"
+            );
+        }
     }
 
     #[test]

@@ -334,6 +334,13 @@ impl Ipv4Flow {
     /// Where the transport header starts: after a 20-byte IP header.
     pub const L4_OFF: usize = 34;
 
+    /// A TCP SYN without ACK or RST: a connection's first segment.
+    #[inline(always)]
+    pub fn is_bare_syn(&self) -> bool {
+        use crate::tcp::{ACK, RST, SYN};
+        self.proto == PROTO_TCP && self.tcp_flags & (SYN | ACK | RST) == SYN
+    }
+
     /// The full summary [`parse_frame`] gives the same frame, without parsing it again: for
     /// a frame read as an `Ipv4Flow` that then takes the general path.
     #[inline(always)]

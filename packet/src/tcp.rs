@@ -270,7 +270,14 @@ impl TcpRepr<'_> {
         put16(h, 14, self.window);
         put16(h, 16, 0);
         put16(h, 18, 0);
-        h[20..].copy_from_slice(self.options);
+        // Options are 4, 8 or 12 bytes in practice: copied as fixed sizes, not by a call.
+        let opts = &mut h[20..];
+        match (self.options.len(), opts.len()) {
+            (4, 4) => opts.copy_from_slice(&self.options[..4]),
+            (8, 8) => opts.copy_from_slice(&self.options[..8]),
+            (12, 12) => opts.copy_from_slice(&self.options[..12]),
+            _ => opts.copy_from_slice(self.options),
+        }
         // The header's sum from the fields and the options' source, not read back from the
         // bytes just written (that stalls store forwarding; see `Ipv4Repr::emit`); any
         // payload after the header is summed where it lies.

@@ -25,7 +25,6 @@ use crate::port::Frame;
 use crate::setup::{Forwarding, SynProxyMode};
 use crate::snapshot::{ExpressService, Snapshot};
 use packet::ipv4::PROTO_TCP;
-use packet::tcp;
 use packet::Ipv4Flow;
 use std::net::IpAddr;
 
@@ -49,11 +48,6 @@ impl Worker {
         a: &Lookahead,
         now: u64,
     ) -> Option<Verdict> {
-        let bare_syn =
-            e.proto == PROTO_TCP && e.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN;
-        if bare_syn && snap.syn_proxied {
-            return self.express_syn(snap, f, e, now);
-        }
         let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
         let live = self
             .ct
@@ -90,20 +84,24 @@ impl Worker {
         Some(self.express_out(d, snap, dst_mac, s, b))
     }
 
-    /// A bare SYN while some service proxies: answered with a cookie straight from the
+    /// A bare SYN while some service proxies (stage one marks it with a hash of 0: it is not
+    /// looked up): answered with a cookie straight from the
     /// express read if its service's proxy is `on` — classification would give that service,
     /// and the balancing step would answer it before anything else — and left to the
     /// general path otherwise (`auto`, whose gate counts each SYN it decides on; a packet
     /// rate limit; no service). It is not looked up: a proxied SYN is never tracked, and a
     /// flood of them should pay for nothing it does not need.
     #[inline(never)]
-    fn express_syn<F: Frame>(
+    pub(super) fn express_syn<F: Frame>(
         &mut self,
         snap: &Snapshot,
         f: &mut F,
         e: &Ipv4Flow,
         now: u64,
     ) -> Option<Verdict> {
+        if !(snap.syn_proxied && e.is_bare_syn()) {
+            return None;
+        }
         let s = snap.service_for(IpAddr::V4(e.dst.into()), e.dst_port, e.proto)? as usize;
         let svc = snap.services.get(s)?;
         if svc.syn_proxy.mode != SynProxyMode::On

@@ -421,7 +421,11 @@ impl Worker {
         // long), not built and pushed: a copy of ~100 bytes per frame saved.
         // A frame the express lane can read is not parsed in full here: only if the lane
         // declines it (stage three).
-        self.stats.bytes_in += self.look_ahead(&snap, &b.rx, handed_in);
+        self.stats.bytes_in += if snap.syn_proxied {
+            self.look_ahead::<_, true>(&snap, &b.rx, handed_in)
+        } else {
+            self.look_ahead::<_, false>(&snap, &b.rx, handed_in)
+        };
         self.probe_ahead(n);
         if n > 0 || clock.is_some() {
             self.ct.prefetch_sweep(SWEEP_BUDGET);
@@ -437,7 +441,12 @@ impl Worker {
             let (hash, candidate) = (a.hash, a.candidate);
             let verdict = 'frame: {
                 if let Some(e) = &a.express {
-                    if let Some(v) = self.express(&snap, &mut f, e, a, now) {
+                    let v = if a.hash == 0 {
+                        self.express_syn(&snap, &mut f, e, now)
+                    } else {
+                        self.express(&snap, &mut f, e, a, now)
+                    };
+                    if let Some(v) = v {
                         break 'frame v;
                     }
                     // Declined, with nothing changed: the general path, from the summary
@@ -589,8 +598,15 @@ impl Worker {
     /// otherwise — hashes its flow key and starts loading the index bucket its lookup will
     /// read. Returns the bytes of the frames from the port (the first `handed_in` came from
     /// other workers). Once per burst, so out of line: its loop is what matters.
+    /// (`SYN_PROXIED`: some service proxies SYNs, so bare SYNs are not hashed; a loop of
+    /// its own, so the common configuration's loop has no such test.)
     #[inline(never)]
-    fn look_ahead<F: Frame>(&mut self, snap: &Snapshot, rx: &[F], handed_in: usize) -> u64 {
+    fn look_ahead<F: Frame, const SYN_PROXIED: bool>(
+        &mut self,
+        snap: &Snapshot,
+        rx: &[F],
+        handed_in: usize,
+    ) -> u64 {
         let lane = self.express_open(snap);
         let mut bytes_in = 0;
         for (i, (f, slot)) in rx.iter().zip(self.parsed.iter_mut()).enumerate() {
@@ -603,6 +619,13 @@ impl Worker {
             }
             if lane {
                 if let Some(e) = packet::parse_ipv4_flow(data) {
+                    // A bare SYN while some service proxies is answered without a lookup
+                    // (or, declined, hashed by the general path): nothing to prefetch.
+                    if SYN_PROXIED && e.is_bare_syn() {
+                        a.hash = 0;
+                        a.express = Some(e);
+                        continue;
+                    }
                     a.key = PackedKey::v4(e.src, e.dst, e.src_port, e.dst_port, e.proto);
                     a.hash = self.ct.hash_packed(&a.key);
                     a.express = Some(e);
