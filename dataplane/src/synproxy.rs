@@ -174,6 +174,7 @@ impl CookieKey {
     /// The cookie for a SYN of flow `key` (client to VIP) with initial sequence number
     /// `client_isn` and options `opts`, made at `now_s` (seconds on any clock every worker
     /// shares).
+    #[inline]
     pub fn make(&self, key: &FlowKey, client_isn: u32, opts: &SynOptions, now_s: u64) -> u32 {
         let period = now_s / PERIOD_S;
         let mss = opts.mss.unwrap_or(536);
@@ -516,6 +517,7 @@ pub fn segment_len(v6: bool, tcp: &TcpRepr<'_>) -> usize {
 
 /// Writes a fresh IP header (no options or extension headers) and `tcp` at the front of
 /// `datagram`, which is exactly [`segment_len`] bytes (the proxy's segments carry no data).
+#[inline]
 pub fn write_segment(
     datagram: &mut [u8],
     ends: &SegmentEnds,

@@ -49,6 +49,7 @@ fn segment_mut<'a>(data: &'a mut [u8], p: &Parsed) -> Option<TcpPacket<&'a mut [
 /// Rewrites frame `f` (whose link header is `l2_len` bytes, kept) into the segment `tcp`
 /// between `ends`, growing it at the front from the headroom when the new headers are longer
 /// than the frame: the proxy's segments carry no data.
+#[inline(always)]
 fn rewrite_as_segment<F: Frame>(
     f: &mut F,
     l2_len: usize,
@@ -95,6 +96,7 @@ fn move_header<const N: usize>(d: &mut [u8], from: usize) {
 
 /// [`rewrite_as_segment`], then the frame's link addresses (from `src_mac` to `dst_mac`): the
 /// verdict of every segment the proxy writes.
+#[inline(always)]
 fn send_segment<F: Frame>(
     f: &mut F,
     l2_len: usize,
