@@ -242,7 +242,7 @@ impl PackedKey {
     }
 }
 
-/// A live flow's slot, as [`ConnTrack::find_live`] found it; good until the table next
+/// A live flow's slot, as [`ConnTrack::find_live_from`] found it; good until the table next
 /// changes (the caller reads and refreshes it before doing anything else to the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveFlow(u32);
@@ -258,7 +258,7 @@ impl Candidate {
     pub const NONE: Candidate = Candidate(u32::MAX);
 }
 
-/// Why [`ConnTrack::find_live`] found no live flow.
+/// Why [`ConnTrack::find_live_from`] found no live flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Miss {
     Absent,
@@ -548,22 +548,11 @@ impl ConnTrack {
         }
     }
 
-    /// The slot of the live flow `key` (filed under `hash`), changing nothing: `None` if it
-    /// is not tracked, or [`Miss::Stale`]. Counts nothing: read the flow with
-    /// [`ConnTrack::hot`], then [`ConnTrack::refresh`] to take the packet (a hit), or leave it
-    /// for a [`ConnTrack::lookup`] to count.
-    #[inline(always)]
-    pub fn find_live(
-        &self,
-        key: &PackedKey,
-        hash: u64,
-        tcp_flags: Option<u8>,
-        now: u64,
-    ) -> Result<LiveFlow, Miss> {
-        self.find_live_from(Candidate::NONE, key, hash, tcp_flags, now)
-    }
-
-    /// [`ConnTrack::find_live`] trying the slot `candidate` first.
+    /// The slot of the live flow `key` (filed under `hash`), trying the slot `candidate`
+    /// first ([`Candidate::NONE`]: none), changing nothing: [`Miss::Absent`] if it is not
+    /// tracked, or [`Miss::Stale`]. Counts nothing: read the flow with [`ConnTrack::hot`],
+    /// then [`ConnTrack::refresh`] to take the packet (a hit), or leave it for a
+    /// [`ConnTrack::lookup`] to count.
     #[inline(always)]
     pub fn find_live_from(
         &self,
@@ -587,13 +576,13 @@ impl ConnTrack {
         Ok(LiveFlow(id))
     }
 
-    /// The hot part of the flow [`ConnTrack::find_live`] found.
+    /// The hot part of the flow [`ConnTrack::find_live_from`] found.
     #[inline(always)]
     pub fn hot(&self, id: LiveFlow) -> Option<&FlowHot> {
         self.slots.get(id.0 as usize).map(|s| &s.hot)
     }
 
-    /// Takes a packet (with `tcp_flags`, at `now`) on the flow [`ConnTrack::find_live`]
+    /// Takes a packet (with `tcp_flags`, at `now`) on the flow [`ConnTrack::find_live_from`]
     /// found: a hit, its idle time restarted, its TCP state moved on.
     #[inline(always)]
     pub fn refresh(
@@ -855,12 +844,10 @@ impl ConnTrack {
         let budget = budget.min(self.ring.len());
         // Most sweeps find nothing expired: then the examined entries go to the back in one
         // rotation rather than one pop and push each.
-        let slots = &self.slots;
-        let timeouts = &self.timeouts_ns;
         let none_expired = self.ring.iter().take(budget).all(|&id| {
-            slots.get(id as usize).is_some_and(|s| {
-                now.saturating_sub(s.hot.last_seen_ns) <= timeout_of(timeouts, s.hot.state)
-            })
+            self.slots
+                .get(id as usize)
+                .is_some_and(|s| !self.expired(s.hot.last_seen_ns, s.hot.state, now))
         });
         if none_expired {
             self.ring.rotate_left(budget);
@@ -1226,6 +1213,20 @@ mod tests {
             t.find_live_from(Candidate(1), &packed, hash, None, 0),
             found
         );
+    }
+
+    /// The express lane packs IPv4 keys from raw words: the same key, hashed the same, as
+    /// packing the `FlowKey` (else its lookups would all miss).
+    #[test]
+    fn packing_raw_ipv4_words_gives_the_flow_keys_packing() {
+        let k = key(40000);
+        let (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) = (k.src, k.dst) else {
+            unreachable!()
+        };
+        let raw = PackedKey::v4(s.into(), d.into(), k.src_port, k.dst_port, k.proto);
+        assert_eq!(raw, PackedKey::of(&k));
+        let t = ct(8);
+        assert_eq!(t.hash_packed(&raw), t.hash(&k));
     }
 
     #[test]

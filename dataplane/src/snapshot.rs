@@ -148,8 +148,9 @@ pub struct Snapshot {
     vip_addrs: EndpointMap<()>,
     /// The same, each once, in the order services name them (for announcing them).
     pub vip_list: Vec<IpAddr>,
-    /// Some service has its SYN proxy on or `auto`: the express lane leaves bare SYNs to the
-    /// general path without looking them up (a flood of them would pay a lookup each).
+    /// Some service has its SYN proxy on or `auto`: the burst does not hash or look up bare
+    /// SYNs, and the express lane answers those to `on` services itself (a flood of them
+    /// would otherwise pay a lookup each).
     pub syn_proxied: bool,
     /// (backend address, port, protocol) -> index of the `nat` service it serves, to recognise
     /// replies that need reverse translation.

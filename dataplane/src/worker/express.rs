@@ -23,7 +23,7 @@ use crate::conntrack::LiveFlow;
 use crate::forward::{set_macs, translate_express_to_backend};
 use crate::port::Frame;
 use crate::setup::{Forwarding, SynProxyMode};
-use crate::snapshot::{ExpressService, Snapshot};
+use crate::snapshot::{BackendEntry, ExpressService, ServiceEntry, Snapshot};
 use packet::ipv4::PROTO_TCP;
 use packet::Ipv4Flow;
 use std::net::IpAddr;
@@ -71,7 +71,10 @@ impl Worker {
                 self.ct.refresh(live, tcp_flags, now)?;
                 return Some(self.express_out(f.data_mut(), snap, dst_mac, s, b));
             }
-            ExpressService::Tunnel => return self.express_tunnel(snap, f, e, live, dst_mac, now),
+            ExpressService::Tunnel => {
+                let to = (s, b, dst_mac, tcp_flags);
+                return self.express_tunnel(snap, svc, be, f, e, live, to, now);
+            }
             ExpressService::Declined => return None,
         };
         let rewrite = be.rewrite_v4.as_ref()?;
@@ -84,13 +87,12 @@ impl Worker {
         Some(self.express_out(d, snap, dst_mac, s, b))
     }
 
-    /// A bare SYN while some service proxies (stage one marks it with a hash of 0: it is not
-    /// looked up): answered with a cookie straight from the
-    /// express read if its service's proxy is `on` — classification would give that service,
-    /// and the balancing step would answer it before anything else — and left to the
-    /// general path otherwise (`auto`, whose gate counts each SYN it decides on; a packet
-    /// rate limit; no service). It is not looked up: a proxied SYN is never tracked, and a
-    /// flood of them should pay for nothing it does not need.
+    /// A bare SYN while some service proxies (stage one marks it with a hash of 0): answered
+    /// with a cookie straight from the express read if its service's proxy is `on` —
+    /// classification would give that service, and the balancing step would answer it before
+    /// anything else — and left to the general path otherwise (`auto`, whose gate counts each
+    /// SYN it decides on; a packet rate limit; no service). It is not looked up: a proxied
+    /// SYN is never tracked, and a flood of them should pay for nothing it does not need.
     #[inline(never)]
     pub(super) fn express_syn<F: Frame>(
         &mut self,
@@ -113,21 +115,21 @@ impl Worker {
         Some(self.answer_syn(f, &e.parsed(), snap, svc, now))
     }
 
-    /// The lane's `ipip` and `gue` step: the flow's packet encapsulated toward its backend.
+    /// The lane's `ipip` and `gue` step: the flow's packet encapsulated toward backend `be`
+    /// of `svc` (`to`: their indices, the next hop's MAC and the packet's TCP flags).
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn express_tunnel<F: Frame>(
         &mut self,
         snap: &Snapshot,
+        svc: &ServiceEntry,
+        be: &BackendEntry,
         f: &mut F,
         e: &Ipv4Flow,
         live: LiveFlow,
-        dst_mac: packet::MacAddr,
+        (s, b, dst_mac, tcp_flags): (usize, u16, packet::MacAddr, Option<u8>),
         now: u64,
     ) -> Option<Verdict> {
-        let hot = self.ct.hot(live)?;
-        let (s, b) = (hot.service as usize, hot.backend);
-        let svc = snap.services.get(s)?;
-        let be = svc.backends.get(b as usize)?;
         // A datagram that would not fit the tunnel is the general path's (ICMP too big, or
         // outer fragments).
         if let Some(mtu) = snap.node.tunnel_mtu {
@@ -138,7 +140,6 @@ impl Worker {
         }
         // Past here the frame is the flow's, hit or not, as on the general path, where a
         // failed encapsulation is a drop too.
-        let tcp_flags = (e.proto == PROTO_TCP).then_some(e.tcp_flags);
         self.ct.refresh(live, tcp_flags, now)?;
         let key = packet::FlowKey {
             src: IpAddr::V4(e.src.into()),

@@ -201,7 +201,8 @@ impl FlowHint {
 /// What the first two stages of a burst found for one of its frames.
 #[derive(Debug, Clone, Copy)]
 struct Lookahead {
-    /// The conntrack hash of its flow key (0 for a frame that is not a TCP/UDP flow's).
+    /// The conntrack hash of its flow key: 0 for a frame that is not a TCP/UDP flow's, and
+    /// for a bare SYN while some service proxies (not looked up; see `express_syn`).
     hash: u64,
     /// The slot its lookup tries first.
     candidate: Candidate,

@@ -47,8 +47,9 @@ fn segment_mut<'a>(data: &'a mut [u8], p: &Parsed) -> Option<TcpPacket<&'a mut [
 }
 
 /// Rewrites frame `f` (whose link header is `l2_len` bytes, kept) into the segment `tcp`
-/// between `ends`, growing it at the front from the headroom when the new headers are longer
-/// than the frame: the proxy's segments carry no data.
+/// between `ends`, growing it at the tail (or, without tailroom, at the front from the
+/// headroom) when the new headers are longer than the frame: the proxy's segments carry no
+/// data.
 #[inline(always)]
 fn rewrite_as_segment<F: Frame>(
     f: &mut F,
@@ -66,14 +67,7 @@ fn rewrite_as_segment<F: Frame>(
         if !f.prepend(grow) {
             return Err(DropReason::NoHeadroom);
         }
-        // The link header moves to the new front; copied as one of its two fixed sizes, so
-        // it is a few moves rather than a call to memmove.
-        let d = f.data_mut();
-        match l2_len {
-            14 => move_header::<14>(d, grow),
-            18 => move_header::<18>(d, grow),
-            _ => d.copy_within(grow..grow + l2_len, 0),
-        }
+        f.data_mut().copy_within(grow..grow + l2_len, 0);
     }
     f.truncate(len);
     let datagram = f
@@ -81,17 +75,6 @@ fn rewrite_as_segment<F: Frame>(
         .get_mut(l2_len..len)
         .ok_or(DropReason::Malformed(Malformed::TcpTruncated))?;
     write_segment(datagram, ends, tcp)
-}
-
-/// Moves the first `N` bytes at `from` to the front of `d` (nothing if `d` is too short).
-#[inline(always)]
-fn move_header<const N: usize>(d: &mut [u8], from: usize) {
-    let Some(h) = d.get(from..).and_then(|t| t.first_chunk::<N>()).copied() else {
-        return;
-    };
-    if let Some(front) = d.first_chunk_mut::<N>() {
-        *front = h;
-    }
 }
 
 /// [`rewrite_as_segment`], then the frame's link addresses (from `src_mac` to `dst_mac`): the
