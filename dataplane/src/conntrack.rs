@@ -242,10 +242,15 @@ impl PackedKey {
     }
 }
 
-/// A live flow's slot, as [`ConnTrack::find_live_from`] found it; good until the table next
-/// changes (the caller reads and refreshes it before doing anything else to the table).
+/// A live flow's slot, as [`ConnTrack::find_live_from`] found it, with a copy of its hot part
+/// as it was then; good until the table next changes (the caller reads and refreshes it
+/// before doing anything else to the table). The copy is what the lookup read anyway: handing
+/// it out saves reading (and bounds-checking) the slot a second time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LiveFlow(u32);
+pub struct LiveFlow {
+    id: u32,
+    pub hot: FlowHot,
+}
 
 /// The slot a key's lookup tries first, found in burst stage two: a slot holds a key if and
 /// only if the index files that key under it (freed and refused slots hold
@@ -359,7 +364,8 @@ pub struct ConnTrack {
     /// The most entries `half_open` holds.
     half_open_capacity: usize,
     capacity: usize,
-    timeouts_ns: [u64; 4],
+    /// Idle timeouts, indexed by [`FlowState`] (its discriminant: see [`timeout_of`]).
+    timeouts_ns: [u64; 5],
     /// Keys [`PackedKey::hash`] for both indexes.
     seed: [u64; 2],
     pub counters: ConnTrackCounters,
@@ -393,6 +399,7 @@ impl ConnTrack {
             half_open_capacity: half_open_capacity(cap, t.half_open_percent),
             capacity: cap,
             timeouts_ns: [
+                t.tcp_syn_timeout * s,
                 t.tcp_syn_timeout * s,
                 t.tcp_established_timeout * s,
                 t.tcp_closing_timeout * s,
@@ -550,9 +557,9 @@ impl ConnTrack {
 
     /// The slot of the live flow `key` (filed under `hash`), trying the slot `candidate`
     /// first ([`Candidate::NONE`]: none), changing nothing: [`Miss::Absent`] if it is not
-    /// tracked, or [`Miss::Stale`]. Counts nothing: read the flow with [`ConnTrack::hot`],
-    /// then [`ConnTrack::refresh`] to take the packet (a hit), or leave it for a
-    /// [`ConnTrack::lookup`] to count.
+    /// tracked, or [`Miss::Stale`]. Counts nothing: read the flow's hot part from the
+    /// [`LiveFlow`], then [`ConnTrack::refresh`] (or [`ConnTrack::hit`]) to take the packet,
+    /// or leave it for a [`ConnTrack::lookup`] to count.
     #[inline(always)]
     pub fn find_live_from(
         &self,
@@ -566,20 +573,27 @@ impl ConnTrack {
             Some(s) if s.key.same(key) => candidate.0,
             _ => self.find(key, hash).ok_or(Miss::Absent)?,
         };
-        let f = &self.slots.get(id as usize).ok_or(Miss::Absent)?.hot;
+        let f = self.slots.get(id as usize).ok_or(Miss::Absent)?.hot;
         let reopened = f.state == FlowState::TcpClosing
             && tcp_flags
                 .is_some_and(|fl| fl & (packet::tcp::SYN | packet::tcp::ACK) == packet::tcp::SYN);
         if now.saturating_sub(f.last_seen_ns) > timeout_of(&self.timeouts_ns, f.state) || reopened {
             return Err(Miss::Stale);
         }
-        Ok(LiveFlow(id))
+        Ok(LiveFlow { id, hot: f })
     }
 
-    /// The hot part of the flow [`ConnTrack::find_live_from`] found.
+    /// [`ConnTrack::refresh`] for a caller that needs only the flow's hot part (the express
+    /// lane, which read it from the [`LiveFlow`]): the flow's cold part is not touched.
     #[inline(always)]
-    pub fn hot(&self, id: LiveFlow) -> Option<&FlowHot> {
-        self.slots.get(id.0 as usize).map(|s| &s.hot)
+    pub fn hit(&mut self, live: &LiveFlow, tcp_flags: Option<u8>, now: u64) -> Option<()> {
+        let f = &mut self.slots.get_mut(live.id as usize)?.hot;
+        self.counters.hits += 1;
+        f.last_seen_ns = live.hot.last_seen_ns.max(now);
+        if let Some(fl) = tcp_flags {
+            f.state = next_state(live.hot.state, fl);
+        }
+        Some(())
     }
 
     /// Takes a packet (with `tcp_flags`, at `now`) on the flow [`ConnTrack::find_live_from`]
@@ -587,12 +601,12 @@ impl ConnTrack {
     #[inline(always)]
     pub fn refresh(
         &mut self,
-        id: LiveFlow,
+        live: LiveFlow,
         tcp_flags: Option<u8>,
         now: u64,
     ) -> Option<Tracked<'_>> {
-        let slot = self.slots.get_mut(id.0 as usize)?;
-        let cold = self.cold.get_mut(id.0 as usize)?;
+        let slot = self.slots.get_mut(live.id as usize)?;
+        let cold = self.cold.get_mut(live.id as usize)?;
         self.counters.hits += 1;
         let f = &mut slot.hot;
         f.last_seen_ns = f.last_seen_ns.max(now);
@@ -924,13 +938,16 @@ pub fn half_open_capacity(capacity: usize, percent: u32) -> usize {
 }
 
 /// The idle timeout for a state, from the [syn, established, closing, udp] table.
-fn timeout_of(t: &[u64; 4], s: FlowState) -> u64 {
-    t[match s {
-        FlowState::TcpSyn | FlowState::TcpProxyOpening => 0,
-        FlowState::TcpEstablished => 1,
-        FlowState::TcpClosing => 2,
-        FlowState::Udp => 3,
-    }]
+/// The idle timeout of a flow in state `s`: the state's discriminant is its index (a table
+/// per state rather than a match, which cost a lookup of its own on every packet).
+#[inline(always)]
+fn timeout_of(t: &[u64; 5], s: FlowState) -> u64 {
+    const _: () =
+        assert!(FlowState::TcpSyn as usize == 0 && FlowState::TcpProxyOpening as usize == 1);
+    const _: () =
+        assert!(FlowState::TcpEstablished as usize == 2 && FlowState::TcpClosing as usize == 3);
+    const _: () = assert!(FlowState::Udp as usize == 4);
+    t[s as usize]
 }
 
 /// The TCP state after a packet with `flags` from the client.

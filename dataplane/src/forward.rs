@@ -239,22 +239,76 @@ pub fn translate_to_backend_v4(
     )
 }
 
-/// [`translate_to_backend_v4`] for a frame read as an [`Ipv4Flow`] (the express lane's
-/// summary), its TTL already checked to be above 1.
+/// [`translate_to_backend_v4`] and [`set_macs`] for a frame read as an [`Ipv4Flow`] (the
+/// express lane's summary), its TTL already checked to be above 1: the link addresses, the
+/// destination (and for `snat` the source) and both checksums, written into the frame's
+/// headers taken as one fixed-size array. The lane's frames have no VLAN tag and no IP
+/// options, so every offset is a constant and one length check covers every access (the
+/// general path's offsets come from its parse summary and are checked one by one). `None`,
+/// with the frame untouched, if it is not TCP or UDP or shorter than its headers.
 #[inline(always)]
-pub fn translate_express_to_backend(
+pub fn rewrite_express_to_backend(
     frame: &mut [u8],
     e: &Ipv4Flow,
     new_src: Option<(u32, u16)>,
     rewrite: &BackendRewrite,
-) -> Result<(), DropReason> {
-    let at = V4Offsets {
-        l2_len: Ipv4Flow::L2_LEN,
-        l4_off: Ipv4Flow::L4_OFF,
-        l3_end: e.l3_end as usize,
-        proto: e.proto,
-    };
-    translate_v4(frame, at, new_src, V4Destination::Backend(rewrite))
+    macs: (MacAddr, MacAddr),
+) -> Option<()> {
+    match e.proto {
+        PROTO_TCP => {
+            rewrite_headers::<54, 50, false>(frame.first_chunk_mut()?, new_src, rewrite, macs)
+        }
+        PROTO_UDP => {
+            rewrite_headers::<42, 40, true>(frame.first_chunk_mut()?, new_src, rewrite, macs)
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// [`rewrite_express_to_backend`] over the first `N` bytes of a frame (Ethernet, a 20-byte
+/// IPv4 header and the transport header up to and including its checksum, at `CSUM`).
+#[inline(always)]
+fn rewrite_headers<const N: usize, const CSUM: usize, const UDP: bool>(
+    h: &mut [u8; N],
+    new_src: Option<(u32, u16)>,
+    r: &BackendRewrite,
+    (src_mac, dst_mac): (MacAddr, MacAddr),
+) {
+    const IP: usize = Ipv4Flow::L2_LEN;
+    const L4: usize = Ipv4Flow::L4_OFF;
+    let get16 = |h: &[u8; N], o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
+    let old_l4_sum = get16(h, CSUM);
+    let mut ip_sum = Delta::start(get16(h, IP + 10));
+    let mut l4_sum = Delta::start(old_l4_sum);
+    if let Some((a, port)) = new_src {
+        let old = u32::from_be_bytes([h[IP + 12], h[IP + 13], h[IP + 14], h[IP + 15]]);
+        ip_sum.dword(old, a);
+        l4_sum.dword(old, a);
+        l4_sum.word(get16(h, L4), port);
+        h[IP + 12..IP + 16].copy_from_slice(&a.to_be_bytes());
+        h[L4..L4 + 2].copy_from_slice(&port.to_be_bytes());
+    }
+    debug_assert_eq!(
+        h[IP + 16..IP + 20],
+        r.vip,
+        "a frame to a service is to its VIP"
+    );
+    h[..6].copy_from_slice(&dst_mac.0);
+    h[6..12].copy_from_slice(&src_mac.0);
+    h[IP + 16..IP + 20].copy_from_slice(&r.addr);
+    h[L4 + 2..L4 + 4].copy_from_slice(&r.port);
+    ip_sum.0 += r.ip_delta + TTL_DECREMENT;
+    l4_sum.0 += r.l4_delta;
+    h[IP + 8] = h[IP + 8].wrapping_sub(1);
+    h[IP + 10..IP + 12].copy_from_slice(&ip_sum.finish().to_be_bytes());
+    // A UDP datagram sent without a checksum (zero) keeps none; one that sums to zero is
+    // sent as all ones (RFC 768).
+    if !(UDP && old_l4_sum == 0) {
+        let c = l4_sum.finish();
+        let c = if UDP && c == 0 { 0xffff } else { c };
+        h[CSUM..CSUM + 2].copy_from_slice(&c.to_be_bytes());
+    }
 }
 
 /// Where an IPv4 datagram's headers are in its frame, for [`translate_v4`].
@@ -626,6 +680,15 @@ mod tests {
                                     .unwrap();
                                 translate_to_backend_v4(&mut pre, &p, snat, &r).unwrap();
                                 assert_eq!(pre, live, "{vip:?} -> {be:?} from {client:?}, proto {proto}, ttl {ttl}, snat {snat:?}");
+                                // The express lane's fixed-layout rewrite, MACs and all.
+                                let mut fast = f.clone();
+                                let e = packet::parse_ipv4_flow(&f).unwrap();
+                                let macs =
+                                    (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 1, 1]));
+                                let src = snat.map(|(a, port)| (u32::from(a), port));
+                                rewrite_express_to_backend(&mut fast, &e, src, &r, macs).unwrap();
+                                set_macs(&mut live, macs.0, macs.1);
+                                assert_eq!(fast, live, "express: {vip:?} -> {be:?} from {client:?}, proto {proto}, ttl {ttl}, snat {snat:?}");
                                 assert!(sums_ok(&pre), "checksums after {vip:?} -> {be:?}");
                                 assert_eq!(pre[14 + 8], ttl - 1);
                                 checked += 1;

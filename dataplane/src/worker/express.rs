@@ -20,7 +20,7 @@ use super::balance::{encapsulate, tunnel_overhead};
 use super::Lookahead;
 use super::{Verdict, Worker};
 use crate::conntrack::LiveFlow;
-use crate::forward::{set_macs, translate_express_to_backend};
+use crate::forward::{rewrite_express_to_backend, set_macs};
 use crate::port::Frame;
 use crate::setup::{Forwarding, SynProxyMode};
 use crate::snapshot::{BackendEntry, ExpressService, ServiceEntry, Snapshot};
@@ -53,7 +53,7 @@ impl Worker {
             .ct
             .find_live_from(a.candidate, &a.key, a.hash, tcp_flags, now)
             .ok()?;
-        let hot = self.ct.hot(live)?;
+        let hot = &live.hot;
         if hot.generation != snap.generation as u32 || hot.proxy.is_proxied() {
             return None;
         }
@@ -68,7 +68,7 @@ impl Worker {
             ExpressService::Nat => None,
             ExpressService::Snat(a) => Some((a, snat_port)),
             ExpressService::Dsr => {
-                self.ct.refresh(live, tcp_flags, now)?;
+                self.ct.hit(&live, tcp_flags, now)?;
                 return Some(self.express_out(f.data_mut(), snap, dst_mac, s, b));
             }
             ExpressService::Tunnel => {
@@ -82,9 +82,9 @@ impl Worker {
             return None;
         }
         let d = f.data_mut();
-        translate_express_to_backend(d, e, new_src, rewrite).ok()?;
-        self.ct.refresh(live, tcp_flags, now)?;
-        Some(self.express_out(d, snap, dst_mac, s, b))
+        rewrite_express_to_backend(d, e, new_src, rewrite, (snap.node.mac, dst_mac))?;
+        self.ct.hit(&live, tcp_flags, now)?;
+        Some(self.express_counted(d.len(), s, b))
     }
 
     /// A bare SYN while some service proxies (stage one marks it with a hash of 0): answered
@@ -140,7 +140,7 @@ impl Worker {
         }
         // Past here the frame is the flow's, hit or not, as on the general path, where a
         // failed encapsulation is a drop too.
-        self.ct.refresh(live, tcp_flags, now)?;
+        self.ct.hit(&live, tcp_flags, now)?;
         let key = packet::FlowKey {
             src: IpAddr::V4(e.src.into()),
             dst: IpAddr::V4(e.dst.into()),
@@ -165,7 +165,13 @@ impl Worker {
         b: u16,
     ) -> Verdict {
         set_macs(d, snap.node.mac, dst_mac);
-        self.count_backend_packet(s, b, d.len());
+        self.express_counted(d.len(), s, b)
+    }
+
+    /// The counters of a frame of `len` bytes the lane forwards to backend `b` of service `s`.
+    #[inline(always)]
+    fn express_counted(&mut self, len: usize, s: usize, b: u16) -> Verdict {
+        self.count_backend_packet(s, b, len);
         self.stats.express += 1;
         Verdict::Transmit
     }
