@@ -368,6 +368,11 @@ pub struct ConnTrack {
     timeouts_ns: [u64; 5],
     /// Keys [`PackedKey::hash`] for both indexes.
     seed: [u64; 2],
+    /// The last key a lookup found absent, and its hash ([`PackedKey::FREE`] for none): the
+    /// insert that usually follows (a new flow) then neither hashes it again nor probes the
+    /// index for it. Only an insert can make an absent key present, and every insert clears
+    /// this, so while it is set the key is still absent.
+    absent: (PackedKey, u64),
     pub counters: ConnTrackCounters,
 }
 
@@ -406,6 +411,7 @@ impl ConnTrack {
                 t.udp_timeout * s,
             ],
             seed: random_seed(),
+            absent: (PackedKey::FREE, 0),
             counters: ConnTrackCounters::default(),
         }
     }
@@ -545,11 +551,16 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
         now: u64,
     ) -> Option<Tracked<'_>> {
-        match self.find_live_from(candidate, &PackedKey::of(key), hash, tcp_flags, now) {
+        let packed = PackedKey::of(key);
+        debug_assert_eq!(hash, packed.hash(self.seed), "a lookup's hash is its key's");
+        match self.find_live_from(candidate, &packed, hash, tcp_flags, now) {
             Ok(id) => self.refresh(id, tcp_flags, now),
             Err(m) => {
                 self.counters.misses += 1;
                 self.counters.restarts += (m == Miss::Stale) as u64;
+                if m == Miss::Absent {
+                    self.absent = (packed, hash);
+                }
                 None
             }
         }
@@ -690,9 +701,15 @@ impl ConnTrack {
     pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) -> Inserted {
         let mut gone = None;
         let packed = PackedKey::of(&key);
-        let hash = packed.hash(self.seed);
+        let (absent, remembered) = std::mem::replace(&mut self.absent, (PackedKey::FREE, 0));
+        let (hash, present) = if absent.same(&packed) {
+            (remembered, None)
+        } else {
+            let hash = packed.hash(self.seed);
+            (hash, self.find(&packed, hash))
+        };
         let (hot, cold) = flow.split();
-        if let Some(id) = self.find(&packed, hash) {
+        if let Some(id) = present {
             self.unindex_reply(id);
             gone = Some((key, self.flow(id)));
             self.slots[id as usize].hot = hot;
@@ -1292,6 +1309,40 @@ mod tests {
             (hit.state, hit.last_seen_ns),
             (FlowState::TcpEstablished, 6)
         );
+    }
+
+    /// An insert after a lookup's miss uses what the miss remembered only for that key, and
+    /// only once: inserting another key, the same key again (a replacement), or a key after
+    /// an unrelated insert all leave one findable entry per key.
+    #[test]
+    fn an_insert_after_a_miss_files_the_key_once() {
+        let mut t = ct(64);
+        let est = |now| flow(now, FlowState::TcpEstablished);
+        assert!(t.lookup(&key(1), None, 0).is_none());
+        assert!(t.insert(key(1), est(0), 0).tracked);
+        // The same key again, with no lookup between: a replacement, not a second entry.
+        let again = t.insert(key(1), est(1), 1);
+        assert!(again.tracked && again.gone.is_some(), "replaced");
+        assert_eq!(t.len(), 1);
+        // A miss for key 2, then key 3 inserted: key 3 is hashed and filed as its own.
+        assert!(t.lookup(&key(2), None, 1).is_none());
+        assert!(t.insert(key(3), est(1), 1).tracked);
+        // Key 2 was absent and still is: inserted after another insert, it is looked for
+        // again (and not found), then filed.
+        assert!(t.insert(key(2), est(1), 1).tracked);
+        // A miss for key 4, key 4 inserted, and key 4 inserted again: replaced.
+        assert!(t.lookup(&key(4), None, 1).is_none());
+        assert!(t.insert(key(4), est(1), 1).tracked);
+        assert!(t.insert(key(4), est(2), 2).gone.is_some());
+        assert_eq!(t.len(), 4);
+        for p in 1..=4 {
+            assert!(t.lookup(&key(p), None, 2).is_some(), "key {p} is found");
+            assert_eq!(
+                t.iter().filter(|(k, _)| k.src_port == p).count(),
+                1,
+                "key {p} once"
+            );
+        }
     }
 
     #[test]
