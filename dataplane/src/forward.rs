@@ -240,7 +240,8 @@ pub fn translate_to_backend_v4(
 }
 
 /// [`translate_to_backend_v4`] and [`set_macs`] for a frame read as an [`Ipv4Flow`] (the
-/// express lane's summary), its TTL already checked to be above 1: the link addresses, the
+/// express lane's summary), its TTL already checked to be above 1: the link addresses
+/// (`link`, as [`crate::snapshot::link_addresses`] lays them out), the
 /// destination (and for `snat` the source) and both checksums, written into the frame's
 /// headers taken as one fixed-size array. The lane's frames have no VLAN tag and no IP
 /// options, so every offset is a constant and one length check covers every access (the
@@ -252,14 +253,14 @@ pub fn rewrite_express_to_backend(
     e: &Ipv4Flow,
     new_src: Option<(u32, u16)>,
     rewrite: &BackendRewrite,
-    macs: (MacAddr, MacAddr),
+    link: &[u8; 12],
 ) -> Option<()> {
     match e.proto {
         PROTO_TCP => {
-            rewrite_headers::<54, 50, false>(frame.first_chunk_mut()?, new_src, rewrite, macs)
+            rewrite_headers::<54, 50, false>(frame.first_chunk_mut()?, new_src, rewrite, link)
         }
         PROTO_UDP => {
-            rewrite_headers::<42, 40, true>(frame.first_chunk_mut()?, new_src, rewrite, macs)
+            rewrite_headers::<42, 40, true>(frame.first_chunk_mut()?, new_src, rewrite, link)
         }
         _ => return None,
     }
@@ -273,7 +274,7 @@ fn rewrite_headers<const N: usize, const CSUM: usize, const UDP: bool>(
     h: &mut [u8; N],
     new_src: Option<(u32, u16)>,
     r: &BackendRewrite,
-    (src_mac, dst_mac): (MacAddr, MacAddr),
+    link: &[u8; 12],
 ) {
     const IP: usize = Ipv4Flow::L2_LEN;
     const L4: usize = Ipv4Flow::L4_OFF;
@@ -294,8 +295,7 @@ fn rewrite_headers<const N: usize, const CSUM: usize, const UDP: bool>(
         r.vip,
         "a frame to a service is to its VIP"
     );
-    h[..6].copy_from_slice(&dst_mac.0);
-    h[6..12].copy_from_slice(&src_mac.0);
+    h[..12].copy_from_slice(link);
     h[IP + 16..IP + 20].copy_from_slice(&r.addr);
     h[L4 + 2..L4 + 4].copy_from_slice(&r.port);
     ip_sum.0 += r.ip_delta + TTL_DECREMENT;
@@ -686,7 +686,8 @@ mod tests {
                                 let macs =
                                     (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 1, 1]));
                                 let src = snat.map(|(a, port)| (u32::from(a), port));
-                                rewrite_express_to_backend(&mut fast, &e, src, &r, macs).unwrap();
+                                let link = crate::snapshot::link_addresses(macs.1, macs.0);
+                                rewrite_express_to_backend(&mut fast, &e, src, &r, &link).unwrap();
                                 set_macs(&mut live, macs.0, macs.1);
                                 assert_eq!(fast, live, "express: {vip:?} -> {be:?} from {client:?}, proto {proto}, ttl {ttl}, snat {snat:?}");
                                 assert!(sums_ok(&pre), "checksums after {vip:?} -> {be:?}");

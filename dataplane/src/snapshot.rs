@@ -21,6 +21,14 @@ pub enum NextHop {
     Resolved(u16),
 }
 
+/// An Ethernet header's destination and source addresses, as they lie in the header.
+pub fn link_addresses(dst: MacAddr, src: MacAddr) -> [u8; 12] {
+    let mut a = [0; 12];
+    a[..6].copy_from_slice(&dst.0);
+    a[6..].copy_from_slice(&src.0);
+    a
+}
+
 /// Why a snapshot could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -61,6 +69,10 @@ pub struct BackendEntry {
     /// The destination rewrite from the service's VIP to this backend, when both are IPv4
     /// (`nat` and `snat` use it).
     pub rewrite_v4: Option<crate::forward::BackendRewrite>,
+    /// The Ethernet header's addresses of frames sent to it — its MAC then the node's — when
+    /// the configuration gives its MAC (a resolved next hop's MAC changes under the
+    /// snapshot, so is read per frame): the express lane writes them as 12 bytes at once.
+    pub link: Option<[u8; 12]>,
 }
 
 #[derive(Debug, Clone)]
@@ -271,6 +283,7 @@ impl Snapshot {
                     takes_new_flows: false,
                     keeps_flows: matches!(b.admin, Admin::Ready | Admin::Drain),
                     rewrite_v4: crate::forward::BackendRewrite::v4(s.vip, b.address),
+                    link: b.mac.map(|m| link_addresses(m, cfg.node.mac)),
                 })
                 .collect();
             let (table, all_down_fallback) = service_table(s, &backends)?;

@@ -20,10 +20,10 @@ use super::balance::{encapsulate, tunnel_overhead};
 use super::Lookahead;
 use super::{Verdict, Worker};
 use crate::conntrack::LiveFlow;
-use crate::forward::{rewrite_express_to_backend, set_macs};
+use crate::forward::rewrite_express_to_backend;
 use crate::port::Frame;
 use crate::setup::{Forwarding, SynProxyMode};
-use crate::snapshot::{BackendEntry, ExpressService, ServiceEntry, Snapshot};
+use crate::snapshot::{link_addresses, BackendEntry, ExpressService, ServiceEntry, Snapshot};
 use packet::ipv4::PROTO_TCP;
 use packet::Ipv4Flow;
 use std::net::IpAddr;
@@ -63,26 +63,27 @@ impl Worker {
         if !be.keeps_flows {
             return None;
         }
-        let dst_mac = snap.mac_if_resolved(be.next_hop)?;
         let new_src = match svc.express {
             ExpressService::Nat => None,
             ExpressService::Snat(a) => Some((a, snat_port)),
             ExpressService::Dsr => {
+                let link = link_of(snap, be)?;
                 self.ct.hit(&live, tcp_flags, now)?;
-                return Some(self.express_out(f.data_mut(), snap, dst_mac, s, b));
+                return Some(self.express_out(f.data_mut(), link, s, b));
             }
             ExpressService::Tunnel => {
-                let to = (s, b, dst_mac, tcp_flags);
+                let to = (s, b, link_of(snap, be)?, tcp_flags);
                 return self.express_tunnel(snap, svc, be, f, e, live, to, now);
             }
             ExpressService::Declined => return None,
         };
         let rewrite = be.rewrite_v4.as_ref()?;
+        let link = link_of(snap, be)?;
         if e.ttl <= 1 {
             return None;
         }
         let d = f.data_mut();
-        rewrite_express_to_backend(d, e, new_src, rewrite, (snap.node.mac, dst_mac))?;
+        rewrite_express_to_backend(d, e, new_src, rewrite, &link)?;
         self.ct.hit(&live, tcp_flags, now)?;
         Some(self.express_counted(d.len(), s, b))
     }
@@ -127,7 +128,7 @@ impl Worker {
         f: &mut F,
         e: &Ipv4Flow,
         live: LiveFlow,
-        (s, b, dst_mac, tcp_flags): (usize, u16, packet::MacAddr, Option<u8>),
+        (s, b, link, tcp_flags): (usize, u16, [u8; 12], Option<u8>),
         now: u64,
     ) -> Option<Verdict> {
         // A datagram that would not fit the tunnel is the general path's (ICMP too big, or
@@ -151,20 +152,15 @@ impl Worker {
         if let Err(r) = encapsulate(f, &e.parsed(), svc, snap, be.addr, &key) {
             return Some(Verdict::Drop(r));
         }
-        Some(self.express_out(f.data_mut(), snap, dst_mac, s, b))
+        Some(self.express_out(f.data_mut(), link, s, b))
     }
 
     /// The link addresses and counters of a frame the lane forwards.
     #[inline(always)]
-    fn express_out(
-        &mut self,
-        d: &mut [u8],
-        snap: &Snapshot,
-        dst_mac: packet::MacAddr,
-        s: usize,
-        b: u16,
-    ) -> Verdict {
-        set_macs(d, snap.node.mac, dst_mac);
+    fn express_out(&mut self, d: &mut [u8], link: [u8; 12], s: usize, b: u16) -> Verdict {
+        if let Some(h) = d.first_chunk_mut::<12>() {
+            *h = link;
+        }
         self.express_counted(d.len(), s, b)
     }
 
@@ -174,5 +170,18 @@ impl Worker {
         self.count_backend_packet(s, b, len);
         self.stats.express += 1;
         Verdict::Transmit
+    }
+}
+
+/// The link addresses of a frame to backend `be`: precomputed for a configured MAC, from the
+/// neighbour table for a resolved one (`None` while unresolved: the general path counts it).
+#[inline(always)]
+fn link_of(snap: &Snapshot, be: &BackendEntry) -> Option<[u8; 12]> {
+    match be.link {
+        Some(l) => Some(l),
+        None => Some(link_addresses(
+            snap.mac_if_resolved(be.next_hop)?,
+            snap.node.mac,
+        )),
     }
 }
