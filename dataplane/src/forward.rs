@@ -278,7 +278,6 @@ fn rewrite_headers<const N: usize, const CSUM: usize, const UDP: bool>(
 ) {
     const IP: usize = Ipv4Flow::L2_LEN;
     const L4: usize = Ipv4Flow::L4_OFF;
-    let get16 = |h: &[u8; N], o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
     let old_l4_sum = get16(h, CSUM);
     let mut ip_sum = Delta::start(get16(h, IP + 10));
     let mut l4_sum = Delta::start(old_l4_sum);

@@ -134,7 +134,9 @@ impl Frame for PacketBuf {
     }
     #[inline]
     fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len.min(u32::MAX as usize) as u32);
+        if len < self.len as usize {
+            self.len = len as u32;
+        }
     }
     #[inline]
     fn timestamp_ns(&self) -> u64 {

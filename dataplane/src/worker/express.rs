@@ -63,22 +63,21 @@ impl Worker {
         if !be.keeps_flows {
             return None;
         }
+        let link = link_of(snap, be)?;
         let new_src = match svc.express {
             ExpressService::Nat => None,
             ExpressService::Snat(a) => Some((a, snat_port)),
             ExpressService::Dsr => {
-                let link = link_of(snap, be)?;
                 self.ct.hit(&live, tcp_flags, now)?;
                 return Some(self.express_out(f.data_mut(), link, s, b));
             }
             ExpressService::Tunnel => {
-                let to = (s, b, link_of(snap, be)?, tcp_flags);
+                let to = (s, b, link, tcp_flags);
                 return self.express_tunnel(snap, svc, be, f, e, live, to, now);
             }
             ExpressService::Declined => return None,
         };
         let rewrite = be.rewrite_v4.as_ref()?;
-        let link = link_of(snap, be)?;
         if e.ttl <= 1 {
             return None;
         }
@@ -117,7 +116,7 @@ impl Worker {
     }
 
     /// The lane's `ipip` and `gue` step: the flow's packet encapsulated toward backend `be`
-    /// of `svc` (`to`: their indices, the next hop's MAC and the packet's TCP flags).
+    /// of `svc` (`to`: their indices, the frame's link addresses and its TCP flags).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn express_tunnel<F: Frame>(
