@@ -699,7 +699,6 @@ impl ConnTrack {
     /// Says which flow left the table to make room or was replaced, if any, and whether the
     /// new one is tracked.
     pub fn insert(&mut self, key: FlowKey, flow: Flow, now: u64) -> Inserted {
-        let mut gone = None;
         let packed = PackedKey::of(&key);
         let (absent, remembered) = std::mem::replace(&mut self.absent, (PackedKey::FREE, 0));
         let (hash, present) = if absent.same(&packed) {
@@ -708,73 +707,96 @@ impl ConnTrack {
             let hash = packed.hash(self.seed);
             (hash, self.find(&packed, hash))
         };
+        let Some(id) = present else {
+            return self.insert_absent(packed, hash, flow, now);
+        };
         let (hot, cold) = flow.split();
-        if let Some(id) = present {
-            self.unindex_reply(id);
-            gone = Some((key, self.flow(id)));
-            self.slots[id as usize].hot = hot;
-            self.cold[id as usize] = cold;
-            if !self.index_reply(id) {
-                // Its reply could not be found: forget the flow rather than half-track it.
-                self.index.remove(hash, id);
-                self.slots[id as usize].key = PackedKey::FREE;
-                if let Some(pos) = self.ring.iter().position(|&r| r == id) {
-                    self.ring.remove(pos);
-                } else if let Some(pos) = self.half_open.iter().position(|&r| r == id) {
-                    self.half_open.remove(pos);
-                }
-                self.free.push(id);
-                self.counters.refused += 1;
-                return Inserted {
-                    gone,
-                    tracked: false,
-                };
+        self.unindex_reply(id);
+        let gone = Some((key, self.flow(id)));
+        self.slots[id as usize].hot = hot;
+        self.cold[id as usize] = cold;
+        if !self.index_reply(id) {
+            // Its reply could not be found: forget the flow rather than half-track it.
+            self.index.remove(hash, id);
+            self.slots[id as usize].key = PackedKey::FREE;
+            if let Some(pos) = self.ring.iter().position(|&r| r == id) {
+                self.ring.remove(pos);
+            } else if let Some(pos) = self.half_open.iter().position(|&r| r == id) {
+                self.half_open.remove(pos);
             }
-        } else {
-            let half_open = flow.state.is_half_open();
-            if half_open && self.half_open.len() >= self.half_open_capacity {
-                gone = self.evict_half_open(now);
-            }
-            if self.index.len() >= self.capacity {
-                gone = self.evict_half_open(now).or_else(|| self.evict_one(now));
-            }
-            let slot = Slot { key: packed, hot };
-            let id = match self.free.pop() {
-                Some(id) => {
-                    self.slots[id as usize] = slot;
-                    self.cold[id as usize] = cold;
-                    id
-                }
-                None => {
-                    self.slots.push(slot);
-                    self.cold.push(cold);
-                    (self.slots.len() - 1) as u32
-                }
+            self.free.push(id);
+            self.counters.refused += 1;
+            return Inserted {
+                gone,
+                tracked: false,
             };
-            if !self.index.insert(hash, id) {
-                self.slots[id as usize].key = PackedKey::FREE;
-                self.free.push(id);
-                self.counters.refused += 1;
-                return Inserted {
-                    gone,
-                    tracked: false,
-                };
+        }
+        self.counters.inserts += 1;
+        Inserted {
+            gone,
+            tracked: true,
+        }
+    }
+
+    /// [`ConnTrack::lookup_from`]'s miss and [`ConnTrack::insert`] in one, for a key
+    /// [`ConnTrack::find_live_from`] has just reported [`Miss::Absent`] (filed under `hash`),
+    /// with nothing inserted since: the express lane placing a new flow. Counts the miss the
+    /// general path's lookup would have counted, then files the flow without probing for
+    /// the key again.
+    pub fn file_after_miss(&mut self, key: PackedKey, hash: u64, flow: Flow, now: u64) -> Inserted {
+        debug_assert!(self.find(&key, hash).is_none(), "the key is absent");
+        self.counters.misses += 1;
+        self.absent = (PackedKey::FREE, 0);
+        self.insert_absent(key, hash, flow, now)
+    }
+
+    /// Files `flow` under `packed` (hash `hash`), a key the table does not hold.
+    fn insert_absent(&mut self, packed: PackedKey, hash: u64, flow: Flow, now: u64) -> Inserted {
+        let mut gone = None;
+        let (hot, cold) = flow.split();
+        let half_open = flow.state.is_half_open();
+        if half_open && self.half_open.len() >= self.half_open_capacity {
+            gone = self.evict_half_open(now);
+        }
+        if self.index.len() >= self.capacity {
+            gone = self.evict_half_open(now).or_else(|| self.evict_one(now));
+        }
+        let slot = Slot { key: packed, hot };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                self.cold[id as usize] = cold;
+                id
             }
-            if !self.index_reply(id) {
-                self.index.remove(hash, id);
-                self.slots[id as usize].key = PackedKey::FREE;
-                self.free.push(id);
-                self.counters.refused += 1;
-                return Inserted {
-                    gone,
-                    tracked: false,
-                };
+            None => {
+                self.slots.push(slot);
+                self.cold.push(cold);
+                (self.slots.len() - 1) as u32
             }
-            if half_open {
-                self.half_open.push_back(id);
-            } else {
-                self.ring.push_back(id);
-            }
+        };
+        if !self.index.insert(hash, id) {
+            self.slots[id as usize].key = PackedKey::FREE;
+            self.free.push(id);
+            self.counters.refused += 1;
+            return Inserted {
+                gone,
+                tracked: false,
+            };
+        }
+        if !self.index_reply(id) {
+            self.index.remove(hash, id);
+            self.slots[id as usize].key = PackedKey::FREE;
+            self.free.push(id);
+            self.counters.refused += 1;
+            return Inserted {
+                gone,
+                tracked: false,
+            };
+        }
+        if half_open {
+            self.half_open.push_back(id);
+        } else {
+            self.ring.push_back(id);
         }
         self.counters.inserts += 1;
         Inserted {

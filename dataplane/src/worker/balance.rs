@@ -2,7 +2,7 @@
 //! an SNAT port), tracked, and rewritten for its service's forwarding mode.
 
 use super::{Verdict, Worker};
-use crate::conntrack::{initial_state, Flow, FlowState, Tracked};
+use crate::conntrack::{initial_state, Flow, FlowState, PackedKey, Tracked};
 use crate::forward::{set_macs, translate, translate_to_backend_v4};
 use crate::port::Frame;
 use crate::setup::{Forwarding, SynProxyMode};
@@ -88,6 +88,17 @@ pub(super) fn flow_gone(
     }
 }
 
+/// A flow [`Worker::place`] is to track: its key; with `filed`, the packed key and hash a
+/// lookup has just found absent (the express lane's miss, which the general path's lookup
+/// would have counted); its first segment's TCP flags; and for one the SYN proxy opens, its
+/// handshake.
+pub(super) struct NewFlow<'a> {
+    pub key: &'a FlowKey,
+    pub filed: Option<(PackedKey, u64)>,
+    pub tcp_flags: Option<u8>,
+    pub proxied: Option<ProxyHandshake>,
+}
+
 /// Where [`Worker::new_flow`] put a flow: its backend (index in its service) and SNAT port.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Placed {
@@ -168,7 +179,7 @@ impl Worker {
                         return v;
                     }
                 }
-                match self.new_flow(&key, p, snap, s, tcp_flags, now, None) {
+                match self.new_flow(&key, snap, s, tcp_flags, now, None) {
                     Ok(fl) => Kept {
                         backend: fl.backend,
                         snat_port: fl.snat_port,
@@ -269,11 +280,9 @@ impl Worker {
     /// SYN-ACK), and must be tracked: `syn_proxy_no_flow` if the table refuses it. Returns
     /// where the flow went, not the whole record: returning the record cost a copy of 150
     /// bytes a new flow that both callers threw away.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new_flow(
         &mut self,
         key: &FlowKey,
-        p: &Parsed,
         snap: &Snapshot,
         s: usize,
         tcp_flags: Option<u8>,
@@ -283,31 +292,63 @@ impl Worker {
         let svc = &snap.services[s];
         if svc.rate_limit.is_some() {
             if let Some(r) = self.limits.get(s).and_then(|l| l.per_source) {
-                let source = crate::ratelimit::source_key(p.src);
+                let source = crate::ratelimit::source_key(key.src);
                 if !self.sources.admit(source, svc.limit_key, r, now) {
                     return Err(DropReason::SourceRateLimited);
                 }
             }
         }
+        let b = self.choose_backend(svc, s, key)?;
+        let opening = NewFlow {
+            key,
+            filed: None,
+            tcp_flags,
+            proxied,
+        };
+        self.place(opening, snap, s, b, now)
+    }
+
+    /// The backend (index in service `s`, `svc`) a new flow `key` goes to, changing nothing.
+    #[inline]
+    pub(super) fn choose_backend(
+        &self,
+        svc: &ServiceEntry,
+        s: usize,
+        key: &FlowKey,
+    ) -> Result<u16, DropReason> {
         let table = svc.table.as_ref().ok_or(DropReason::NoBackend)?;
-        let b = self.with_room(svc, s, table, key.stable_hash())?;
+        self.with_room(svc, s, table, key.stable_hash())
+    }
+
+    /// Tracks new flow `n` on backend `b` of service `s` (which [`Worker::choose_backend`]
+    /// gave it): its SNAT port, its record, its counters.
+    pub(super) fn place(
+        &mut self,
+        n: NewFlow<'_>,
+        snap: &Snapshot,
+        s: usize,
+        b: u16,
+        now: u64,
+    ) -> Result<Placed, DropReason> {
+        let (key, proxied) = (n.key, n.proxied);
+        let svc = &snap.services[s];
         let be = svc.backends.get(b as usize).ok_or(DropReason::NoBackend)?;
         let (snat_port, reply_key) = match svc.forwarding {
             Forwarding::Nat => (
                 0,
                 Some(FlowKey {
                     src: be.addr.ip(),
-                    dst: p.src,
+                    dst: key.src,
                     src_port: be.addr.port(),
-                    dst_port: p.src_port,
-                    proto: p.proto,
+                    dst_port: key.src_port,
+                    proto: key.proto,
                 }),
             ),
             Forwarding::Snat => {
                 let node_ip = snap
-                    .node_addr(p.dst.is_ipv6())
+                    .node_addr(key.dst.is_ipv6())
                     .ok_or(DropReason::NoNodeAddress)?;
-                let port = self.alloc_snat_port(be.addr, node_ip, p.proto)?;
+                let port = self.alloc_snat_port(be.addr, node_ip, key.proto)?;
                 (
                     port,
                     Some(FlowKey {
@@ -315,7 +356,7 @@ impl Worker {
                         dst: node_ip,
                         src_port: be.addr.port(),
                         dst_port: port,
-                        proto: p.proto,
+                        proto: key.proto,
                     }),
                 )
             }
@@ -329,7 +370,7 @@ impl Worker {
             snat_port,
             state: match proxied {
                 Some(_) => FlowState::TcpProxyOpening,
-                None => initial_state(tcp_flags),
+                None => initial_state(n.tcp_flags),
             },
             created_ns: now,
             last_seen_ns: now,
@@ -345,7 +386,10 @@ impl Worker {
             backend: b,
             snat_port,
         };
-        let inserted = self.ct.insert(*key, flow, now);
+        let inserted = match n.filed {
+            Some((packed, hash)) => self.ct.file_after_miss(packed, hash, flow, now),
+            None => self.ct.insert(*key, flow, now),
+        };
         if let Some((k, f)) = inserted.gone {
             flow_gone(&mut self.stats, &mut self.held, snap, &k, &f);
         }

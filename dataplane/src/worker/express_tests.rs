@@ -260,3 +260,76 @@ fn the_express_lane_sends_and_counts_what_the_general_path_does() {
         out - express
     );
 }
+
+/// A TCP or UDP frame from 203.0.113.1:40000 to service `vip` (`.10`-`.16` of
+/// 198.51.100.0/24) with the given TCP flags (ignored for UDP).
+fn first_frame(vip: u8, flags: u8) -> Vec<u8> {
+    let mut r = Rng(1);
+    loop {
+        let f = frame(&mut r);
+        // A clean frame to `vip` (no tag, no cut, TTL 64, good checksum), then given the
+        // flags and source wanted.
+        let clean = f.len() >= 54 && f[12..14] == [0x08, 0x00] && f[22] == 64;
+        if !clean || f[33] != vip || packet::parse_ipv4_flow(&f).is_none() {
+            continue;
+        }
+        let mut f = f;
+        f[29] = 1;
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        if f[23] == PROTO_TCP {
+            f[47] = flags;
+        }
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = packet::checksum::finish(0, &f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        return f;
+    }
+}
+
+#[test]
+fn a_new_flows_first_frame_takes_the_lane_where_nothing_gates_it() {
+    // (service, forwarded by the lane): nat, snat, dsr, ipip and gue are; the one with a
+    // rate limit and the one whose SYN proxy is on are the general path's.
+    let cases = [
+        (10, true),
+        (11, true),
+        (12, true),
+        (13, false),
+        (14, false),
+        (15, true),
+        (16, true),
+    ];
+    for (vip, lane) in cases {
+        // A snapshot each: the first poll of one solicits the unresolved next hop, in the
+        // neighbour table the snapshot holds.
+        let snap = || Arc::new(Snapshot::build(&setup(0)).unwrap());
+        let mut w = [
+            Worker::new(0, Steering::new(1, (1024, 32767)), snap(), false),
+            Worker::new(0, Steering::new(1, (1024, 32767)), snap(), false).without_express_lane(),
+        ];
+        // The SYN proxy answers a bare SYN itself: an ACK opens the flows here.
+        let f = first_frame(vip, ACK | PSH);
+        let mut out = Vec::new();
+        for w in &mut w {
+            let mut port = MemPort::new(false);
+            assert!(port.inject(&f, 1_000_000_000, 0));
+            w.poll(&mut port, &mut Bursts::new(), &Rings::new(1, 64));
+            out.push(
+                port.tx
+                    .iter()
+                    .map(|b| b.data().to_vec())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(out[0], out[1], "service .{vip}: the lane sent other bytes");
+        let placed = w[0].stats.express == 1 && w[0].ct.len() == 1;
+        assert_eq!(placed, lane, "service .{vip}: {:?}", w[0].stats);
+        if lane {
+            assert!(
+                out[0][0][..6] != [0xff; 6],
+                "service .{vip}: forwarded first"
+            );
+            assert_eq!(w[0].ct.counters, w[1].ct.counters, "service .{vip}");
+        }
+    }
+}

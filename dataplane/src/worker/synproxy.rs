@@ -366,7 +366,7 @@ impl Worker {
             None
         };
         let hs = ProxyHandshake::new(client_isn, cookie, window, &opts, held);
-        let flow = match self.new_flow(&key, p, snap, s, Some(ACK), now, Some(hs)) {
+        let flow = match self.new_flow(&key, snap, s, Some(ACK), now, Some(hs)) {
             Ok(fl) => fl,
             Err(r) => {
                 if let Some(h) = held {
