@@ -490,11 +490,12 @@ impl ConnTrack {
     /// the burst.
     #[inline]
     pub fn prefetch_sweep(&self, budget: usize) {
-        for &id in self.ring.iter().take(budget) {
+        let (a, b) = front_of(&self.ring, budget);
+        a.iter().chain(b).for_each(|&id| {
             if let Some(s) = self.slots.get(id as usize) {
                 prefetch_read(s as *const Slot as *const u8);
             }
-        }
+        });
     }
 
     /// The slot id tracking `key` (filed under `hash`), if any.
@@ -743,6 +744,7 @@ impl ConnTrack {
     /// with nothing inserted since: the express lane placing a new flow. Counts the miss the
     /// general path's lookup would have counted, then files the flow without probing for
     /// the key again.
+    #[inline(always)]
     pub fn file_after_miss(&mut self, key: PackedKey, hash: u64, flow: Flow, now: u64) -> Inserted {
         debug_assert!(self.find(&key, hash).is_none(), "the key is absent");
         self.counters.misses += 1;
@@ -751,6 +753,7 @@ impl ConnTrack {
     }
 
     /// Files `flow` under `packed` (hash `hash`), a key the table does not hold.
+    #[inline(always)]
     fn insert_absent(&mut self, packed: PackedKey, hash: u64, flow: Flow, now: u64) -> Inserted {
         let mut gone = None;
         let (hot, cold) = flow.split();
@@ -896,11 +899,15 @@ impl ConnTrack {
         }
         let budget = budget.min(self.ring.len());
         // Most sweeps find nothing expired: then the examined entries go to the back in one
-        // rotation rather than one pop and push each.
-        let none_expired = self.ring.iter().take(budget).all(|&id| {
+        // rotation rather than one pop and push each. A flow is expired when last seen
+        // before its state's cutoff (`expired`'s test, with the subtraction done once per
+        // state rather than once per flow).
+        let cutoffs = self.timeouts_ns.map(|t| now.saturating_sub(t));
+        let (a, b) = front_of(&self.ring, budget);
+        let none_expired = a.iter().chain(b).all(|&id| {
             self.slots
                 .get(id as usize)
-                .is_some_and(|s| !self.expired(s.hot.last_seen_ns, s.hot.state, now))
+                .is_some_and(|s| s.hot.last_seen_ns >= cutoff_of(&cutoffs, s.hot.state))
         });
         if none_expired {
             self.ring.rotate_left(budget);
@@ -987,6 +994,25 @@ fn timeout_of(t: &[u64; 5], s: FlowState) -> u64 {
         assert!(FlowState::TcpEstablished as usize == 2 && FlowState::TcpClosing as usize == 3);
     const _: () = assert!(FlowState::Udp as usize == 4);
     t[s as usize]
+}
+
+/// The cutoff for state `s` from the per-state cutoffs `now - timeout` (saturating): a flow
+/// last seen before it is idle past its timeout, as [`ConnTrack::is_expired`] decides
+/// (`now - last > t` exactly when `last < now - t`, and never while `now < t`).
+#[inline(always)]
+fn cutoff_of(c: &[u64; 5], s: FlowState) -> u64 {
+    timeout_of(c, s)
+}
+
+/// The first `n` ids of `ring` (all of them if it is shorter) as its two slices: a walk of
+/// them is two plain loops, where the deque's own iterator tests which half it is in at
+/// every step.
+#[inline(always)]
+fn front_of(ring: &VecDeque<u32>, n: usize) -> (&[u32], &[u32]) {
+    let (a, b) = ring.as_slices();
+    let na = n.min(a.len());
+    let nb = (n - na).min(b.len());
+    (&a[..na], &b[..nb])
 }
 
 /// The TCP state after a packet with `flags` from the client.
@@ -1115,6 +1141,50 @@ mod tests {
         assert_eq!(t.half_open().0, 0);
         assert!(t.counters.expiries > 0);
         assert!(t.reserved_bytes() > 0);
+    }
+
+    /// The sweep's per-state cutoffs decide expiry exactly as `expired` does, at the
+    /// boundaries too: `now` below a timeout, a flow last seen after `now`, one a nanosecond
+    /// either side of its timeout.
+    #[test]
+    fn the_sweeps_cutoffs_agree_with_the_idle_test() {
+        let c = ct(4);
+        let states = [
+            FlowState::TcpSyn,
+            FlowState::TcpProxyOpening,
+            FlowState::TcpEstablished,
+            FlowState::TcpClosing,
+            FlowState::Udp,
+        ];
+        let s = 1_000_000_000u64;
+        let nows = [
+            0,
+            1,
+            5 * s - 1,
+            5 * s,
+            5 * s + 1,
+            31 * s,
+            100 * s + 7,
+            u64::MAX,
+        ];
+        for now in nows {
+            let cutoffs = c.timeouts_ns.map(|t| now.saturating_sub(t));
+            for st in states {
+                let t = timeout_of(&c.timeouts_ns, st);
+                let lasts = [0, 1, now, now.saturating_add(1), now.saturating_sub(t)];
+                let near = [
+                    now.saturating_sub(t).saturating_sub(1),
+                    now.saturating_sub(t) + 1,
+                ];
+                for last in lasts.into_iter().chain(near) {
+                    assert_eq!(
+                        last < cutoff_of(&cutoffs, st),
+                        c.expired(last, st, now),
+                        "{st:?} last seen {last}, now {now}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl Worker {
         if !be.keeps_flows {
             return None;
         }
-        let link = link_of(snap, be)?;
+        let mut resolved = [0; 12];
+        let link = link_of(snap, be, &mut resolved)?;
         let new_src = match svc.express {
             ExpressService::Nat => None,
             ExpressService::Snat(a) => Some((a, snat_port)),
@@ -89,7 +90,7 @@ impl Worker {
             return None;
         }
         let d = f.data_mut();
-        rewrite_express_to_backend(d, e, new_src, rewrite, &link)?;
+        rewrite_express_to_backend(d, e, new_src, rewrite, link)?;
         self.ct.hit(&live, tcp_flags, now)?;
         Some(self.express_counted(d.len(), s, b))
     }
@@ -128,7 +129,8 @@ impl Worker {
         // No backend with room is a drop the general path counts.
         let b = self.choose_backend(svc, s, &key).ok()?;
         let be = svc.backends.get(b as usize)?;
-        let link = link_of(snap, be)?;
+        let mut resolved = [0; 12];
+        let link = link_of(snap, be, &mut resolved)?;
         let new_src = match svc.express {
             ExpressService::Nat => None,
             ExpressService::Snat(addr) => Some(addr),
@@ -162,7 +164,7 @@ impl Worker {
         };
         let d = f.data_mut();
         // Cannot fail: the express read found the frame at least this long.
-        rewrite_express_to_backend(d, e, new_src.map(|a| (a, placed.snat_port)), rewrite, &link)?;
+        rewrite_express_to_backend(d, e, new_src.map(|a| (a, placed.snat_port)), rewrite, link)?;
         Some(self.express_counted(d.len(), s, b))
     }
 
@@ -228,7 +230,7 @@ impl Worker {
         f: &mut F,
         e: &Ipv4Flow,
         live: LiveFlow,
-        (s, b, link, tcp_flags): (usize, u16, [u8; 12], Option<u8>),
+        (s, b, link, tcp_flags): (usize, u16, &[u8; 12], Option<u8>),
         now: u64,
     ) -> Option<Verdict> {
         if !fits_tunnel(snap, svc, be, e) {
@@ -252,9 +254,9 @@ impl Worker {
 
     /// The link addresses and counters of a frame the lane forwards.
     #[inline(always)]
-    fn express_out(&mut self, d: &mut [u8], link: [u8; 12], s: usize, b: u16) -> Verdict {
+    fn express_out(&mut self, d: &mut [u8], link: &[u8; 12], s: usize, b: u16) -> Verdict {
         if let Some(h) = d.first_chunk_mut::<12>() {
-            *h = link;
+            *h = *link;
         }
         self.express_counted(d.len(), s, b)
     }
@@ -270,14 +272,20 @@ impl Worker {
 
 /// The link addresses of a frame to backend `be`: precomputed for a configured MAC, from the
 /// neighbour table for a resolved one (`None` while unresolved: the general path counts it).
+/// Borrowed where they are precomputed (written into `resolved` otherwise), so the common
+/// case copies them once, into the frame.
 #[inline(always)]
-fn link_of(snap: &Snapshot, be: &BackendEntry) -> Option<[u8; 12]> {
-    match be.link {
+fn link_of<'a>(
+    snap: &Snapshot,
+    be: &'a BackendEntry,
+    resolved: &'a mut [u8; 12],
+) -> Option<&'a [u8; 12]> {
+    match &be.link {
         Some(l) => Some(l),
-        None => Some(link_addresses(
-            snap.mac_if_resolved(be.next_hop)?,
-            snap.node.mac,
-        )),
+        None => {
+            *resolved = link_addresses(snap.mac_if_resolved(be.next_hop)?, snap.node.mac);
+            Some(resolved)
+        }
     }
 }
 
