@@ -60,9 +60,10 @@ pub trait Port {
 /// Bytes of a [`PacketBuf`]'s buffer.
 const BUF_LEN: usize = HEADROOM + MAX_FRAME;
 
-/// A heap buffer with headroom, used by the `mem` driver. 32 bytes, moved by value through
-/// the burst arrays (twice per frame): its buffer is a fixed-size array, so its length is a
-/// constant rather than a field, and the frame's offsets are 32-bit.
+/// A heap buffer with headroom, used by the `mem` driver. 32 bytes, moved by value into and
+/// out of the port's queues (the worker moves it only in a burst that is not all sent): its
+/// buffer is a fixed-size array, so its length is a constant rather than a field, and the
+/// frame's offsets are 32-bit.
 #[derive(Debug, Clone)]
 pub struct PacketBuf {
     buf: Box<[u8; BUF_LEN]>,

@@ -152,6 +152,8 @@ pub struct Worker {
     /// for it.
     parsed: Vec<Result<Parsed, packet::Malformed>>,
     ahead: Box<[Lookahead]>,
+    /// Per-burst scratch: each frame's verdict, acted on once the whole burst is processed.
+    verdicts: Box<[Verdict]>,
     /// Kept flows' frames take the express lane (on unless a test or a comparison turns it
     /// off with [`Worker::without_express_lane`]).
     express_lane: bool,
@@ -261,6 +263,7 @@ impl Worker {
             host_path,
             parsed: vec![Ok(Parsed::EMPTY); BURST],
             ahead: vec![Lookahead::NONE; BURST].into_boxed_slice(),
+            verdicts: vec![Verdict::Transmit; BURST].into_boxed_slice(),
             express_lane: true,
             last_now: 0,
             neighbour_due: 0,
@@ -447,21 +450,30 @@ impl Worker {
         // summary is read in place rather than copied out past `&mut self`.
         let mut parsed = std::mem::take(&mut self.parsed);
         let ahead = std::mem::take(&mut self.ahead);
-        'frames: for (i, mut f) in b.rx.drain(..).enumerate() {
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        // Every frame is processed in place first, its verdict noted; then, when all of the
+        // burst is to be sent (the usual burst) and nothing waits to be sent before it, the
+        // receive vector becomes the transmit vector whole, instead of each frame being
+        // moved out of one and pushed onto the other.
+        let mut all_sent = true;
+        'frames: for (i, f) in b.rx.iter_mut().enumerate() {
             now = clock.unwrap_or_else(|| f.timestamp_ns());
             let a = ahead.get(i).unwrap_or(&Lookahead::NONE);
             let (hash, candidate) = (a.hash, a.candidate);
             let verdict = 'frame: {
                 if let Some(e) = &a.express {
                     let v = if a.hash == 0 {
-                        self.express_syn(&snap, &mut f, e, now)
+                        self.express_syn(&snap, f, e, now)
                     } else {
-                        self.express(&snap, &mut f, e, a, now)
+                        self.express(&snap, f, e, a, now)
                     };
                     match v {
-                        // The lane's usual outcome, sent on without the general match below.
+                        // The lane's usual outcome, noted without the general bookkeeping
+                        // below.
                         Some(Verdict::Transmit) => {
-                            b.tx.push(f);
+                            if let Some(v) = verdicts.get_mut(i) {
+                                *v = Verdict::Transmit;
+                            }
                             continue 'frames;
                         }
                         Some(v) => break 'frame v,
@@ -474,12 +486,24 @@ impl Worker {
                     }
                 }
                 match parsed.get(i) {
-                    Some(r) => {
-                        self.process_parsed(&snap, &mut f, r, FlowHint { hash, candidate }, now)
-                    }
+                    Some(r) => self.process_parsed(&snap, f, r, FlowHint { hash, candidate }, now),
                     None => Verdict::Drop(DropReason::NotOurs),
                 }
             };
+            all_sent &= verdict == Verdict::Transmit;
+            if let Some(v) = verdicts.get_mut(i) {
+                *v = verdict;
+            }
+        }
+        if all_sent && b.tx.is_empty() {
+            std::mem::swap(&mut b.rx, &mut b.tx);
+        }
+        for (i, f) in b.rx.drain(..).enumerate() {
+            // (A frame beyond the verdicts, which a burst never has, is dropped, not lost.)
+            let verdict = verdicts
+                .get(i)
+                .copied()
+                .unwrap_or(Verdict::Drop(DropReason::NotOurs));
             match verdict {
                 Verdict::Transmit => b.tx.push(f),
                 Verdict::Fragment(mtu) => {
@@ -542,6 +566,7 @@ impl Worker {
         }
         self.parsed = parsed;
         self.ahead = ahead;
+        self.verdicts = verdicts;
         if !self.held_due.is_empty() {
             self.send_held(port, &snap, now, &mut b.tx);
         }
