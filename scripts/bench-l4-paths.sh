@@ -13,8 +13,8 @@
 #   xdp-tx     (small packets only) the I/O limit of the balancer's interface: a minimal XDP
 #              program (compiled here with clang, attached with `ip link ... xdp`) that swaps
 #              each frame's MACs and returns XDP_TX, bouncing it straight back to the client.
-#              (xdp-tools' `xdp-bench tx` would be the stock tool; it needs kernel BTF for its
-#              tracepoints, which this kernel lacks.)
+#              (xdp-tools' `xdp-bench tx` would be the stock tool; it needs its tracepoints'
+#              types in the kernel's BTF, which this kernel's lacks.)
 #
 # Core 0 runs everything else: the client (iperf3, wrk, pinned), the backends (iperf3's server,
 # pinned, and HAProxy answering HTTP with `http-request return`, so they are not the limit)
@@ -25,10 +25,14 @@
 #   bulk16     sixteen streams at once (iperf3 -P 16)
 #   conns      new connections per second: wrk, 64 connections, `Connection: close`, to
 #              VIP:81 -> two backends (every request a new TCP connection through the path)
-#   pps64      small packets: 64-byte UDP frames over 10,000 flows to VIP:9000 -> two backends
-#              (`blast`, fixtures' sendmmsg generator, on core 0), counted as they arrive at
-#              the backends' interfaces (M packets/s); for xdp-tx, as they come back to the
-#              client. HAProxy is a TCP proxy and takes no part.
+#   pps64      small packets: 64-byte UDP frames over 10,000 flows to VIP:9000 -> two backends,
+#              counted as they arrive at the backends' interfaces (M packets/s); for xdp-tx, as
+#              they come back to the client. HAProxy is a TCP proxy and takes no part. The
+#              generator, on core 0, is `xdp-flood` (scripts/xdp-flood: an XDP program run by
+#              BPF_PROG_RUN in live-frames mode, which makes each frame in the kernel and sends
+#              it with XDP_TX: about 3 M frames/s from one core into a bare veth), or with
+#              -g blast, fixtures' sendmmsg generator (about 1 M frames/s, which left the
+#              small-packet figures the generator's).
 #
 # and the share of each core in use during each run (core 1 is the balancer's: sluice's poll
 # loop keeps it busy whether there is traffic or not, unless it sleeps when idle; the
@@ -42,19 +46,26 @@
 # runs in softirq on the transmitting core, sluice's, where a NIC would take it off the
 # balancer's core by DMA. The kernel paths transmit from softirq on core 0 already.
 #
-# Usage: scripts/bench-l4-paths.sh [-s SECONDS] [-r ROUNDS] [-p "sluice sluice-generic nftables haproxy direct xdp-tx"] [-k] [-o OUTDIR]
+# Usage: scripts/bench-l4-paths.sh [-s SECONDS] [-r ROUNDS] [-p "sluice sluice-generic nftables haproxy direct xdp-tx"]
+#                                  [-m "bulk1 bulk16 conns pps64"] [-g xdp-flood|blast] [-k] [-o OUTDIR]
 # (BENCH_DEBUG=1 prints sluice's drops after each of its runs.)
 # Needs root; installs nftables, haproxy, wrk and iperf3 if missing. Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 secs=8; rounds=3; paths="sluice sluice-generic nftables haproxy direct xdp-tx"; out=target/bench-l4-paths; steer=0
-while getopts "s:r:p:o:k" o; do
+metrics_wanted="bulk1 bulk16 conns pps64"; gen=xdp-flood
+while getopts "s:r:p:m:g:o:k" o; do
   case $o in
     s) secs=$OPTARG ;; r) rounds=$OPTARG ;; p) paths=$OPTARG ;; o) out=$OPTARG ;; k) steer=1 ;;
-    *) sed -n '2,47p' "$0"; exit 2 ;;
+    m) metrics_wanted=$OPTARG ;; g) gen=$OPTARG ;;
+    *) sed -n '2,52p' "$0"; exit 2 ;;
   esac
 done
+for m in $metrics_wanted; do
+  case $m in bulk1|bulk16|conns|pps64) ;; *) echo "bench-l4-paths: unknown figure '$m' (bulk1, bulk16, conns, pps64)" >&2; exit 2 ;; esac
+done
+case $gen in xdp-flood|blast) ;; *) echo "bench-l4-paths: unknown generator '$gen' (xdp-flood, blast)" >&2; exit 2 ;; esac
 case $rounds in ''|*[!0-9]*|0) echo "bench-l4-paths: -r takes a whole number of rounds, at least 1 (got '$rounds')" >&2; exit 2 ;; esac
 for p in $paths; do
   case $p in sluice|sluice-generic|nftables|haproxy|direct|xdp-tx) ;; *) echo "bench-l4-paths: unknown path '$p' (sluice, sluice-generic, nftables, haproxy, direct, xdp-tx)" >&2; exit 2 ;; esac
@@ -73,6 +84,8 @@ cleanup() {
 trap cleanup EXIT
 cargo build -q --release -p sluice -p ctl --bin sluice --bin sluicectl
 cargo build -q --release -p fixtures --bin blast
+clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c scripts/xdp-flood/flood.bpf.c -o "$work/flood.bpf.o"
+cc -O2 -Wall -o "$work/xdp-flood" scripts/xdp-flood/flood.c -lbpf
 cat > "$work/xdp_tx.c" <<'EOF'
 /* The interface's I/O limit: every frame back out where it came in, MACs swapped. */
 #include <linux/bpf.h>
@@ -280,7 +293,15 @@ measure() {
       local mac=02:00:00:00:00:01
       [ "$path" = direct ] && mac=02:00:00:00:01:01
       local n0; n0=$(arrived "$path")
-      ns cli taskset -c 0 ./target/release/blast eth0 "$mac" 10.98.0.2 "$to" 9000 10000 "$secs" > "$work/blast.txt" 2>&1 || true
+      if [ "$gen" = blast ]; then
+        ns cli taskset -c 0 ./target/release/blast eth0 "$mac" 10.98.0.2 "$to" 9000 10000 "$secs" > "$work/blast.txt" 2>&1 || true
+      else
+        # The client's link's far side runs an XDP program (for the frames it sends by XDP_TX
+        # to arrive); xdp-flood attaches one to the client's own end itself.
+        ns lan ip link set dev "${pfx}cli" xdpdrv obj "$work/flood.bpf.o" sec pass
+        ns cli taskset -c 0 "$work/xdp-flood" eth0 "$mac" 10.98.0.2 "$to" 9000 10000 "$secs" "$work/flood.bpf.o" > "$work/blast.txt" 2>&1 || true
+        ns lan ip link set dev "${pfx}cli" xdp off
+      fi
       sleep 0.2
       local n1; n1=$(arrived "$path")
       v=$(python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / float(sys.argv[3]) / 1e6:.4f}')" "$n0" "$n1" "$secs")
@@ -295,16 +316,20 @@ measure() {
 }
 
 echo "round,path,metric,value,core0_busy,core1_busy" > "$out/runs.csv"
-echo "bench-l4-paths: $rounds rounds of $paths, ${secs} s per run"
+echo "bench-l4-paths: $rounds rounds of $paths ($metrics_wanted; small packets from $gen), ${secs} s per run"
 for r in $(seq "$rounds"); do
   for path in $paths; do
-    start_path "$path"
     case $path in
       haproxy) metrics="bulk1 bulk16 conns" ;;
       xdp-tx) metrics="pps64" ;;
       *) metrics="bulk1 bulk16 conns pps64" ;;
     esac
+    wanted=0
+    for what in $metrics; do case " $metrics_wanted " in *" $what "*) wanted=1 ;; esac; done
+    [ "$wanted" = 1 ] || continue
+    start_path "$path"
     for what in $metrics; do
+      case " $metrics_wanted " in *" $what "*) ;; *) continue ;; esac
       read -r v c0 c1 < <(measure "$what" "$path")
       echo "$r,$path,$what,$v,$c0,$c1" >> "$out/runs.csv"
       printf "round %s  %-9s %-7s %10s   cores busy: 0 %s, 1 %s\n" "$r" "$path" "$what" "$v" "$c0" "$c1"
