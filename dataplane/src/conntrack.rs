@@ -725,12 +725,7 @@ impl ConnTrack {
             } else if let Some(pos) = self.half_open.iter().position(|&r| r == id) {
                 self.half_open.remove(pos);
             }
-            self.free.push(id);
-            self.counters.refused += 1;
-            return Inserted {
-                gone,
-                tracked: false,
-            };
+            return self.refuse(id, gone);
         }
         self.counters.inserts += 1;
         Inserted {
@@ -778,23 +773,11 @@ impl ConnTrack {
             }
         };
         if !self.index.insert(hash, id) {
-            self.slots[id as usize].key = PackedKey::FREE;
-            self.free.push(id);
-            self.counters.refused += 1;
-            return Inserted {
-                gone,
-                tracked: false,
-            };
+            return self.refuse(id, gone);
         }
         if !self.index_reply(id) {
             self.index.remove(hash, id);
-            self.slots[id as usize].key = PackedKey::FREE;
-            self.free.push(id);
-            self.counters.refused += 1;
-            return Inserted {
-                gone,
-                tracked: false,
-            };
+            return self.refuse(id, gone);
         }
         if half_open {
             self.half_open.push_back(id);
@@ -805,6 +788,19 @@ impl ConnTrack {
         Inserted {
             gone,
             tracked: true,
+        }
+    }
+
+    /// Gives back slot `id`, which an insert could not index (off both rings and indexes
+    /// already), and reports the flow as not tracked.
+    #[cold]
+    fn refuse(&mut self, id: u32, gone: Option<(FlowKey, Flow)>) -> Inserted {
+        self.slots[id as usize].key = PackedKey::FREE;
+        self.free.push(id);
+        self.counters.refused += 1;
+        Inserted {
+            gone,
+            tracked: false,
         }
     }
 

@@ -344,6 +344,18 @@ impl Ipv4Flow {
         self.proto == PROTO_TCP && self.tcp_flags & (SYN | ACK | RST) == SYN
     }
 
+    /// The frame's 5-tuple, as [`Parsed::flow_key`] gives it.
+    #[inline(always)]
+    pub fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            src: IpAddr::V4(Ipv4Addr::from(self.src)),
+            dst: IpAddr::V4(Ipv4Addr::from(self.dst)),
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            proto: self.proto,
+        }
+    }
+
     /// The full summary [`parse_frame`] gives the same frame, without parsing it again: for
     /// a frame read as an `Ipv4Flow` that then takes the general path.
     #[inline(always)]

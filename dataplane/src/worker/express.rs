@@ -119,13 +119,7 @@ impl Worker {
         {
             return None;
         }
-        let key = FlowKey {
-            src: IpAddr::V4(e.src.into()),
-            dst: IpAddr::V4(e.dst.into()),
-            src_port: e.src_port,
-            dst_port: e.dst_port,
-            proto: e.proto,
-        };
+        let key = e.flow_key();
         // No backend with room is a drop the general path counts.
         let b = self.choose_backend(svc, s, &key).ok()?;
         let be = svc.backends.get(b as usize)?;
@@ -239,14 +233,7 @@ impl Worker {
         // Past here the frame is the flow's, hit or not, as on the general path, where a
         // failed encapsulation is a drop too.
         self.ct.hit(&live, tcp_flags, now)?;
-        let key = packet::FlowKey {
-            src: IpAddr::V4(e.src.into()),
-            dst: IpAddr::V4(e.dst.into()),
-            src_port: e.src_port,
-            dst_port: e.dst_port,
-            proto: e.proto,
-        };
-        if let Err(r) = encapsulate(f, &e.parsed(), svc, snap, be.addr, &key) {
+        if let Err(r) = encapsulate(f, &e.parsed(), svc, snap, be.addr, &e.flow_key()) {
             return Some(Verdict::Drop(r));
         }
         Some(self.express_out(f.data_mut(), link, s, b))
